@@ -1,0 +1,34 @@
+# Two commands set everything up on a fresh clone: `make run` and `make test`.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BGA    := $(VENV)/bin/bga
+STAMP  := $(VENV)/.installed
+PYTHON ?= python3
+
+.PHONY: install run test lint bench dev clean
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(BGA) demo
+
+test: $(STAMP)
+	$(PY) -m pytest -q -p no:cacheprovider
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check state nodes graph dashboard tests bench
+
+bench: $(STAMP)
+	$(PY) bench/write_throughput.py
+	$(PY) bench/fold_throughput.py
+	$(PY) bench/checkpoint_size.py
+	$(PY) bench/read_latency.py
+
+clean:
+	rm -rf $(VENV) data/state.db*

@@ -1,0 +1,26 @@
+"""Backends chosen by URL: ``sqlite:///path``, ``memory://name`` (``postgresql://`` later)."""
+
+from __future__ import annotations
+
+from state.backends.base import Backend, LockBusy
+
+DEFAULT_URL = "sqlite:///./data/state.db"
+
+
+def make_backend(url: str) -> Backend:
+    """The backend for a database URL (not yet set up)."""
+    if url.startswith("sqlite:///"):
+        from state.backends.sqlite import SqliteBackend
+
+        return SqliteBackend(url)
+    if url.startswith("memory://"):
+        from state.backends.memory import MemoryBackend
+
+        return MemoryBackend(url)
+    if url.startswith(("postgresql://", "postgres://")):
+        raise ValueError("the PostgreSQL backend is not available in this version")
+    raise ValueError(
+        f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or memory://name")
+
+
+__all__ = ["DEFAULT_URL", "Backend", "LockBusy", "make_backend"]

@@ -1,0 +1,91 @@
+"""The narrow interface a storage backend implements.
+
+A backend owns four things in one database: the LangGraph checkpointer, the durable inbox of
+events written from outside the graph, the quarantine of rows that could not be folded, and
+the fold lock that lets one process at a time write the state. Everything above it (fold,
+queries, API, graph) is the same code for every backend.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from state.fold import InboxRow, Quarantined
+
+InboxWrite = tuple[int, str, bytes]  # (seq, kind, payload)
+
+
+class LockBusy(RuntimeError):
+    """Another process holds the fold lock of this database."""
+
+
+class Backend(abc.ABC):
+    url: str
+    checkpointer: BaseCheckpointSaver
+
+    @abc.abstractmethod
+    async def setup(self) -> None:
+        """Create or migrate the schema; idempotent and safe to race."""
+
+    @abc.abstractmethod
+    async def open_stream(self, producer: str) -> int:
+        """A new inbox stream id: each SharedState instance writes its own sequence."""
+
+    @abc.abstractmethod
+    async def close_stream(self, stream: int) -> None: ...
+
+    @abc.abstractmethod
+    async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
+        """Insert rows in one transaction (group commit); all or nothing."""
+
+    @abc.abstractmethod
+    async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
+        """Up to ``limit`` rows after ``after`` in (stream, seq) order (keyset paging)."""
+
+    @abc.abstractmethod
+    async def delete_folded(self, marks: dict[int, int]) -> None:
+        """Delete rows whose seq is at or below their stream's mark."""
+
+    @abc.abstractmethod
+    async def pending_count(self) -> int: ...
+
+    @abc.abstractmethod
+    async def quarantine(self, items: Sequence[Quarantined], at: float) -> None: ...
+
+    @abc.abstractmethod
+    async def quarantined(self, limit: int = 100) -> list[dict]: ...
+
+    @abc.abstractmethod
+    async def latest_checkpoint_id(self, thread_id: str) -> str | None: ...
+
+    @abc.abstractmethod
+    async def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+        """Delete all but the newest ``keep`` checkpoints of a thread; returns how many went."""
+
+    @abc.abstractmethod
+    async def is_empty(self) -> bool:
+        """No checkpoint and no inbox row yet (restore refuses anything else)."""
+
+    @abc.abstractmethod
+    async def _acquire(self, wait: float | None) -> bool:
+        """Take the fold lock; ``wait`` None blocks, 0 tries once; False if not taken."""
+
+    @abc.abstractmethod
+    async def _release(self) -> None: ...
+
+    @asynccontextmanager
+    async def fold_lock(self, wait: float | None = None) -> AsyncIterator[None]:
+        """Hold the one-writer-per-database lock; raises LockBusy if not taken in time."""
+        if not await self._acquire(wait):
+            raise LockBusy(f"another process is folding or ticking on {self.url}")
+        try:
+            yield
+        finally:
+            await self._release()
+
+    @abc.abstractmethod
+    async def aclose(self) -> None: ...

@@ -1,0 +1,106 @@
+"""Ephemeral in-process backend (``memory://name``) for notebooks and unit tests.
+
+Instances opened with the same URL in one process share one store, so a producer and a
+reader see each other as they would on a real database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from langgraph.checkpoint.memory import InMemorySaver
+
+from state.backends.base import Backend, InboxWrite
+from state.fold import InboxRow, Quarantined
+
+
+@dataclass
+class _Store:
+    saver: InMemorySaver = field(default_factory=InMemorySaver)
+    inbox: dict[tuple[int, int], InboxRow] = field(default_factory=dict)
+    quarantine: list[dict] = field(default_factory=list)
+    next_stream: int = 1
+    lock_held: bool = False
+
+
+_STORES: dict[str, _Store] = {}
+
+
+class MemoryBackend(Backend):
+    def __init__(self, url: str) -> None:
+        if not url.startswith("memory://"):
+            raise ValueError(f"not a memory URL: {url!r}")
+        self.url = url
+        self._store = _STORES.setdefault(url, _Store())
+        self.checkpointer = self._store.saver
+        self._holding = False
+
+    async def setup(self) -> None:
+        return None
+
+    async def open_stream(self, producer: str) -> int:
+        stream = self._store.next_stream
+        self._store.next_stream += 1
+        return stream
+
+    async def close_stream(self, stream: int) -> None:
+        return None
+
+    async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
+        keys = [(stream, seq) for seq, _, _ in rows]
+        if any(k in self._store.inbox for k in keys):
+            raise ValueError("duplicate inbox sequence number")
+        for seq, kind, payload in rows:
+            self._store.inbox[(stream, seq)] = InboxRow(stream, seq, kind, payload)
+
+    async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
+        keys = sorted(k for k in self._store.inbox if k > after)[:limit]
+        return [self._store.inbox[k] for k in keys]
+
+    async def delete_folded(self, marks: dict[int, int]) -> None:
+        for key in [k for k in self._store.inbox if k[1] <= marks.get(k[0], 0)]:
+            del self._store.inbox[key]
+
+    async def pending_count(self) -> int:
+        return len(self._store.inbox)
+
+    async def quarantine(self, items: Sequence[Quarantined], at: float) -> None:
+        self._store.quarantine.extend(
+            {"stream": q.row.stream, "seq": q.row.seq, "kind": q.row.kind, "reason": q.reason,
+             "at": at} for q in items)
+
+    async def quarantined(self, limit: int = 100) -> list[dict]:
+        return list(reversed(self._store.quarantine))[:limit]
+
+    async def latest_checkpoint_id(self, thread_id: str) -> str | None:
+        ids = list(self._store.saver.storage.get(thread_id, {}).get("", {}))
+        return max(ids) if ids else None
+
+    async def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+        ns = self._store.saver.storage.get(thread_id, {}).get("", {})
+        doomed = sorted(ns)[:-keep] if len(ns) > keep else []
+        for cid in doomed:
+            del ns[cid]
+        return len(doomed)
+
+    async def is_empty(self) -> bool:
+        return not self._store.saver.storage and not self._store.inbox
+
+    async def _acquire(self, wait: float | None) -> bool:
+        loop = asyncio.get_running_loop()
+        deadline = None if wait is None else loop.time() + wait
+        while self._store.lock_held:
+            if deadline is not None and loop.time() >= deadline:
+                return False
+            await asyncio.sleep(0.005)
+        self._store.lock_held = self._holding = True
+        return True
+
+    async def _release(self) -> None:
+        if self._holding:
+            self._store.lock_held = self._holding = False
+
+    async def aclose(self) -> None:
+        await self._release()

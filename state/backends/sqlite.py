@@ -1,0 +1,246 @@
+"""SQLite backend: checkpoints, inbox and quarantine in one WAL file; a file lock for folds.
+
+Inbox writes use their own ``sqlite3`` connection in a worker thread (one transaction per
+group commit); checkpoints go through ``AsyncSqliteSaver`` on an ``aiosqlite`` connection.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import socket
+import sqlite3
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import aiosqlite
+from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
+
+from state.backends.base import Backend, InboxWrite
+from state.fold import InboxRow, Quarantined
+
+BUSY_TIMEOUT_MS = 60_000
+
+# Append-only: each entry runs once, in order, recorded in bga_migrations.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS bga_streams (
+        stream_id INTEGER PRIMARY KEY AUTOINCREMENT,
+        producer TEXT NOT NULL, host TEXT, pid INTEGER,
+        opened_at REAL NOT NULL, closed_at REAL
+    );
+    CREATE TABLE IF NOT EXISTS bga_inbox (
+        stream_id INTEGER NOT NULL, seq INTEGER NOT NULL,
+        kind TEXT NOT NULL, payload BLOB NOT NULL,
+        PRIMARY KEY (stream_id, seq)
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS bga_quarantine (
+        id INTEGER PRIMARY KEY AUTOINCREMENT,
+        stream_id INTEGER, seq INTEGER, kind TEXT, payload BLOB,
+        reason TEXT NOT NULL, at REAL NOT NULL
+    );
+    """,
+)
+
+
+def path_from_url(url: str) -> Path:
+    if not url.startswith("sqlite:///"):
+        raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:///path/to/file.db)")
+    raw = url[len("sqlite:///"):]
+    if not raw:
+        raise ValueError("sqlite URL has no path")
+    return Path(raw)
+
+
+def _connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
+                           check_same_thread=False)
+    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def _migrate(conn: sqlite3.Connection) -> None:
+    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.execute("CREATE TABLE IF NOT EXISTS bga_migrations "
+                     "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
+        done = {v for (v,) in conn.execute("SELECT version FROM bga_migrations")}
+        for version, script in enumerate(MIGRATIONS, start=1):
+            if version in done:
+                continue
+            for statement in filter(str.strip, script.split(";")):
+                conn.execute(statement)
+            conn.execute("INSERT INTO bga_migrations VALUES (?, ?)", (version, time.time()))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
+
+
+class SqliteBackend(Backend):
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.path = path_from_url(url)
+        self._write: sqlite3.Connection | None = None
+        self._read: sqlite3.Connection | None = None
+        self._write_lock = asyncio.Lock()
+        self._read_lock = asyncio.Lock()
+        self._aconn: aiosqlite.Connection | None = None
+        self._lock_fd: int | None = None
+        self.checkpointer: AsyncSqliteSaver
+
+    async def setup(self) -> None:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self._write = await asyncio.to_thread(_connect, self.path)
+        await asyncio.to_thread(_migrate, self._write)
+        self._read = await asyncio.to_thread(_connect, self.path)
+        self._aconn = await aiosqlite.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
+        await self._aconn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
+        await self._aconn.execute("PRAGMA synchronous=NORMAL")
+        self.checkpointer = AsyncSqliteSaver(self._aconn)
+        await self.checkpointer.setup()
+
+    # -- inbox ----------------------------------------------------------------------------
+    async def _on_write(self, fn, *args):
+        async with self._write_lock:
+            return await asyncio.to_thread(fn, self._write, *args)
+
+    async def _on_read(self, fn, *args):
+        async with self._read_lock:
+            return await asyncio.to_thread(fn, self._read, *args)
+
+    async def open_stream(self, producer: str) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            cur = conn.execute(
+                "INSERT INTO bga_streams (producer, host, pid, opened_at) VALUES (?, ?, ?, ?)",
+                (producer, socket.gethostname(), os.getpid(), time.time()))
+            return int(cur.lastrowid)
+
+        return await self._on_write(run)
+
+    async def close_stream(self, stream: int) -> None:
+        await self._on_write(lambda c: c.execute(
+            "UPDATE bga_streams SET closed_at=? WHERE stream_id=?", (time.time(), stream)))
+
+    async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
+        def run(conn: sqlite3.Connection) -> None:
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                conn.executemany("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)",
+                                 [(stream, seq, kind, payload) for seq, kind, payload in rows])
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+
+        await self._on_write(run)
+
+    async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
+        def run(conn: sqlite3.Connection) -> list[InboxRow]:
+            cur = conn.execute("SELECT stream_id, seq, kind, payload FROM bga_inbox "
+                               "WHERE (stream_id, seq) > (?, ?) "
+                               "ORDER BY stream_id, seq LIMIT ?", (*after, limit))
+            return [InboxRow(s, q, k, p) for s, q, k, p in cur]
+
+        return await self._on_read(run)
+
+    async def delete_folded(self, marks: dict[int, int]) -> None:
+        if marks:
+            await self._on_write(lambda c: c.executemany(
+                "DELETE FROM bga_inbox WHERE stream_id=? AND seq<=?", list(marks.items())))
+
+    async def pending_count(self) -> int:
+        return await self._on_read(
+            lambda c: c.execute("SELECT count(*) FROM bga_inbox").fetchone()[0])
+
+    async def quarantine(self, items: Sequence[Quarantined], at: float) -> None:
+        if items:
+            rows = [(q.row.stream, q.row.seq, q.row.kind, q.row.payload, q.reason, at)
+                    for q in items]
+            await self._on_write(lambda c: c.executemany(
+                "INSERT INTO bga_quarantine (stream_id, seq, kind, payload, reason, at) "
+                "VALUES (?, ?, ?, ?, ?, ?)", rows))
+
+    async def quarantined(self, limit: int = 100) -> list[dict]:
+        def run(conn: sqlite3.Connection) -> list[dict]:
+            cur = conn.execute("SELECT stream_id, seq, kind, reason, at FROM bga_quarantine "
+                               "ORDER BY id DESC LIMIT ?", (limit,))
+            return [dict(zip(("stream", "seq", "kind", "reason", "at"), r, strict=True))
+                    for r in cur]
+
+        return await self._on_read(run)
+
+    # -- checkpoints ----------------------------------------------------------------------
+    async def latest_checkpoint_id(self, thread_id: str) -> str | None:
+        row = await self._on_read(lambda c: c.execute(
+            "SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id=? AND checkpoint_ns=''",
+            (thread_id,)).fetchone())
+        return row[0] if row else None
+
+    async def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute(
+                "SELECT checkpoint_id FROM checkpoints WHERE thread_id=? AND checkpoint_ns='' "
+                "ORDER BY checkpoint_id DESC LIMIT 1 OFFSET ?", (thread_id, keep - 1)).fetchone()
+            if row is None:
+                return 0
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                n = conn.execute("DELETE FROM checkpoints WHERE thread_id=? AND checkpoint_id<?",
+                                 (thread_id, row[0])).rowcount
+                conn.execute("DELETE FROM writes WHERE thread_id=? AND checkpoint_id<?",
+                             (thread_id, row[0]))
+                conn.execute("COMMIT")
+            except BaseException:
+                conn.execute("ROLLBACK")
+                raise
+            conn.execute("PRAGMA incremental_vacuum")
+            return n
+
+        return await self._on_write(run)
+
+    async def is_empty(self) -> bool:
+        def run(conn: sqlite3.Connection) -> bool:
+            has_cp = conn.execute("SELECT 1 FROM checkpoints LIMIT 1").fetchone()
+            has_rows = conn.execute("SELECT 1 FROM bga_inbox LIMIT 1").fetchone()
+            return has_cp is None and has_rows is None
+
+        return await self._on_read(run)
+
+    # -- fold lock ------------------------------------------------------------------------
+    async def _acquire(self, wait: float | None) -> bool:
+        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+        deadline = None if wait is None else time.monotonic() + wait
+        delay = 0.005
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                self._lock_fd = fd
+                return True
+            except BlockingIOError:
+                if deadline is not None and time.monotonic() >= deadline:
+                    os.close(fd)
+                    return False
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+
+    async def _release(self) -> None:
+        if self._lock_fd is not None:
+            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
+            os.close(self._lock_fd)
+            self._lock_fd = None
+
+    async def aclose(self) -> None:
+        await self._release()
+        if self._aconn is not None:
+            await self._aconn.close()
+            self._aconn = None
+        for conn in (self._write, self._read):
+            if conn is not None:
+                conn.close()
+        self._write = self._read = None

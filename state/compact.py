@@ -1,0 +1,90 @@
+"""Bound the state: drop what retention no longer covers and cap keyed collections.
+
+Reducers only merge; this is where a real clock and the configured limits apply. The fold and
+the coordinator run it on every write of the state, so a checkpoint's size depends on the
+configuration, never on how many events have been recorded.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from state.config import RetentionConfig
+from state.schema import TIERS
+
+
+def horizons(now: float, retention: RetentionConfig) -> dict[str, int]:
+    """Oldest bucket start kept for each tier."""
+    keep = {
+        "1m": retention.minute_buckets,
+        "1h": retention.hour_buckets,
+        "1d": retention.day_buckets,
+    }
+    out = {}
+    for name, width in TIERS:
+        current = int(now) - int(now) % width
+        out[name] = current - (keep[name] - 1) * width
+    return out
+
+
+def _trim_tiers(tiers: dict[str, dict[int, Any]], cut: dict[str, int]) -> dict[str, dict[int, Any]]:
+    return {name: {b: v for b, v in buckets.items() if b >= cut[name]}
+            for name, buckets in tiers.items()}
+
+
+def _newest(items: dict[str, Any], limit: int, key) -> dict[str, Any]:
+    if len(items) <= limit:
+        return items
+    ranked = sorted(items.items(), key=lambda kv: (key(kv[1]), kv[0]), reverse=True)
+    return dict(ranked[:limit])
+
+
+def _last_bucket(tiers: dict[str, dict[int, Any]]) -> int:
+    return max((max(b) for b in tiers.values() if b), default=0)
+
+
+def compact_metrics(metrics: dict, now: float, retention: RetentionConfig) -> dict:
+    cut = horizons(now, retention)
+    out = {}
+    for series, data in metrics.items():
+        tiers = _trim_tiers(data["tiers"], cut)
+        if any(tiers.values()):
+            out[series] = {"unit": data.get("unit"), "tiers": tiers}
+    return _newest(out, retention.max_series, lambda s: _last_bucket(s["tiers"]))
+
+
+def compact_error_patterns(patterns: dict, now: float, retention: RetentionConfig) -> dict:
+    cut = horizons(now, retention)
+    out = {}
+    for pid, p in patterns.items():
+        tiers = _trim_tiers(p["tiers"], cut)
+        if any(tiers.values()):
+            out[pid] = {**p, "tiers": tiers}
+    return _newest(out, retention.max_error_patterns, lambda p: p["last_seen"])
+
+
+def compact_insights(insights: dict, now: float, retention: RetentionConfig) -> dict:
+    """Cap insights; an acknowledgement whose insight never arrived expires with retention."""
+    oldest = horizons(now, retention)["1d"]
+    kept = {i: v for i, v in insights.items()
+            if v.get("body") is not None or (v.get("acted_upon_at") or 0) >= oldest}
+    return _newest(kept, retention.max_insights, lambda v: v.get("last_seen") or 0)
+
+
+def compact_optimizations(records: dict, retention: RetentionConfig) -> dict:
+    return _newest(records, retention.max_optimizations, lambda r: r["stamp"][0])
+
+
+def compact(state: dict[str, Any], now: float, retention: RetentionConfig) -> dict[str, Any]:
+    """Bounded copies of the growing channels of ``state`` (only those present)."""
+    out: dict[str, Any] = {}
+    if "metrics" in state:
+        out["metrics"] = compact_metrics(state["metrics"] or {}, now, retention)
+    if "error_patterns" in state:
+        patterns = state["error_patterns"] or {}
+        out["error_patterns"] = compact_error_patterns(patterns, now, retention)
+    if "insights" in state:
+        out["insights"] = compact_insights(state["insights"] or {}, now, retention)
+    if "optimizations" in state:
+        out["optimizations"] = compact_optimizations(state["optimizations"] or {}, retention)
+    return out

@@ -1,0 +1,220 @@
+"""Turn inbox rows into one partial state update (a delta) for the reducers.
+
+This is the hot path of the write path: rows are accumulated in mutable builders and frozen
+once, so folding costs O(rows + distinct buckets), not O(rows x state size). The same function
+serves the fold node (which writes the delta) and readers (which overlay unfolded rows on the
+last checkpoint for read-your-writes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from state import reducers, sketch
+from state.schema import TIERS
+
+KIND_METRIC = "metric"
+KIND_ERROR = "error"
+KIND_INSIGHT = "insight"
+KIND_ACK = "ack"
+KIND_OPTIMIZATION = "opt"
+KIND_HEARTBEAT = "hb"
+KIND_REGISTER = "reg"
+KIND_SYSTEM = "sys"
+KIND_CONFIG = "cfg"
+
+_MINUTE = TIERS[0][1]
+
+
+@dataclass
+class InboxRow:
+    stream: int
+    seq: int
+    kind: str
+    payload: bytes | str
+
+
+@dataclass
+class Quarantined:
+    row: InboxRow
+    reason: str
+
+
+@dataclass
+class FoldResult:
+    delta: dict[str, Any]
+    watermarks: dict[int, int]
+    folded: int = 0
+    quarantined: list[Quarantined] = field(default_factory=list)
+
+
+class _ErrorAcc:
+    __slots__ = ("count", "error_type", "first", "last", "minutes", "normalized", "sample", "srcs")
+
+    def __init__(self, error_type: str, normalized: str) -> None:
+        self.error_type = error_type
+        self.normalized = normalized
+        self.count = 0
+        self.first = float("inf")
+        self.last = float("-inf")
+        self.minutes: dict[int, int] = {}
+        self.sample: dict | None = None
+        self.srcs: set[str] = set()
+
+
+class DeltaBuilder:
+    """Accumulates events; ``build()`` returns the delta the reducers merge."""
+
+    def __init__(self) -> None:
+        self._metrics: dict[tuple[str, int], sketch.Accumulator] = {}
+        self._units: dict[str, str] = {}
+        self._errors: dict[str, _ErrorAcc] = {}
+        self._maps: dict[str, dict[str, Any]] = {}
+        self._merge = {
+            "insights": reducers.merge_insight,
+            "optimizations": reducers.lww,
+            "agents": reducers.merge_agent,
+            "system": reducers.lww,
+            "config": reducers.lww,
+        }
+
+    # -- events ---------------------------------------------------------------------------
+    def metric(self, series: str, value: float, ts: float, unit: str | None = None) -> None:
+        key = (series, int(ts) - int(ts) % _MINUTE)
+        acc = self._metrics.get(key)
+        if acc is None:
+            acc = self._metrics[key] = sketch.Accumulator()
+        acc.add(value)
+        if unit:
+            self._units[series] = max(unit, self._units.get(series, ""))
+
+    def error(
+        self, pid: str, error_type: str, normalized: str, message: str, agent: str, ts: float,
+        stamp: list,
+    ) -> None:
+        acc = self._errors.get(pid)
+        if acc is None:
+            acc = self._errors[pid] = _ErrorAcc(error_type, normalized)
+        acc.count += 1
+        acc.first = min(acc.first, ts)
+        acc.last = max(acc.last, ts)
+        minute = int(ts) - int(ts) % _MINUTE
+        acc.minutes[minute] = acc.minutes.get(minute, 0) + 1
+        acc.sample = reducers.lww(acc.sample, {"message": message, "agent": agent, "stamp": stamp})
+        if len(acc.srcs) < reducers.MAX_SOURCES or agent in acc.srcs:
+            acc.srcs.add(agent)
+        else:
+            acc.srcs = set(sorted(acc.srcs | {agent})[: reducers.MAX_SOURCES])
+
+    def put(self, channel: str, key: str, value: dict) -> None:
+        """Merge one keyed record into a map channel (insights, agents, config, ...)."""
+        m = self._maps.setdefault(channel, {})
+        m[key] = self._merge[channel](m[key], value) if key in m else value
+
+    # -- result ---------------------------------------------------------------------------
+    def build(self) -> dict[str, Any]:
+        delta: dict[str, Any] = {}
+        if self._metrics:
+            delta["metrics"] = self._build_metrics()
+        if self._errors:
+            delta["error_patterns"] = {
+                pid: {
+                    "error_type": e.error_type,
+                    "normalized": e.normalized,
+                    "sample": e.sample,
+                    "count": e.count,
+                    "first_seen": e.first,
+                    "last_seen": e.last,
+                    "sources": sorted(e.srcs),
+                    "tiers": _roll_up(e.minutes, lambda a, b: a + b),
+                }
+                for pid, e in self._errors.items()
+            }
+        delta.update(self._maps)
+        return delta
+
+    def _build_metrics(self) -> dict[str, Any]:
+        per_series: dict[str, dict[int, sketch.Agg]] = {}
+        for (series, minute), acc in self._metrics.items():
+            per_series.setdefault(series, {})[minute] = acc.freeze()
+        return {
+            series: {"unit": self._units.get(series), "tiers": _roll_up(minutes, sketch.merge)}
+            for series, minutes in per_series.items()
+        }
+
+
+def _roll_up(minutes: dict[int, Any], merge) -> dict[str, dict[int, Any]]:
+    """Minute buckets -> every tier, merging minutes that fall into one coarser bucket."""
+    tiers: dict[str, dict[int, Any]] = {TIERS[0][0]: dict(minutes)}
+    for name, width in TIERS[1:]:
+        out: dict[int, Any] = {}
+        for start, value in minutes.items():
+            b = start - start % width
+            out[b] = merge(out[b], value) if b in out else value
+        tiers[name] = out
+    return tiers
+
+
+def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
+    kind = row.kind
+    ts = p["t"]
+    if not isinstance(ts, int | float) or isinstance(ts, bool):
+        raise ValueError("timestamp is not a number")
+    stamp = [ts, row.stream, row.seq]
+    if kind == KIND_METRIC:
+        value = p["v"]
+        if not isinstance(value, int | float) or isinstance(value, bool):
+            raise ValueError("metric value is not a number")
+        builder.metric(p["s"], float(value), p["t"], p.get("u"))
+    elif kind == KIND_ERROR:
+        if not all(isinstance(p[k], str) for k in ("id", "type", "norm", "msg", "a")):
+            raise ValueError("error event fields must be strings")
+        builder.error(p["id"], p["type"], p["norm"], p["msg"], p["a"], p["t"], stamp)
+    elif kind == KIND_INSIGHT:
+        body = {"insight_type": p["type"], "source_agent": p["a"], "priority": p["p"],
+                "content": p["c"], "stamp": stamp}
+        builder.put("insights", p["id"], {"body": body, "occurrences": 1,
+                                          "first_seen": p["t"], "last_seen": p["t"]})
+    elif kind == KIND_ACK:
+        builder.put("insights", p["id"], {"acted_upon_at": p["t"]})
+    elif kind == KIND_OPTIMIZATION:
+        builder.put("optimizations", p["record_id"], {**p, "stamp": stamp})
+    elif kind == KIND_HEARTBEAT:
+        hb = {"at": p["t"], "status": p["status"], "data": p["d"], "stamp": stamp}
+        builder.put("agents", p["a"], {"hb": hb, "heartbeats": 1})
+    elif kind == KIND_REGISTER:
+        reg = {k: p[k] for k in ("kind", "interval_s", "schedule", "meta")}
+        builder.put("agents", p["a"], {"reg": {**reg, "at": p["t"], "stamp": stamp},
+                                       "heartbeats": 0})
+    elif kind in (KIND_SYSTEM, KIND_CONFIG):
+        channel = "system" if kind == KIND_SYSTEM else "config"
+        for key, value in p["u"].items():
+            builder.put(channel, key, {"value": value, "stamp": stamp})
+    else:
+        raise ValueError(f"unknown event kind {kind!r}")
+
+
+def fold_rows(rows: Iterable[InboxRow], builder: DeltaBuilder | None = None) -> FoldResult:
+    """Fold rows into a delta; a bad row is quarantined with its reason, never raised."""
+    builder = builder or DeltaBuilder()
+    marks: dict[int, int] = {}
+    quarantined: list[Quarantined] = []
+    folded = 0
+    loads = orjson.loads
+    for row in rows:
+        if row.seq > marks.get(row.stream, 0):
+            marks[row.stream] = row.seq
+        try:
+            payload = loads(row.payload)
+            if not isinstance(payload, dict):
+                raise ValueError("payload is not an object")
+            _apply(builder, row, payload)
+            folded += 1
+        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+            reason = f"{type(exc).__name__}: {exc}"
+            quarantined.append(Quarantined(row, reason[:500]))
+    return FoldResult(builder.build(), marks, folded, quarantined)

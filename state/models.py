@@ -1,0 +1,226 @@
+"""Validated input records of the SharedState API (the seed's names).
+
+Validation happens here, before anything is written, so a bad value raises
+``InvalidInput`` naming the field and nothing reaches the inbox.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+import uuid
+from typing import Any, Literal
+
+import orjson
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from state.redact import redact, redact_obj
+
+MAX_NAME = 200
+MAX_TEXT = 4_000
+MAX_PAYLOAD_BYTES = 16_384
+FUTURE_SKEW_S = 300.0
+
+Priority = Literal["low", "medium", "high", "critical"]
+PRIORITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
+
+
+class InvalidInput(ValueError):
+    """Bad input to the SharedState API; ``field`` names what was wrong."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(f"{field}: {message}")
+        self.field = field
+
+
+def check_name(field: str, value: object, *, allow_slash: bool = True) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
+    value = value.strip()
+    if not value:
+        raise InvalidInput(field, "must not be empty")
+    if len(value) > MAX_NAME:
+        raise InvalidInput(field, f"longer than {MAX_NAME} characters")
+    if not allow_slash and "/" in value:
+        raise InvalidInput(field, "must not contain '/'")
+    if any(ord(c) < 32 for c in value):
+        raise InvalidInput(field, "must not contain control characters")
+    return value
+
+
+def check_json(field: str, value: object, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
+    """A JSON-serialisable, size-limited copy of ``value`` with secrets redacted."""
+    try:
+        raw = orjson.dumps(value)
+    except TypeError as exc:
+        raise InvalidInput(field, f"not JSON-serialisable ({exc})") from None
+    if len(raw) > limit:
+        raise InvalidInput(field, f"payload of {len(raw)} bytes exceeds {limit} bytes")
+    data = orjson.loads(raw)
+    _reject_non_finite(field, data)
+    return redact_obj(data)
+
+
+def _reject_non_finite(field: str, data: Any) -> None:
+    if isinstance(data, float) and not math.isfinite(data):
+        raise InvalidInput(field, "contains NaN or infinity")
+    if isinstance(data, dict):
+        for v in data.values():
+            _reject_non_finite(field, v)
+    elif isinstance(data, list):
+        for v in data:
+            _reject_non_finite(field, v)
+
+
+def check_timestamp(field: str, value: object, now: float | None = None) -> float:
+    if value is None:
+        return time.time() if now is None else now
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise InvalidInput(field, f"must be a unix timestamp, got {type(value).__name__}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise InvalidInput(field, "must be a positive finite unix timestamp")
+    limit = (time.time() if now is None else now) + FUTURE_SKEW_S
+    if value > limit:
+        raise InvalidInput(field, "is more than 5 minutes in the future")
+    return value
+
+
+def check_text(field: str, value: object, *, limit: int = MAX_TEXT) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
+    if len(value) > limit:
+        raise InvalidInput(field, f"longer than {limit} characters")
+    return redact(value)
+
+
+class _Record(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+
+    @classmethod
+    def checked(cls, **data: Any) -> Any:
+        try:
+            return cls(**data)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            field = ".".join(str(p) for p in err["loc"]) or cls.__name__
+            raise InvalidInput(field, err["msg"]) from None
+
+
+class PerformanceMetric(_Record):
+    """One measurement; folded into time-bucketed sketches, never stored individually."""
+
+    source_agent: str
+    name: str
+    value: float
+    unit: str | None = None
+    timestamp: float | None = None
+
+    @field_validator("source_agent")
+    @classmethod
+    def _agent(cls, v: str) -> str:
+        return check_name("source_agent", v, allow_slash=False)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, v: str) -> str:
+        return check_name("name", v)
+
+    @field_validator("value", mode="before")
+    @classmethod
+    def _value(cls, v: object) -> float:
+        if isinstance(v, bool) or not isinstance(v, int | float):
+            raise ValueError(f"must be a number, got {type(v).__name__}")
+        if not math.isfinite(float(v)):
+            raise ValueError("must be finite (no NaN or infinity)")
+        return float(v)
+
+    @field_validator("unit")
+    @classmethod
+    def _unit(cls, v: str | None) -> str | None:
+        return None if v is None else check_name("unit", v)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _ts(cls, v: object) -> float | None:
+        return None if v is None else check_timestamp("timestamp", v)
+
+    @property
+    def series(self) -> str:
+        return f"{self.source_agent}/{self.name}"
+
+
+OptimizationOutcome = Literal["proposed", "applied", "kept", "rolled_back", "failed", "skipped"]
+
+
+class OptimizationRecord(_Record):
+    """One step of an optimization cycle; records with the same id are versions of one cycle."""
+
+    optimization_type: str
+    target: str
+    before: dict[str, Any] = Field(default_factory=dict)
+    after: dict[str, Any] = Field(default_factory=dict)
+    outcome: OptimizationOutcome = "applied"
+    success: bool = True
+    source_agent: str = "coordinator"
+    details: dict[str, Any] = Field(default_factory=dict)
+    record_id: str = Field(default_factory=lambda: f"opt_{uuid.uuid4().hex[:16]}")
+    timestamp: float | None = None
+
+    @field_validator("optimization_type", "target", "source_agent", "record_id")
+    @classmethod
+    def _names(cls, v: str, info: Any) -> str:
+        return check_name(info.field_name, v)
+
+    @field_validator("before", "after", "details")
+    @classmethod
+    def _json(cls, v: dict[str, Any], info: Any) -> dict[str, Any]:
+        return check_json(info.field_name, v)
+
+    @field_validator("timestamp", mode="before")
+    @classmethod
+    def _ts(cls, v: object) -> float | None:
+        return None if v is None else check_timestamp("timestamp", v)
+
+
+class Insight(BaseModel):
+    """Read model of an insight as the state keeps it (deduplicated by id)."""
+
+    insight_id: str
+    insight_type: str
+    source_agent: str
+    priority: Priority
+    content: dict[str, Any]
+    first_seen: float
+    last_seen: float
+    occurrences: int
+    acted_upon_at: float | None = None
+
+
+class ErrorPattern(BaseModel):
+    """Read model of one fingerprinted error pattern."""
+
+    pattern_id: str
+    error_type: str
+    normalized_message: str
+    sample_message: str
+    count: int
+    frequency: int
+    first_seen: float
+    last_seen: float
+    source_agents: list[str]
+
+
+class AgentRecord(BaseModel):
+    """Read model of an agent: registration plus latest heartbeat."""
+
+    agent_id: str
+    kind: str
+    interval_s: float | None = None
+    schedule: str | None = None
+    registered_at: float | None = None
+    last_heartbeat: float | None = None
+    status: str = "unknown"
+    heartbeat: dict[str, Any] = Field(default_factory=dict)
+    heartbeats: int = 0
+    meta: dict[str, Any] = Field(default_factory=dict)

@@ -1,0 +1,170 @@
+"""Pure merge functions used as LangGraph reducers.
+
+Every reducer is deterministic, associative and commutative, so parallel nodes (``Send``
+fan-out), replays and out-of-order arrivals give the same state. Last-writer-wins parts are
+also idempotent; additive parts (counts, sketches) are exactly-once by construction: each
+event enters the state through one fold guarded by per-stream watermarks. Bounding (retention,
+caps) is not done here but in ``state.compact``, which the fold applies with a real clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import orjson
+
+from state import sketch
+
+V = TypeVar("V")
+
+
+def _canon(value: Any) -> bytes:
+    return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+def lww(a: dict | None, b: dict | None) -> dict | None:
+    """Last writer wins by ``stamp`` ([ts, origin, seq]); ties broken by content, symmetrically."""
+    if a is None:
+        return b
+    if b is None:
+        return a
+    sa, sb = a.get("stamp"), b.get("stamp")
+    if sa is None:
+        return b if sb is not None else (a if _canon(a) >= _canon(b) else b)
+    if sb is None:
+        return a
+    if sa != sb:
+        return a if sa > sb else b
+    return a if _canon(a) >= _canon(b) else b
+
+
+def merge_maps(
+    a: dict[Any, V] | None, b: dict[Any, V] | None, merge_value: Callable[[V, V], V]
+) -> dict[Any, V]:
+    """Union of two maps, merging the values both have."""
+    if not a:
+        return dict(b or {})
+    if not b:
+        return dict(a)
+    out = dict(a)
+    for k, v in b.items():
+        out[k] = merge_value(out[k], v) if k in out else v
+    return out
+
+
+def _min_opt(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else min(a, b)
+
+
+def _max_opt(a: float | None, b: float | None) -> float | None:
+    if a is None:
+        return b
+    return a if b is None else max(a, b)
+
+
+def _add_counts(a: dict[int, int], b: dict[int, int]) -> dict[int, int]:
+    return merge_maps(a, b, lambda x, y: x + y)
+
+
+def _merge_tiers(a: dict[str, dict[int, Any]], b: dict[str, dict[int, Any]], merge_bucket):
+    return merge_maps(a, b, lambda x, y: merge_maps(x, y, merge_bucket))
+
+
+MAX_SOURCES = 20
+
+
+# --- channel reducers -------------------------------------------------------------------------
+
+
+def merge_lww_map(a: dict[str, dict] | None, b: dict[str, dict] | None) -> dict[str, dict]:
+    """Config / system-state map: each key holds ``{"value", "stamp"}``; newest stamp wins."""
+    return merge_maps(a, b, lww)
+
+
+def merge_series(x: dict, y: dict) -> dict:
+    """One metric series: sketches of the same bucket merge."""
+    return {
+        "unit": max(x.get("unit") or "", y.get("unit") or "") or None,
+        "tiers": _merge_tiers(x["tiers"], y["tiers"], sketch.merge),
+    }
+
+
+def merge_metrics(a: dict | None, b: dict | None) -> dict:
+    """Series -> ``{"unit", "tiers": {tier: {bucket_start: Agg}}}``; sketches merge per bucket."""
+    return merge_maps(a, b, merge_series)
+
+
+def merge_pattern(x: dict, y: dict) -> dict:
+    """One error pattern: counts add, first/last seen are min/max, newest sample wins."""
+    return {
+        "error_type": x["error_type"],
+        "normalized": x["normalized"],
+        "sample": lww(x["sample"], y["sample"]),
+        "count": x["count"] + y["count"],
+        "first_seen": min(x["first_seen"], y["first_seen"]),
+        "last_seen": max(x["last_seen"], y["last_seen"]),
+        "sources": sorted(set(x["sources"]) | set(y["sources"]))[:MAX_SOURCES],
+        "tiers": _merge_tiers(x["tiers"], y["tiers"], lambda p, q: p + q),
+    }
+
+
+def merge_error_patterns(a: dict | None, b: dict | None) -> dict:
+    """Pattern id -> counts per time bucket, first/last seen, latest sample, source agents."""
+    return merge_maps(a, b, merge_pattern)
+
+
+def merge_insight(x: dict, y: dict) -> dict:
+    """One insight: newest body wins, occurrences add up, latest acknowledgement wins."""
+    return {
+        "body": lww(x.get("body"), y.get("body")),
+        "occurrences": x.get("occurrences", 0) + y.get("occurrences", 0),
+        "first_seen": _min_opt(x.get("first_seen"), y.get("first_seen")),
+        "last_seen": _max_opt(x.get("last_seen"), y.get("last_seen")),
+        "acted_upon_at": _max_opt(x.get("acted_upon_at"), y.get("acted_upon_at")),
+    }
+
+
+def merge_insights(a: dict | None, b: dict | None) -> dict:
+    """Insight id -> newest content; occurrences add up; acted-upon time is the latest ack."""
+    return merge_maps(a, b, merge_insight)
+
+
+def merge_records(a: dict | None, b: dict | None) -> dict:
+    """Id -> stamped record (optimization records): newest version of each id wins."""
+    return merge_maps(a, b, lww)
+
+
+def merge_agent(x: dict, y: dict) -> dict:
+    """One agent: registration, heartbeat and liveness are LWW; heartbeat counts add up."""
+    return {
+        "reg": lww(x.get("reg"), y.get("reg")),
+        "hb": lww(x.get("hb"), y.get("hb")),
+        "liveness": lww(x.get("liveness"), y.get("liveness")),
+        "heartbeats": x.get("heartbeats", 0) + y.get("heartbeats", 0),
+    }
+
+
+def merge_agents(a: dict | None, b: dict | None) -> dict:
+    """Agent id -> registration (LWW), latest heartbeat (LWW), liveness (LWW), heartbeat count."""
+    return merge_maps(a, b, merge_agent)
+
+
+def merge_watermarks(a: dict[int, int] | None, b: dict[int, int] | None) -> dict[int, int]:
+    """Stream id -> highest folded sequence number."""
+    return merge_maps(a, b, max)
+
+
+def merge_stats(a: dict[str, float] | None, b: dict[str, float] | None) -> dict[str, float]:
+    """Counters add up; keys ending in ``_at`` are timestamps and keep the latest."""
+    out = dict(a or {})
+    for k, v in (b or {}).items():
+        if k not in out:
+            out[k] = v
+        elif k.endswith("_at"):
+            out[k] = max(out[k], v)
+        else:
+            out[k] = out[k] + v
+    return out

@@ -1,0 +1,79 @@
+"""The one typed state of the ``system`` thread.
+
+Values are plain dicts and lists (not model instances) so checkpoints are compact msgpack and
+every reducer is a pure function of plain data. ``state.models`` validates what comes in;
+``state.queries`` turns this into read models.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, TypedDict
+
+from state import reducers
+
+SYSTEM_THREAD = "system"
+
+# Metric and error buckets: (tier name, width in seconds). Widths are fixed; how many buckets of
+# each tier are kept is configuration (``retention.*``).
+TIERS: tuple[tuple[str, int], ...] = (("1m", 60), ("1h", 3600), ("1d", 86400))
+TIER_WIDTH: dict[str, int] = dict(TIERS)
+
+
+class SystemState(TypedDict, total=False):
+    """Shared state of the background-agents system."""
+
+    agents: Annotated[dict[str, dict[str, Any]], reducers.merge_agents]
+    """Agent id -> {"reg", "hb", "liveness", "heartbeats"}: registration, latest heartbeat and
+    liveness verdict are last-writer-wins by stamp; the heartbeat count adds up."""
+
+    metrics: Annotated[dict[str, dict[str, Any]], reducers.merge_metrics]
+    """Series "agent/name" -> {"unit", "tiers": {tier: {bucket_start: sketch}}}: sketches of the
+    same bucket merge (count, sum, min, max, log bins); never a list of raw values."""
+
+    error_patterns: Annotated[dict[str, dict[str, Any]], reducers.merge_error_patterns]
+    """Pattern id -> fingerprinted pattern: per-bucket counts add up, first/last seen are
+    min/max, the sample is the newest, source agents are a bounded sorted union."""
+
+    insights: Annotated[dict[str, dict[str, Any]], reducers.merge_insights]
+    """Insight id (dedupe key) -> {"body", "occurrences", "first_seen", "last_seen",
+    "acted_upon_at"}: a repeated insight bumps occurrences instead of adding a row."""
+
+    optimizations: Annotated[dict[str, dict[str, Any]], reducers.merge_records]
+    """Record id -> newest version of an optimization record (LWW by stamp)."""
+
+    system: Annotated[dict[str, dict[str, Any]], reducers.merge_lww_map]
+    """System-state key -> {"value", "stamp"}: last writer wins per key."""
+
+    config: Annotated[dict[str, dict[str, Any]], reducers.merge_lww_map]
+    """Dotted config key -> {"value", "stamp"}: last writer wins per key."""
+
+    inbox: Annotated[dict[int, int], reducers.merge_watermarks]
+    """Inbox stream id -> highest sequence number folded into this state (max-merge). Kept only
+    until those rows are deleted from the inbox, so it stays as small as one fold batch."""
+
+    stats: Annotated[dict[str, float], reducers.merge_stats]
+    """Bookkeeping counters (events folded, quarantined, dropped as too old, folds, ticks) that
+    add up, and ``*_at`` timestamps that keep the latest."""
+
+
+CHANNELS: tuple[str, ...] = tuple(SystemState.__annotations__)
+
+REDUCERS = {
+    "agents": reducers.merge_agents,
+    "metrics": reducers.merge_metrics,
+    "error_patterns": reducers.merge_error_patterns,
+    "insights": reducers.merge_insights,
+    "optimizations": reducers.merge_records,
+    "system": reducers.merge_lww_map,
+    "config": reducers.merge_lww_map,
+    "inbox": reducers.merge_watermarks,
+    "stats": reducers.merge_stats,
+}
+
+
+def apply_update(state: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """What LangGraph does with a node's partial update, as a plain function (for reads)."""
+    out = dict(state)
+    for key, value in update.items():
+        out[key] = REDUCERS[key](out.get(key), value)
+    return out
