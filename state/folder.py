@@ -9,6 +9,7 @@ has a single writer committing in sequence order, so no row can commit behind a 
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,17 +86,21 @@ async def collect(
     return update, report
 
 
-def build_fold_graph(backend: Backend, *, batch: int = 200_000):
-    """Smallest graph over the system state: used to write fold results with ``aupdate_state``
-    from outside the system graph, attributed to the same ``fold_inbox`` node."""
-    import time
+def fold_node(backend: Backend, *, batch: int = 200_000):
+    """The ``fold_inbox`` node: folds pending inbox rows into the state it is given."""
 
     async def fold_inbox(state: SystemState) -> dict[str, Any]:
         update, _ = await collect(backend, dict(state), time.time(), batch)
         return update
 
+    return fold_inbox
+
+
+def build_fold_graph(backend: Backend):
+    """Smallest graph over the system state: used to write fold results with ``aupdate_state``
+    from outside the system graph, attributed to the same ``fold_inbox`` node."""
     graph = StateGraph(SystemState)
-    graph.add_node(FOLD_NODE, fold_inbox)
+    graph.add_node(FOLD_NODE, fold_node(backend))
     graph.add_edge(START, FOLD_NODE)
     graph.add_edge(FOLD_NODE, END)
     return graph.compile(checkpointer=backend.checkpointer)

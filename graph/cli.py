@@ -1,0 +1,160 @@
+"""``bga``: the command line of the background-agents system."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from graph import runner
+from graph.demo import seed_sample_data
+from state.api import SharedState
+from state.backends import LockBusy
+from state.models import InvalidInput
+from state.settings import database_url
+
+app = typer.Typer(help="Background Agents: a LangGraph-native runtime for background agents.",
+                  no_args_is_help=True, add_completion=False)
+console = Console()
+err = Console(stderr=True)
+
+DbOption = Annotated[str | None, typer.Option(
+    "--db", help="Database URL (default: $BGA_DATABASE_URL, then sqlite:///./data/state.db)")]
+
+
+def _run(coro) -> Any:
+    try:
+        return asyncio.run(coro)
+    except (InvalidInput, LockBusy, ValueError, PermissionError) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+
+
+def _age(ts: float | None) -> str:
+    if ts is None:
+        return "never"
+    secs = max(0, time.time() - ts)
+    return f"{secs:.0f} s ago" if secs < 120 else f"{secs / 60:.0f} min ago"
+
+
+def print_status(summary: dict, agents: list[dict], perf: dict) -> None:
+    table = Table(title="Agents")
+    for col in ("agent", "kind", "status", "last heartbeat", "heartbeats"):
+        table.add_column(col)
+    for a in agents:
+        table.add_row(a["agent_id"], a["kind"], a["status"], _age(a["last_heartbeat"]),
+                      str(a["heartbeats"]))
+    console.print(table)
+    table = Table(title=f"Performance, last {perf['window_hours']:g} h")
+    for col in ("series", "count", "mean", "p50", "p95", "p99"):
+        table.add_column(col, justify="right" if col != "series" else "left")
+    for name, s in perf["series"].items():
+        table.add_row(name, str(s["count"]), *(f"{s[k]:.1f}" for k in ("mean", "p50", "p95",
+                                                                           "p99")))
+    console.print(table)
+    ins = summary["insights"]
+    errs = summary["error_patterns"]
+    console.print(f"insights: {ins['open']} open of {ins['total']} "
+                  f"({', '.join(f'{k} {v}' for k, v in ins['open_by_priority'].items() if v)})")
+    console.print(f"error patterns: {errs['total']} ({errs['events_1h']} events in the last hour)")
+    stats = summary["stats"]
+    console.print(f"events folded: {int(stats.get('events_folded', 0))}, "
+                  f"pending in inbox: {summary['inbox']['pending']}, "
+                  f"quarantined: {int(stats.get('quarantined', 0))}, "
+                  f"ticks: {int(stats.get('ticks', 0))}, last tick: {_age(stats.get('last_tick_at'))}")
+
+
+@app.command()
+def status(db: DbOption = None,
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
+    """Show agents, metrics, insights and error patterns."""
+
+    async def go() -> tuple[dict, list, dict]:
+        async with SharedState.open(database_url(db), producer="cli", read_only=True) as shared:
+            return (await shared.get_system_state(), await shared.get_agents(),
+                    await shared.get_performance_summary(hours=1))
+
+    summary, agents, perf = _run(go())
+    if as_json:
+        console.print_json(json.dumps({"system": summary, "agents": agents, "performance": perf}))
+    else:
+        print_status(summary, agents, perf)
+
+
+@app.command()
+def export(db: DbOption = None,
+           output: Annotated[Path | None, typer.Option("-o", "--output", help="File")] = None
+           ) -> None:
+    """Write a JSON snapshot of the state (secrets redacted) to a file or stdout."""
+
+    async def go() -> dict:
+        async with SharedState.open(database_url(db), producer="cli", read_only=True) as shared:
+            return await shared.export_state()
+
+    text = json.dumps(_run(go()), indent=1, sort_keys=True)
+    if output is None:
+        sys.stdout.write(text + "\n")
+    else:
+        output.write_text(text + "\n")
+        err.print(f"exported to {output}")
+
+
+@app.command()
+def restore(path: Path, db: DbOption = None,
+            force: Annotated[bool, typer.Option(help="Replace a non-empty state")] = False) -> None:
+    """Load a snapshot written by `bga export` into an empty database."""
+    try:
+        document = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as exc:
+        err.print(f"[red]error:[/red] cannot read {path}: {exc}")
+        raise typer.Exit(2) from None
+
+    async def go() -> None:
+        async with SharedState.open(database_url(db), producer="cli") as shared:
+            await shared.restore_state(document, force=force)
+
+    _run(go())
+    err.print(f"restored {path}")
+
+
+@app.command()
+def tick(db: DbOption = None) -> None:
+    """Run one tick of the system graph now."""
+
+    async def go() -> runner.TickReport:
+        async with SharedState.open(database_url(db), producer="cli") as shared:
+            return await runner.tick(shared, wait=30)
+
+    report = _run(go())
+    console.print(f"tick done in {report.duration_s * 1000:.0f} ms: folded "
+                  f"{report.events_folded} events, pruned {report.checkpoints_pruned} checkpoints")
+
+
+@app.command()
+def demo(db: DbOption = None) -> None:
+    """Write an hour of sample activity through the API, run a tick, show the result."""
+    url = database_url(db)
+
+    async def go() -> tuple[int, runner.TickReport, dict, list, dict]:
+        async with SharedState.open(url, producer="demo") as shared:
+            written = await seed_sample_data(shared)
+            report = await runner.tick(shared, wait=30)
+            return (written, report, await shared.get_system_state(), await shared.get_agents(),
+                    await shared.get_performance_summary(hours=1))
+
+    written, report, summary, agents, perf = _run(go())
+    console.print(f"wrote {written} events through the SharedState API to {url}; one tick "
+                  f"folded {report.events_folded} of them in {report.duration_s * 1000:.0f} ms")
+    print_status(summary, agents, perf)
+    console.print("\nNext: `.venv/bin/bga status`, `.venv/bin/bga export -o state.json`.")
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,55 @@
+"""Sample activity for a first run: two agents, an hour of metrics, errors and insights.
+
+Written through the public SharedState API, exactly as an outside service would.
+"""
+
+from __future__ import annotations
+
+import random
+import time
+
+from state.api import SharedState
+from state.models import OptimizationRecord, PerformanceMetric
+
+
+async def seed_sample_data(shared: SharedState, *, seed: int = 7) -> int:
+    """Write a realistic hour of activity; returns how many events were written."""
+    rng = random.Random(seed)
+    now = time.time()
+    await shared.register_agent("profile_import", kind="profile_import", interval_s=30)
+    await shared.register_agent("langsmith_bridge", kind="langsmith_bridge", interval_s=60)
+    metrics = []
+    for minute in range(60):
+        ts = now - (60 - minute) * 60 + rng.uniform(0, 59)
+        slow = 1.8 if minute >= 50 else 1.0  # a latency regression in the last ten minutes
+        for _ in range(20):
+            metrics.append(PerformanceMetric(
+                source_agent="profile_import", name="batch_latency_ms", unit="ms",
+                value=rng.lognormvariate(3.0, 0.35) * slow, timestamp=ts))
+        metrics.append(PerformanceMetric(source_agent="profile_import", name="rows_per_s",
+                                         value=rng.gauss(24_000, 1_500), timestamp=ts))
+        metrics.append(PerformanceMetric(source_agent="langsmith_bridge", name="run_latency_ms",
+                                         unit="ms", value=rng.lognormvariate(6.0, 0.6),
+                                         timestamp=ts))
+    await shared.add_performance_metrics(metrics)
+    for i in range(12):
+        await shared.add_error_pattern("ValueError", f"invalid email 'user{i}@' on line {i * 7}",
+                                       "profile_import")
+    for i in range(3):
+        await shared.add_error_pattern("TimeoutError", f"LangSmith request timed out after {i + 5} s",
+                                       "langsmith_bridge")
+    await shared.add_insight("latency_regression",
+                             {"key": "profile_import/batch_latency_ms",
+                              "summary": "p95 batch latency up 80 % in the last 10 minutes"},
+                             "coordinator", priority="high")
+    await shared.add_insight("recurring_error", {"key": "invalid email",
+                                                 "summary": "12 rows rejected for invalid e-mail"},
+                             "coordinator", priority="medium")
+    await shared.add_optimization_record(OptimizationRecord(
+        optimization_type="batch_size", target="profile_import", before={"batch_size": 500},
+        after={"batch_size": 1000}, outcome="kept", success=True,
+        details={"rows_per_s_before": 21_500, "rows_per_s_after": 24_100}))
+    for agent in ("profile_import", "langsmith_bridge"):
+        await shared.update_agent_heartbeat(agent, {"status": "running"})
+    await shared.update_system_state({"mode": "demo"})
+    return len(metrics) + 12 + 3 + 2 + 1 + 2 + 2 + 1

@@ -1,0 +1,32 @@
+"""Run ticks of the system graph under the fold lock, then clean up behind them."""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+from graph.system import build_system_graph
+from state.api import SharedState
+from state.queries import config_of
+
+
+@dataclass
+class TickReport:
+    duration_s: float
+    events_folded: int
+    checkpoints_pruned: int
+
+
+async def tick(shared: SharedState, *, wait: float | None = None) -> TickReport:
+    """One tick: only one ticker or folder per database at a time (the fold lock)."""
+    backend = shared.backend
+    graph = build_system_graph(backend).compile(checkpointer=backend.checkpointer)
+    started = time.perf_counter()
+    async with backend.fold_lock(wait):
+        before = (await graph.aget_state(shared.config)).values.get("stats", {})
+        values = await graph.ainvoke({}, shared.config, durability="exit")
+        await backend.delete_folded(values.get("inbox") or {})
+        keep = config_of(values).retention.checkpoints
+        pruned = await backend.prune_checkpoints(shared.thread_id, keep)
+    folded = values.get("stats", {}).get("events_folded", 0) - before.get("events_folded", 0)
+    return TickReport(time.perf_counter() - started, int(folded), pruned)

@@ -1,0 +1,22 @@
+"""Process settings from the environment and ``.env`` (never stored in the shared state)."""
+
+from __future__ import annotations
+
+from pydantic import Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from state.backends import DEFAULT_URL
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_file=".env", extra="ignore")
+
+    database_url: str = Field(DEFAULT_URL, validation_alias="BGA_DATABASE_URL")
+    thread_id: str = Field("system", validation_alias="BGA_THREAD_ID")
+    langsmith_api_key: SecretStr | None = Field(None, validation_alias="LANGSMITH_API_KEY")
+    langsmith_projects: str = Field("", validation_alias="BGA_LANGSMITH_PROJECTS")
+
+
+def database_url(override: str | None = None) -> str:
+    """``--db`` if given, else ``BGA_DATABASE_URL`` (environment or .env), else the default."""
+    return override or Settings().database_url
