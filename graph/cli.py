@@ -13,8 +13,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph import runner
-from graph.demo import seed_sample_data
+from graph import runner, scheduler
+from graph.demo import sample_traffic, seed_sample_data
 from state.api import SharedState
 from state.backends import LockBusy
 from state.models import InvalidInput
@@ -68,7 +68,8 @@ def print_status(summary: dict, agents: list[dict], perf: dict) -> None:
     console.print(f"events folded: {int(stats.get('events_folded', 0))}, "
                   f"pending in inbox: {summary['inbox']['pending']}, "
                   f"quarantined: {int(stats.get('quarantined', 0))}, "
-                  f"ticks: {int(stats.get('ticks', 0))}, last tick: {_age(stats.get('last_tick_at'))}")
+                  f"ticks: {int(stats.get('ticks', 0))}, "
+                  f"last tick: {_age(stats.get('last_tick_at'))}")
 
 
 @app.command()
@@ -135,6 +136,44 @@ def tick(db: DbOption = None) -> None:
     report = _run(go())
     console.print(f"tick done in {report.duration_s * 1000:.0f} ms: folded "
                   f"{report.events_folded} events, pruned {report.checkpoints_pruned} checkpoints")
+
+
+@app.command()
+def run(db: DbOption = None,
+        interval: Annotated[float | None, typer.Option(help="Seconds between ticks "
+                                                        "(default: config ticker.interval_s)")]
+        = None,
+        demo: Annotated[bool, typer.Option(help="Write sample activity while running")] = False,
+        ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks")] = None,
+        ) -> None:
+    """Run the scheduler: tick the system graph until Ctrl-C / SIGTERM."""
+    url = database_url(db)
+
+    async def go() -> int:
+        stop = asyncio.Event()
+        scheduler.install_signal_handlers(stop)
+        async with SharedState.open(url, producer="scheduler") as shared:
+            traffic = None
+            if demo:
+                await seed_sample_data(shared)
+                traffic = asyncio.create_task(sample_traffic(shared, stop))
+            console.print(f"scheduler running on {url}; Ctrl-C stops it after the current tick")
+            console.print("dashboard: run `.venv/bin/bga dashboard` and open "
+                          "http://127.0.0.1:8501")
+
+            def show(report: runner.TickReport) -> None:
+                console.print(f"tick: {report.duration_s * 1000:.0f} ms, folded "
+                              f"{report.events_folded} events", highlight=False)
+
+            n = await scheduler.run(shared, stop=stop, notify=console.print, interval_s=interval,
+                                    max_ticks=ticks, on_tick=show)
+            stop.set()
+            if traffic is not None:
+                await traffic
+            return n
+
+    n = _run(go())
+    console.print(f"scheduler stopped cleanly after {n} ticks")
 
 
 @app.command()

@@ -5,6 +5,8 @@ Written through the public SharedState API, exactly as an outside service would.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import random
 import time
 
@@ -36,8 +38,8 @@ async def seed_sample_data(shared: SharedState, *, seed: int = 7) -> int:
         await shared.add_error_pattern("ValueError", f"invalid email 'user{i}@' on line {i * 7}",
                                        "profile_import")
     for i in range(3):
-        await shared.add_error_pattern("TimeoutError", f"LangSmith request timed out after {i + 5} s",
-                                       "langsmith_bridge")
+        await shared.add_error_pattern(
+            "TimeoutError", f"LangSmith request timed out after {i + 5} s", "langsmith_bridge")
     await shared.add_insight("latency_regression",
                              {"key": "profile_import/batch_latency_ms",
                               "summary": "p95 batch latency up 80 % in the last 10 minutes"},
@@ -53,3 +55,24 @@ async def seed_sample_data(shared: SharedState, *, seed: int = 7) -> int:
         await shared.update_agent_heartbeat(agent, {"status": "running"})
     await shared.update_system_state({"mode": "demo"})
     return len(metrics) + 12 + 3 + 2 + 1 + 2 + 2 + 1
+
+
+async def sample_traffic(shared: SharedState, stop: asyncio.Event, *, every_s: float = 2.0) -> int:
+    """Keep writing live activity (as an outside service would) until ``stop`` is set."""
+    rng = random.Random()
+    sent = 0
+    while not stop.is_set():
+        batch = [PerformanceMetric(source_agent="profile_import", name="batch_latency_ms",
+                                   unit="ms", value=rng.lognormvariate(3.0, 0.35))
+                 for _ in range(20)]
+        batch.append(PerformanceMetric(source_agent="profile_import", name="rows_per_s",
+                                       value=rng.gauss(24_000, 1_500)))
+        sent += await shared.add_performance_metrics(batch)
+        for agent in ("profile_import", "langsmith_bridge"):
+            await shared.update_agent_heartbeat(agent, {"status": "running"})
+        if rng.random() < 0.2:
+            await shared.add_error_pattern(
+                "ValueError", f"invalid email 'user{rng.randint(1, 999)}@'", "profile_import")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), timeout=every_s)
+    return sent

@@ -23,8 +23,13 @@ async def tick(shared: SharedState, *, wait: float | None = None) -> TickReport:
     graph = build_system_graph(backend).compile(checkpointer=backend.checkpointer)
     started = time.perf_counter()
     async with backend.fold_lock(wait):
-        before = (await graph.aget_state(shared.config)).values.get("stats", {})
-        values = await graph.ainvoke({}, shared.config, durability="exit")
+        current = (await graph.aget_state(shared.config)).values
+        before = current.get("stats", {})
+        n = int((current.get("tick") or {}).get("n", 0)) + 1
+        config = {**shared.config, "run_name": "system_tick",
+                  "tags": ["background-agents", f"tick:{n}"],
+                  "metadata": {"tick": n, "thread_id": shared.thread_id}}
+        values = await graph.ainvoke({}, config, durability="exit")
         await backend.delete_folded(values.get("inbox") or {})
         keep = config_of(values).retention.checkpoints
         pruned = await backend.prune_checkpoints(shared.thread_id, keep)

@@ -1,23 +1,172 @@
-"""Coordinator steps that run on every tick of the system graph."""
+"""The coordinator's nodes: plan a tick, fan out to due agents, review what happened.
+
+plan -> (Send run_agent per due agent) -> review. Plan registers configured agents and picks
+those whose schedule is due; review judges liveness, turns metrics into insights, scores
+health and re-bounds the state against the clock.
+"""
 
 from __future__ import annotations
 
 import time
-from typing import Any
+from typing import Any, Literal
 
-from langgraph.types import Overwrite
+from langgraph.types import Overwrite, Send
 
+from nodes import rules
+from nodes.base import Emitter
+from nodes.registry import configured_agents
+from nodes.schedule import expected_interval, next_due
+from state import events
 from state.compact import compact
+from state.config import SystemConfig
 from state.folder import GROWING
 from state.queries import config_of
+from state.reducers import merge_agents, merge_insights
 from state.schema import SystemState
+
+COORDINATOR = "coordinator"
+RUN_AGENT = "run_agent"
+REVIEW = "review"
+
+
+def _last_run(state: dict, agent_id: str) -> float | None:
+    hb = ((state.get("agents") or {}).get(agent_id) or {}).get("hb") or {}
+    return hb.get("at") if (hb.get("data") or {}).get("tick") is not None else None
+
+
+async def plan(state: SystemState) -> dict[str, Any]:
+    """Start a tick: register configured agents, pick the due ones."""
+    st = dict(state)
+    now = time.time()
+    config = config_of(st)
+    specs, broken = configured_agents(config)
+    out = Emitter(now)
+    agents = st.get("agents") or {}
+    for agent_id, spec in specs.items():
+        reg = (agents.get(agent_id) or {}).get("reg") or {}
+        interval = spec.section.interval_s
+        if reg.get("kind") != spec.kind or reg.get("interval_s") != interval \
+                or reg.get("schedule") != spec.section.cron:
+            out.emit(events.registration(agent_id, spec.kind, interval, spec.section.cron,
+                                         {"configured": True}, now=now))
+    for agent_id, reason in broken.items():
+        out.emit(events.insight("agent_misconfigured", {"agent": agent_id, "reason": reason,
+                                                        "summary": reason},
+                                COORDINATOR, "high", f"agent_misconfigured:{agent_id}", now=now))
+    due = sorted(a for a, spec in specs.items() if next_due(spec.section, _last_run(st, a)) <= now)
+    previous = st.get("tick") or {}
+    n = int(previous.get("n", 0)) + 1
+    update = out.update()
+    update["tick"] = {"n": n, "started_at": now, "due": due,
+                      "previous_started_at": previous.get("started_at"), "stamp": out.stamp()}
+    return update
+
+
+def route(state: SystemState) -> list[Send] | Literal["review"]:
+    """Fan out to the due agents in parallel, or go straight to review."""
+    tick = state.get("tick") or {}
+    due = tick.get("due") or []
+    if not due:
+        return REVIEW
+    config = config_of(dict(state))
+    data = state.get("agent_data") or {}
+    return [Send(RUN_AGENT, {"agent_id": a,
+                             "section": config.agents[a].model_dump(by_alias=True),
+                             "data": (data.get(a) or {}).get("value") or {},
+                             "tick": tick["n"]})
+            for a in due if a in config.agents]
+
+
+def _liveness(state: dict, config: SystemConfig, now: float, out: Emitter
+              ) -> tuple[dict[str, Any], list[str], dict[str, int]]:
+    """Liveness verdicts that changed, agents to purge, and counts per verdict."""
+    changed: dict[str, Any] = {}
+    purge: list[str] = []
+    counts = {"ok": 0, "stale": 0, "dead": 0}
+    lv = config.liveness
+    for agent_id, rec in sorted((state.get("agents") or {}).items()):
+        reg, hb = rec.get("reg") or {}, rec.get("hb") or {}
+        last = hb.get("at") or reg.get("at")
+        if last is None:
+            continue
+        interval = expected_interval(config.agents.get(agent_id), reg.get("interval_s"), now)
+        age = now - last
+        verdict = "dead" if age > lv.dead_factor * interval else \
+            "stale" if age > lv.stale_factor * interval else "ok"
+        counts[verdict] += 1
+        before = (rec.get("liveness") or {}).get("value", "ok")
+        if verdict == "dead" and age > lv.dead_factor * interval + lv.purge_after_s:
+            purge.append(agent_id)
+            continue
+        evidence = {"agent": agent_id, "last_heartbeat_age_s": round(age, 1),
+                    "expected_interval_s": interval}
+        if verdict != before:
+            changed[agent_id] = {"liveness": {"value": verdict, "since": now,
+                                              "stamp": out.stamp()}, "heartbeats": 0}
+        if verdict in ("stale", "dead"):
+            out.emit(events.insight(f"agent_{verdict}", {
+                **evidence, "summary": f"{agent_id} has not reported for {age:.0f} s "
+                                       f"(expected every {interval:.0f} s)"},
+                COORDINATOR, "high" if verdict == "stale" else "critical",
+                f"agent_{verdict}:{agent_id}", now=now))
+        elif before in ("stale", "dead"):
+            for old in ("stale", "dead"):  # recovered: clear the open alarms
+                out.emit(events.ack(events.insight_id(f"agent_{old}", COORDINATOR,
+                                                      f"agent_{old}:{agent_id}"), now=now))
+            out.emit(events.insight("agent_recovered", {**evidence,
+                                                        "summary": f"{agent_id} is back"},
+                                    COORDINATOR, "low", f"agent_recovered:{agent_id}", now=now))
+    return changed, purge, counts
+
+
+def _health(state: dict, counts: dict[str, int], now: float) -> dict[str, Any]:
+    open_ins = [r for r in (state.get("insights") or {}).values()
+                if r.get("body") and r.get("acted_upon_at") is None]
+    by_pri = {p: sum(1 for r in open_ins if r["body"]["priority"] == p)
+              for p in ("critical", "high")}
+    reasons, score = [], 100.0
+    for label, n, weight in (("stale agents", counts["stale"], 15), ("dead agents",
+                             counts["dead"], 30), ("critical insights", by_pri["critical"], 20),
+                             ("high insights", by_pri["high"], 8)):
+        if n:
+            score -= weight * n
+            reasons.append(f"{n} {label}")
+    score = max(0.0, score)
+    status = "healthy" if score >= 80 else "degraded" if score >= 50 else "critical"
+    return {"score": score, "status": status, "reasons": reasons, "at": now}
 
 
 async def review(state: SystemState) -> dict[str, Any]:
-    """Close the tick: re-bound every growing channel against the clock and count the tick."""
+    """Close the tick: liveness, insight rules, health score, bounded state."""
+    st = dict(state)
     now = time.time()
-    retention = config_of(dict(state)).retention
-    current = {ch: state.get(ch) or {} for ch in GROWING}
-    update: dict[str, Any] = {ch: Overwrite(v) for ch, v in compact(current, now, retention).items()}
+    config = config_of(st)
+    out = Emitter(now)
+    changed, purge, counts = _liveness(st, config, now, out)
+    tick = st.get("tick") or {}
+    since = tick.get("previous_started_at") or tick.get("started_at") or now
+    for f in rules.evaluate(st, now, since, config.rules, config.liveness):
+        out.emit(events.insight(f.insight_type, f.content, COORDINATOR, f.priority, f.key,
+                                now=now))
+    update = out.update()
+    agents_delta = merge_agents(update.pop("agents", None), changed)
+    if purge:
+        kept = {a: r for a, r in (st.get("agents") or {}).items() if a not in purge}
+        update["agents"] = Overwrite(merge_agents(kept, agents_delta))
+        update["agent_data"] = Overwrite({a: v for a, v in (st.get("agent_data") or {}).items()
+                                          if a not in purge})
+    elif agents_delta:
+        update["agents"] = agents_delta
+    started = tick.get("started_at") or now
+    update["system"] = {
+        "health": {"value": _health(st, counts, now), "stamp": out.stamp()},
+        "last_tick": {"value": {"n": tick.get("n", 0), "started_at": started,
+                                "duration_ms": round((now - started) * 1000, 3),
+                                "agents_run": tick.get("due") or []}, "stamp": out.stamp()},
+    }
+    growing = {ch: st.get(ch) or {} for ch in GROWING}
+    growing["insights"] = merge_insights(growing["insights"], update.pop("insights", None))
+    for ch, value in compact(growing, now, config.retention).items():
+        update[ch] = Overwrite(value)
     update["stats"] = {"ticks": 1, "last_tick_at": now}
     return update

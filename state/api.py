@@ -361,7 +361,9 @@ class SharedState:
             if not force and not await self.backend.is_empty():
                 raise InvalidInput("database", "is not empty; restore with force to replace it")
             snap = await self._graph.aget_state(self.config)
-            update = {ch: Overwrite(v) for ch, v in values.items()}
+            # A channel without a value yet (e.g. ``tick``, whose type has no default) takes its
+            # first update as is: an Overwrite there would be stored as the value itself.
+            update = {ch: Overwrite(v) if ch in snap.values else v for ch, v in values.items()}
             update["inbox"] = Overwrite(dict(snap.values.get("inbox") or {}))
             await self._graph.aupdate_state(self.config, update, as_node=FOLD_NODE)
 

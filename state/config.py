@@ -9,9 +9,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from croniter import croniter
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from state.models import InvalidInput
+from state.models import InvalidInput, check_json
 from state.redact import is_secret_key
 
 
@@ -35,14 +36,82 @@ class TickerConfig(BaseModel):
     fold_batch: int = Field(200_000, ge=1, le=10_000_000)
 
 
+class AgentSection(BaseModel):
+    """One agent's section: how it is built, when it runs, and the knobs the optimizer tunes."""
+
+    model_config = ConfigDict(extra="forbid", strict=True, populate_by_name=True)
+
+    kind: str | None = Field(None, description="registered agent kind (entry point name)")
+    class_path: str | None = Field(None, alias="class", description="module:Class of the agent")
+    enabled: bool = True
+    interval_s: float | None = Field(None, gt=0, le=7 * 86_400)
+    cron: str | None = None
+    budget_s: float = Field(10.0, gt=0, le=3_600, description="time budget of one step")
+    batch_size: int | None = Field(None, ge=1, le=1_000_000)
+    page_size: int | None = Field(None, ge=1, le=100)
+    poll_interval_s: float | None = Field(None, gt=0, le=86_400)
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @field_validator("cron")
+    @classmethod
+    def _cron(cls, v: str | None) -> str | None:
+        if v is not None and not croniter.is_valid(v):
+            raise ValueError(f"not a valid cron expression: {v!r}")
+        return v
+
+
+class LivenessConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    stale_factor: float = Field(2.0, gt=1, le=1_000, description="missed intervals -> stale")
+    dead_factor: float = Field(10.0, gt=1, le=10_000, description="missed intervals -> dead")
+    purge_after_s: float = Field(86_400.0, gt=0, description="dead this long -> forgotten")
+    quiet_after_s: float = Field(900.0, gt=0, description="no events this long -> quiet")
+
+
+class RulesConfig(BaseModel):
+    """Thresholds of the coordinator's insight rules."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    window_s: int = Field(600, ge=60, le=86_400, description="current window")
+    baseline_s: int = Field(3_600, ge=60, le=7 * 86_400, description="baseline window before it")
+    latency_ratio: float = Field(1.5, gt=1)
+    min_samples: int = Field(20, ge=1)
+    error_spike_ratio: float = Field(3.0, gt=1)
+    min_errors: int = Field(5, ge=1)
+    recurring_errors: int = Field(10, ge=1, description="occurrences per hour -> recurring")
+    throughput_drop_ratio: float = Field(0.5, gt=0, lt=1)
+
+
+class OptimizerConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    enabled: bool = True
+    interval_s: float = Field(1_800.0, gt=0, description="time between automatic cycles")
+    verify_s: float = Field(300.0, gt=0, description="verification window after a change")
+    min_improvement: float = Field(0.05, ge=0, le=10, description="relative gain to keep")
+    min_samples: int = Field(5, ge=1)
+
+
 class SystemConfig(BaseModel):
-    """All configuration sections; ``agents`` holds one free-form section per agent id."""
+    """All configuration sections; ``agents`` holds one section per agent id."""
 
     model_config = ConfigDict(extra="forbid", strict=True)
 
     retention: RetentionConfig = RetentionConfig()
     ticker: TickerConfig = TickerConfig()
-    agents: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    liveness: LivenessConfig = LivenessConfig()
+    rules: RulesConfig = RulesConfig()
+    optimizer: OptimizerConfig = OptimizerConfig()
+    agents: dict[str, AgentSection] = Field(default_factory=dict)
+
+
+# Built-in agents every system runs unless disabled (``agents.<id>.enabled = false``).
+DEFAULTS: dict[str, Any] = {
+    "agents.system_monitor.kind": "system_monitor",
+    "agents.system_monitor.interval_s": 30.0,
+}
 
 
 def flatten(updates: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -72,11 +141,16 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
 
 def effective(flat_stored: dict[str, Any]) -> SystemConfig:
     """Config as stored in the state, on top of the defaults."""
-    return SystemConfig.model_validate(unflatten(flat_stored))
+    return SystemConfig.model_validate(unflatten({**DEFAULTS, **flat_stored}))
 
 
-def validate_updates(current_flat: dict[str, Any], updates: dict[str, Any]) -> dict[str, Any]:
-    """Validated dotted updates; raises InvalidInput naming the key and writes nothing."""
+def validate_updates(current_flat: dict[str, Any], updates: dict[str, Any],
+                     known_agents: set[str] | frozenset[str] = frozenset()) -> dict[str, Any]:
+    """Validated dotted updates; raises InvalidInput naming the key and writes nothing.
+
+    An agent section must name an agent that is registered or configured, or say how to build
+    it (``kind`` or ``class``).
+    """
     if not isinstance(updates, dict) or not updates:
         raise InvalidInput("updates", "must be a non-empty dict")
     flat = flatten(updates)
@@ -85,8 +159,20 @@ def validate_updates(current_flat: dict[str, Any], updates: dict[str, Any]) -> d
             raise InvalidInput(
                 key, "secrets never go into shared state; set them in the environment or .env"
             )
+    # JSON-safe values only (NaN/inf would be stored as null and break every later read),
+    # size-limited, secrets redacted
+    flat = {key: check_json(key, value) for key, value in flat.items()}
+    merged = {**DEFAULTS, **current_flat, **flat}
+    for key in flat:
+        parts = key.split(".")
+        if parts[0] == "agents" and len(parts) > 1:
+            agent = parts[1]
+            buildable = any(f"agents.{agent}.{k}" in merged for k in ("kind", "class"))
+            if agent not in known_agents and not buildable:
+                raise InvalidInput(f"agents.{agent}",
+                                   f"unknown agent {agent!r}: register it or give its kind")
     try:
-        SystemConfig.model_validate(unflatten({**current_flat, **flat}))
+        SystemConfig.model_validate(unflatten(merged))
     except ValidationError as exc:
         err = exc.errors()[0]
         field = ".".join(str(p) for p in err["loc"])

@@ -15,6 +15,8 @@ from typing import Any
 import orjson
 
 from state import reducers, sketch
+from state.config import effective
+from state.models import PRIORITIES
 from state.schema import TIERS
 
 KIND_METRIC = "metric"
@@ -28,6 +30,7 @@ KIND_SYSTEM = "sys"
 KIND_CONFIG = "cfg"
 
 _MINUTE = TIERS[0][1]
+MAX_TIMESTAMP = 1e11  # unix seconds (year 5138)
 
 
 @dataclass
@@ -159,22 +162,37 @@ def _roll_up(minutes: dict[int, Any], merge) -> dict[str, dict[int, Any]]:
     return tiers
 
 
+# Field holding the map key each kind writes under: state keys must be strings (reads sort them).
+_KEY_FIELD = {KIND_METRIC: "s", KIND_INSIGHT: "id", KIND_ACK: "id", KIND_OPTIMIZATION: "record_id",
+              KIND_HEARTBEAT: "a", KIND_REGISTER: "a"}
+
+
 def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
     kind = row.kind
     ts = p["t"]
     if not isinstance(ts, int | float) or isinstance(ts, bool):
         raise ValueError("timestamp is not a number")
+    if not 0 < ts < MAX_TIMESTAMP:  # a huge one cannot even be checkpointed: every fold fails
+        raise ValueError("timestamp out of range")
+    key_field = _KEY_FIELD.get(kind)
+    if key_field is not None and not isinstance(p[key_field], str):
+        raise ValueError(f"{key_field!r} is not a string")
     stamp = [ts, row.stream, row.seq]
     if kind == KIND_METRIC:
         value = p["v"]
         if not isinstance(value, int | float) or isinstance(value, bool):
             raise ValueError("metric value is not a number")
-        builder.metric(p["s"], float(value), p["t"], p.get("u"))
+        unit = p.get("u")
+        if unit is not None and not isinstance(unit, str):
+            raise ValueError("metric unit is not a string")
+        builder.metric(p["s"], float(value), p["t"], unit)
     elif kind == KIND_ERROR:
         if not all(isinstance(p[k], str) for k in ("id", "type", "norm", "msg", "a")):
             raise ValueError("error event fields must be strings")
         builder.error(p["id"], p["type"], p["norm"], p["msg"], p["a"], p["t"], stamp)
     elif kind == KIND_INSIGHT:
+        if p["p"] not in PRIORITIES:  # reads rank insights by priority
+            raise ValueError(f"unknown priority {p['p']!r}")
         body = {"insight_type": p["type"], "source_agent": p["a"], "priority": p["p"],
                 "content": p["c"], "stamp": stamp}
         builder.put("insights", p["id"], {"body": body, "occurrences": 1,
@@ -192,7 +210,11 @@ def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
                                        "heartbeats": 0})
     elif kind in (KIND_SYSTEM, KIND_CONFIG):
         channel = "system" if kind == KIND_SYSTEM else "config"
+        if not isinstance(p["u"], dict):
+            raise ValueError("updates are not an object")
         for key, value in p["u"].items():
+            if kind == KIND_CONFIG:  # a stored bad value would break every later read
+                effective({key: value})
             builder.put(channel, key, {"value": value, "stamp": stamp})
     else:
         raise ValueError(f"unknown event kind {kind!r}")
@@ -218,3 +240,9 @@ def fold_rows(rows: Iterable[InboxRow], builder: DeltaBuilder | None = None) -> 
             reason = f"{type(exc).__name__}: {exc}"
             quarantined.append(Quarantined(row, reason[:500]))
     return FoldResult(builder.build(), marks, folded, quarantined)
+
+
+def apply_event(builder: DeltaBuilder, kind: str, payload: dict[str, Any], origin: int,
+                seq: int) -> None:
+    """Apply one already-validated event (from ``state.events``) without the inbox."""
+    _apply(builder, InboxRow(origin, seq, kind, b""), payload)

@@ -56,9 +56,8 @@ def check_json(field: str, value: object, *, limit: int = MAX_PAYLOAD_BYTES) -> 
         raise InvalidInput(field, f"not JSON-serialisable ({exc})") from None
     if len(raw) > limit:
         raise InvalidInput(field, f"payload of {len(raw)} bytes exceeds {limit} bytes")
-    data = orjson.loads(raw)
-    _reject_non_finite(field, data)
-    return redact_obj(data)
+    _reject_non_finite(field, value)  # the input: orjson has already written NaN/inf as null
+    return redact_obj(orjson.loads(raw))
 
 
 def _reject_non_finite(field: str, data: Any) -> None:
@@ -67,7 +66,7 @@ def _reject_non_finite(field: str, data: Any) -> None:
     if isinstance(data, dict):
         for v in data.values():
             _reject_non_finite(field, v)
-    elif isinstance(data, list):
+    elif isinstance(data, list | tuple):
         for v in data:
             _reject_non_finite(field, v)
 

@@ -47,6 +47,13 @@ class SystemState(TypedDict, total=False):
     config: Annotated[dict[str, dict[str, Any]], reducers.merge_lww_map]
     """Dotted config key -> {"value", "stamp"}: last writer wins per key."""
 
+    agent_data: Annotated[dict[str, dict[str, Any]], reducers.merge_lww_map]
+    """Agent id -> {"value", "stamp"}: an agent's own small persistent data (cursors, progress),
+    last writer wins."""
+
+    tick: Annotated[dict[str, Any], reducers.lww]
+    """The current or last tick: {"n", "started_at", "due", "stamp"}; newest stamp wins."""
+
     inbox: Annotated[dict[int, int], reducers.merge_watermarks]
     """Inbox stream id -> highest sequence number folded into this state (max-merge). Kept only
     until those rows are deleted from the inbox, so it stays as small as one fold batch."""
@@ -66,6 +73,8 @@ REDUCERS = {
     "optimizations": reducers.merge_records,
     "system": reducers.merge_lww_map,
     "config": reducers.merge_lww_map,
+    "agent_data": reducers.merge_lww_map,
+    "tick": reducers.lww,
     "inbox": reducers.merge_watermarks,
     "stats": reducers.merge_stats,
 }

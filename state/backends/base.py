@@ -71,21 +71,28 @@ class Backend(abc.ABC):
         """No checkpoint and no inbox row yet (restore refuses anything else)."""
 
     @abc.abstractmethod
-    async def _acquire(self, wait: float | None) -> bool:
-        """Take the fold lock; ``wait`` None blocks, 0 tries once; False if not taken."""
+    async def _acquire(self, name: str, wait: float | None) -> bool:
+        """Take lock ``name``; ``wait`` None blocks, 0 tries once; False if not taken."""
 
     @abc.abstractmethod
-    async def _release(self) -> None: ...
+    async def _release(self, name: str) -> None: ...
 
     @asynccontextmanager
-    async def fold_lock(self, wait: float | None = None) -> AsyncIterator[None]:
-        """Hold the one-writer-per-database lock; raises LockBusy if not taken in time."""
-        if not await self._acquire(wait):
-            raise LockBusy(f"another process is folding or ticking on {self.url}")
+    async def _hold(self, name: str, wait: float | None, busy: str) -> AsyncIterator[None]:
+        if not await self._acquire(name, wait):
+            raise LockBusy(busy)
         try:
             yield
         finally:
-            await self._release()
+            await self._release(name)
+
+    def fold_lock(self, wait: float | None = None):
+        """One writer of the state per database (folds and ticks); LockBusy if not in time."""
+        return self._hold("fold", wait, f"another process is folding or ticking on {self.url}")
+
+    def leader_lock(self, wait: float | None = None):
+        """One scheduler per database: the holder ticks, others stand by to take over."""
+        return self._hold("leader", wait, f"another scheduler is running on {self.url}")
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...

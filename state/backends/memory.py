@@ -22,7 +22,7 @@ class _Store:
     inbox: dict[tuple[int, int], InboxRow] = field(default_factory=dict)
     quarantine: list[dict] = field(default_factory=list)
     next_stream: int = 1
-    lock_held: bool = False
+    locks: set[str] = field(default_factory=set)
 
 
 _STORES: dict[str, _Store] = {}
@@ -35,7 +35,7 @@ class MemoryBackend(Backend):
         self.url = url
         self._store = _STORES.setdefault(url, _Store())
         self.checkpointer = self._store.saver
-        self._holding = False
+        self._holding: set[str] = set()
 
     async def setup(self) -> None:
         return None
@@ -86,21 +86,26 @@ class MemoryBackend(Backend):
         return len(doomed)
 
     async def is_empty(self) -> bool:
-        return not self._store.saver.storage and not self._store.inbox
+        # InMemorySaver's storage is a defaultdict that a mere read fills with empty entries.
+        has_checkpoint = any(cps for ns in self._store.saver.storage.values() for cps in ns.values())
+        return not has_checkpoint and not self._store.inbox
 
-    async def _acquire(self, wait: float | None) -> bool:
+    async def _acquire(self, name: str, wait: float | None) -> bool:
         loop = asyncio.get_running_loop()
         deadline = None if wait is None else loop.time() + wait
-        while self._store.lock_held:
+        while name in self._store.locks:
             if deadline is not None and loop.time() >= deadline:
                 return False
             await asyncio.sleep(0.005)
-        self._store.lock_held = self._holding = True
+        self._store.locks.add(name)
+        self._holding.add(name)
         return True
 
-    async def _release(self) -> None:
-        if self._holding:
-            self._store.lock_held = self._holding = False
+    async def _release(self, name: str) -> None:
+        if name in self._holding:
+            self._holding.discard(name)
+            self._store.locks.discard(name)
 
     async def aclose(self) -> None:
-        await self._release()
+        for name in list(self._holding):
+            await self._release(name)

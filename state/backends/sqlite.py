@@ -91,7 +91,7 @@ class SqliteBackend(Backend):
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self._aconn: aiosqlite.Connection | None = None
-        self._lock_fd: int | None = None
+        self._lock_fds: dict[str, int] = {}
         self.checkpointer: AsyncSqliteSaver
 
     async def setup(self) -> None:
@@ -212,15 +212,17 @@ class SqliteBackend(Backend):
 
         return await self._on_read(run)
 
-    # -- fold lock ------------------------------------------------------------------------
-    async def _acquire(self, wait: float | None) -> bool:
-        fd = os.open(f"{self.path}.lock", os.O_RDWR | os.O_CREAT, 0o644)
+    # -- locks ----------------------------------------------------------------------------
+    async def _acquire(self, name: str, wait: float | None) -> bool:
+        suffix = ".lock" if name == "fold" else f".{name}.lock"
+        fd = await asyncio.to_thread(os.open, f"{self.path}{suffix}", os.O_RDWR | os.O_CREAT,
+                                     0o644)
         deadline = None if wait is None else time.monotonic() + wait
         delay = 0.005
         while True:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                self._lock_fd = fd
+                self._lock_fds[name] = fd
                 return True
             except BlockingIOError:
                 if deadline is not None and time.monotonic() >= deadline:
@@ -229,14 +231,15 @@ class SqliteBackend(Backend):
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 0.1)
 
-    async def _release(self) -> None:
-        if self._lock_fd is not None:
-            fcntl.flock(self._lock_fd, fcntl.LOCK_UN)
-            os.close(self._lock_fd)
-            self._lock_fd = None
+    async def _release(self, name: str) -> None:
+        fd = self._lock_fds.pop(name, None)
+        if fd is not None:
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            os.close(fd)
 
     async def aclose(self) -> None:
-        await self._release()
+        for name in list(self._lock_fds):
+            await self._release(name)
         if self._aconn is not None:
             await self._aconn.close()
             self._aconn = None

@@ -1,0 +1,123 @@
+"""The agent protocol: what every background agent is and how it reports.
+
+An agent does a bounded slice of work per step and reports through an ``AgentContext``:
+metrics, errors, insights, progress and its own small persistent data (e.g. a cursor). The
+context turns those into a partial state update that the reducers merge; agents never touch
+the state directly, so parallel agents cannot clobber each other.
+"""
+
+from __future__ import annotations
+
+import abc
+import time
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from state import events
+from state.fold import DeltaBuilder, apply_event
+from state.models import InvalidInput, PerformanceMetric, check_json
+
+NODE_ORIGIN = 0  # stamp origin of events made inside the graph (inbox streams start at 1)
+
+
+class AgentSettings(BaseModel):
+    """Agent-specific settings; subclasses add typed fields (all must be tunable JSON values)."""
+
+    model_config = ConfigDict(extra="ignore")
+
+
+class Emitter:
+    """Turns validated events (``state.events``) into one node's partial state update."""
+
+    def __init__(self, now: float | None = None) -> None:
+        self.now = now if now is not None else time.time()
+        self._builder = DeltaBuilder()
+        self._seq = 0
+
+    def emit(self, event: events.Event) -> None:
+        self._seq += 1
+        kind, payload = event
+        apply_event(self._builder, kind, payload, NODE_ORIGIN, self._seq)
+
+    def stamp(self) -> list:
+        self._seq += 1
+        return [self.now, NODE_ORIGIN, self._seq]
+
+    def update(self) -> dict[str, Any]:
+        return self._builder.build()
+
+
+class AgentContext(Emitter):
+    """Collects one step's reports; ``update()`` is the node's partial state update."""
+
+    def __init__(self, agent_id: str, *, data: dict[str, Any] | None = None,
+                 state: dict[str, Any] | None = None, now: float | None = None,
+                 database_url: str | None = None) -> None:
+        super().__init__(now)
+        self.agent_id = agent_id
+        self.database_url = database_url
+        self.data: dict[str, Any] = dict(data or {})
+        self.state = state or {}
+        self.progress: dict[str, Any] = {}
+        self.rejected: list[str] = []
+        self._data_changed = False
+
+    def metric(self, name: str, value: float, unit: str | None = None,
+               timestamp: float | None = None) -> None:
+        """Record a measurement; an invalid one is reported as an error, not raised."""
+        try:
+            self.emit(events.metric(PerformanceMetric.checked(
+                source_agent=self.agent_id, name=name, value=value, unit=unit,
+                timestamp=timestamp), now=time.time()))
+        except InvalidInput as exc:
+            self.rejected.append(str(exc))
+            self.error("InvalidMetric", str(exc))
+
+    def error(self, error_type: str, message: str) -> str:
+        kind, payload = events.error(error_type, message, self.agent_id, now=time.time())
+        self.emit((kind, payload))
+        return payload["id"]
+
+    def insight(self, insight_type: str, content: dict[str, Any], priority: str = "medium",
+                key: str | None = None) -> str:
+        kind, payload = events.insight(insight_type, content, self.agent_id, priority, key,
+                                       now=time.time())
+        self.emit((kind, payload))
+        return payload["id"]
+
+    def set_data(self, **values: Any) -> None:
+        """Persist small per-agent data (cursors, progress) in the shared state."""
+        self.data.update(check_json("agent data", values))
+        self._data_changed = True
+
+    def heartbeat(self, status: str, **data: Any) -> None:
+        self.emit(events.heartbeat(self.agent_id, {"status": status, **self.progress, **data},
+                                    now=time.time()))
+
+    def update(self) -> dict[str, Any]:
+        out = super().update()
+        if self._data_changed:
+            out["agent_data"] = {self.agent_id: {"value": self.data,
+                                                 "stamp": [self.now, NODE_ORIGIN, self._seq]}}
+        return out
+
+
+class Agent(abc.ABC):
+    """Base class of background agents.
+
+    Subclasses set ``kind``, optionally ``Settings`` (typed, validated settings from the
+    agent's config section), and implement ``step``. Construction must be cheap: an agent
+    object is made per step from its current config.
+    """
+
+    kind: ClassVar[str] = "agent"
+    Settings: ClassVar[type[AgentSettings]] = AgentSettings
+
+    def __init__(self, agent_id: str, settings: AgentSettings | None = None) -> None:
+        self.agent_id = agent_id
+        self.settings = settings if settings is not None else self.Settings()
+
+    @abc.abstractmethod
+    async def step(self, ctx: AgentContext) -> None:
+        """Do one bounded slice of work and report it through ``ctx``."""

@@ -1,0 +1,154 @@
+"""Self-verifying optimization cycles: change a knob, measure, keep it or roll it back.
+
+A cycle proposes one change per tunable agent setting (e.g. ``batch_size``) from the measured
+metric it drives, applies it through the shared config and records it as ``applied``. After
+the verification window the optimize node compares the metric before and after: a change that
+helped by at least ``min_improvement`` is ``kept``; anything else is ``rolled_back`` (the old
+value restored). Every step is an OptimizationRecord, so the history explains itself.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any
+
+from nodes.base import Emitter
+from state import events, sketch
+from state.config import SystemConfig
+from state.models import OptimizationRecord
+from state.queries import config_of
+from state.schema import TIER_WIDTH, SystemState
+
+SOURCE = "optimizer"
+
+
+@dataclass(frozen=True)
+class Tunable:
+    param: str
+    metric: str
+    higher_is_better: bool
+    factor: float
+    lo: float
+    hi: float
+
+    def propose(self, value: float, upward: bool) -> int:
+        new = value * self.factor if upward else value / self.factor
+        return int(min(self.hi, max(self.lo, round(new))))
+
+
+TUNABLES = (
+    Tunable("batch_size", "rows_per_s", True, 2.0, 1, 1_000_000),
+    Tunable("page_size", "runs_per_s", True, 2.0, 1, 100),
+)
+
+
+def window_mean(state: dict, series: str, start: float, end: float) -> tuple[float | None, int]:
+    data = (state.get("metrics") or {}).get(series)
+    if not data:
+        return None, 0
+    width = TIER_WIDTH["1m"]
+    aggs = [a for b, a in data["tiers"].get("1m", {}).items() if start - width < b < end]
+    agg = sketch.merge_all(aggs)
+    return (sketch.mean(agg), agg[sketch.COUNT]) if agg else (None, 0)
+
+
+def _system_value(state: dict, key: str, default: Any = None) -> Any:
+    return ((state.get("system") or {}).get(key) or {}).get("value", default)
+
+
+def _improvement(t: Tunable, before: float, after: float) -> float:
+    if before == 0:
+        return 0.0
+    change = (after - before) / abs(before)
+    return change if t.higher_is_better else -change
+
+
+def verify(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
+    """Judge applied changes whose verification window has passed; returns how many."""
+    opt = config.optimizer
+    judged = 0
+    for rec in (state.get("optimizations") or {}).values():
+        details = rec.get("details") or {}
+        if rec.get("outcome") != "applied" or "verify_after" not in details:
+            continue
+        if now < details["verify_after"]:
+            continue
+        t = next(t for t in TUNABLES if t.param == details["param"])
+        series = f"{rec['target']}/{t.metric}"
+        after, n = window_mean(state, series, details["applied_at"], now)
+        if n < opt.min_samples and now < details["applied_at"] + 3 * opt.verify_s:
+            continue  # not enough evidence yet; wait up to three windows
+        gain = _improvement(t, details["baseline"], after) if after is not None else None
+        keep = gain is not None and n >= opt.min_samples and gain >= opt.min_improvement
+        if not keep:
+            out.emit(events.config_update(
+                {f"agents.{rec['target']}.{t.param}": rec["before"][t.param]}, now=now))
+        out.emit(events.optimization(OptimizationRecord(
+            record_id=rec["record_id"], optimization_type=rec["optimization_type"],
+            target=rec["target"], before=rec["before"],
+            after={**rec["after"], t.metric: after, "samples": n},
+            outcome="kept" if keep else "rolled_back", success=keep, source_agent=SOURCE,
+            details={**details, "gain": gain, "judged_at": now,
+                     "reason": "improved" if keep else
+                     ("too few samples" if n < opt.min_samples else "no improvement")}),
+            now=now))
+        judged += 1
+    return judged
+
+
+def propose(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
+    """Start one change per tunable setting that has no change under verification."""
+    opt = config.optimizer
+    records = list((state.get("optimizations") or {}).values())
+    busy = {(r["target"], (r.get("details") or {}).get("param")) for r in records
+            if r.get("outcome") == "applied"}
+    started = 0
+    for agent_id, section in sorted(config.agents.items()):
+        for t in TUNABLES:
+            value = getattr(section, t.param)
+            if value is None or (agent_id, t.param) in busy:
+                continue
+            baseline, n = window_mean(state, f"{agent_id}/{t.metric}", now - opt.verify_s, now)
+            if baseline is None or n < opt.min_samples:
+                continue
+            last = max((r for r in records if r["target"] == agent_id
+                        and (r.get("details") or {}).get("param") == t.param),
+                       key=lambda r: r["stamp"][0], default=None)
+            upward = True
+            if last is not None and last.get("outcome") == "rolled_back":
+                upward = not (last.get("details") or {}).get("upward", True)
+            new = t.propose(value, upward)
+            if new == value:
+                continue
+            out.emit(events.config_update({f"agents.{agent_id}.{t.param}": new}, now=now))
+            out.emit(events.optimization(OptimizationRecord(
+                record_id=f"opt_{agent_id}_{t.param}_{int(now * 1000)}",
+                optimization_type=f"tune_{t.param}", target=agent_id,
+                before={t.param: value, t.metric: baseline}, after={t.param: new},
+                outcome="applied", success=True, source_agent=SOURCE,
+                details={"param": t.param, "metric": t.metric, "baseline": baseline,
+                         "baseline_samples": n, "applied_at": now, "upward": upward,
+                         "verify_after": now + opt.verify_s}), now=now))
+            started += 1
+    return started
+
+
+async def optimize(state: SystemState) -> dict[str, Any]:
+    """Verify pending changes; start a cycle when due or requested (the manual cycle)."""
+    st = dict(state)
+    now = time.time()
+    config = config_of(st)
+    out = Emitter(now)
+    verify(st, config, now, out)
+    requested = bool(_system_value(st, "optimization_requested", False))
+    last = _system_value(st, "last_optimization_cycle_at", 0) or 0
+    if config.optimizer.enabled and (requested or now - last >= config.optimizer.interval_s):
+        started = propose(st, config, now, out)
+        out.emit(events.system_update({"optimization_requested": False,
+                                       "last_optimization_cycle_at": now,
+                                       "last_optimization_cycle": {"at": now,
+                                                                   "changes": started,
+                                                                   "manual": requested}},
+                                      now=now))
+    return out.update()

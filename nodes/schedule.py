@@ -1,0 +1,30 @@
+"""When an agent is due, and how often it is expected to report (interval or cron)."""
+
+from __future__ import annotations
+
+from croniter import croniter
+
+from state.config import AgentSection
+
+DEFAULT_INTERVAL_S = 60.0
+
+
+def next_due(section: AgentSection, last_run: float | None) -> float:
+    """Unix time at which the agent should next run; 0 if it never ran."""
+    if last_run is None:
+        return 0.0
+    if section.cron:
+        return float(croniter(section.cron, last_run).get_next(float))
+    return last_run + (section.interval_s or DEFAULT_INTERVAL_S)
+
+
+def expected_interval(section: AgentSection | None, registered_interval: float | None,
+                      now: float) -> float:
+    """Seconds between two runs, for liveness: configured interval, cron period, registration."""
+    if section is not None and section.cron:
+        it = croniter(section.cron, now)
+        first = it.get_next(float)
+        return float(it.get_next(float) - first)
+    if section is not None and section.interval_s:
+        return section.interval_s
+    return registered_interval or DEFAULT_INTERVAL_S

@@ -1,0 +1,24 @@
+"""Built-in agent that watches the process and database the system runs on."""
+
+from __future__ import annotations
+
+import os
+import resource
+
+from nodes.base import Agent, AgentContext
+from state.settings import Settings
+
+
+class SystemMonitor(Agent):
+    """Reports memory, load and database size, so a starved or bloated host shows up."""
+
+    kind = "system_monitor"
+
+    async def step(self, ctx: AgentContext) -> None:
+        ctx.metric("rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, unit="MB")
+        ctx.metric("load_1m", os.getloadavg()[0])
+        url = ctx.database_url or Settings().database_url
+        if url.startswith("sqlite:///"):
+            path = url[len("sqlite:///"):]
+            size = sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
+            ctx.metric("db_size_mb", size / 1_048_576, unit="MB")

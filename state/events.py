@@ -1,0 +1,144 @@
+"""Validated events: one encoding for both write paths.
+
+Code outside the graph sends these through the inbox (``SharedState``); graph nodes apply them
+directly to a ``DeltaBuilder`` (``nodes.base.AgentContext``). Either way the fold sees the same
+``(kind, payload)``, so an event means the same thing whichever way it came in.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import orjson
+
+from state.fingerprint import fingerprint, normalize_message
+from state.fold import (
+    KIND_ACK,
+    KIND_CONFIG,
+    KIND_ERROR,
+    KIND_HEARTBEAT,
+    KIND_INSIGHT,
+    KIND_METRIC,
+    KIND_OPTIMIZATION,
+    KIND_REGISTER,
+    KIND_SYSTEM,
+)
+from state.models import (
+    PRIORITIES,
+    InvalidInput,
+    OptimizationRecord,
+    PerformanceMetric,
+    check_json,
+    check_name,
+    check_text,
+)
+from state.redact import is_secret_key
+
+Event = tuple[str, dict[str, Any]]
+
+
+def positive(field: str, value: object) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
+            or value == float("inf"):
+        raise InvalidInput(field, f"must be a positive finite number, got {value!r}")
+    return float(value)
+
+
+def insight_id(insight_type: str, source_agent: str, basis: object) -> str:
+    """Dedupe key of an insight: same type, source and key -> same id."""
+    raw = basis if isinstance(basis, bytes) else str(basis).encode()
+    digest = hashlib.blake2b(f"{insight_type}\n{source_agent}\n".encode() + raw, digest_size=8)
+    return f"ins_{digest.hexdigest()}"
+
+
+def metric(m: PerformanceMetric | Mapping[str, Any], now: float | None = None) -> Event:
+    if not isinstance(m, PerformanceMetric):
+        if not isinstance(m, Mapping):
+            raise InvalidInput("metric", f"expected PerformanceMetric, got {type(m).__name__}")
+        m = PerformanceMetric.checked(**m)
+    ts = m.timestamp if m.timestamp is not None else (now or time.time())
+    payload: dict[str, Any] = {"s": m.series, "v": m.value, "t": ts}
+    if m.unit:
+        payload["u"] = m.unit
+    return KIND_METRIC, payload
+
+
+def error(error_type: str, error_message: str, source_agent: str,
+          now: float | None = None) -> Event:
+    error_type = check_name("error_type", error_type)
+    message = check_text("error_message", error_message)
+    source_agent = check_name("source_agent", source_agent, allow_slash=False)
+    return KIND_ERROR, {"id": fingerprint(error_type, message), "type": error_type,
+                        "norm": normalize_message(message), "msg": message[:1000],
+                        "a": source_agent, "t": now or time.time()}
+
+
+def insight(insight_type: str, content: Any, source_agent: str, priority: str = "medium",
+            dedupe_key: str | None = None, now: float | None = None) -> Event:
+    insight_type = check_name("insight_type", insight_type)
+    source_agent = check_name("source_agent", source_agent, allow_slash=False)
+    if priority not in PRIORITIES:
+        raise InvalidInput("priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
+    if not isinstance(content, dict):
+        raise InvalidInput("content", f"must be a dict, got {type(content).__name__}")
+    content = check_json("content", content)
+    key = dedupe_key if dedupe_key is not None else content.get("key")
+    basis = key if key is not None else orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
+    return KIND_INSIGHT, {"id": insight_id(insight_type, source_agent, basis),
+                          "type": insight_type, "a": source_agent, "p": priority, "c": content,
+                          "t": now or time.time()}
+
+
+def ack(insight_id_: str, now: float | None = None) -> Event:
+    return KIND_ACK, {"id": check_name("insight_id", insight_id_), "t": now or time.time()}
+
+
+def optimization(record: OptimizationRecord | Mapping[str, Any],
+                 now: float | None = None) -> Event:
+    if not isinstance(record, OptimizationRecord):
+        if not isinstance(record, Mapping):
+            raise InvalidInput("record", f"expected OptimizationRecord, got {type(record)}")
+        record = OptimizationRecord.checked(**record)
+    payload = record.model_dump()
+    payload["t"] = payload.pop("timestamp") or now or time.time()
+    return KIND_OPTIMIZATION, payload
+
+
+def heartbeat(agent_id: str, heartbeat_data: Any, now: float | None = None) -> Event:
+    agent_id = check_name("agent_id", agent_id, allow_slash=False)
+    if not isinstance(heartbeat_data, dict):
+        raise InvalidInput("heartbeat_data", "must be a dict")
+    data = check_json("heartbeat_data", heartbeat_data, limit=4096)
+    status = check_name("heartbeat_data.status", str(data.get("status", "running")))
+    return KIND_HEARTBEAT, {"a": agent_id, "status": status, "d": data, "t": now or time.time()}
+
+
+def registration(agent_id: Any, kind: str | None, interval_s: float | None,
+                 schedule: str | None, meta: dict[str, Any], now: float | None = None) -> Event:
+    agent_id = check_name("agent_id", agent_id, allow_slash=False)
+    kind = check_name("kind", kind or "agent")
+    if interval_s is not None:
+        interval_s = positive("interval_s", interval_s)
+    if schedule is not None:
+        schedule = check_name("schedule", schedule)
+    return KIND_REGISTER, {"a": agent_id, "kind": kind, "interval_s": interval_s,
+                           "schedule": schedule, "meta": check_json("meta", meta),
+                           "t": now or time.time()}
+
+
+def system_update(updates: Any, now: float | None = None) -> Event:
+    if not isinstance(updates, dict) or not updates:
+        raise InvalidInput("updates", "must be a non-empty dict")
+    for key in updates:
+        check_name("updates key", key)
+        if is_secret_key(key):
+            raise InvalidInput(key, "secrets never go into shared state")
+    return KIND_SYSTEM, {"u": check_json("updates", updates), "t": now or time.time()}
+
+
+def config_update(flat: dict[str, Any], now: float | None = None) -> Event:
+    """``flat`` must come from ``state.config.validate_updates``."""
+    return KIND_CONFIG, {"u": flat, "t": now or time.time()}
