@@ -8,11 +8,11 @@ share one id while different wording or a different error type does not.
 
 Normalization is a single regex pass (alternatives in priority order: URLs and e-mails before
 paths and numbers, UUIDs before hex ids, ...) repeated until nothing changes. Repeating makes
-it idempotent by construction: a pass can expose new context (``'a'5`` -> ``'a'<num>`` where
-the quote is now followed by a non-word character). It always terminates because every match
-consumes at least one character outside ``[a-z<>]`` (a digit, quote, ``:``, ``@``, ``/``,
-``\\`` or ``-``) while placeholders consist only of ``[a-z<>]``, so each changing pass
-strictly lowers the count of other characters.
+it idempotent by construction: the cut at ``MAX_LENGTH`` can expose new matches (``12x3`` cut
+to ``12x`` reads as a number with a unit). It always terminates because every match consumes
+at least one character outside ``[a-z<>]`` (a digit, quote, ``:``, ``@``, ``/``, ``\\`` or
+``-``) while placeholders consist only of ``[a-z<>]``, so each changing pass strictly lowers
+the count of other characters.
 """
 
 from __future__ import annotations
@@ -69,7 +69,8 @@ def _placeholder(match: re.Match[str]) -> str:
 
 
 def _pass(text: str) -> str:
-    text = _SPACE_RE.sub(" ", _TOKEN_RE.sub(_placeholder, text)).strip()
+    # Whitespace first, so a quoted value spanning a newline is seen the same way twice.
+    text = _TOKEN_RE.sub(_placeholder, _SPACE_RE.sub(" ", text)).strip()
     return text[:MAX_LENGTH].rstrip()
 
 

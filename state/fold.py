@@ -212,9 +212,10 @@ def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
         channel = "system" if kind == KIND_SYSTEM else "config"
         if not isinstance(p["u"], dict):
             raise ValueError("updates are not an object")
-        for key, value in p["u"].items():
-            if kind == KIND_CONFIG:  # a stored bad value would break every later read
+        if kind == KIND_CONFIG:  # a stored bad value would break every later read
+            for key, value in p["u"].items():  # all checked before any is put
                 effective({key: value})
+        for key, value in p["u"].items():
             builder.put(channel, key, {"value": value, "stamp": stamp})
     else:
         raise ValueError(f"unknown event kind {kind!r}")
@@ -236,7 +237,7 @@ def fold_rows(rows: Iterable[InboxRow], builder: DeltaBuilder | None = None) -> 
                 raise ValueError("payload is not an object")
             _apply(builder, row, payload)
             folded += 1
-        except (ValueError, KeyError, TypeError, orjson.JSONDecodeError) as exc:
+        except (ValueError, KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             quarantined.append(Quarantined(row, reason[:500]))
     return FoldResult(builder.build(), marks, folded, quarantined)

@@ -7,11 +7,22 @@ every reducer is a pure function of plain data. ``state.models`` validates what 
 
 from __future__ import annotations
 
+import uuid
 from typing import Annotated, Any, TypedDict
 
 from state import reducers
 
 SYSTEM_THREAD = "system"
+_THREAD_NAMESPACE = uuid.UUID("6f1c1f2e-4b8a-5d0e-9a57-0c1d2b3a4f50")
+
+
+def thread_uuid(name: str) -> str:
+    """Checkpoint thread id of a named thread: a stable UUID (``langgraph dev`` requires UUIDs),
+    so ``system`` is the same thread for ``bga``, the dashboard and the dev server."""
+    try:
+        return str(uuid.UUID(name))
+    except ValueError:
+        return str(uuid.uuid5(_THREAD_NAMESPACE, name))
 
 # Metric and error buckets: (tier name, width in seconds). Widths are fixed; how many buckets of
 # each tier are kept is configuration (``retention.*``).

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from state.backends.base import Backend, LockBusy
+from state.backends.base import Backend, LockBusy, StaleCheckpoint
 
 DEFAULT_URL = "sqlite:///./data/state.db"
 
@@ -23,4 +23,4 @@ def make_backend(url: str) -> Backend:
         f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or memory://name")
 
 
-__all__ = ["DEFAULT_URL", "Backend", "LockBusy", "make_backend"]
+__all__ = ["DEFAULT_URL", "Backend", "LockBusy", "StaleCheckpoint", "make_backend"]

@@ -19,6 +19,10 @@ from state.fold import InboxRow, Quarantined
 InboxWrite = tuple[int, str, bytes]  # (seq, kind, payload)
 
 
+class StaleCheckpoint(RuntimeError):
+    """A checkpoint was written from a state that another writer had already replaced."""
+
+
 class LockBusy(RuntimeError):
     """Another process holds the fold lock of this database."""
 

@@ -87,7 +87,8 @@ class MemoryBackend(Backend):
 
     async def is_empty(self) -> bool:
         # InMemorySaver's storage is a defaultdict that a mere read fills with empty entries.
-        has_checkpoint = any(cps for ns in self._store.saver.storage.values() for cps in ns.values())
+        storage = self._store.saver.storage
+        has_checkpoint = any(cps for ns in storage.values() for cps in ns.values())
         return not has_checkpoint and not self._store.inbox
 
     async def _acquire(self, name: str, wait: float | None) -> bool:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import fcntl
+import json
 import os
 import socket
 import sqlite3
@@ -16,9 +17,10 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import aiosqlite
+from langgraph.checkpoint.base import get_checkpoint_metadata
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from state.backends.base import Backend, InboxWrite
+from state.backends.base import Backend, InboxWrite, StaleCheckpoint
 from state.fold import InboxRow, Quarantined
 
 BUSY_TIMEOUT_MS = 60_000
@@ -82,6 +84,47 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
+class CasSqliteSaver(AsyncSqliteSaver):
+    """AsyncSqliteSaver that refuses a checkpoint whose parent is no longer the newest one.
+
+    LangGraph's savers have no compare-and-swap, so two processes writing one thread lose
+    updates. Here the check and the insert share one write transaction: a writer working from a
+    stale checkpoint fails with StaleCheckpoint instead of silently forking the thread.
+    """
+
+    async def aput(self, config, checkpoint, metadata, new_versions):
+        conf = config["configurable"]
+        if conf.get("checkpoint_ns", ""):
+            return await super().aput(config, checkpoint, metadata, new_versions)
+        await self.setup()
+        thread_id, parent = str(conf["thread_id"]), conf.get("checkpoint_id")
+        type_, blob = self.serde.dumps_typed(checkpoint)
+        meta = json.dumps(get_checkpoint_metadata(config, metadata),
+                          ensure_ascii=False).encode("utf-8", "ignore")
+        async with self.lock:
+            await self.conn.execute("BEGIN IMMEDIATE")
+            try:
+                cur = await self.conn.execute(
+                    "SELECT max(checkpoint_id) FROM checkpoints "
+                    "WHERE thread_id=? AND checkpoint_ns=''", (thread_id,))
+                latest = (await cur.fetchone())[0]
+                if latest is not None and latest != parent:
+                    raise StaleCheckpoint(
+                        f"thread {thread_id!r} moved on to {latest} while this writer worked "
+                        f"from {parent}")
+                await self.conn.execute(
+                    "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id,"
+                    " parent_checkpoint_id, type, checkpoint, metadata) "
+                    "VALUES (?, '', ?, ?, ?, ?, ?)",
+                    (thread_id, checkpoint["id"], parent, type_, blob, meta))
+                await self.conn.commit()
+            except BaseException:
+                await self.conn.rollback()
+                raise
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
+                                 "checkpoint_id": checkpoint["id"]}}
+
+
 class SqliteBackend(Backend):
     def __init__(self, url: str) -> None:
         self.url = url
@@ -95,14 +138,14 @@ class SqliteBackend(Backend):
         self.checkpointer: AsyncSqliteSaver
 
     async def setup(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         self._write = await asyncio.to_thread(_connect, self.path)
         await asyncio.to_thread(_migrate, self._write)
         self._read = await asyncio.to_thread(_connect, self.path)
         self._aconn = await aiosqlite.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
         await self._aconn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         await self._aconn.execute("PRAGMA synchronous=NORMAL")
-        self.checkpointer = AsyncSqliteSaver(self._aconn)
+        self.checkpointer = CasSqliteSaver(self._aconn)
         await self.checkpointer.setup()
 
     # -- inbox ----------------------------------------------------------------------------
@@ -215,27 +258,33 @@ class SqliteBackend(Backend):
     # -- locks ----------------------------------------------------------------------------
     async def _acquire(self, name: str, wait: float | None) -> bool:
         suffix = ".lock" if name == "fold" else f".{name}.lock"
-        fd = await asyncio.to_thread(os.open, f"{self.path}{suffix}", os.O_RDWR | os.O_CREAT,
-                                     0o644)
+        path = f"{self.path}{suffix}"
+
+        def try_lock() -> int | None:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                return fd
+            except BlockingIOError:
+                os.close(fd)
+                return None
+
         deadline = None if wait is None else time.monotonic() + wait
         delay = 0.005
         while True:
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fd = await asyncio.to_thread(try_lock)
+            if fd is not None:
                 self._lock_fds[name] = fd
                 return True
-            except BlockingIOError:
-                if deadline is not None and time.monotonic() >= deadline:
-                    os.close(fd)
-                    return False
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.1)
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 0.1)
 
     async def _release(self, name: str) -> None:
         fd = self._lock_fds.pop(name, None)
         if fd is not None:
-            fcntl.flock(fd, fcntl.LOCK_UN)
-            os.close(fd)
+            await asyncio.to_thread(os.close, fd)  # closing the descriptor drops the lock
 
     async def aclose(self) -> None:
         for name in list(self._lock_fds):
