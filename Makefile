@@ -16,7 +16,11 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BGA) demo
+	$(BGA) run --demo
+
+dev: $(STAMP)
+	LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true LANGSMITH_TRACING=$${LANGSMITH_TRACING:-false} \
+	  $(VENV)/bin/langgraph dev --no-browser --port $${PORT:-2024}
 
 test: $(STAMP)
 	$(PY) -m pytest -q -p no:cacheprovider

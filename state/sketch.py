@@ -18,7 +18,7 @@ import math
 RELATIVE_ACCURACY = 0.02
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
 _INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
-MAX_BINS = 64
+MAX_BINS = 128
 
 Agg = list  # [count, sum, min, max, zeros, pos_off, pos_bins, neg_off, neg_bins]
 

@@ -124,6 +124,27 @@ class CasSqliteSaver(AsyncSqliteSaver):
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
                                  "checkpoint_id": checkpoint["id"]}}
 
+    async def aprune(self, thread_ids, *, strategy: str = "keep_latest") -> None:
+        """Drop old checkpoints of threads (``keep_latest``) or whole threads (``delete``)."""
+        async with self.lock:
+            for thread_id in thread_ids:
+                if strategy == "delete":
+                    await self.conn.execute("DELETE FROM checkpoints WHERE thread_id=?",
+                                            (str(thread_id),))
+                    await self.conn.execute("DELETE FROM writes WHERE thread_id=?",
+                                            (str(thread_id),))
+                    continue
+                cur = await self.conn.execute(
+                    "SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id=? "
+                    "AND checkpoint_ns=''", (str(thread_id),))
+                latest = (await cur.fetchone())[0]
+                if latest is not None:
+                    for table in ("checkpoints", "writes"):
+                        await self.conn.execute(
+                            f"DELETE FROM {table} WHERE thread_id=? AND checkpoint_id<?",
+                            (str(thread_id), latest))
+            await self.conn.commit()
+
 
 class SqliteBackend(Backend):
     def __init__(self, url: str) -> None:
