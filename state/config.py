@@ -12,7 +12,7 @@ from typing import Any
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from state.models import InvalidInput, check_json
+from state.models import InvalidInput, check_json, check_name
 from state.redact import is_secret_key
 
 
@@ -167,6 +167,7 @@ def validate_updates(current_flat: dict[str, Any], updates: dict[str, Any],
         parts = key.split(".")
         if parts[0] == "agents" and len(parts) > 1:
             agent = parts[1]
+            check_name(f"agents.{agent}", agent, allow_slash=False)
             buildable = any(f"agents.{agent}.{k}" in merged for k in ("kind", "class"))
             if agent not in known_agents and not buildable:
                 raise InvalidInput(f"agents.{agent}",

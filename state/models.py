@@ -20,6 +20,7 @@ MAX_NAME = 200
 MAX_TEXT = 4_000
 MAX_PAYLOAD_BYTES = 16_384
 FUTURE_SKEW_S = 300.0
+MAX_METRIC = 1e18
 
 Priority = Literal["low", "medium", "high", "critical"]
 PRIORITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
@@ -132,6 +133,8 @@ class PerformanceMetric(_Record):
             raise ValueError(f"must be a number, got {type(v).__name__}")
         if not math.isfinite(float(v)):
             raise ValueError("must be finite (no NaN or infinity)")
+        if abs(float(v)) > MAX_METRIC:
+            raise ValueError(f"magnitude above {MAX_METRIC:g} (sums would overflow)")
         return float(v)
 
     @field_validator("unit")
