@@ -77,6 +77,17 @@ def route(state: SystemState) -> list[Send] | Literal["review"]:
             for a in due if a in config.agents]
 
 
+def _clear_alarms(state: dict, agent_id: str, kinds: tuple[str, ...], now: float,
+                  out: Emitter) -> None:
+    """Acknowledge an agent's open liveness alarms (only those that exist)."""
+    insights = state.get("insights") or {}
+    for kind in kinds:
+        iid = events.insight_id(f"agent_{kind}", COORDINATOR, f"agent_{kind}:{agent_id}")
+        rec = insights.get(iid)
+        if rec and rec.get("body") and rec.get("acted_upon_at") is None:
+            out.emit(events.ack(iid, now=now))
+
+
 def _liveness(state: dict, config: SystemConfig, now: float, out: Emitter
               ) -> tuple[dict[str, Any], list[str], dict[str, int]]:
     """Liveness verdicts that changed, agents to purge, and counts per verdict."""
@@ -93,16 +104,19 @@ def _liveness(state: dict, config: SystemConfig, now: float, out: Emitter
         age = now - last
         verdict = "dead" if age > lv.dead_factor * interval else \
             "stale" if age > lv.stale_factor * interval else "ok"
-        counts[verdict] += 1
         before = (rec.get("liveness") or {}).get("value", "ok")
         if verdict == "dead" and age > lv.dead_factor * interval + lv.purge_after_s:
-            purge.append(agent_id)
+            purge.append(agent_id)  # forgotten: its alarms go with it
+            _clear_alarms(state, agent_id, ("stale", "dead"), now, out)
             continue
+        counts[verdict] += 1
         evidence = {"agent": agent_id, "last_heartbeat_age_s": round(age, 1),
                     "expected_interval_s": interval}
         if verdict != before:
             changed[agent_id] = {"liveness": {"value": verdict, "since": now,
                                               "stamp": out.stamp()}, "heartbeats": 0}
+        if verdict == "dead" and before == "stale":
+            _clear_alarms(state, agent_id, ("stale",), now, out)  # superseded by the dead alarm
         if verdict in ("stale", "dead"):
             out.emit(events.insight(f"agent_{verdict}", {
                 **evidence, "summary": f"{agent_id} has not reported for {age:.0f} s "
@@ -110,9 +124,7 @@ def _liveness(state: dict, config: SystemConfig, now: float, out: Emitter
                 COORDINATOR, "high" if verdict == "stale" else "critical",
                 f"agent_{verdict}:{agent_id}", now=now))
         elif before in ("stale", "dead"):
-            for old in ("stale", "dead"):  # recovered: clear the open alarms
-                out.emit(events.ack(events.insight_id(f"agent_{old}", COORDINATOR,
-                                                      f"agent_{old}:{agent_id}"), now=now))
+            _clear_alarms(state, agent_id, ("stale", "dead"), now, out)  # recovered
             out.emit(events.insight("agent_recovered", {**evidence,
                                                         "summary": f"{agent_id} is back"},
                                     COORDINATOR, "low", f"agent_recovered:{agent_id}", now=now))

@@ -53,6 +53,23 @@ def window_mean(state: dict, series: str, start: float, end: float) -> tuple[flo
     return (sketch.mean(agg), agg[sketch.COUNT]) if agg else (None, 0)
 
 
+def totals_since(state: dict, series: str, minute: int) -> tuple[int, float]:
+    """Count and sum of a series in minute buckets from ``minute`` on (for exact deltas)."""
+    data = (state.get("metrics") or {}).get(series)
+    if not data:
+        return 0, 0.0
+    aggs = [a for b, a in data["tiers"].get("1m", {}).items() if b >= minute]
+    return sum(a[sketch.COUNT] for a in aggs), sum(a[sketch.SUM] for a in aggs)
+
+
+def mean_since_change(state: dict, series: str, details: dict) -> tuple[float | None, int]:
+    """Mean of the samples recorded after a change: bucket totals now minus at apply time."""
+    mark = details["mark"]
+    count, total = totals_since(state, series, mark["minute"])
+    n = count - mark["count"]
+    return ((total - mark["sum"]) / n if n > 0 else None), max(n, 0)
+
+
 def _system_value(state: dict, key: str, default: Any = None) -> Any:
     return ((state.get("system") or {}).get(key) or {}).get("value", default)
 
@@ -76,7 +93,7 @@ def verify(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
             continue
         t = next(t for t in TUNABLES if t.param == details["param"])
         series = f"{rec['target']}/{t.metric}"
-        after, n = window_mean(state, series, details["applied_at"], now)
+        after, n = mean_since_change(state, series, details)
         if n < opt.min_samples and now < details["applied_at"] + 3 * opt.verify_s:
             continue  # not enough evidence yet; wait up to three windows
         gain = _improvement(t, details["baseline"], after) if after is not None else None
@@ -105,6 +122,8 @@ def propose(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
             if r.get("outcome") == "applied"}
     started = 0
     for agent_id, section in sorted(config.agents.items()):
+        if not section.enabled:
+            continue
         for t in TUNABLES:
             value = getattr(section, t.param)
             if value is None or (agent_id, t.param) in busy:
@@ -121,6 +140,8 @@ def propose(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
             new = t.propose(value, upward)
             if new == value:
                 continue
+            minute = int(now) - int(now) % TIER_WIDTH["1m"]
+            count, total = totals_since(state, f"{agent_id}/{t.metric}", minute)
             out.emit(events.config_update({f"agents.{agent_id}.{t.param}": new}, now=now))
             out.emit(events.optimization(OptimizationRecord(
                 record_id=f"opt_{agent_id}_{t.param}_{int(now * 1000)}",
@@ -129,7 +150,8 @@ def propose(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
                 outcome="applied", success=True, source_agent=SOURCE,
                 details={"param": t.param, "metric": t.metric, "baseline": baseline,
                          "baseline_samples": n, "applied_at": now, "upward": upward,
-                         "verify_after": now + opt.verify_s}), now=now))
+                         "verify_after": now + opt.verify_s,
+                         "mark": {"minute": minute, "count": count, "sum": total}}), now=now))
             started += 1
     return started
 

@@ -51,8 +51,9 @@ class AgentSpec:
         return self.section.kind or self.cls.kind
 
     def build(self) -> Agent:
-        settings = self.cls.Settings.model_validate(
-            {**self.section.options, **self.section.model_dump(exclude={"options"})})
+        # unset section fields (None) must not override the Settings' own defaults
+        fields = self.section.model_dump(exclude={"options"}, exclude_none=True)
+        settings = self.cls.Settings.model_validate({**self.section.options, **fields})
         return self.cls(self.agent_id, settings)
 
 

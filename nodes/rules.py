@@ -99,7 +99,7 @@ def _error_counts(state: dict, start: float, end: float) -> dict[str, int]:
     for p in (state.get("error_patterns") or {}).values():
         n = sum(c for b, c in p["tiers"].get("1m", {}).items() if start <= b < end)
         if n:
-            for agent in p["sources"][:1] or ["unknown"]:
+            for agent in p["sources"] or ["unknown"]:  # a shared pattern counts for each
                 per_agent[agent] = per_agent.get(agent, 0) + n
     return per_agent
 
