@@ -19,7 +19,7 @@ import orjson
 from state import events, queries
 from state.backends import Backend, StaleCheckpoint, make_backend
 from state.config import validate_updates
-from state.folder import FOLD_NODE, FoldReport, build_fold_graph, collect, overlay
+from state.folder import FOLD_NODE, FoldReport, build_fold_graph, collect, pending_delta
 from state.models import (
     PRIORITIES,
     InvalidInput,
@@ -27,7 +27,7 @@ from state.models import (
     PerformanceMetric,
     check_name,
 )
-from state.schema import CHANNELS, SYSTEM_THREAD, thread_uuid
+from state.schema import CHANNELS, SYSTEM_THREAD, apply_update, thread_uuid
 from state.settings import database_url
 
 GROUP_COMMIT_MAX = 20_000
@@ -54,6 +54,7 @@ class SharedState:
         self._seq = 0
         self._queue: asyncio.Queue[tuple[list[_Item], asyncio.Future] | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
+        self._starting = asyncio.Lock()  # concurrent first writes must open one stream only
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -85,8 +86,11 @@ class SharedState:
         if self.read_only:
             raise PermissionError("this SharedState was opened read-only")
         if self._writer is None:
-            self._stream = await self.backend.open_stream(self.producer)
-            self._writer = asyncio.create_task(self._write_loop(), name="bga-inbox-writer")
+            async with self._starting:
+                if self._writer is None:
+                    self._stream = await self.backend.open_stream(self.producer)
+                    self._writer = asyncio.create_task(self._write_loop(),
+                                                       name="bga-inbox-writer")
         future: asyncio.Future = asyncio.get_running_loop().create_future()
         await self._queue.put((items, future))
         await future
@@ -210,22 +214,28 @@ class SharedState:
 
     # -- reads ----------------------------------------------------------------------------
     async def read(self, *, attempts: int = 20) -> dict[str, Any]:
-        """Latest checkpoint values with every unfolded inbox row laid over them."""
+        """Latest checkpoint values with every unfolded inbox row laid over them.
+
+        Consistent without a shared transaction: folds delete only rows the newest committed
+        checkpoint already holds, so if no checkpoint was committed between loading the state
+        and finishing the inbox scan, state + rows above its watermarks is exact. Otherwise
+        read again. The scan pages through the inbox into one bounded delta.
+        """
         for _ in range(attempts):
             before = await self.backend.latest_checkpoint_id(self.thread_id)
-            rows = await self.backend.read_inbox(OVERLAY_LIMIT + 1)
             tup = await self.backend.checkpointer.aget_tuple(self.config)
-            current = tup.config["configurable"]["checkpoint_id"] if tup else None
-            if current != before:
-                continue  # a fold committed meanwhile: rows and state may not pair up
+            if (tup.config["configurable"]["checkpoint_id"] if tup else None) != before:
+                continue
             values = tup.checkpoint["channel_values"] if tup else {}
             state = {k: v for k, v in values.items() if k in CHANNELS}
-            if len(rows) > OVERLAY_LIMIT and not self.read_only:
-                await self.flush()
+            pending, delta = await pending_delta(self.backend, state.get("inbox") or {})
+            if await self.backend.latest_checkpoint_id(self.thread_id) != before:
+                continue  # a fold committed meanwhile: rows and state may not pair up
+            if pending > OVERLAY_LIMIT and not self.read_only:
+                await self.flush()  # cheaper for every later read
                 continue
-            marks = state.get("inbox") or {}
-            self._pending = sum(1 for r in rows if r.seq > marks.get(r.stream, 0))
-            return overlay(state, rows)
+            self._pending = pending
+            return apply_update(state, delta) if pending else state
         raise TimeoutError("state kept changing while reading; try again")
 
     async def flush(self, *, wait: float | None = None) -> FoldReport:

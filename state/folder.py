@@ -19,7 +19,7 @@ from langgraph.types import Overwrite
 from state.backends.base import Backend
 from state.compact import compact
 from state.config import RetentionConfig
-from state.fold import DeltaBuilder, InboxRow, fold_rows
+from state.fold import DeltaBuilder, fold_rows
 from state.queries import config_of
 from state.schema import REDUCERS, SystemState, apply_update
 
@@ -106,10 +106,16 @@ def build_fold_graph(backend: Backend):
     return graph.compile(checkpointer=backend.checkpointer)
 
 
-def overlay(state: dict[str, Any], rows: list[InboxRow]) -> dict[str, Any]:
-    """State as it will be once ``rows`` are folded (rows at or below a watermark skipped)."""
-    marks = state.get("inbox") or {}
-    pending = [r for r in rows if r.seq > marks.get(r.stream, 0)]
-    if not pending:
-        return state
-    return apply_update(state, fold_rows(pending).delta)
+async def pending_delta(backend: Backend, marks: dict[int, int]) -> tuple[int, dict[str, Any]]:
+    """Rows above the watermarks folded into one delta, paging through the inbox (for reads)."""
+    builder = DeltaBuilder()
+    after = (0, 0)
+    pending = 0
+    while True:
+        rows = await backend.read_inbox(READ_CHUNK, after)
+        if not rows:
+            return pending, builder.build()
+        after = (rows[-1].stream, rows[-1].seq)
+        fresh = [r for r in rows if r.seq > marks.get(r.stream, 0)]
+        pending += len(fresh)
+        fold_rows(fresh, builder)

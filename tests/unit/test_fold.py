@@ -121,7 +121,7 @@ WRONG = {
     "ack": {"id": _NOT_STR},
     "opt": {"record_id": _NOT_STR},
     "hb": {"a": _NOT_STR},
-    "reg": {"a": _NOT_STR},
+    "reg": {"a": _NOT_STR, "interval_s": ["5", True, [], {}, [5.0]]},
     "sys": {"u": [[], ["a"], "x", 5, None, True]},
     "cfg": {"u": [
         [], "x", 5, None,
@@ -208,6 +208,8 @@ CASES = [
     ("opt", b'{"t": 1700000000}'),
     ("hb", b'{"a": "x", "status": "ok", "t": 1700000000}'),
     ("reg", b'{"a": null, "kind": "k", "interval_s": 1, "schedule": null, "meta": {},'
+            b' "t": 1700000000}'),
+    ("reg", b'{"a": "x", "kind": "k", "interval_s": "5", "schedule": null, "meta": {},'
             b' "t": 1700000000}'),
     ("sys", b'{"u": ["mode"], "t": 1700000000}'),
     ("cfg", b'{"u": "retention", "t": 1700000000}'),

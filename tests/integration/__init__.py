@@ -1,0 +1,1 @@
+"""Multi-process integration tests (SQLite file shared by several OS processes)."""

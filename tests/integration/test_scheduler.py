@@ -1,0 +1,211 @@
+"""``bga run`` as real processes: clean stop on signals, leader election, crash recovery.
+
+Every wait is bounded; children are SIGKILLed at the end of each test whatever happened.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+
+from state import SharedState
+from state.backends import make_backend
+from tests.integration.test_cli import (
+    BgaProcess,
+    Children,
+    child_env,
+    flat,
+    metric_count,
+    read_state,
+    run_bga,
+    sqlite_url_of,
+    system_state,
+    ticks_of,
+)
+
+pytestmark = pytest.mark.slow
+
+WAIT_S = 60.0
+INTERVAL = "0.2"
+
+
+@pytest.fixture
+def children(tmp_path: Path) -> Iterator[Children]:
+    kids = Children(tmp_path)
+    try:
+        yield kids
+    finally:
+        kids.cleanup()
+
+
+@pytest.fixture
+def url(tmp_path: Path) -> str:
+    return sqlite_url_of(tmp_path / "state.db")
+
+
+def wait_until(condition: Callable[[], bool], what: str, *watch: BgaProcess,
+               timeout: float = WAIT_S) -> None:
+    """Poll ``condition``; fail (with the watched children's output) on timeout or if a
+    watched child exits meanwhile."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        for child in watch:
+            if child.proc.poll() is not None:
+                pytest.fail(f"{child.name} exited while waiting for {what}: {child.describe()}")
+        if time.monotonic() > deadline:
+            pytest.fail(f"no {what} after {timeout} s: "
+                        + "\n".join(child.describe() for child in watch))
+        time.sleep(0.1)
+
+
+def stopped_after(child: BgaProcess) -> int:
+    said = re.search(r"scheduler stopped cleanly after (\d+) ticks", flat(child.output()))
+    assert said, child.describe()
+    return int(said.group(1))
+
+
+async def _locks_free(url: str) -> bool:
+    backend = make_backend(url)
+    await backend.setup()
+    try:
+        async with backend.fold_lock(wait=0), backend.leader_lock(wait=0):
+            return True
+    finally:
+        await backend.aclose()
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+def test_stop_signal_ends_the_scheduler_cleanly_after_whole_ticks(
+    children: Children, url: str, sig: signal.Signals
+) -> None:
+    run = children.start("run", "run", "--db", url, "--interval", INTERVAL)
+    wait_until(lambda: ticks_of(url) >= 3, "3 ticks", run)
+
+    run.proc.send_signal(sig)
+
+    assert run.wait_exit(30) == 0, run.describe()
+    n = stopped_after(run)
+    assert n >= 3
+    assert run.tick_lines() == n  # every tick it ran finished and was reported
+    state = read_state(url)
+    summary = system_state(url)
+    assert int(summary["stats"]["ticks"]) == n
+    assert state["tick"]["n"] == n
+    assert summary["values"]["last_tick"]["n"] == n
+    assert summary["inbox"]["pending"] == 0
+    assert asyncio.run(_locks_free(url))  # it released the fold and leader locks
+
+
+def test_one_leader_ticks_and_the_standby_takes_over_when_it_dies(
+    children: Children, url: str
+) -> None:
+    first = children.start("first", "run", "--db", url, "--interval", INTERVAL)
+    second = children.start("second", "run", "--db", url, "--interval", INTERVAL)
+
+    def standing_by() -> list[BgaProcess]:
+        return [c for c in (first, second) if "standing by" in flat(c.output())]
+
+    wait_until(lambda: bool(standing_by()), "scheduler standing by", first, second)
+    (standby,) = standing_by()
+    leader = second if standby is first else first
+    wait_until(lambda: ticks_of(url) >= 3, "3 ticks", first, second)
+    seen = ticks_of(url)
+    wait_until(lambda: ticks_of(url) >= seen + 3, "3 more ticks", first, second)
+    assert standby.tick_lines() == 0, standby.describe()
+    assert "took over" not in flat(standby.output())
+    assert leader.tick_lines() >= 3
+    assert "standing by" not in flat(leader.output())
+
+    leader.kill()  # SIGKILL: no cleanup, the OS drops its locks
+    at_kill = ticks_of(url)
+    standby.wait_for("took over as the scheduler", timeout=WAIT_S)
+    wait_until(lambda: ticks_of(url) >= at_kill + 3, "ticks after the takeover", standby)
+
+    standby.proc.send_signal(signal.SIGTERM)
+    assert standby.wait_exit(30) == 0, standby.describe()
+    taken_over = stopped_after(standby)
+    assert taken_over >= 3
+    assert standby.tick_lines() == taken_over
+    final = ticks_of(url)
+    # The leader may have committed one last tick that SIGKILL kept it from printing.
+    assert leader.tick_lines() + taken_over <= final <= leader.tick_lines() + taken_over + 1
+    assert read_state(url)["tick"]["n"] == final
+
+
+WRITER = """
+import asyncio, pathlib, sys
+from state import SharedState
+
+async def main(url, stop_file):
+    stop = pathlib.Path(stop_file)
+    done = 0
+    async with SharedState.open(url, producer="crash-writer") as shared:
+        while not stop.exists():
+            await asyncio.gather(*(shared.add_performance_metric(
+                {"source_agent": "crash", "name": "w", "value": 1.0}) for _ in range(10)))
+            done += 10
+            print("ACK", done, flush=True)
+            await asyncio.sleep(0.005)
+    print("DONE", done, flush=True)
+
+asyncio.run(main(sys.argv[1], sys.argv[2]))
+"""
+
+
+def test_killing_the_scheduler_mid_tick_never_loses_or_doubles_an_event(
+    children: Children, url: str, tmp_path: Path
+) -> None:
+    stop_file = tmp_path / "stop-writer"
+    log = tmp_path / "writer.out"
+    with open(log, "wb") as out:
+        writer = subprocess.Popen([sys.executable, "-c", WRITER, url, str(stop_file)],
+                                  cwd=tmp_path, env=child_env(), stdout=out,
+                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    rng = random.Random(1234)
+    try:
+        wait_until(lambda: "ACK" in log.read_text(), "a first acknowledged write")
+        for i in range(4):
+            run = children.start(f"run{i}", "run", "--db", url, "--interval", "0.05")
+            # A scheduler that died by SIGKILL must not keep the next one standing by.
+            wait_until(lambda r=run: r.tick_lines() >= 1, "a tick", run)
+            assert "standing by" not in flat(run.output())
+            time.sleep(rng.uniform(0.0, 0.3))
+            run.kill()
+            assert writer.poll() is None, log.read_text()[-3000:]
+        stop_file.touch()
+        assert writer.wait(WAIT_S) == 0, log.read_text()[-3000:]
+    finally:
+        if writer.poll() is None:
+            writer.kill()
+            writer.wait(30)
+    done = re.search(r"^DONE (\d+)$", log.read_text(), flags=re.MULTILINE)
+    assert done, log.read_text()[-3000:]
+    acknowledged = int(done.group(1))
+    assert acknowledged > 0
+    assert ticks_of(url) >= 4  # every killed scheduler had ticked at least once
+
+    last = run_bga("tick", "--db", url, cwd=tmp_path)
+    left = re.search(r"folded (\d+) events", flat(last.stdout))
+    assert left, last.stdout
+    assert int(left.group(1)) < acknowledged  # the killed schedulers had folded the rest
+
+    summary = system_state(url)
+    assert metric_count(url, "crash/w") == acknowledged
+    assert int(summary["stats"]["events_folded"]) == acknowledged
+    assert int(summary["stats"].get("quarantined", 0)) == 0
+    assert summary["inbox"]["pending"] == 0
+    assert asyncio.run(_inbox_rows(url)) == 0
+
+
+async def _inbox_rows(url: str) -> int:
+    async with SharedState.open(url, producer="tests", read_only=True) as shared:
+        return await shared.backend.pending_count()

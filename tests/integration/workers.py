@@ -1,0 +1,244 @@
+"""Command-line workers for the multi-process integration tests.
+
+Run as ``python -m tests.integration.workers <cmd> ...`` from the project root:
+
+``write URL PRODUCER N [CHUNK]``
+    Writes N mixed events through one ``SharedState`` opened with ``producer=PRODUCER``.
+    Event ``i`` has kind ``KINDS[i % 4]`` (see :func:`expected_counts`). The events of one
+    chunk are written by concurrent tasks (``asyncio.gather``); once every write of a chunk
+    has been acknowledged the worker prints ``ACK <events acknowledged so far>`` and flushes
+    stdout, so a parent that kills it knows a lower bound of what was committed.
+    Prints ``DONE <n>`` after a clean close.
+
+``fold URL LOOPS [PAUSE_S [STOP_FILE [STALL_S]]]``
+    Prints ``OPEN`` once the state is open, then calls ``flush()`` LOOPS times (``0``: until
+    killed, or until STOP_FILE exists; ``-`` for none), printing ``FOLD <i> <rows>`` after each;
+    on a stop file it does one more flush so nothing written before the file appeared is left
+    behind. STALL_S > 0 sleeps that long before and after each checkpoint write and inbox
+    delete, widening the windows a SIGKILL must hit (between a committed checkpoint and the
+    delete of the rows it folded, ...) without changing what the fold does.
+
+Every event of producer ``P`` is recognisable in the state: metrics go to series ``w/P``
+(value 1.0), errors have error type ``PError`` and source agent ``P``, insights use dedupe key
+``P`` (one insight per producer; occurrences count the events), heartbeats go to agent
+``hb-P`` with ``{"i": i}`` as data.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from state import SharedState, queries, sketch
+
+KINDS = ("metric", "error", "insight", "heartbeat")
+INSIGHT_TYPE = "worker_insight"
+DEFAULT_CHUNK = 100
+
+
+def series_of(producer: str) -> str:
+    return f"w/{producer}"
+
+
+def error_type_of(producer: str) -> str:
+    return f"{producer}Error"
+
+
+def agent_of(producer: str) -> str:
+    return f"hb-{producer}"
+
+
+def expected_counts(n: int) -> dict[str, int]:
+    """How many events of each kind the first ``n`` events of a writer contain."""
+    return {kind: len(range(k, n, len(KINDS))) for k, kind in enumerate(KINDS)}
+
+
+def _event(shared: SharedState, producer: str, i: int):
+    kind = KINDS[i % len(KINDS)]
+    if kind == "metric":
+        return shared.add_performance_metric(
+            {"source_agent": "w", "name": producer, "value": 1.0})
+    if kind == "error":
+        # Two message shapes -> two patterns per producer (numbers normalise away).
+        msg = (f"timeout after {i} ms on shard {i % 7}" if i % 8 == 1
+               else f"bad record {i} in batch {i // 100}")
+        return shared.add_error_pattern(error_type_of(producer), msg, producer)
+    if kind == "insight":
+        return shared.add_insight(INSIGHT_TYPE, {"i": i, "producer": producer}, producer,
+                                  priority="low", dedupe_key=producer)
+    return shared.update_agent_heartbeat(agent_of(producer), {"status": "running", "i": i})
+
+
+async def write_events(shared: SharedState, producer: str, n: int,
+                       chunk: int = DEFAULT_CHUNK, on_ack=None, start: int = 0) -> int:
+    """Events ``start..n-1`` of ``producer`` through ``shared``, ``chunk`` concurrent writes
+    at a time; ``on_ack(done)`` after each fully acknowledged chunk."""
+    done = start
+    while done < n:
+        end = min(done + chunk, n)
+        await asyncio.gather(*(_event(shared, producer, i) for i in range(done, end)))
+        done = end
+        if on_ack is not None:
+            on_ack(done)
+    return done
+
+
+async def write(url: str, producer: str, n: int, chunk: int = DEFAULT_CHUNK) -> None:
+    out = sys.stdout
+
+    def ack(done: int) -> None:
+        out.write(f"ACK {done}\n")
+        out.flush()
+
+    async with SharedState.open(url, producer=producer) as shared:
+        done = await write_events(shared, producer, n, chunk, ack)
+    out.write(f"DONE {done}\n")
+    out.flush()
+
+
+def _stall(obj: object, name: str, seconds: float) -> None:
+    original = getattr(obj, name)
+
+    async def stalled(*args, **kwargs):
+        await asyncio.sleep(seconds)
+        result = await original(*args, **kwargs)
+        await asyncio.sleep(seconds)
+        return result
+
+    setattr(obj, name, stalled)
+
+
+async def fold(url: str, loops: int, pause: float = 0.0, stop_file: str | None = None,
+               stall: float = 0.0) -> None:
+    out = sys.stdout
+    async with SharedState.open(url, producer="folder") as shared:
+        if stall > 0:
+            _stall(shared.backend.checkpointer, "aput", stall)
+            _stall(shared.backend, "delete_folded", stall)
+        out.write("OPEN\n")
+        out.flush()
+        i = 0
+        while loops <= 0 or i < loops:
+            last = stop_file is not None and os.path.exists(stop_file)
+            report = await shared.flush()
+            i += 1
+            out.write(f"FOLD {i} {report.rows}\n")
+            out.flush()
+            if last:
+                break
+            if pause:
+                await asyncio.sleep(pause)
+    out.write("DONE\n")
+    out.flush()
+
+# -- helpers for the tests (parent side) -----------------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def spawn(log_dir: Path, name: str, *args: str) -> subprocess.Popen:
+    """Start a worker process; its stdout/stderr go to ``<log_dir>/<name>.out|.err``."""
+    with open(log_dir / f"{name}.out", "wb") as out, open(log_dir / f"{name}.err", "wb") as err:
+        return subprocess.Popen([sys.executable, "-m", "tests.integration.workers", *args],
+                                cwd=ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+
+
+def lines(log_dir: Path, name: str) -> list[str]:
+    path = log_dir / f"{name}.out"
+    return path.read_text().splitlines() if path.exists() else []
+
+
+def stderr_of(log_dir: Path, name: str) -> str:
+    path = log_dir / f"{name}.err"
+    return path.read_text()[-3000:] if path.exists() else ""
+
+
+def acked(log_dir: Path, name: str) -> int:
+    """Events a writer had acknowledged (complete ``ACK`` lines only)."""
+    done = 0
+    for line in lines(log_dir, name):
+        parts = line.split()
+        if len(parts) == 2 and parts[0] == "ACK" and parts[1].isdigit():
+            done = int(parts[1])
+    return done
+
+
+def inbox_truth(db: Path) -> dict[str, dict]:
+    """Ground truth straight from SQLite: per producer, its streams' rows still in the inbox."""
+    conn = sqlite3.connect(db, timeout=60)
+    try:
+        out: dict[str, dict] = {}
+        for producer, stream, n, lo, hi in conn.execute(
+                "SELECT s.producer, s.stream_id, count(i.seq), min(i.seq), max(i.seq) "
+                "FROM bga_streams s LEFT JOIN bga_inbox i ON i.stream_id = s.stream_id "
+                "GROUP BY s.stream_id ORDER BY s.stream_id"):
+            rec = out.setdefault(producer, {"streams": [], "kinds": {}})
+            rec["streams"].append((stream, n, lo, hi))
+        for producer, kind, n in conn.execute(
+                "SELECT s.producer, i.kind, count(*) FROM bga_inbox i "
+                "JOIN bga_streams s ON s.stream_id = i.stream_id GROUP BY 1, 2"):
+            out[producer]["kinds"][kind] = n
+        return out
+    finally:
+        conn.close()
+
+
+def observe(state: dict, producers: list[str]) -> dict[str, dict[str, int]]:
+    """Per producer: events of each kind as the read API reports them for ``state`` (one
+    snapshot). ``metric_all``/``error_all`` count every bucket ever kept, ``metric``/``error``
+    the last hour's window, so a roll-up that disagreed with the minute buckets shows."""
+    now = time.time()
+    summary = queries.performance_summary(state, 1, now)["series"]
+    agents = {a["agent_id"]: a for a in queries.agent_list(state)}
+    insights: dict[str, int] = {}
+    for ins in queries.insight_list(state, insight_type=INSIGHT_TYPE):
+        insights[ins["source_agent"]] = insights.get(ins["source_agent"], 0) + ins["occurrences"]
+    out: dict[str, dict[str, int]] = {}
+    for p in producers:
+        data = (state.get("metrics") or {}).get(series_of(p))
+        metric_all = sum(agg[sketch.COUNT] for agg in data["tiers"]["1d"].values()) if data else 0
+        patterns = queries.error_patterns(state, now, error_type_of(p), 1, 24)
+        agent = agents.get(agent_of(p)) or {}
+        out[p] = {
+            "metric": summary.get(series_of(p), {}).get("count", 0),
+            "metric_all": metric_all,
+            "error": sum(x["frequency"] for x in patterns),
+            "error_all": sum(x["count"] for x in patterns),
+            "insight": insights.get(p, 0),
+            "heartbeat": agent.get("heartbeats", 0),
+            "last_hb": (agent.get("heartbeat") or {}).get("i", -1),
+        }
+    return out
+
+
+def expected_view(n: int, last_hb: int | None = None) -> dict[str, int]:
+    """What ``observe`` must report for a producer whose first ``n`` events were written."""
+    c = expected_counts(n)
+    hbs = [i for i in range(n) if KINDS[i % len(KINDS)] == "heartbeat"]
+    return {"metric": c["metric"], "metric_all": c["metric"], "error": c["error"],
+            "error_all": c["error"], "insight": c["insight"], "heartbeat": c["heartbeat"],
+            "last_hb": (hbs[-1] if hbs else -1) if last_hb is None else last_hb}
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) >= 4 and argv[0] == "write":
+        chunk = int(argv[4]) if len(argv) > 4 else DEFAULT_CHUNK
+        asyncio.run(write(argv[1], argv[2], int(argv[3]), chunk))
+        return 0
+    if len(argv) >= 3 and argv[0] == "fold":
+        pause = float(argv[3]) if len(argv) > 3 else 0.0
+        stop_file = argv[4] if len(argv) > 4 and argv[4] != "-" else None
+        stall = float(argv[5]) if len(argv) > 5 else 0.0
+        asyncio.run(fold(argv[1], int(argv[2]), pause, stop_file, stall))
+        return 0
+    sys.stderr.write(__doc__ or "")
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
