@@ -13,7 +13,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph import runner, scheduler
+from graph import cli_bridge, cli_import, runner, scheduler
 from graph.demo import sample_traffic, seed_sample_data
 from state.api import SharedState
 from state.backends import LockBusy
@@ -22,8 +22,8 @@ from state.settings import database_url
 
 app = typer.Typer(help="Background Agents: a LangGraph-native runtime for background agents.",
                   no_args_is_help=True, add_completion=False)
-console = Console()
-err = Console(stderr=True)
+console = Console(soft_wrap=True)
+err = Console(stderr=True, soft_wrap=True)
 
 DbOption = Annotated[str | None, typer.Option(
     "--db", help="Database URL (default: $BGA_DATABASE_URL, then sqlite:///./data/state.db)")]
@@ -78,7 +78,8 @@ def status(db: DbOption = None,
     """Show agents, metrics, insights and error patterns."""
 
     async def go() -> tuple[dict, list, dict]:
-        async with SharedState.open(database_url(db), producer="cli", read_only=True) as shared:
+        async with SharedState.open(database_url(db), producer="cli", read_only=True,
+                                     must_exist=True) as shared:
             return (await shared.get_system_state(), await shared.get_agents(),
                     await shared.get_performance_summary(hours=1))
 
@@ -96,7 +97,8 @@ def export(db: DbOption = None,
     """Write a JSON snapshot of the state (secrets redacted) to a file or stdout."""
 
     async def go() -> dict:
-        async with SharedState.open(database_url(db), producer="cli", read_only=True) as shared:
+        async with SharedState.open(database_url(db), producer="cli", read_only=True,
+                                     must_exist=True) as shared:
             return await shared.export_state()
 
     text = json.dumps(_run(go()), indent=1, sort_keys=True)
@@ -193,6 +195,34 @@ def demo(db: DbOption = None) -> None:
                   f"folded {report.events_folded} of them in {report.duration_s * 1000:.0f} ms")
     print_status(summary, agents, perf)
     console.print("\nNext: `.venv/bin/bga status`, `.venv/bin/bga export -o state.json`.")
+
+
+@app.command("dashboard")
+def dashboard_cmd(db: DbOption = None,
+                  port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 8501) -> None:
+    """Start the Streamlit dashboard on http://127.0.0.1:PORT (localhost only, no telemetry)."""
+    import os
+    import signal
+    import subprocess
+
+    url = database_url(db)
+    script = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script),
+           "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
+           "--server.port", str(port), "--server.headless", "true",
+           "--client.toolbarMode", "minimal"]
+    console.print(f"dashboard: http://127.0.0.1:{port} (state: {url}); Ctrl-C stops it")
+    proc = subprocess.Popen(cmd, env={**os.environ, "BGA_DATABASE_URL": url})
+    signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+    try:
+        code = proc.wait()
+    except KeyboardInterrupt:  # the child got the same SIGINT and is shutting down
+        code = proc.wait(timeout=15)
+    raise typer.Exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
+
+
+cli_bridge.register(app)  # bga bridge sync
+cli_import.register(app)  # bga import
 
 
 if __name__ == "__main__":

@@ -60,13 +60,13 @@ class SharedState:
     @contextlib.asynccontextmanager
     async def open(
         cls, url: str | None = None, *, producer: str = "api", thread_id: str = SYSTEM_THREAD,
-        read_only: bool = False,
+        read_only: bool = False, must_exist: bool = False,
     ) -> AsyncIterator[SharedState]:
         """Open the state at ``url`` (default: ``$BGA_DATABASE_URL``, then
-        ``sqlite:///./data/state.db``)."""
+        ``sqlite:///./data/state.db``); ``must_exist`` refuses to create a new database."""
         producer = check_name("producer", producer)
         backend = make_backend(url or database_url())
-        await backend.setup()
+        await backend.setup(create=not must_exist)
         shared = cls(backend, producer=producer, thread_id=thread_id, read_only=read_only)
         try:
             yield shared

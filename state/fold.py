@@ -206,6 +206,10 @@ def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
         builder.put("agents", p["a"], {"hb": hb, "heartbeats": 1})
     elif kind == KIND_REGISTER:
         reg = {k: p[k] for k in ("kind", "interval_s", "schedule", "meta")}
+        interval = reg["interval_s"]  # liveness multiplies it: a string would break every tick
+        if interval is not None and (not isinstance(interval, int | float)
+                                     or isinstance(interval, bool)):
+            raise ValueError("interval_s is not a number")
         builder.put("agents", p["a"], {"reg": {**reg, "at": p["t"], "stamp": stamp},
                                        "heartbeats": 0})
     elif kind in (KIND_SYSTEM, KIND_CONFIG):

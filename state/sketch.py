@@ -14,6 +14,8 @@ rounding for ``sum``): the collapse threshold depends only on the highest index 
 from __future__ import annotations
 
 import math
+from itertools import islice
+from operator import add
 
 RELATIVE_ACCURACY = 0.02
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
@@ -133,11 +135,61 @@ def merge(a: Agg, b: Agg) -> Agg:
     ]
 
 
+def _merge_bins_all(stores: list[tuple[int, list[int]]]) -> tuple[int, list[int]]:
+    """``_merge_bins`` folded left to right over ``stores``, in one pass.
+
+    Stores built here never start or end with a zero count; for those, collapsing once at the
+    final highest index gives exactly what collapsing step by step gives. Any other shape takes
+    the step-by-step path, so the result is always identical to the pairwise fold.
+    """
+    live = [(off, bins) for off, bins in stores if bins]
+    if not live:
+        return stores[-1][0], []
+    if len(live) == 1:
+        return live[0][0], list(live[0][1])
+    if not all(bins[0] and bins[-1] for _, bins in live):
+        off, bins = live[0]
+        for off_b, b in islice(live, 1, None):
+            off, bins = _merge_bins(off, bins, off_b, b)
+        return off, bins
+    lo = min(off for off, _ in live)
+    hi = max(off + len(bins) for off, bins in live) - 1
+    cut = hi - MAX_BINS + 1 if hi - lo >= MAX_BINS else lo
+    out = [0] * (hi - cut + 1)
+    low = 0
+    for off, bins in live:
+        start = off - cut
+        if start < 0:  # below the collapse threshold: counted into the lowest kept bin
+            low += sum(bins[:-start])
+            bins = bins[-start:]
+            start = 0
+        if bins:
+            end = start + len(bins)
+            out[start:end] = map(add, out[start:end], bins)
+    out[0] += low
+    return cut, out
+
+
 def merge_all(aggs: list[Agg]) -> Agg | None:
-    out: Agg | None = None
-    for agg in aggs:
-        out = agg if out is None else merge(out, agg)
-    return out
+    """``merge`` folded left to right over ``aggs`` (None if empty), in one pass: the same
+    result, bit for bit, at a fraction of the cost for many aggregates (reads, roll-ups)."""
+    if not isinstance(aggs, list):
+        aggs = list(aggs)
+    if not aggs:
+        return None
+    if len(aggs) == 1:
+        return aggs[0]
+    first = aggs[0]
+    count, total, lo, hi, zeros = first[COUNT], first[SUM], first[MIN], first[MAX], first[ZEROS]
+    for a in islice(aggs, 1, None):
+        count = count + a[COUNT]
+        total = total + a[SUM]
+        lo = min(lo, a[MIN])
+        hi = max(hi, a[MAX])
+        zeros = zeros + a[ZEROS]
+    pos_off, pos = _merge_bins_all([(a[POS_OFF], a[POS_BINS]) for a in aggs])
+    neg_off, neg = _merge_bins_all([(a[NEG_OFF], a[NEG_BINS]) for a in aggs])
+    return [count, total, lo, hi, zeros, pos_off, pos, neg_off, neg]
 
 
 def quantile(agg: Agg, q: float) -> float | None:

@@ -32,8 +32,9 @@ class Backend(abc.ABC):
     checkpointer: BaseCheckpointSaver
 
     @abc.abstractmethod
-    async def setup(self) -> None:
-        """Create or migrate the schema; idempotent and safe to race."""
+    async def setup(self, *, create: bool = True) -> None:
+        """Create or migrate the schema; idempotent and safe to race. With ``create=False`` a
+        missing database is an error (read-only tools must not create one by mistake)."""
 
     @abc.abstractmethod
     async def open_stream(self, producer: str) -> int:

@@ -37,7 +37,7 @@ class MemoryBackend(Backend):
         self.checkpointer = self._store.saver
         self._holding: set[str] = set()
 
-    async def setup(self) -> None:
+    async def setup(self, *, create: bool = True) -> None:
         return None
 
     async def open_stream(self, producer: str) -> int:

@@ -22,6 +22,7 @@ from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from state.backends.base import Backend, InboxWrite, StaleCheckpoint
 from state.fold import InboxRow, Quarantined
+from state.traces import SCHEMA as TRACES_SCHEMA
 
 BUSY_TIMEOUT_MS = 60_000
 
@@ -44,6 +45,7 @@ MIGRATIONS: tuple[str, ...] = (
         reason TEXT NOT NULL, at REAL NOT NULL
     );
     """,
+    TRACES_SCHEMA,  # the local trace store (state/traces.py)
 )
 
 
@@ -158,7 +160,10 @@ class SqliteBackend(Backend):
         self._lock_fds: dict[str, int] = {}
         self.checkpointer: AsyncSqliteSaver
 
-    async def setup(self) -> None:
+    async def setup(self, *, create: bool = True) -> None:
+        if not create and not await asyncio.to_thread(self.path.exists):
+            raise ValueError(f"no state database at {self.path} (wrong --db? nothing has "
+                             "run yet? `bga run` or `bga demo` creates it)")
         await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         self._write = await asyncio.to_thread(_connect, self.path)
         await asyncio.to_thread(_migrate, self._write)

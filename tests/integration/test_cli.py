@@ -340,10 +340,13 @@ def test_tick_prints_a_line_folds_pending_events_and_counts_ticks(tmp_path: Path
 def test_database_url_from_environment_and_dotenv_when_no_db_flag(tmp_path: Path,
                                                                   url: str) -> None:
     env = child_env(BGA_DATABASE_URL=url)
-    status = json.loads(run_bga("status", "--json", cwd=tmp_path, env=env).stdout)
-    assert int(status["system"]["stats"].get("ticks", 0)) == 0
+    missing = run_bga("status", "--json", cwd=tmp_path, env=env, check=False)
+    assert missing.returncode == 2 and "no state database" in flat(missing.stderr)
+    assert not (tmp_path / "state.db").exists()  # a read-only command creates nothing
     run_bga("tick", cwd=tmp_path, env=env)
     assert ticks_of(url) == 1
+    status = json.loads(run_bga("status", "--json", cwd=tmp_path, env=env).stdout)
+    assert int(status["system"]["stats"].get("ticks", 0)) == 1
     assert not (tmp_path / "data").exists()  # the default ./data/state.db was never touched
 
     other = sqlite_url_of(tmp_path / "other.db")
