@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 
 from graph.system import build_system_graph
+from nodes.langsmith_bridge.local import local_tracer
 from state.api import SharedState
 from state.queries import config_of
 
@@ -17,8 +18,12 @@ class TickReport:
     checkpoints_pruned: int
 
 
-async def tick(shared: SharedState, *, wait: float | None = None) -> TickReport:
-    """One tick: only one ticker or folder per database at a time (the fold lock)."""
+async def tick(shared: SharedState, *, wait: float | None = None, trace: bool = True
+               ) -> TickReport:
+    """One tick: only one ticker or folder per database at a time (the fold lock).
+
+    With ``trace`` the tick's runs are recorded in the local trace store (``LocalTracer``).
+    """
     backend = shared.backend
     graph = build_system_graph(backend).compile(checkpointer=backend.checkpointer)
     started = time.perf_counter()
@@ -29,7 +34,14 @@ async def tick(shared: SharedState, *, wait: float | None = None) -> TickReport:
         config = {**shared.config, "run_name": "system_tick",
                   "tags": ["background-agents", f"tick:{n}"],
                   "metadata": {"tick": n, "thread_id": shared.thread_id}}
-        values = await graph.ainvoke({}, config, durability="exit")
+        tracer = local_tracer(backend) if trace else None
+        if tracer is not None:  # the local trace store the LangSmith Bridge reads by default
+            config["callbacks"] = [tracer]
+        try:
+            values = await graph.ainvoke({}, config, durability="exit")
+        finally:
+            if tracer is not None:
+                await tracer.flush()  # never raises
         await backend.delete_folded(values.get("inbox") or {})
         keep = config_of(values).retention.checkpoints
         pruned = await backend.prune_checkpoints(shared.thread_id, keep)

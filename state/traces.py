@@ -224,7 +224,7 @@ class SqliteTraceStore(TraceStore):
     async def aclose(self) -> None:
         async with self._lock:
             if self._conn is not None:
-                self._conn.close()
+                await asyncio.to_thread(self._conn.close)
                 self._conn = None
 
 

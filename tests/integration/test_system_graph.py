@@ -58,8 +58,11 @@ async def test_builtin_and_configured_agent_run_in_one_tick(shared: SharedState)
     assert report.events_folded == 1  # the config update, folded exactly once
 
     by_id = await agents(shared)
-    assert set(by_id) == {"echo", "system_monitor"}
-    for agent_id, kind in (("echo", "echo"), ("system_monitor", "system_monitor")):
+    assert set(by_id) == {"echo", "langsmith_bridge", "profile_import",
+                          "system_monitor"}  # + built-in agents
+    for agent_id, kind in (("echo", "echo"), ("langsmith_bridge", "langsmith_bridge"),
+                           ("profile_import", "profile_import"),
+                           ("system_monitor", "system_monitor")):
         assert by_id[agent_id]["kind"] == kind
         assert by_id[agent_id]["status"] == "ok"
         assert by_id[agent_id]["heartbeat"]["tick"] == 1
@@ -74,7 +77,7 @@ async def test_builtin_and_configured_agent_run_in_one_tick(shared: SharedState)
     assert await agent_data(shared, "echo") == {"counter": 1}
     last = await system_value(shared, "last_tick")
     assert last["n"] == 1
-    assert last["agents_run"] == ["echo", "system_monitor"]
+    assert last["agents_run"] == ["echo", "langsmith_bridge", "profile_import", "system_monitor"]
 
 
 async def test_agent_that_raises_does_not_break_the_tick(shared: SharedState) -> None:

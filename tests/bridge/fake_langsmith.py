@@ -1,0 +1,325 @@
+"""A local HTTP server that speaks the parts of the LangSmith REST API the real client uses.
+
+Confirmed against the installed SDK (langsmith 0.15): ``Client.list_runs`` / ``read_project``
+send ``GET /info``, ``GET /sessions?name=...&limit=1&include_stats=...`` and
+``POST /runs/query`` (body: ``session``, ``is_root``, ``run_type``, ``start_time``, ``id``,
+``select``, ``limit``, ``order``; reply ``{"runs": [...], "cursors": {"next": ...}}``, the body
+re-sent with ``"cursor"`` until ``next`` is null); ``Client.runs.query`` sends
+``POST /api/v2/runs/query`` (``project_ids``, ``min_start_time``, ``max_start_time``,
+``page_size``, ``selects``, ``ids``, ``cursor``; reply ``{"items": [...], "next_cursor": ...}``,
+newest first). Every request must carry the ``x-api-key`` header.
+
+Tests drive the real ``langsmith.Client`` against it and script faults per path: a status
+(429 with ``Retry-After``, 500, 503), or a delay longer than the client's timeout.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import socket
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+from urllib.parse import parse_qs, urlparse
+
+API_KEY = "lsv2_pt_0123456789abcdef0123456789abcdef_0123456789"
+TENANT = "00000000-0000-4000-8000-00000000000a"
+V1_MAX_PAGE = 100
+
+
+def iso(ts: float) -> str:
+    """LangSmith's time format: ISO 8601 UTC without an offset, microseconds."""
+    return datetime.fromtimestamp(ts, UTC).replace(tzinfo=None).isoformat(timespec="microseconds")
+
+
+def parse_time(text: str) -> float:
+    dt = datetime.fromisoformat(text)
+    if dt.tzinfo is None:
+        dt = dt.replace(tzinfo=UTC)
+    return dt.timestamp()
+
+
+@dataclass
+class Fault:
+    method: str
+    path: str
+    status: int = 500
+    headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0  # sleep this long, then answer normally (a timeout for the client)
+    times: int = 1
+    skip: int = 0  # let this many matching requests through first
+
+
+@dataclass
+class Seen:
+    method: str
+    path: str
+    query: dict[str, list[str]]
+    body: Any
+    headers: dict[str, str]
+    status: int = 0
+
+
+def make_run(project_id: str, *, name: str, start: float, latency_s: float | None,
+             run_type: str = "chain", parent: str | None = None, trace: str | None = None,
+             error: str | None = None, run_id: str | None = None, **extra: Any) -> dict[str, Any]:
+    """A run as LangSmith stores it (v1 field names); ``latency_s`` None: still running."""
+    rid = run_id or str(uuid.uuid4())
+    run = {
+        "id": rid, "name": name, "run_type": run_type, "start_time": iso(start),
+        "end_time": iso(start + latency_s) if latency_s is not None else None,
+        "status": "pending" if latency_s is None else ("error" if error else "success"),
+        "error": error, "parent_run_id": parent, "trace_id": trace or rid,
+        "session_id": project_id, "inputs": {"question": "secret-ish input"},
+        "outputs": {"answer": "output"},
+        "app_path": f"/o/{TENANT}/projects/p/{project_id}/r/{rid}?trace_id={trace or rid}",
+        "prompt_tokens": None, "completion_tokens": None, "total_tokens": None,
+        "prompt_cost": None, "completion_cost": None, "total_cost": None,
+        "first_token_time": None,
+    }
+    run.update(extra)
+    return run
+
+
+class FakeLangSmith:
+    """Projects of runs, a request log and scripted faults; start() serves them over HTTP."""
+
+    def __init__(self, *, instance_flags: dict[str, Any] | None = None,
+                 overlap_s: float = 0.0) -> None:
+        self.instance_flags = instance_flags or {}
+        self.overlap_s = overlap_s  # a sloppy server: also returns runs this much too early
+        self.projects: dict[str, dict[str, Any]] = {}
+        self.seen: list[Seen] = []
+        self.faults: list[Fault] = []
+        self.lock = threading.Lock()
+        self.server: ThreadingHTTPServer | None = None
+        self.thread: threading.Thread | None = None
+        self._version = 0
+        self._results: dict[str, list[dict[str, Any]]] = {}  # query -> matching runs
+
+    # -- data -----------------------------------------------------------------------------
+    def add_project(self, name: str, **stats: Any) -> str:
+        pid = str(uuid.uuid5(uuid.NAMESPACE_URL, f"project:{name}"))
+        with self.lock:
+            self.projects[name] = {"id": pid, "runs": {}, "stats": stats}
+        return pid
+
+    def put(self, project: str, *runs: dict[str, Any]) -> None:
+        """Store runs as given (even malformed ones: they are served as they are)."""
+        with self.lock:
+            for run in runs:
+                stored = dict(run)
+                try:
+                    stored["_t"] = parse_time(run["start_time"])
+                except (TypeError, ValueError, KeyError):
+                    stored["_t"] = time.time() - 1_000
+                self.projects[project]["runs"][run["id"]] = stored
+            self._version += 1
+
+    def run(self, project: str, **kwargs: Any) -> dict[str, Any]:
+        run = make_run(self.projects[project]["id"], **kwargs)
+        self.put(project, run)
+        return run
+
+    def fail(self, method: str, path: str, **kwargs: Any) -> None:
+        with self.lock:
+            self.faults.append(Fault(method, path, **kwargs))
+
+    def requests(self, method: str, path: str) -> list[Seen]:
+        with self.lock:
+            return [s for s in self.seen if s.method == method and s.path == path]
+
+    # -- serving --------------------------------------------------------------------------
+    @property
+    def url(self) -> str:
+        assert self.server is not None
+        host, port = self.server.server_address[:2]
+        return f"http://{host}:{port}"
+
+    def start(self) -> FakeLangSmith:
+        fake = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args: Any) -> None:
+                return None
+
+            def setup(self) -> None:
+                super().setup()  # headers and body go out in separate writes: no Nagle delay
+                self.request.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+
+            def do_GET(self) -> None:
+                fake._handle(self, "GET")
+
+            def do_POST(self) -> None:
+                fake._handle(self, "POST")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.server.daemon_threads = True
+        self.server.block_on_close = False  # do not wait for a handler that is still sleeping
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+        return self
+
+    def stop(self) -> None:
+        if self.server is not None:
+            self.server.shutdown()
+            self.server.server_close()
+
+    def _handle(self, req: BaseHTTPRequestHandler, method: str) -> None:
+        parsed = urlparse(req.path)
+        length = int(req.headers.get("Content-Length") or 0)
+        raw = req.rfile.read(length) if length else b""
+        try:
+            body = json.loads(raw) if raw else None
+        except ValueError:
+            body = None
+        seen = Seen(method, parsed.path, parse_qs(parsed.query), body,
+                    {k.lower(): v for k, v in req.headers.items()})
+        with self.lock:
+            self.seen.append(seen)
+            fault = next((f for f in self.faults
+                          if f.method == method and f.path == parsed.path and f.times > 0), None)
+            if fault is not None and fault.skip > 0:
+                fault.skip -= 1
+                fault = None
+            elif fault is not None:
+                fault.times -= 1
+        if fault is not None and fault.delay:
+            time.sleep(fault.delay)
+        elif fault is not None:
+            return self._reply(req, seen, fault.status, {"detail": "scripted fault"},
+                               fault.headers)
+        if seen.headers.get("x-api-key") != API_KEY:
+            return self._reply(req, seen, 401, {"detail": "Invalid token"})
+        route = {("GET", "/info"): self._info, ("GET", "/sessions"): self._sessions,
+                 ("POST", "/runs/query"): self._query_v1,
+                 ("POST", "/api/v2/runs/query"): self._query_v2}.get((method, parsed.path))
+        if route is None:
+            return self._reply(req, seen, 404, {"detail": "Not Found"})
+        status, payload = route(seen)
+        self._reply(req, seen, status, payload)
+
+    def _reply(self, req: BaseHTTPRequestHandler, seen: Seen, status: int, payload: Any,
+               headers: dict[str, str] | None = None) -> None:
+        seen.status = status
+        data = json.dumps(payload).encode()
+        try:
+            req.send_response(status)
+            req.send_header("Content-Type", "application/json")
+            req.send_header("Content-Length", str(len(data)))
+            for k, v in (headers or {}).items():
+                req.send_header(k, v)
+            req.end_headers()
+            req.wfile.write(data)
+        except OSError:
+            pass  # the client gave up (a timeout test)
+
+    # -- routes ---------------------------------------------------------------------------
+    def _info(self, seen: Seen) -> tuple[int, Any]:
+        return 200, {"version": "0.12.0", "instance_flags": self.instance_flags,
+                     "batch_ingest_config": {"size_limit": 100, "scale_up_qsize_trigger": 1000}}
+
+    def _sessions(self, seen: Seen) -> tuple[int, Any]:
+        name = (seen.query.get("name") or [""])[0]
+        with self.lock:
+            project = self.projects.get(name)
+            if project is None:
+                return 200, []
+            runs = list(project["runs"].values())
+            stats = dict(project["stats"])
+        errors = sum(1 for r in runs if r["status"] == "error")
+        session = {"id": project["id"], "name": name, "tenant_id": TENANT,
+                   "start_time": iso(time.time() - 86_400), "reference_dataset_id": None,
+                   "run_count": len(runs), "error_rate": errors / len(runs) if runs else 0.0,
+                   **stats}
+        return 200, [session]
+
+    def _runs_of(self, session_ids: list[str]) -> list[dict[str, Any]]:
+        with self.lock:
+            return [dict(r) for p in self.projects.values() if p["id"] in session_ids
+                    for r in p["runs"].values()]
+
+    @staticmethod
+    def _public(run: dict[str, Any]) -> dict[str, Any]:
+        return {k: v for k, v in run.items() if not k.startswith("_")}
+
+    @staticmethod
+    def _page(items: list, body: dict, size: int) -> tuple[list, str | None]:
+        offset = int(json.loads(base64.b64decode(body["cursor"]))["o"]) if body.get("cursor") \
+            else 0
+        page = items[offset:offset + size]
+        nxt = offset + size
+        cursor = base64.b64encode(json.dumps({"o": nxt}).encode()).decode() \
+            if nxt < len(items) else None
+        return page, cursor
+
+    def _query_v1(self, seen: Seen) -> tuple[int, Any]:
+        body = seen.body or {}
+        limit = int(body.get("limit") or V1_MAX_PAGE)
+        if limit > V1_MAX_PAGE:
+            return 422, {"detail": "limit must be <= 100"}
+        key = json.dumps({k: v for k, v in body.items() if k != "cursor"}, sort_keys=True)
+        with self.lock:
+            key = f"{self._version}:{key}"
+            runs = self._results.get(key)
+        if runs is None:  # pages of one query share its result (a cursor is an offset)
+            runs = self._match_v1(body)
+            with self.lock:
+                if len(self._results) > 16:
+                    self._results.clear()
+                self._results[key] = runs
+        page, cursor = self._page(runs, body, limit)
+        return 200, {"runs": page, "cursors": {"next": cursor, "prev": None}}
+
+    def _match_v1(self, body: dict[str, Any]) -> list[dict[str, Any]]:
+        runs = self._runs_of(body.get("session") or [])
+        if body.get("id"):
+            wanted = set(body["id"])
+            runs = [r for r in runs if r["id"] in wanted]
+        else:
+            if body.get("is_root") is not None:
+                runs = [r for r in runs if (r["parent_run_id"] is None) == body["is_root"]]
+            if body.get("run_type"):
+                runs = [r for r in runs if r["run_type"] == body["run_type"]]
+            if body.get("start_time"):
+                since = parse_time(body["start_time"]) - self.overlap_s
+                runs = [r for r in runs if r["_t"] >= since]
+        runs.sort(key=lambda r: (r["_t"], r["id"]), reverse=body.get("order", "desc") == "desc")
+        select = body.get("select")
+        return [{k: v for k, v in self._public(r).items() if not select or k in select
+                 or k == "id"} for r in runs]
+
+    def _query_v2(self, seen: Seen) -> tuple[int, Any]:
+        body = seen.body or {}
+        runs = self._runs_of(body.get("project_ids") or [])
+        lo = parse_time(body["min_start_time"]) if body.get("min_start_time") \
+            else time.time() - 86_400
+        hi = parse_time(body["max_start_time"]) if body.get("max_start_time") else time.time()
+        runs = [r for r in runs if lo <= r["_t"] <= hi]
+        if body.get("ids"):
+            runs = [r for r in runs if r["id"] in set(body["ids"])]
+        if body.get("is_root") is not None:
+            runs = [r for r in runs if (r["parent_run_id"] is None) == body["is_root"]]
+        if body.get("run_type"):
+            runs = [r for r in runs if r["run_type"].upper() == body["run_type"]]
+        runs.sort(key=lambda r: (r["_t"], r["id"]), reverse=True)
+        page, cursor = self._page(runs, body, int(body.get("page_size") or 100))
+        items = []
+        for r in page:
+            items.append({
+                "id": r["id"], "name": r["name"], "run_type": r["run_type"].upper(),
+                "status": r["status"].upper(), "start_time": r["start_time"] + "Z",
+                "end_time": r["end_time"] + "Z" if r["end_time"] else None, "error": r["error"],
+                "parent_run_ids": [r["parent_run_id"]] if r["parent_run_id"] else [],
+                "trace_id": r["trace_id"], "project_id": r["session_id"],
+                "app_path": r["app_path"], "prompt_tokens": r["prompt_tokens"],
+                "completion_tokens": r["completion_tokens"], "total_tokens": r["total_tokens"],
+                "total_cost": r["total_cost"], "first_token_time": r["first_token_time"]})
+        return 200, {"items": items, "next_cursor": cursor}
