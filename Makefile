@@ -5,7 +5,7 @@ BGA    := $(VENV)/bin/bga
 STAMP  := $(VENV)/.installed
 PYTHON ?= python3
 
-.PHONY: install run test lint bench dev clean
+.PHONY: install run test lint bench dev clean browser
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +22,11 @@ dev: $(STAMP)
 	LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true LANGSMITH_TRACING=$${LANGSMITH_TRACING:-false} \
 	  $(VENV)/bin/langgraph dev --no-browser --port $${PORT:-2024}
 
-test: $(STAMP)
+# the browser tests drive Debian's chromium (Playwright never downloads a browser here)
+browser:
+	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+
+test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
 lint: $(STAMP)

@@ -8,14 +8,39 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import random
+import shutil
 import time
+from pathlib import Path
 
+from nodes.profile_import.store import default_inbox
 from state.api import SharedState
 from state.models import OptimizationRecord, PerformanceMetric
+
+SAMPLE_PROFILES = Path(__file__).resolve().parent.parent / "samples" / "profiles"
+
+
+def copy_sample_imports(database_url: str) -> list[Path]:
+    """Drop the sample profile files into the importer's inbox, as a user would.
+
+    ``copy2`` keeps the files' old modification times, so the agent takes them at once
+    instead of waiting for them to settle. Files already there are left alone.
+    """
+    inbox = default_inbox(database_url)
+    if inbox is None or not SAMPLE_PROFILES.is_dir():
+        return []
+    inbox.mkdir(parents=True, exist_ok=True)
+    copied = []
+    for src in sorted(SAMPLE_PROFILES.glob("[0-9]*")):
+        dst = inbox / src.name
+        if not dst.exists():
+            shutil.copy2(src, dst)
+            copied.append(dst)
+    return copied
 
 
 async def seed_sample_data(shared: SharedState, *, seed: int = 7) -> int:
     """Write a realistic hour of activity; returns how many events were written."""
+    copy_sample_imports(shared.backend.url)  # the profile_import agent imports them
     rng = random.Random(seed)
     now = time.time()
     await shared.register_agent("profile_import", kind="profile_import", interval_s=30)

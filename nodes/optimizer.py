@@ -138,6 +138,9 @@ def propose(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
             if last is not None and last.get("outcome") == "rolled_back":
                 upward = not (last.get("details") or {}).get("upward", True)
             new = t.propose(value, upward)
+            if new == value:  # at a bound: try the other way
+                upward = not upward
+                new = t.propose(value, upward)
             if new == value:
                 continue
             minute = int(now) - int(now) % TIER_WIDTH["1m"]

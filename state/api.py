@@ -18,6 +18,7 @@ import orjson
 
 from state import events, queries
 from state.backends import Backend, StaleCheckpoint, make_backend
+from state.checkpoints import load_values
 from state.config import validate_updates
 from state.folder import FOLD_NODE, FoldReport, build_fold_graph, collect, pending_delta
 from state.models import (
@@ -27,7 +28,7 @@ from state.models import (
     PerformanceMetric,
     check_name,
 )
-from state.schema import CHANNELS, SYSTEM_THREAD, apply_update, thread_uuid
+from state.schema import SYSTEM_THREAD, apply_update, thread_uuid
 from state.settings import database_url
 
 GROUP_COMMIT_MAX = 20_000
@@ -223,11 +224,9 @@ class SharedState:
         """
         for _ in range(attempts):
             before = await self.backend.latest_checkpoint_id(self.thread_id)
-            tup = await self.backend.checkpointer.aget_tuple(self.config)
-            if (tup.config["configurable"]["checkpoint_id"] if tup else None) != before:
+            current, state, _ = await load_values(self.backend.checkpointer, self.config)
+            if current != before:
                 continue
-            values = tup.checkpoint["channel_values"] if tup else {}
-            state = {k: v for k, v in values.items() if k in CHANNELS}
             pending, delta = await pending_delta(self.backend, state.get("inbox") or {})
             if await self.backend.latest_checkpoint_id(self.thread_id) != before:
                 continue  # a fold committed meanwhile: rows and state may not pair up
@@ -318,4 +317,9 @@ class SharedState:
             await self._graph.aupdate_state(self.config, update, as_node=FOLD_NODE)
 
     _pending = 0
+
+    @property
+    def pending(self) -> int:
+        """Inbox rows not yet folded, as of the last read."""
+        return self._pending
 

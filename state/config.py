@@ -114,7 +114,7 @@ DEFAULTS: dict[str, Any] = {
     "agents.langsmith_bridge.kind": "langsmith_bridge",
     "agents.langsmith_bridge.interval_s": 30.0,
     "agents.langsmith_bridge.poll_interval_s": 30.0,
-    "agents.langsmith_bridge.page_size": 50,
+    "agents.langsmith_bridge.page_size": 100,
     "agents.profile_import.kind": "profile_import",
     "agents.profile_import.interval_s": 30.0,
     "agents.profile_import.batch_size": 2000,

@@ -133,7 +133,7 @@ class DeltaBuilder:
                     "first_seen": e.first,
                     "last_seen": e.last,
                     "sources": sorted(e.srcs),
-                    "tiers": _roll_up(e.minutes, lambda a, b: a + b),
+                    "tiers": _roll_up(e.minutes, sum),
                 }
                 for pid, e in self._errors.items()
             }
@@ -145,20 +145,29 @@ class DeltaBuilder:
         for (series, minute), acc in self._metrics.items():
             per_series.setdefault(series, {})[minute] = acc.freeze()
         return {
-            series: {"unit": self._units.get(series), "tiers": _roll_up(minutes, sketch.merge)}
+            series: {"unit": self._units.get(series),
+                     "tiers": _roll_up(minutes, sketch.merge_all)}
             for series, minutes in per_series.items()
         }
 
 
-def _roll_up(minutes: dict[int, Any], merge) -> dict[str, dict[int, Any]]:
-    """Minute buckets -> every tier, merging minutes that fall into one coarser bucket."""
+def _roll_up(minutes: dict[int, Any], merge_many) -> dict[str, dict[int, Any]]:
+    """Minute buckets -> every tier, merging minutes that fall into one coarser bucket.
+
+    ``merge_many`` merges a bucket's minutes (in order) at once: ``sum`` for counts,
+    ``sketch.merge_all`` for sketches (a pairwise fold cost O(minutes x bins) per merge).
+    """
     tiers: dict[str, dict[int, Any]] = {TIERS[0][0]: dict(minutes)}
     for name, width in TIERS[1:]:
-        out: dict[int, Any] = {}
+        groups: dict[int, list[Any]] = {}
         for start, value in minutes.items():
             b = start - start % width
-            out[b] = merge(out[b], value) if b in out else value
-        tiers[name] = out
+            group = groups.get(b)
+            if group is None:
+                groups[b] = [value]
+            else:
+                group.append(value)
+        tiers[name] = {b: merge_many(values) for b, values in groups.items()}
     return tiers
 
 
@@ -225,8 +234,13 @@ def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
         raise ValueError(f"unknown event kind {kind!r}")
 
 
-def fold_rows(rows: Iterable[InboxRow], builder: DeltaBuilder | None = None) -> FoldResult:
-    """Fold rows into a delta; a bad row is quarantined with its reason, never raised."""
+def fold_rows(rows: Iterable[InboxRow], builder: DeltaBuilder | None = None, *,
+              build: bool = True) -> FoldResult:
+    """Fold rows into a delta; a bad row is quarantined with its reason, never raised.
+
+    ``build=False`` only accumulates into ``builder`` (the result's delta is left empty): for
+    callers that feed one builder in chunks and build once at the end.
+    """
     builder = builder or DeltaBuilder()
     marks: dict[int, int] = {}
     quarantined: list[Quarantined] = []
@@ -244,7 +258,7 @@ def fold_rows(rows: Iterable[InboxRow], builder: DeltaBuilder | None = None) -> 
         except (ValueError, KeyError, TypeError, AttributeError, orjson.JSONDecodeError) as exc:
             reason = f"{type(exc).__name__}: {exc}"
             quarantined.append(Quarantined(row, reason[:500]))
-    return FoldResult(builder.build(), marks, folded, quarantined)
+    return FoldResult(builder.build() if build else {}, marks, folded, quarantined)
 
 
 def apply_event(builder: DeltaBuilder, kind: str, payload: dict[str, Any], origin: int,

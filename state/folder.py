@@ -69,7 +69,7 @@ async def collect(
         rows = await backend.read_inbox(min(READ_CHUNK, batch - report.rows), after)
         if not rows:
             break
-        result = fold_rows(rows, builder)
+        result = fold_rows(rows, builder, build=False)  # built once, below
         report.folded += result.folded
         report.quarantined += len(result.quarantined)
         quarantined.extend(result.quarantined)
@@ -118,4 +118,4 @@ async def pending_delta(backend: Backend, marks: dict[int, int]) -> tuple[int, d
         after = (rows[-1].stream, rows[-1].seq)
         fresh = [r for r in rows if r.seq > marks.get(r.stream, 0)]
         pending += len(fresh)
-        fold_rows(fresh, builder)
+        fold_rows(fresh, builder, build=False)  # built once, when the scan ends

@@ -89,12 +89,13 @@ def _stats(agg: sketch.Agg | None, seconds: float) -> dict[str, Any]:
     }
 
 
-def window_agg(state: dict[str, Any], series: str, hours: float, now: float) -> sketch.Agg | None:
+def window_agg(state: dict[str, Any], series: str, hours: float, now: float,
+               tier: str | None = None) -> sketch.Agg | None:
     """One merged sketch of a series over the last ``hours``."""
     data = (state.get("metrics") or {}).get(series)
     if not data:
         return None
-    tier = tier_for_window(state, hours)
+    tier = tier or tier_for_window(state, hours)
     start = _window_start(now, hours, TIER_WIDTH[tier])
     buckets = data["tiers"].get(tier, {})
     return sketch.merge_all([agg for b, agg in buckets.items() if start <= b <= now])
@@ -105,15 +106,16 @@ def performance_summary(state: dict[str, Any], hours: float, now: float) -> dict
     seconds = hours * 3600
     series_out: dict[str, Any] = {}
     aggs = []
+    tier = tier_for_window(state, hours)
     for series, data in sorted((state.get("metrics") or {}).items()):
-        agg = window_agg(state, series, hours, now)
+        agg = window_agg(state, series, hours, now, tier)
         if agg is None:
             continue
         aggs.append(agg)
         source, _, name = series.partition("/")
         series_out[series] = {"source_agent": source, "name": name, "unit": data.get("unit"),
                               **_stats(agg, seconds)}
-    return {"window_hours": hours, "tier": tier_for_window(state, hours),
+    return {"window_hours": hours, "tier": tier,
             "series": series_out, "overall": _stats(sketch.merge_all(aggs), seconds)}
 
 

@@ -105,10 +105,10 @@ def _merge_bins(off_a: int, a: list[int], off_b: int, b: list[int]) -> tuple[int
     hi = max(off_a + len(a), off_b + len(b)) - 1
     if hi - lo < MAX_BINS:
         out = [0] * (hi - lo + 1)
-        for i, c in enumerate(a):
-            out[off_a - lo + i] += c
-        for i, c in enumerate(b):
-            out[off_b - lo + i] += c
+        start = off_a - lo
+        out[start:start + len(a)] = map(add, out[start:start + len(a)], a)
+        start = off_b - lo
+        out[start:start + len(b)] = map(add, out[start:start + len(b)], b)
         return lo, out
     merged: dict[int, int] = {}
     for off, bins in ((off_a, a), (off_b, b)):

@@ -1,0 +1,349 @@
+"""Write throughput of the SharedState API on SQLite, next to its peers, in one run.
+
+Rows:
+  (a) one ``await add_performance_metric`` at a time
+  (b) one process, many concurrent calls (``asyncio.gather`` over chunks of calls)
+  (c) the batch form ``add_performance_metrics(list)``
+  (d) 4 OS processes doing (b) at once on one database (aggregate)
+  (e) the naive LangGraph design: a ``StateGraph`` with ``metrics: Annotated[list, operator.add]``
+      on ``SqliteSaver``, one ``graph.update_state`` per event (and the same with a tiny state)
+  (f) raw SQLite ``executemany`` of the same rows (the floor)
+
+API figures include building and validating each ``PerformanceMetric`` (the caller's cost)
+and count an event only once its call returned, i.e. once it is committed.
+
+    .venv/bin/python bench/write_throughput.py            # defaults finish in ~1 minute
+    .venv/bin/python bench/write_throughput.py --concurrent 200000 --chunks 1000,10000,50000
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import multiprocessing as mp
+import operator
+import random
+import sqlite3
+import sys
+import time
+from pathlib import Path
+from typing import Annotated, Any, TypedDict
+
+import orjson
+from _common import (
+    GcTimer,
+    db_files,
+    fmt_bytes,
+    int_list,
+    machine,
+    parser,
+    print_table,
+    rate,
+    series_names,
+    sqlite_url,
+    temp_dir,
+    verdict,
+)
+
+from state import PerformanceMetric, SharedState
+
+TARGET = 50_000  # events/s through the API from one process
+SERIES = series_names()
+
+
+def metric(i: int) -> PerformanceMetric:
+    agent, name = SERIES[i % len(SERIES)]
+    return PerformanceMetric(source_agent=agent, name=name, value=(i % 1000) + 0.5, unit="ms")
+
+
+class Row:
+    """One line of the result table."""
+
+    def __init__(self, mode: str, events: int, seconds: float, *, target: float | None = None,
+                 gc_s: float | None = None, note: str = "") -> None:
+        self.mode, self.events, self.seconds = mode, events, seconds
+        self.target, self.gc_s, self.note = target, gc_s, note
+
+    def cells(self) -> list[Any]:
+        r = rate(self.events, self.seconds)
+        return [self.mode, self.events, round(self.seconds, 3), r,
+                self.target, verdict(r, self.target) if self.target else "",
+                f"{100 * self.gc_s / self.seconds:.0f} %" if self.gc_s is not None else "",
+                self.note]
+
+
+# -- (a) (b) (c): one process through the API ---------------------------------------------------
+
+
+async def _warm(shared: SharedState) -> None:
+    """First write opens the producer's inbox stream; keep it out of the timings."""
+    await shared.add_performance_metric(metric(0))
+
+
+async def api_sequential(url: str, n: int) -> Row:
+    async with SharedState.open(url, producer="bench-seq") as shared:
+        await _warm(shared)
+        gc.collect()
+        with GcTimer() as g:
+            t0 = time.perf_counter()
+            for i in range(n):
+                await shared.add_performance_metric(metric(i))
+            dt = time.perf_counter() - t0
+    return Row("(a) sequential: one await at a time", n, dt, target=TARGET, gc_s=g.total,
+               note="one group commit per event")
+
+
+async def gather_chunks(shared: SharedState, n: int, chunk: int, offset: int = 0) -> None:
+    add = shared.add_performance_metric
+    for start in range(offset, offset + n, chunk):
+        stop = min(start + chunk, offset + n)
+        await asyncio.gather(*(add(metric(i)) for i in range(start, stop)))
+
+
+async def api_concurrent(url: str, n: int, chunk: int, *, freeze: bool = False) -> Row:
+    async with SharedState.open(url, producer="bench-gather") as shared:
+        await _warm(shared)
+        gc.collect()
+        if freeze:  # move everything allocated so far out of the collector's sight
+            gc.freeze()
+        try:
+            with GcTimer() as g:
+                t0 = time.perf_counter()
+                await gather_chunks(shared, n, chunk)
+                dt = time.perf_counter() - t0
+        finally:
+            if freeze:
+                gc.unfreeze()
+        pending = await shared.backend.pending_count()
+    mode = f"(b) concurrent: gather, {chunk:,} calls in flight"
+    if freeze:
+        mode = f"(b) same, {chunk:,} in flight, app called gc.freeze()"
+    return Row(mode, n, dt, target=TARGET, gc_s=g.total, note=f"{pending - 1:,} rows in inbox")
+
+
+async def api_batch(url: str, n: int, size: int) -> Row:
+    async with SharedState.open(url, producer="bench-batch") as shared:
+        await _warm(shared)
+        gc.collect()
+        with GcTimer() as g:
+            t0 = time.perf_counter()
+            for start in range(0, n, size):
+                await shared.add_performance_metrics(
+                    [metric(i) for i in range(start, min(start + size, n))])
+            dt = time.perf_counter() - t0
+        pending = await shared.backend.pending_count()
+    return Row(f"(c) batch: add_performance_metrics, {size:,} per call", n, dt, target=TARGET,
+               gc_s=g.total, note=f"{pending - 1:,} rows in inbox")
+
+
+def validation_only(n: int) -> Row:
+    t0 = time.perf_counter()
+    for i in range(n):
+        metric(i)
+    dt = time.perf_counter() - t0
+    return Row("(ref) PerformanceMetric(...) only, no write", n, dt,
+               note="validation cost inside (a)-(d)")
+
+
+# -- (d): several OS processes on one database --------------------------------------------------
+
+
+def _proc_main(url: str, index: int, n: int, chunk: int, barrier: Any, out: Any) -> None:
+    async def run() -> tuple[float, float]:
+        async with SharedState.open(url, producer=f"bench-proc-{index}") as shared:
+            await _warm(shared)
+            gc.collect()
+            barrier.wait()  # everyone imported, connected and warmed up: start together
+            t0 = time.monotonic()
+            await gather_chunks(shared, n, chunk, offset=index * n)
+            return t0, time.monotonic()
+
+    t0, t1 = asyncio.run(run())
+    out.put((index, t0, t1))
+
+
+def api_processes(url: str, procs: int, n: int, chunk: int) -> list[Row]:
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(procs)
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_proc_main, args=(url, i, n, chunk, barrier, out))
+               for i in range(procs)]
+    for w in workers:
+        w.start()
+    results = [out.get(timeout=600) for _ in workers]
+    for w in workers:
+        w.join()
+    if any(w.exitcode for w in workers):
+        raise RuntimeError("a writer process failed")
+    start = min(r[1] for r in results)
+    end = max(r[2] for r in results)
+    with sqlite3.connect(url[len("sqlite:///"):]) as conn:
+        stored = conn.execute("SELECT count(*) FROM bga_inbox").fetchone()[0] - procs
+    slowest = max(r[2] - r[1] for r in results)
+    return [
+        Row(f"(d) {procs} processes x (b), aggregate", procs * n, end - start,
+            note=f"{stored:,} rows in inbox (expected {procs * n:,})"),
+        Row("    per process (slowest)", n, slowest, note=f"{chunk:,} calls in flight each"),
+    ]
+
+
+# -- (e): the naive LangGraph design ------------------------------------------------------------
+
+
+class NaiveListState(TypedDict):
+    metrics: Annotated[list, operator.add]
+
+
+class NaiveCounterState(TypedDict):
+    count: Annotated[int, operator.add]
+
+
+def naive_langgraph(path: Path, n: int, *, tiny: bool) -> Row:
+    from langgraph.checkpoint.sqlite import SqliteSaver
+    from langgraph.graph import END, START, StateGraph
+
+    schema = NaiveCounterState if tiny else NaiveListState
+    builder = StateGraph(schema)
+    builder.add_node("record", lambda state: {})
+    builder.add_edge(START, "record")
+    builder.add_edge("record", END)
+    config = {"configurable": {"thread_id": "system"}}
+    tenth = max(1, n // 10)
+    marks: list[float] = []
+    with SqliteSaver.from_conn_string(str(path)) as saver:
+        graph = builder.compile(checkpointer=saver)
+        t0 = time.perf_counter()
+        for i in range(n):
+            if i % tenth == 0:
+                marks.append(time.perf_counter())
+            if tiny:
+                graph.update_state(config, {"count": 1}, as_node="record")
+            else:
+                event = metric(i).model_dump()
+                event["timestamp"] = time.time()
+                graph.update_state(config, {"metrics": [event]}, as_node="record")
+        dt = time.perf_counter() - t0
+        marks.append(time.perf_counter())
+        final = graph.get_state(config).values
+    kept = final["count"] if tiny else len(final["metrics"])
+    first = rate(tenth, marks[1] - marks[0])
+    last = rate(n - tenth * (len(marks) - 2), marks[-1] - marks[-2])
+    size = sum(db_files(path).values())
+    mode = ("(e') naive LangGraph, tiny state (int counter)" if tiny
+            else "(e) naive LangGraph: list channel + SqliteSaver")
+    return Row(mode, n, dt, note=f"first 10 %: {first:,.0f}/s, last 10 %: {last:,.0f}/s; "
+                                 f"db {fmt_bytes(size)}; state holds {kept:,}")
+
+
+# -- (f): raw SQLite ----------------------------------------------------------------------------
+
+
+def _raw_rows(n: int) -> list[tuple[int, int, str, bytes]]:
+    now = time.time()
+    rows = []
+    for i in range(n):
+        agent, name = SERIES[i % len(SERIES)]
+        payload = {"s": f"{agent}/{name}", "v": (i % 1000) + 0.5, "t": now, "u": "ms"}
+        rows.append((1, i + 1, "metric", orjson.dumps(payload)))
+    return rows
+
+
+def _raw_connect(path: Path) -> sqlite3.Connection:
+    conn = sqlite3.connect(path, isolation_level=None)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute("PRAGMA synchronous=NORMAL")
+    return conn
+
+
+def raw_sqlite(path: Path, n: int, n_per_row: int) -> list[Row]:
+    rows = _raw_rows(n)
+    conn = _raw_connect(path)
+    out = []
+    tables = (
+        ("plain", "CREATE TABLE plain (stream_id INTEGER, seq INTEGER, kind TEXT, payload BLOB)"),
+        ("inbox", "CREATE TABLE inbox (stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, "
+                  "kind TEXT NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (stream_id, seq)) "
+                  "WITHOUT ROWID"),
+    )
+    for name, ddl in tables:
+        conn.execute(ddl)
+        t0 = time.perf_counter()
+        conn.execute("BEGIN")
+        conn.executemany(f"INSERT INTO {name} VALUES (?, ?, ?, ?)", rows)
+        conn.execute("COMMIT")
+        dt = time.perf_counter() - t0
+        label = ("(f) raw SQLite executemany, plain table" if name == "plain"
+                 else "(f') raw executemany, inbox-shaped table")
+        out.append(Row(label, n, dt, note="one transaction, WAL, synchronous=NORMAL"))
+    conn.execute("CREATE TABLE per_row (stream_id INTEGER, seq INTEGER, kind TEXT, payload BLOB)")
+    t0 = time.perf_counter()
+    for row in rows[:n_per_row]:
+        conn.execute("INSERT INTO per_row VALUES (?, ?, ?, ?)", row)  # autocommit: 1 tx per row
+    dt = time.perf_counter() - t0
+    out.append(Row("(f'') raw SQLite, one commit per row", n_per_row, dt,
+                   note="WAL, synchronous=NORMAL"))
+    conn.close()
+    return out
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def main(argv: list[str] | None = None) -> None:
+    p = parser(__doc__.split("\n\n")[0])
+    p.add_argument("--seq", type=int, default=5_000, help="events for (a)")
+    p.add_argument("--concurrent", type=int, default=50_000, help="events for (b)")
+    p.add_argument("--chunks", type=int_list, default=[1_000, 10_000],
+                   help="calls in flight per gather for (b), comma-separated")
+    p.add_argument("--no-freeze-row", dest="freeze_row", action="store_false",
+                   help="skip the (b) row measured after gc.freeze()")
+    p.add_argument("--batch", type=int, default=200_000, help="events for (c)")
+    p.add_argument("--batch-sizes", type=int_list, default=[100, 10_000],
+                   help="metrics per add_performance_metrics call for (c)")
+    p.add_argument("--procs", type=int, default=4, help="OS processes for (d)")
+    p.add_argument("--per-proc", type=int, default=50_000, help="events per process for (d)")
+    p.add_argument("--proc-chunk", type=int, default=1_000, help="calls in flight per process")
+    p.add_argument("--naive", type=int, default=2_000, help="events for (e)")
+    p.add_argument("--raw", type=int, default=500_000, help="rows for (f)")
+    p.add_argument("--raw-per-row", type=int, default=20_000, help="rows for one-commit-per-row")
+    args = p.parse_args(argv)
+    random.seed(args.seed)
+
+    rows: list[Row] = []
+    with temp_dir(args.dir) as tmp:
+        def url(name: str) -> str:
+            return sqlite_url(tmp / f"{name}.db")
+
+        rows.append(asyncio.run(api_sequential(url("seq"), args.seq)))
+        for chunk in args.chunks:
+            rows.append(asyncio.run(api_concurrent(url(f"gather{chunk}"), args.concurrent, chunk)))
+        if args.freeze_row:
+            rows.append(asyncio.run(api_concurrent(url("gather-frozen"), args.concurrent,
+                                                   max(args.chunks), freeze=True)))
+        for size in args.batch_sizes:
+            rows.append(asyncio.run(api_batch(url(f"batch{size}"), args.batch, size)))
+        rows.append(validation_only(args.concurrent))
+        if args.procs > 0:
+            rows.extend(api_processes(url("procs"), args.procs, args.per_proc, args.proc_chunk))
+        if args.naive > 0:
+            rows.append(naive_langgraph(tmp / "naive.db", args.naive, tiny=False))
+            rows.append(naive_langgraph(tmp / "naive_tiny.db", args.naive, tiny=True))
+        if args.raw > 0:
+            rows.extend(raw_sqlite(tmp / "raw.db", args.raw, args.raw_per_row))
+
+    print_table(
+        f"Write throughput, SQLite, one run ({machine()})",
+        ["mode", "events", "seconds", "events/s", "target", "meets", "GC time", "note"],
+        [r.cells() for r in rows],
+        plain=args.plain,
+        notes=[
+            "API rows include building/validating each PerformanceMetric; a call counts once "
+            "it returned (its rows are committed).",
+            "GC time: share of the run spent in CPython's cyclic garbage collector.",
+            f"target: >= {TARGET:,} events/s through the API from one process.",
+        ],
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,352 @@
+"""The dashboard's one data module: read the state, shape it for the views, forward writes.
+
+Reads open ``SharedState`` read-only on the configured URL and load either the latest state
+(last checkpoint with unfolded inbox rows laid over it, exactly what ``get_*`` returns) or one
+retained checkpoint of the system thread (time travel). Every number goes through the named
+read functions of ``state.queries``, so the dashboard, the CLI and the API agree. Writes (mark
+an insight acted upon, edit config, request an optimization cycle) go through the SharedState
+API, which validates them. The pages import only this module: no SQL, no backend, no
+checkpointer outside it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import copy
+import json
+import re
+import time
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, TypeVar
+
+import streamlit as st
+from croniter import croniter
+from langgraph.checkpoint.base.id import UUID as CheckpointUUID
+
+from state import queries
+from state.api import SharedState
+from state.checkpoints import gc_paused, load_values
+from state.config import flatten
+from state.models import PRIORITIES, InvalidInput
+from state.schema import TIER_WIDTH
+from state.settings import database_url
+
+__all__ = ["PRIORITIES", "InvalidInput", "Snapshot"]
+
+PRODUCER = "dashboard"
+LIVE_TTL_S = 1.0  # the live state is re-read at most once a second, whatever the sessions
+CHECKPOINT_LIST_TTL_S = 30.0  # one new checkpoint per tick; listing reads every row
+WINDOWS: dict[str, float] = {"1 h": 1, "24 h": 24, "7 d": 24 * 7}
+DEFAULT_INTERVAL_S = 60.0
+_UUID_EPOCH = 0x01B21DD213814000  # 1582-10-15 in 100 ns steps before the Unix epoch
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One loaded state. ``state`` is shared between sessions by the cache: never mutate it."""
+
+    url: str
+    state: dict[str, Any] = field(repr=False)  # huge: keep it out of task reprs and logs
+    now: float  # the "now" of every view: load time, or the checkpoint's time when historic
+    checkpoint_id: str | None
+    live: bool
+    pending: int
+    loaded_in_s: float
+
+
+def run_sync(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a coroutine to completion from sync code (Streamlit's script thread or a test)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(coro)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=1) as pool:
+        return pool.submit(asyncio.run, coro).result()
+
+
+def configured_url(url: str | None = None) -> str:
+    return database_url(url)
+
+
+def display_url(url: str) -> str:
+    """The URL with any password masked (for the sidebar)."""
+    return re.sub(r"//([^:/@]+):[^@]*@", r"//\1:***@", url)
+
+
+def _ts(iso: str) -> float:
+    return datetime.fromisoformat(iso).timestamp()
+
+
+# -- loading ------------------------------------------------------------------------------------
+
+
+async def _aload(url: str, checkpoint_id: str | None) -> Snapshot:
+    started = time.perf_counter()
+    with gc_paused():  # also around the queries' own allocations
+        return await _aload_state(url, checkpoint_id, started)
+
+
+async def _aload_state(url: str, checkpoint_id: str | None, started: float) -> Snapshot:
+    async with SharedState.open(url, producer=PRODUCER, read_only=True) as shared:
+        if checkpoint_id is None:
+            state = await shared.read()
+            now = time.time()
+            pending = shared.pending  # rows above the watermarks, not folded rows awaiting GC
+            current = await shared.backend.latest_checkpoint_id(shared.thread_id)
+        else:
+            config = {"configurable": {"thread_id": shared.thread_id, "checkpoint_ns": "",
+                                       "checkpoint_id": checkpoint_id}}
+            found, state, ts = await load_values(shared.backend.checkpointer, config)
+            if found is None:
+                raise LookupError(f"checkpoint {checkpoint_id} is no longer retained")
+            now, pending, current = _ts(ts), 0, checkpoint_id
+    return Snapshot(url, state, now, current, checkpoint_id is None, pending,
+                    time.perf_counter() - started)
+
+
+def load_uncached(checkpoint_id: str | None = None, url: str | None = None) -> Snapshot:
+    """Read the state now (no cache): the latest, or the retained checkpoint ``checkpoint_id``."""
+    return run_sync(_aload(configured_url(url), checkpoint_id))
+
+
+@st.cache_resource(ttl=LIVE_TTL_S, max_entries=4, show_spinner=False)
+def _live(url: str) -> Snapshot:
+    return run_sync(_aload(url, None))
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _historic(url: str, checkpoint_id: str) -> Snapshot:
+    return run_sync(_aload(url, checkpoint_id))  # a checkpoint never changes
+
+
+def load(checkpoint_id: str | None = None, url: str | None = None) -> Snapshot:
+    """The latest state (cached for ``LIVE_TTL_S``) or a retained checkpoint (cached)."""
+    url = configured_url(url)
+    return _live(url) if checkpoint_id is None else _historic(url, checkpoint_id)
+
+
+class _SkipValues:
+    """Serde stand-in for listing checkpoints: the list needs ids and metadata, not the values,
+    and decoding every retained checkpoint would cost a full state load each."""
+
+    def loads_typed(self, data: tuple[str, bytes]) -> dict[str, Any]:
+        return {}
+
+
+def _id_time(checkpoint_id: str) -> float | None:
+    """Unix time encoded in a LangGraph checkpoint id (a version-6 UUID)."""
+    try:
+        uid = CheckpointUUID(checkpoint_id)
+    except ValueError:
+        return None
+    return (uid.time - _UUID_EPOCH) / 1e7 if uid.version == 6 else None
+
+
+async def _acheckpoints(url: str, limit: int | None) -> list[dict[str, Any]]:
+    out = []
+    async with SharedState.open(url, producer=PRODUCER, read_only=True) as shared:
+        lister = copy.copy(shared.backend.checkpointer)  # same connection, cheap serde
+        lister.serde = _SkipValues()  # type: ignore[assignment]
+        # naming the root namespace lets SQLite walk the primary key newest-first and stop at
+        # ``limit``, instead of sorting every row (blobs included) of the thread
+        root = {"configurable": {"thread_id": shared.thread_id, "checkpoint_ns": ""}}
+        async for tup in lister.alist(root, limit=limit):
+            conf, meta = tup.config["configurable"], tup.metadata or {}
+            out.append({"checkpoint_id": conf["checkpoint_id"],
+                        "at": _id_time(conf["checkpoint_id"]), "step": meta.get("step"),
+                        "source": meta.get("source"), "tick": meta.get("tick")})
+    out.sort(key=lambda c: c["checkpoint_id"], reverse=True)
+    return out
+
+
+@st.cache_resource(ttl=CHECKPOINT_LIST_TTL_S, max_entries=8, show_spinner=False)
+def _checkpoint_list(url: str, limit: int | None) -> list[dict[str, Any]]:
+    return run_sync(_acheckpoints(url, limit))
+
+
+def checkpoints(url: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
+    """Retained checkpoints of the system thread (the newest ``limit``, or all), newest first,
+    with their time. Listing reads each checkpoint row (a few MB at full retention) without
+    decoding it: about 7 ms a checkpoint, so the page lists the newest few by default."""
+    return _checkpoint_list(configured_url(url), limit)
+
+
+def refresh() -> None:
+    """Forget cached reads (after a write, or on "Refresh now")."""
+    _live.clear()
+    _checkpoint_list.clear()
+    _historic.clear()
+
+
+# -- writes (through the SharedState API) -------------------------------------------------------
+
+
+async def _write(url: str, action: str, *args: Any) -> Any:
+    async with SharedState.open(url, producer=PRODUCER) as shared:
+        return await getattr(shared, action)(*args)
+
+
+def mark_acted_upon(insight_id: str, url: str | None = None) -> bool:
+    """False (nothing written) when the insight does not exist."""
+    done = run_sync(_write(configured_url(url), "mark_insight_acted_upon", insight_id))
+    refresh()
+    return bool(done)
+
+
+def update_config(updates: dict[str, Any], url: str | None = None) -> None:
+    """Validated by the API: raises ``InvalidInput`` and writes nothing on a bad value."""
+    run_sync(_write(configured_url(url), "update_config", updates))
+    refresh()
+
+
+def request_optimization(url: str | None = None) -> None:
+    run_sync(_write(configured_url(url), "request_optimization"))
+    refresh()
+
+
+# -- plain data for the views -------------------------------------------------------------------
+
+
+def system_values(snap: Snapshot) -> dict[str, Any]:
+    return queries.system_state(snap.state, snap.now, snap.pending)["values"]
+
+
+def summary(snap: Snapshot) -> dict[str, Any]:
+    return queries.system_state(snap.state, snap.now, snap.pending)
+
+
+def _interval(agent: dict[str, Any], section: Any, now: float) -> float | None:
+    cron = (section.cron if section is not None else None) or agent.get("schedule")
+    if cron and croniter.is_valid(cron):
+        it = croniter(cron, now)
+        first = it.get_next(float)
+        return float(it.get_next(float) - first)
+    if section is not None and section.interval_s:
+        return float(section.interval_s)
+    return float(agent["interval_s"] or DEFAULT_INTERVAL_S)
+
+
+def _schedule(agent: dict[str, Any]) -> str:
+    if agent.get("schedule"):
+        return f"cron {agent['schedule']}"
+    if agent.get("interval_s"):
+        return f"every {agent['interval_s']:g} s"
+    return "—"
+
+
+def agents(snap: Snapshot) -> list[dict[str, Any]]:
+    """One row per agent, liveness judged now from heartbeat age (as the coordinator does), so
+    it is right even when no ticker is running; ``verdict`` is the coordinator's last word."""
+    config = queries.config_of(snap.state)
+    lv = config.liveness
+    errors = queries.error_patterns(snap.state, snap.now, time_window_hours=24 * 7)
+    series = queries.performance_summary(snap.state, 1, snap.now)["series"]
+    rows = []
+    for a in queries.agent_list(snap.state):
+        last = a["last_heartbeat"] or a["registered_at"]
+        age = None if last is None else max(0.0, snap.now - last)
+        interval = _interval(a, config.agents.get(a["agent_id"]), snap.now)
+        liveness = "unknown" if age is None or interval is None else \
+            "dead" if age > lv.dead_factor * interval else \
+            "stale" if age > lv.stale_factor * interval else "active"
+        last_error = (a["heartbeat"] or {}).get("last_error")
+        if not last_error:
+            own = [p for p in errors if a["agent_id"] in p["source_agents"]]
+            newest = max(own, key=lambda p: p["last_seen"], default=None)
+            if newest is not None:
+                last_error = f"{newest['error_type']}: {newest['sample_message']}"
+        metrics = [_with_spark(snap, name, s) for name, s in series.items()
+                   if s["source_agent"] == a["agent_id"]]
+        activity = [sum(c) for c in zip(*(m["activity"] for m in metrics), strict=True)] \
+            or [0] * len(_bucket_starts(snap, 1))
+        rows.append({**a, "schedule_text": _schedule(a), "liveness_now": liveness,
+                     "verdict": a["liveness"], "heartbeat_age_s": age,
+                     "expected_interval_s": interval, "last_error": last_error or "",
+                     "metrics": metrics, "activity": activity})
+    return rows
+
+
+def _with_spark(snap: Snapshot, series: str, stats: dict[str, Any]) -> dict[str, Any]:
+    """A series' last-hour summary plus per-minute p50 (``spark``) and counts (``activity``)."""
+    starts = _bucket_starts(snap, 1)
+    by_bucket = {p["bucket"]: p for p in queries.series_points(snap.state, series, 1, snap.now)}
+    points = [by_bucket.get(b) for b in starts]
+    return {"series": series, **stats,
+            "spark": [p["p50"] for p in points if p is not None],
+            "activity": [p["count"] if p is not None else 0 for p in points]}
+
+
+def liveness_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
+    counts = {"active": 0, "stale": 0, "dead": 0, "unknown": 0}
+    for r in rows:
+        counts[r["liveness_now"]] += 1
+    return counts
+
+
+def performance(snap: Snapshot, hours: float) -> dict[str, Any]:
+    return queries.performance_summary(snap.state, hours, snap.now)
+
+
+def series_points(snap: Snapshot, series: str, hours: float) -> list[dict[str, Any]]:
+    return queries.series_points(snap.state, series, hours, snap.now)
+
+
+def _bucket_starts(snap: Snapshot, hours: float) -> list[int]:
+    """Start of every bucket of the tier that serves a window of ``hours``, oldest first."""
+    width = TIER_WIDTH[queries.tier_for_window(snap.state, hours)]
+    current = int(snap.now) - int(snap.now) % width
+    n = max(1, min(int(hours * 3600 // width), 168))
+    return [current - (n - 1 - i) * width for i in range(n)]
+
+
+def error_patterns(snap: Snapshot, hours: float) -> list[dict[str, Any]]:
+    """Patterns seen in the window, each with ``trend``: its count per bucket, oldest first."""
+    tier = queries.tier_for_window(snap.state, hours)
+    starts = _bucket_starts(snap, hours)
+    raw = snap.state.get("error_patterns") or {}
+    out = []
+    for p in queries.error_patterns(snap.state, snap.now, time_window_hours=hours):
+        buckets = raw[p["pattern_id"]]["tiers"].get(tier, {})
+        out.append({**p, "trend": [int(buckets.get(b, 0)) for b in starts],
+                    "trend_bucket_s": TIER_WIDTH[tier]})
+    return out
+
+
+def insights(snap: Snapshot, priority: str | None = None, insight_type: str | None = None,
+             acted_upon: bool | None = None) -> list[dict[str, Any]]:
+    """Open ones first, then by priority and recency (as ``queries.insight_list``)."""
+    rows = queries.insight_list(snap.state, priority, insight_type, acted_upon)
+    return sorted(rows, key=lambda i: i["acted_upon"])
+
+
+def optimizations(snap: Snapshot, hours: float) -> list[dict[str, Any]]:
+    return queries.recent_optimizations(snap.state, snap.now, hours=hours)
+
+
+def config_values(snap: Snapshot) -> dict[str, Any]:
+    return queries.config_values(snap.state)
+
+
+def config_keys(snap: Snapshot) -> dict[str, Any]:
+    """Current config as dotted keys -> value (what the editor edits)."""
+    values = queries.config_of(snap.state).model_dump(by_alias=True, exclude_none=True)
+    return dict(sorted(flatten(values).items()))
+
+
+def export_document(snap: Snapshot) -> dict[str, Any]:
+    return queries.export_document(snap.state)
+
+
+def export_json(snap: Snapshot) -> str:
+    """The export document as text (the same as ``bga export``)."""
+    return json.dumps(export_document(snap), indent=1, sort_keys=True)
+
+
+def channel_sizes(snap: Snapshot) -> dict[str, int]:
+    """Entries per exported channel (cheap: no export document built)."""
+    return {c: len(snap.state.get(c) or {}) for c in queries.EXPORTED}

@@ -1,0 +1,23 @@
+"""Agents: one row per agent with liveness, last error and activity; metric cards per agent."""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from dashboard import data, sections, ui
+
+
+def body() -> None:
+    snap = data.load()
+    ui.freshness(snap)
+    agents = data.agents(snap)
+    sections.agents_table(snap, agents, full=True)
+    if agents:
+        st.caption("Liveness is judged from the heartbeat age: stale after "
+                   "`liveness.stale_factor` missed intervals, dead after `liveness.dead_factor`.")
+        st.subheader("Key metrics, last hour")
+        sections.agent_metrics(agents)
+
+
+st.title("Agents")
+ui.live(body)

@@ -1,0 +1,42 @@
+"""Loading checkpoint values quickly.
+
+Decoding a full-retention checkpoint allocates tens of thousands of lists and millions of
+ints; the cyclic garbage collector would walk them again and again (a 2 MB state took ~100 ms
+instead of ~20 ms). The state is plain acyclic data that reference counting frees, so the
+collector is paused while it is decoded.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import gc
+from collections.abc import Iterator
+from typing import Any
+
+from langgraph.checkpoint.base import BaseCheckpointSaver
+
+from state.schema import CHANNELS
+
+
+@contextlib.contextmanager
+def gc_paused() -> Iterator[None]:
+    was = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was:
+            gc.enable()
+
+
+async def load_values(saver: BaseCheckpointSaver, config: dict[str, Any]
+                      ) -> tuple[str | None, dict[str, Any], str | None]:
+    """(checkpoint id, state channel values, checkpoint timestamp) of a checkpoint; the newest
+    one unless ``config`` names a ``checkpoint_id``. (None, {}, None) if there is none."""
+    with gc_paused():
+        tup = await saver.aget_tuple(config)
+    if tup is None:
+        return None, {}, None
+    values = tup.checkpoint["channel_values"]
+    return (tup.config["configurable"]["checkpoint_id"],
+            {k: v for k, v in values.items() if k in CHANNELS}, tup.checkpoint.get("ts"))

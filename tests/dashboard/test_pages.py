@@ -1,0 +1,319 @@
+"""Every dashboard page, run by Streamlit's AppTest against a state written through the API:
+the numbers on the page are the numbers in the state, and the page's writes land."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import pytest
+from streamlit.testing.v1 import AppTest
+
+from dashboard import data, ui
+from state import SharedState
+from tests.dashboard.conftest import StateFixture, api
+
+APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+
+
+@pytest.fixture
+def dash(monkeypatch: pytest.MonkeyPatch) -> Any:
+    """``dash(url, page)``: the app on ``url``, switched to ``views/<page>.py``."""
+
+    def open_page(url: str, page: str) -> AppTest:
+        monkeypatch.setenv("BGA_DATABASE_URL", url)
+        data.refresh()
+        at = AppTest.from_file(str(APP), default_timeout=60)
+        at.run()
+        at.switch_page(f"views/{page}.py").run()
+        assert not at.exception, [e.value for e in at.exception]
+        return at
+
+    return open_page
+
+
+def metrics(at: AppTest) -> dict[str, str]:
+    return {m.label: m.value for m in at.metric}
+
+
+def frame(at: AppTest, index: int = 0) -> pd.DataFrame:
+    return at.dataframe[index].value
+
+
+def rerun(at: AppTest) -> AppTest:
+    data.refresh()  # a write made behind the dashboard's back: do not wait for the cache TTL
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+# -- overview -------------------------------------------------------------------------------------
+
+
+def test_overview_numbers_match_the_state(state_db: StateFixture, dash: Any) -> None:
+    summary = api(state_db.url, SharedState.get_system_state)
+    at = dash(state_db.url, "overview")
+    shown = metrics(at)
+    health = summary["values"]["health"]
+    assert shown["Health score"] == f"{health['score']:.0f}/100"
+    agent_ids = sorted(a["agent_id"] for a in api(state_db.url, SharedState.get_agents))
+    assert {"bridge", "importer"} <= set(agent_ids)
+    assert shown["Agents"] == str(summary["agents"]["registered"]) == str(len(agent_ids))
+    assert shown["Error patterns (1 h)"] == str(summary["error_patterns"]["active_1h"]) == "2"
+    for priority, n in summary["insights"]["open_by_priority"].items():
+        assert shown[f"Open {priority}"] == str(n)
+    assert shown["Open critical"] == "1"  # the critical one is open, the medium one acted upon
+    assert shown["Open medium"] == "0"
+    tick = summary["values"]["last_tick"]
+    assert any(f"tick #{tick['n']}" in c.value for c in at.caption)
+    agents = frame(at, 0)
+    assert sorted(agents["agent"]) == agent_ids
+    assert set(agents["liveness"]) == {"● active"}
+    errors = frame(at, 1)
+    counts = dict(zip(errors["type"], errors["count"], strict=True))
+    assert counts == {"ValueError": 7, "TimeoutError": 2}
+
+
+def test_empty_state_tells_the_user_what_to_do(empty_db: str, dash: Any) -> None:
+    at = dash(empty_db, "overview")
+    assert metrics(at)["Agents"] == "0"
+    assert any("No agents yet: run `bga run`" in i.value for i in at.info)
+    insights = dash(empty_db, "insights")
+    assert any("No insights yet" in i.value for i in insights.info)
+    perf = dash(empty_db, "performance")
+    assert any("No metrics yet" in i.value for i in perf.info)
+    history = dash(empty_db, "time_travel")
+    assert any("No checkpoint yet" in i.value for i in history.info)
+
+
+def test_viewing_every_page_writes_nothing(state_db: StateFixture, dash: Any) -> None:
+    async def marks(shared: SharedState) -> tuple[str | None, int, dict]:
+        return (await shared.backend.latest_checkpoint_id(shared.thread_id),
+                await shared.backend.pending_count(), await shared.export_state())
+
+    before = api(state_db.url, marks)
+    for page in ("overview", "agents", "performance", "errors", "insights", "optimizations",
+                 "configuration", "time_travel", "export"):
+        dash(state_db.url, page)
+    assert api(state_db.url, marks) == before
+
+
+# -- agents and performance -----------------------------------------------------------------------
+
+
+def test_agents_page_rows_and_metric_cards(state_db: StateFixture, dash: Any) -> None:
+    agents = {a["agent_id"]: a for a in api(state_db.url, SharedState.get_agents)}
+    perf = api(state_db.url, lambda s: s.get_performance_summary(hours=1))
+    at = dash(state_db.url, "agents")
+    table = frame(at).set_index("agent")
+    assert set(table.index) == set(agents)
+    for agent_id, a in agents.items():
+        assert table.loc[agent_id, "kind"] == a["kind"]
+        assert table.loc[agent_id, "schedule"] == f"every {a['interval_s']:g} s"
+        assert table.loc[agent_id, "status"] == f"● {a['status']}"
+        assert table.loc[agent_id, "heartbeats"] == a["heartbeats"]
+    assert table.loc["importer", "schedule"] == "every 3600 s"
+    assert table.loc["bridge", "last error"] == "TimeoutError: slow upstream"
+    assert table.loc["importer", "last error"].startswith("ValueError: invalid email")
+    assert sum(table.loc["importer", "activity (1 h)"]) == 100  # samples in the last hour
+    latency = perf["series"]["importer/latency_ms"]
+    assert metrics(at)["importer · latency_ms · p95"] == ui.num(latency["p95"], "ms")
+    assert table.loc["importer", "key metric"] == f"latency_ms p95 {ui.num(latency['p95'], 'ms')}"
+
+
+def test_performance_summary_and_window(state_db: StateFixture, dash: Any) -> None:
+    at = dash(state_db.url, "performance")
+    for label, hours in (("1 h", 1), ("24 h", 24), ("7 d", 168)):
+        at.segmented_control(key="perf_window").set_value(label).run()
+        perf = api(state_db.url, lambda s, h=hours: s.get_performance_summary(hours=h))
+        assert any(h.value == f"Summary, last {label}" for h in at.subheader)
+        table = frame(at).set_index("series")
+        assert set(table.index) == set(perf["series"])
+        for name, s in perf["series"].items():
+            assert table.loc[name, "count"] == s["count"]
+            assert table.loc[name, "p95"] == pytest.approx(s["p95"])
+        assert metrics(at)["Samples"] == f"{perf['overall']['count']:,}"
+    charted = at.multiselect(key="perf_series").value
+    counts = sorted((s["count"] for s in perf["series"].values()), reverse=True)
+    assert len(charted) == min(6, len(counts))  # the busiest series are charted by default
+    assert min(perf["series"][n]["count"] for n in charted) == counts[len(charted) - 1]
+    assert "importer/latency_ms" in charted
+
+
+# -- error patterns -------------------------------------------------------------------------------
+
+
+def test_error_patterns_table_filter_and_sort(state_db: StateFixture, dash: Any) -> None:
+    patterns = api(state_db.url, lambda s: s.get_error_patterns(time_window_hours=24))
+    at = dash(state_db.url, "errors")
+    table = frame(at)
+    assert len(table) == len(patterns) == 2
+    by_type = {p["error_type"]: p for p in patterns}
+    for _, row in table.iterrows():
+        p = by_type[row["type"]]
+        assert row["message"] == p["normalized_message"]
+        assert row["count"] == p["frequency"]
+        assert row["sources"] == ", ".join(p["source_agents"])
+        assert sum(row["trend"]) == p["frequency"]
+    assert list(table["type"]) == ["ValueError", "TimeoutError"]  # most frequent first
+    assert metrics(at)["Errors in the last 24 h"] == "9"
+
+    at.selectbox(key="err_sort").set_value("type").run()
+    assert list(frame(at)["type"]) == ["TimeoutError", "ValueError"]
+    at.multiselect(key="err_type").select("TimeoutError").run()
+    assert list(frame(at)["type"]) == ["TimeoutError"]
+    assert metrics(at)["Patterns shown"] == "1"
+    at.multiselect(key="err_type").unselect("TimeoutError").run()
+    at.text_input(key="err_text").input("email").run()
+    assert list(frame(at)["type"]) == ["ValueError"]
+    at.text_input(key="err_text").input("no such message").run()
+    assert any("No pattern matches" in i.value for i in at.info)
+
+
+# -- insights -------------------------------------------------------------------------------------
+
+
+def test_insights_counts_filters_and_evidence(state_db: StateFixture, dash: Any) -> None:
+    everything = api(state_db.url, SharedState.get_insights)
+    still_open = api(state_db.url, lambda s: s.get_insights(acted_upon=False))
+    at = dash(state_db.url, "insights")
+    assert metrics(at)["Insights shown"] == str(len(everything))
+    assert metrics(at)["Open"] == str(len(still_open))
+    ack_buttons = {b.key for b in at.button if b.key and b.key.startswith("ack_")}
+    assert ack_buttons == {f"ack_{i['insight_id']}" for i in still_open}
+    evidence = [json.loads(j.value) for j in at.json]
+    assert {"summary": "p95 latency up 80 %", "p95_ms": 900} in evidence
+
+    at.segmented_control(key="ins_state").set_value("Acted upon").run()
+    assert metrics(at)["Insights shown"] == "1"
+    assert metrics(at)["Open"] == "0"
+    at.segmented_control(key="ins_state").set_value("All").run()
+    at.multiselect(key="ins_priority").select("critical").run()
+    assert metrics(at)["Insights shown"] == "1"
+    assert any("disk 99 % full" in m.value for m in at.markdown)
+
+
+def test_mark_acted_upon_changes_the_insight(state_db: StateFixture, dash: Any) -> None:
+    target = state_db.insight_ids["critical"]
+    at = dash(state_db.url, "insights")
+    open_before = int(metrics(at)["Open"])
+    at.button(key=f"ack_{target}").click().run()
+    assert not at.exception
+    [after] = [i for i in api(state_db.url, SharedState.get_insights)
+               if i["insight_id"] == target]
+    assert after["acted_upon"] is True
+    assert metrics(at)["Open"] == str(open_before - 1)
+    assert f"ack_{target}" not in {b.key for b in at.button}
+    assert any(s.value.startswith("Acted upon") for s in at.success)
+
+
+# -- optimizations --------------------------------------------------------------------------------
+
+
+def test_optimizations_history_and_request(state_db: StateFixture, dash: Any) -> None:
+    records = api(state_db.url, lambda s: s.get_recent_optimizations(hours=168))
+    at = dash(state_db.url, "optimizations")
+    shown = metrics(at)
+    assert shown["Changes"] == str(len(records))
+    assert shown["Kept"] == str(sum(r["outcome"] == "kept" for r in records)) == "1"
+    assert shown["Rolled back"] == "1"
+    table = frame(at).set_index("type")
+    assert table.loc["tune_batch_size", "before"] == json.dumps({"batch_size": 500})
+    assert table.loc["tune_batch_size", "after"] == json.dumps({"batch_size": 1000})
+    assert table.loc["tune_page_size", "result"] == "rolled back"
+    assert not any("is requested" in i.value for i in at.info)
+
+    at.button(key="request_opt").click().run()
+    values = api(state_db.url, SharedState.get_system_state)["values"]
+    assert values["optimization_requested"] is True
+    assert any("is requested" in i.value for i in at.info)
+
+
+# -- configuration --------------------------------------------------------------------------------
+
+
+def save(at: AppTest, key: str, value: str) -> AppTest:
+    at.selectbox(key="cfg_key").set_value(key).run()
+    at.text_input(key="cfg_value").input(value).run()
+    at.button(key="cfg_save").click().run()
+    assert not at.exception
+    return at
+
+
+@pytest.mark.parametrize(("key", "value", "message"), [
+    ("retention.minute_buckets", "-5", "retention.minute_buckets: Input should be greater"),
+    ("ticker.interval_s", "fast", "ticker.interval_s: Input should be a valid number"),
+    ("optimizer.enabled", "\"maybe\"", "optimizer.enabled: Input should be a valid boolean"),
+])
+def test_config_editor_refuses_bad_values_and_writes_nothing(
+        state_db: StateFixture, dash: Any, key: str, value: str, message: str) -> None:
+    before = api(state_db.url, SharedState.export_state)
+    at = save(dash(state_db.url, "configuration"), key, value)
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("Refused, nothing was written: "), errors
+    assert message in errors[0]
+    assert not at.success
+    assert api(state_db.url, SharedState.export_state) == before
+
+
+def test_config_editor_refuses_a_secret_under_a_new_key(state_db: StateFixture,
+                                                        dash: Any) -> None:
+    before = api(state_db.url, SharedState.export_state)
+    at = dash(state_db.url, "configuration")
+    at.selectbox(key="cfg_key").set_value("(another key…)").run()
+    at.text_input(key="cfg_new_key").input("agents.importer.options.api_key").run()
+    at.text_input(key="cfg_value").input("\"sk-live-123\"").run()
+    at.button(key="cfg_save").click().run()
+    assert any("secrets never go into shared state" in e.value for e in at.error)
+    assert api(state_db.url, SharedState.export_state) == before
+
+
+def test_config_editor_saves_a_good_value(state_db: StateFixture, dash: Any) -> None:
+    at = save(dash(state_db.url, "configuration"), "retention.minute_buckets", "240")
+    assert not at.error
+    assert api(state_db.url, SharedState.export_state)["config"]["retention"][
+        "minute_buckets"] == 240
+    shown = [json.loads(j.value) for j in at.json]
+    assert any(s.get("minute_buckets") == 240 for s in shown)  # what is in force after saving
+
+
+# -- time travel and export -----------------------------------------------------------------------
+
+
+def test_time_travel_shows_the_state_as_of_an_older_checkpoint(state_db: StateFixture,
+                                                               dash: Any) -> None:
+    latest = api(state_db.url, SharedState.get_system_state)
+    first = state_db.first_checkpoint_summary
+    at = dash(state_db.url, "time_travel")
+    options = at.selectbox(key="tt_checkpoint").options
+    assert len(options) == 2  # the tick's checkpoint and the flush's
+    assert not metrics(at)  # nothing loaded until a checkpoint is picked
+    at.selectbox(key="tt_checkpoint").select_index(0).run()  # newest first
+    high = latest["insights"]["open_by_priority"]["high"]
+    assert metrics(at)["Open high"] == str(high)
+    at.selectbox(key="tt_checkpoint").select_index(1).run()
+    assert not at.exception
+    assert metrics(at)["Open high"] == str(first["insights"]["open_by_priority"]["high"])
+    assert int(metrics(at)["Open high"]) == high - 1  # before the late insight
+    assert metrics(at)["Agents"] == str(first["agents"]["registered"])
+    at.toggle(key="tt_all").set_value(True).run()
+    assert len(at.selectbox(key="tt_checkpoint").options) == 2
+    assert json.loads(data.export_json(data.load_uncached(url=state_db.url))) != \
+        json.loads(data.export_json(data.load_uncached(options_id(at), state_db.url)))
+
+
+def options_id(at: AppTest) -> str:
+    """The checkpoint id of the time-travel page's current choice."""
+    return at.selectbox(key="tt_checkpoint").value
+
+
+def test_export_page_matches_the_api_export(state_db: StateFixture, dash: Any) -> None:
+    exported = api(state_db.url, SharedState.export_state)
+    at = dash(state_db.url, "export")
+    assert [b.label for b in at.get("download_button")] == ["Download state JSON"]
+    table = frame(at).set_index("channel")
+    for channel, value in exported["channels"].items():
+        assert table.loc[channel, "entries"] == len(value)
+    assert json.loads(data.export_json(data.load_uncached(url=state_db.url))) == exported
