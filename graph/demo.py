@@ -43,40 +43,40 @@ async def seed_sample_data(shared: SharedState, *, seed: int = 7) -> int:
     copy_sample_imports(shared.backend.url)  # the profile_import agent imports them
     rng = random.Random(seed)
     now = time.time()
-    await shared.register_agent("profile_import", kind="profile_import", interval_s=30)
-    await shared.register_agent("langsmith_bridge", kind="langsmith_bridge", interval_s=60)
+    await shared.register_agent("checkout_api", kind="service", interval_s=30)
+    await shared.register_agent("billing_worker", kind="worker", interval_s=60)
     metrics = []
     for minute in range(60):
         ts = now - (60 - minute) * 60 + rng.uniform(0, 59)
         slow = 1.8 if minute >= 50 else 1.0  # a latency regression in the last ten minutes
         for _ in range(20):
             metrics.append(PerformanceMetric(
-                source_agent="profile_import", name="batch_latency_ms", unit="ms",
+                source_agent="checkout_api", name="batch_latency_ms", unit="ms",
                 value=rng.lognormvariate(3.0, 0.35) * slow, timestamp=ts))
-        metrics.append(PerformanceMetric(source_agent="profile_import", name="rows_per_s",
+        metrics.append(PerformanceMetric(source_agent="checkout_api", name="requests_per_s",
                                          value=rng.gauss(24_000, 1_500), timestamp=ts))
-        metrics.append(PerformanceMetric(source_agent="langsmith_bridge", name="run_latency_ms",
+        metrics.append(PerformanceMetric(source_agent="billing_worker", name="run_latency_ms",
                                          unit="ms", value=rng.lognormvariate(6.0, 0.6),
                                          timestamp=ts))
     await shared.add_performance_metrics(metrics)
     for i in range(12):
         await shared.add_error_pattern("ValueError", f"invalid email 'user{i}@' on line {i * 7}",
-                                       "profile_import")
+                                       "checkout_api")
     for i in range(3):
         await shared.add_error_pattern(
-            "TimeoutError", f"LangSmith request timed out after {i + 5} s", "langsmith_bridge")
+            "TimeoutError", f"payment gateway timed out after {i + 5} s", "billing_worker")
     await shared.add_insight("latency_regression",
-                             {"key": "profile_import/batch_latency_ms",
+                             {"key": "checkout_api/batch_latency_ms",
                               "summary": "p95 batch latency up 80 % in the last 10 minutes"},
                              "coordinator", priority="high")
     await shared.add_insight("recurring_error", {"key": "invalid email",
                                                  "summary": "12 rows rejected for invalid e-mail"},
                              "coordinator", priority="medium")
     await shared.add_optimization_record(OptimizationRecord(
-        optimization_type="batch_size", target="profile_import", before={"batch_size": 500},
+        optimization_type="batch_size", target="checkout_api", before={"batch_size": 500},
         after={"batch_size": 1000}, outcome="kept", success=True,
-        details={"rows_per_s_before": 21_500, "rows_per_s_after": 24_100}))
-    for agent in ("profile_import", "langsmith_bridge"):
+        details={"requests_per_s_before": 21_500, "requests_per_s_after": 24_100}))
+    for agent in ("checkout_api", "billing_worker"):
         await shared.update_agent_heartbeat(agent, {"status": "running"})
     await shared.update_system_state({"mode": "demo"})
     return len(metrics) + 12 + 3 + 2 + 1 + 2 + 2 + 1
@@ -87,17 +87,17 @@ async def sample_traffic(shared: SharedState, stop: asyncio.Event, *, every_s: f
     rng = random.Random()
     sent = 0
     while not stop.is_set():
-        batch = [PerformanceMetric(source_agent="profile_import", name="batch_latency_ms",
+        batch = [PerformanceMetric(source_agent="checkout_api", name="batch_latency_ms",
                                    unit="ms", value=rng.lognormvariate(3.0, 0.35))
                  for _ in range(20)]
-        batch.append(PerformanceMetric(source_agent="profile_import", name="rows_per_s",
+        batch.append(PerformanceMetric(source_agent="checkout_api", name="requests_per_s",
                                        value=rng.gauss(24_000, 1_500)))
         sent += await shared.add_performance_metrics(batch)
-        for agent in ("profile_import", "langsmith_bridge"):
+        for agent in ("checkout_api", "billing_worker"):
             await shared.update_agent_heartbeat(agent, {"status": "running"})
         if rng.random() < 0.2:
             await shared.add_error_pattern(
-                "ValueError", f"invalid email 'user{rng.randint(1, 999)}@'", "profile_import")
+                "ValueError", f"invalid email 'user{rng.randint(1, 999)}@'", "checkout_api")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), timeout=every_s)
     return sent
