@@ -10,7 +10,7 @@ PYTHON ?= python3
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,postgres]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,11 +32,17 @@ test: $(STAMP) browser
 lint: $(STAMP)
 	$(VENV)/bin/ruff check state nodes graph dashboard tests bench
 
+# measurements, not tests: each script prints a table (see README "Measured figures")
 bench: $(STAMP)
+	$(PY) -m pip install -q -e '.[bench]'
 	$(PY) bench/write_throughput.py
 	$(PY) bench/fold_throughput.py
 	$(PY) bench/checkpoint_size.py
 	$(PY) bench/read_latency.py
+	$(PY) bench/tick_latency.py
+	$(PY) bench/dashboard_load.py
+	$(PY) bench/bridge_throughput.py
+	$(PY) bench/import_throughput.py --rows 200000
 
 clean:
-	rm -rf $(VENV) data/state.db*
+	rm -rf $(VENV) data/state.db* data/state.profiles.db*
