@@ -1,4 +1,5 @@
-"""Backends chosen by URL: ``sqlite:///path``, ``memory://name`` (``postgresql://`` later)."""
+"""Backends chosen by URL: ``sqlite:///path``, ``memory://name``,
+``postgresql://...`` (or ``postgres://...``)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,12 @@ def make_backend(url: str) -> Backend:
 
         return MemoryBackend(url)
     if url.startswith(("postgresql://", "postgres://")):
-        raise ValueError("the PostgreSQL backend is not available in this version")
+        from state.backends.postgres import PostgresBackend
+
+        return PostgresBackend(url)
     raise ValueError(
-        f"unsupported database URL {url!r}: use sqlite:///path/to/file.db or memory://name")
+        f"unsupported database URL {url!r}: use sqlite:///path/to/file.db, "
+        "postgresql://user@host/db or memory://name")
 
 
 __all__ = ["DEFAULT_URL", "Backend", "LockBusy", "StaleCheckpoint", "make_backend"]

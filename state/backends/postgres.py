@@ -1,0 +1,343 @@
+"""PostgreSQL backend (``postgresql://...`` or ``postgres://...``).
+
+Checkpoints go through LangGraph's ``AsyncPostgresSaver`` on a psycopg ``AsyncConnectionPool``,
+subclassed to add compare-and-swap for the root namespace (as ``CasSqliteSaver`` does); the
+inbox, its streams and the quarantine are plain tables; the fold and leader locks are
+session-level advisory locks, each held on a dedicated connection, so the server releases the
+lock of a process that dies.
+
+Everything is scoped to the connection's ``current_schema()``: several state databases can
+live in one PostgreSQL database as separate schemas (``?options=-csearch_path%3Dname``), and
+their lock keys are derived from the schema name too.
+
+Commit-order trap: with concurrent producers, sequence order is not commit order, so a reader
+that skips past a key it has already seen could miss a row that commits late. Here every stream
+(one per SharedState instance) has exactly one writer that commits its batches one after the
+other in sequence order, and the fold keeps one watermark *per stream*. A row that is not yet
+committed when a fold runs is simply not seen; every row of that stream with a lower sequence
+number committed before it, and none with a higher one can commit first, so the next fold finds
+it above its stream's watermark: it is folded exactly once, never skipped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import socket
+import time
+from collections.abc import Sequence
+
+from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
+from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.serde.types import _DeltaSnapshot
+from psycopg import AsyncConnection
+from psycopg.rows import dict_row
+from psycopg.types.json import Jsonb
+from psycopg_pool import AsyncConnectionPool
+
+from state.backends.base import Backend, InboxWrite, StaleCheckpoint
+from state.fold import InboxRow, Quarantined
+
+CONNECT_TIMEOUT_S = 10
+POOL_MAX = 4
+LOCK_SPACE = 0x42474101  # first key of the two-int advisory locks (threads, migrations)
+LOCK_PREFIX = "bga-lock"  # single bigint advisory locks: hash of prefix + schema + name
+
+# Append-only: each entry runs once, in order, recorded in bga_migrations.
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS bga_streams (
+        stream_id BIGSERIAL PRIMARY KEY,
+        producer TEXT NOT NULL, host TEXT, pid INTEGER,
+        opened_at DOUBLE PRECISION NOT NULL, closed_at DOUBLE PRECISION
+    );
+    CREATE TABLE IF NOT EXISTS bga_inbox (
+        stream_id BIGINT NOT NULL, seq BIGINT NOT NULL,
+        kind TEXT NOT NULL, payload BYTEA NOT NULL,
+        PRIMARY KEY (stream_id, seq)
+    );
+    CREATE TABLE IF NOT EXISTS bga_quarantine (
+        id BIGSERIAL PRIMARY KEY,
+        stream_id BIGINT, seq BIGINT, kind TEXT, payload BYTEA,
+        reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL
+    );
+    """,
+)
+
+_CONN_KWARGS = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+
+# the lock a CAS write and a prune of one thread take (xact-scoped, two-int key space)
+_THREAD_LOCK_SQL = ("SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '') "
+                    "|| ':thread:' || %s))")
+
+
+def lock_key(schema: str, name: str) -> int:
+    """Signed 64-bit advisory lock key for lock ``name`` of the state in ``schema``."""
+    digest = hashlib.blake2b(f"{LOCK_PREFIX}:{schema}:{name}".encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big", signed=True)
+
+
+class CasPostgresSaver(AsyncPostgresSaver):
+    """AsyncPostgresSaver that refuses a checkpoint whose parent is no longer the newest one.
+
+    The root-namespace write takes a per-thread transaction-scoped advisory lock, checks that
+    the thread's newest checkpoint is the writer's parent and writes blobs and checkpoint in
+    the same transaction; a writer working from a stale checkpoint gets StaleCheckpoint.
+    """
+
+    async def aput(self, config, checkpoint, metadata, new_versions):
+        conf = config["configurable"]
+        if conf.get("checkpoint_ns", ""):
+            return await super().aput(config, checkpoint, metadata, new_versions)
+        thread_id, parent = str(conf["thread_id"]), conf.get("checkpoint_id")
+        copy = checkpoint.copy()
+        copy["channel_values"] = copy["channel_values"].copy()
+        blob_values = {}
+        for k, v in checkpoint["channel_values"].items():  # as AsyncPostgresSaver.aput
+            if isinstance(v, _DeltaSnapshot):
+                blob_values[k] = copy["channel_values"].pop(k)
+                copy["channel_values"][k] = True
+            elif v is None or isinstance(v, (str, int, float, bool)):
+                pass
+            else:
+                blob_values[k] = copy["channel_values"].pop(k)
+        blob_versions = {k: v for k, v in new_versions.items() if k in blob_values}
+        blobs = (await asyncio.to_thread(self._dump_blobs, thread_id, "", blob_values,
+                                         blob_versions)) if blob_versions else []
+        meta = Jsonb(get_serializable_checkpoint_metadata(config, metadata))
+        async with self._cursor() as cur, cur.connection.transaction():
+            await cur.execute(_THREAD_LOCK_SQL, (LOCK_SPACE, thread_id))
+            await cur.execute("SELECT max(checkpoint_id) AS latest FROM checkpoints "
+                              "WHERE thread_id=%s AND checkpoint_ns=''", (thread_id,))
+            latest = (await cur.fetchone())["latest"]
+            if latest is not None and latest != parent:
+                raise StaleCheckpoint(
+                    f"thread {thread_id!r} moved on to {latest} while this writer worked "
+                    f"from {parent}")
+            if blobs:
+                await cur.executemany(self.UPSERT_CHECKPOINT_BLOBS_SQL, blobs)
+            await cur.execute(self.UPSERT_CHECKPOINTS_SQL,
+                              (thread_id, "", checkpoint["id"], parent, Jsonb(copy), meta))
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
+                                 "checkpoint_id": checkpoint["id"]}}
+
+
+class PostgresBackend(Backend):
+    def __init__(self, url: str) -> None:
+        if not url.startswith(("postgresql://", "postgres://")):
+            raise ValueError(f"not a PostgreSQL URL: {url!r}")
+        self.url = url
+        self.schema = ""
+        self._pool: AsyncConnectionPool | None = None
+        self._lock_conns: dict[str, AsyncConnection] = {}
+        self.checkpointer: CasPostgresSaver
+
+    def _where(self) -> str:
+        # the URL minus any password, for messages
+        head, sep, tail = self.url.partition("@")
+        if sep and ":" in head.split("//", 1)[-1]:
+            scheme, _, user = head.partition("//")
+            head = f"{scheme}//{user.split(':', 1)[0]}:***"
+        return f"{head}{sep}{tail}"
+
+    async def _connect(self) -> AsyncConnection:
+        try:
+            return await AsyncConnection.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S,
+                                                 **_CONN_KWARGS)
+        except Exception as exc:
+            raise ConnectionError(f"cannot connect to PostgreSQL at {self._where()}: "
+                                  f"{exc}".strip()) from exc
+
+    async def setup(self, *, create: bool = True) -> None:
+        conn = await self._connect()
+        try:
+            cur = await conn.execute("SELECT coalesce(current_schema(), '') AS s")
+            self.schema = (await cur.fetchone())["s"]
+            if not self.schema:
+                raise ValueError(f"no schema to create the state in at {self._where()} "
+                                 "(does the search_path name a schema that exists?)")
+            if not create:
+                cur = await conn.execute("SELECT to_regclass('bga_migrations') AS t")
+                if (await cur.fetchone())["t"] is None:
+                    raise ValueError(f"no state database at {self._where()} (wrong --db? "
+                                     "nothing has run yet? `bga run` or `bga demo` creates it)")
+            self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=POOL_MAX,
+                                             kwargs=dict(_CONN_KWARGS), open=False,
+                                             timeout=60)
+            await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 3)
+            self.checkpointer = CasPostgresSaver(self._pool)
+            # One migrating process at a time. Session-level and polled, not a blocking
+            # statement: the saver's migrations run CREATE INDEX CONCURRENTLY, which waits for
+            # every transaction holding an older snapshot, so a process blocked in
+            # pg_advisory_lock() would deadlock with the holder. Dies with its session.
+            key = lock_key(self.schema, "migrate")
+            delay = 0.005
+            while not (await (await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok",
+                                                 (key,))).fetchone())["ok"]:
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+            try:
+                async with conn.transaction():
+                    await conn.execute("CREATE TABLE IF NOT EXISTS bga_migrations "
+                                       "(version INTEGER PRIMARY KEY, "
+                                       "applied_at DOUBLE PRECISION NOT NULL)")
+                    cur = await conn.execute("SELECT version FROM bga_migrations")
+                    done = {r["version"] for r in await cur.fetchall()}
+                    for version, script in enumerate(MIGRATIONS, start=1):
+                        if version in done:
+                            continue
+                        for statement in filter(str.strip, script.split(";")):
+                            await conn.execute(statement)
+                        await conn.execute("INSERT INTO bga_migrations VALUES (%s, %s)",
+                                           (version, time.time()))
+                await self.checkpointer.setup()  # its own migrations, under the same lock
+            finally:
+                if not conn.closed:
+                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+        except BaseException:
+            await conn.close()
+            await self.aclose()
+            raise
+        await conn.close()
+
+    def _conn(self):
+        if self._pool is None:
+            raise RuntimeError("PostgreSQL backend used before setup()")
+        return self._pool.connection()
+
+    async def _fetch(self, sql: str, params=()) -> list[dict]:
+        async with self._conn() as conn:
+            cur = await conn.execute(sql, params)
+            return await cur.fetchall()
+
+    # -- inbox ----------------------------------------------------------------------------
+    async def open_stream(self, producer: str) -> int:
+        rows = await self._fetch(
+            "INSERT INTO bga_streams (producer, host, pid, opened_at) VALUES (%s, %s, %s, %s) "
+            "RETURNING stream_id", (producer, socket.gethostname(), os.getpid(), time.time()))
+        return int(rows[0]["stream_id"])
+
+    async def close_stream(self, stream: int) -> None:
+        async with self._conn() as conn:
+            await conn.execute("UPDATE bga_streams SET closed_at=%s WHERE stream_id=%s",
+                               (time.time(), stream))
+
+    async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
+        if not rows:
+            return
+        async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.executemany("INSERT INTO bga_inbox VALUES (%s, %s, %s, %s)",
+                                  [(stream, seq, kind, payload) for seq, kind, payload in rows])
+
+    async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
+        rows = await self._fetch(
+            "SELECT stream_id, seq, kind, payload FROM bga_inbox WHERE (stream_id, seq) > "
+            "(%s, %s) ORDER BY stream_id, seq LIMIT %s", (*after, limit))
+        return [InboxRow(r["stream_id"], r["seq"], r["kind"], bytes(r["payload"]))
+                for r in rows]
+
+    async def delete_folded(self, marks: dict[int, int]) -> None:
+        if marks:
+            async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.executemany("DELETE FROM bga_inbox WHERE stream_id=%s AND seq<=%s",
+                                      list(marks.items()))
+
+    async def pending_count(self) -> int:
+        return int((await self._fetch("SELECT count(*) AS n FROM bga_inbox"))[0]["n"])
+
+    async def quarantine(self, items: Sequence[Quarantined], at: float) -> None:
+        if items:
+            rows = [(q.row.stream, q.row.seq, q.row.kind, q.row.payload, q.reason, at)
+                    for q in items]
+            async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+                await cur.executemany(
+                    "INSERT INTO bga_quarantine (stream_id, seq, kind, payload, reason, at) "
+                    "VALUES (%s, %s, %s, %s, %s, %s)", rows)
+
+    async def quarantined(self, limit: int = 100) -> list[dict]:
+        rows = await self._fetch("SELECT stream_id, seq, kind, reason, at FROM bga_quarantine "
+                                 "ORDER BY id DESC LIMIT %s", (limit,))
+        return [{"stream": r["stream_id"], "seq": r["seq"], "kind": r["kind"],
+                 "reason": r["reason"], "at": r["at"]} for r in rows]
+
+    # -- checkpoints ----------------------------------------------------------------------
+    async def latest_checkpoint_id(self, thread_id: str) -> str | None:
+        rows = await self._fetch("SELECT max(checkpoint_id) AS latest FROM checkpoints "
+                                 "WHERE thread_id=%s AND checkpoint_ns=''", (thread_id,))
+        return rows[0]["latest"] if rows else None
+
+    async def prune_checkpoints(self, thread_id: str, keep: int) -> int:
+        """All but the newest ``keep`` root checkpoints, their writes and the blobs no kept
+        checkpoint references. The saver's ``aprune`` only knows "keep the latest one", so
+        this is SQL over its tables, under the same per-thread lock as the CAS write."""
+        keep = max(1, keep)
+        async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute(_THREAD_LOCK_SQL, (LOCK_SPACE, thread_id))
+            await cur.execute(
+                "SELECT checkpoint_id FROM checkpoints WHERE thread_id=%s AND checkpoint_ns='' "
+                "ORDER BY checkpoint_id DESC LIMIT 1 OFFSET %s", (thread_id, keep - 1))
+            row = await cur.fetchone()
+            if row is None:
+                return 0
+            cutoff = row["checkpoint_id"]
+            await cur.execute("DELETE FROM checkpoints WHERE thread_id=%s AND checkpoint_ns='' "
+                              "AND checkpoint_id<%s", (thread_id, cutoff))
+            n = cur.rowcount
+            if n:
+                await cur.execute("DELETE FROM checkpoint_writes WHERE thread_id=%s "
+                                  "AND checkpoint_ns='' AND checkpoint_id<%s",
+                                  (thread_id, cutoff))
+                await cur.execute(
+                    "DELETE FROM checkpoint_blobs b WHERE b.thread_id=%s "
+                    "AND b.checkpoint_ns='' AND NOT EXISTS (SELECT 1 FROM checkpoints c "
+                    "WHERE c.thread_id=b.thread_id AND c.checkpoint_ns='' "
+                    "AND c.checkpoint->'channel_versions'->>b.channel = b.version)",
+                    (thread_id,))
+            return n
+
+    async def is_empty(self) -> bool:
+        rows = await self._fetch("SELECT EXISTS (SELECT 1 FROM checkpoints) AS cp, "
+                                 "EXISTS (SELECT 1 FROM bga_inbox) AS rows")
+        return not rows[0]["cp"] and not rows[0]["rows"]
+
+    # -- locks ----------------------------------------------------------------------------
+    async def _acquire(self, name: str, wait: float | None) -> bool:
+        if name in self._lock_conns:
+            raise RuntimeError(f"lock {name!r} is already held by this backend")
+        key = lock_key(self.schema, name)
+        conn = await self._connect()  # dedicated: the lock lives as long as this session
+        deadline = None if wait is None else time.monotonic() + wait
+        delay = 0.005
+        try:
+            while True:
+                cur = await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,))
+                if (await cur.fetchone())["ok"]:
+                    self._lock_conns[name] = conn
+                    return True
+                if deadline is not None and time.monotonic() >= deadline:
+                    break
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 0.1)
+        except BaseException:
+            await conn.close()
+            raise
+        await conn.close()
+        return False
+
+    async def _release(self, name: str) -> None:
+        conn = self._lock_conns.pop(name, None)
+        if conn is not None:
+            try:
+                if not conn.closed:
+                    await conn.execute("SELECT pg_advisory_unlock(%s)",
+                                       (lock_key(self.schema, name),))
+            finally:
+                await conn.close()  # ending the session drops the lock in any case
+
+    async def aclose(self) -> None:
+        for name in list(self._lock_conns):
+            await self._release(name)
+        if self._pool is not None:
+            pool, self._pool = self._pool, None
+            await pool.close()
