@@ -13,6 +13,7 @@ Memory stays bounded by ``max_record_bytes`` whatever the file size.
 
 from __future__ import annotations
 
+import abc
 import codecs
 import csv
 import json
@@ -184,15 +185,16 @@ def open_reader(fh: BinaryIO, layout: Layout, offset: int, line: int,
 # -- readers ------------------------------------------------------------------------------------
 
 
-class Reader:
+class Reader(abc.ABC):
     """Common position bookkeeping: ``offset``/``line`` are just past the last record read."""
 
     offset: int
     line: int
     eof: bool = False
 
+    @abc.abstractmethod
     def read(self, n: int) -> list[RawRecord]:
-        raise NotImplementedError
+        """Up to ``n`` records from the current position."""
 
 
 def _drain_line(fh: BinaryIO) -> int:
