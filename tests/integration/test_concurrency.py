@@ -10,15 +10,19 @@ before the read and what it attempted.
 
 from __future__ import annotations
 
-import asyncio
-import time
 from pathlib import Path
 
 import pytest
 
 from state import SharedState
 from state.backends.sqlite import path_from_url
-from tests.integration.workers import KINDS, expected_view, inbox_truth, observe
+from tests.integration.workers import (
+    KINDS,
+    expected_view,
+    inbox_truth,
+    observe,
+    run_writers_while_reading,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -28,50 +32,12 @@ CHUNK = 50
 RUN_TIMEOUT_S = 90.0
 
 
-def prefix_length(view: dict[str, int]) -> int:
-    """How many events a per-producer view accounts for (each event is exactly one kind)."""
-    return view["metric"] + view["error"] + view["insight"] + view["heartbeat"]
-
-
 async def test_concurrent_writer_processes_and_folder_count_exactly(
     sqlite_url: str, tmp_path: Path, spawner
 ) -> None:
     producers = [f"p{i}" for i in range(WRITERS)]
-    stop = tmp_path / "stop-folding"
-    spawner.spawn("folder", "fold", sqlite_url, "0", "0.02", str(stop))
-    await spawner.wait_line("folder", lambda line: line == "OPEN")
-    for p in producers:
-        spawner.spawn(p, "write", sqlite_url, p, str(EVENTS), str(CHUNK))
-
-    # Read while they write: every read is one consistent prefix per producer, never below
-    # what was acknowledged before it (read-your-writes across processes), never going back.
-    reads = 0
-    last = dict.fromkeys(producers, 0)
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    async with SharedState.open(sqlite_url, producer="observer", read_only=True) as shared:
-        while True:
-            running = [p for p in producers if spawner.procs[p].poll() is None]
-            floor = {p: spawner.acked(p) for p in producers}
-            view = observe(await shared.read(), producers)
-            reads += 1
-            for p in producers:
-                k = prefix_length(view[p])
-                assert floor[p] <= k <= EVENTS, (p, k, floor[p], view[p])
-                assert view[p] == expected_view(k), (p, k, view[p])
-                assert k >= last[p], f"{p} went back from {last[p]} to {k} events"
-                last[p] = k
-            if not running:
-                break
-            assert time.monotonic() < deadline, [spawner.describe(p) for p in running]
-            await asyncio.sleep(0.05)
-
-    for p in producers:
-        assert await spawner.wait_exit(p, 30) == 0, spawner.describe(p)
-        assert spawner.lines(p)[-1] == f"DONE {EVENTS}", spawner.describe(p)
-    stop.touch()
-    assert await spawner.wait_exit("folder", RUN_TIMEOUT_S) == 0, spawner.describe("folder")
-    folder_rows = sum(int(line.split()[2]) for line in spawner.lines("folder")
-                      if line.startswith("FOLD "))
+    reads, folder_rows = await run_writers_while_reading(
+        sqlite_url, tmp_path, spawner, producers, EVENTS, CHUNK, RUN_TIMEOUT_S)
 
     # The folder's last flush started after every writer had finished: nothing is pending.
     truth = inbox_truth(path_from_url(sqlite_url))

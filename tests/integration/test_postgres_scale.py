@@ -10,15 +10,18 @@ by the next fold exactly once (neither skipped nor doubled).
 from __future__ import annotations
 
 import asyncio
-import time
 from pathlib import Path
 
 import psycopg
 import pytest
 
 from state import SharedState
-from tests.integration.test_concurrency import prefix_length
-from tests.integration.workers import expected_view, observe, write_events
+from tests.integration.workers import (
+    expected_view,
+    observe,
+    run_writers_while_reading,
+    write_events,
+)
 
 pytestmark = [pytest.mark.slow, pytest.mark.postgres]
 
@@ -46,39 +49,8 @@ async def test_writer_processes_and_folder_count_exactly_on_postgres(
     postgres_url: str, tmp_path: Path, spawner
 ) -> None:
     producers = [f"p{i}" for i in range(WRITERS)]
-    stop = tmp_path / "stop-folding"
-    spawner.spawn("folder", "fold", postgres_url, "0", "0.02", str(stop))
-    await spawner.wait_line("folder", lambda line: line == "OPEN")
-    for p in producers:
-        spawner.spawn(p, "write", postgres_url, p, str(EVENTS), str(CHUNK))
-
-    reads = 0
-    last = dict.fromkeys(producers, 0)
-    deadline = time.monotonic() + RUN_TIMEOUT_S
-    async with SharedState.open(postgres_url, producer="observer", read_only=True) as shared:
-        while True:
-            running = [p for p in producers if spawner.procs[p].poll() is None]
-            floor = {p: spawner.acked(p) for p in producers}
-            view = observe(await shared.read(), producers)
-            reads += 1
-            for p in producers:
-                k = prefix_length(view[p])
-                assert floor[p] <= k <= EVENTS, (p, k, floor[p], view[p])
-                assert view[p] == expected_view(k), (p, k, view[p])
-                assert k >= last[p], f"{p} went back from {last[p]} to {k} events"
-                last[p] = k
-            if not running:
-                break
-            assert time.monotonic() < deadline, [spawner.describe(p) for p in running]
-            await asyncio.sleep(0.05)
-
-    for p in producers:
-        assert await spawner.wait_exit(p, 30) == 0, spawner.describe(p)
-        assert spawner.lines(p)[-1] == f"DONE {EVENTS}", spawner.describe(p)
-    stop.touch()
-    assert await spawner.wait_exit("folder", RUN_TIMEOUT_S) == 0, spawner.describe("folder")
-    folder_rows = sum(int(line.split()[2]) for line in spawner.lines("folder")
-                      if line.startswith("FOLD "))
+    reads, folder_rows = await run_writers_while_reading(
+        postgres_url, tmp_path, spawner, producers, EVENTS, CHUNK, RUN_TIMEOUT_S)
 
     truth = inbox_truth(postgres_url)
     for p in producers:

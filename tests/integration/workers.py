@@ -225,6 +225,51 @@ def expected_view(n: int, last_hb: int | None = None) -> dict[str, int]:
             "last_hb": (hbs[-1] if hbs else -1) if last_hb is None else last_hb}
 
 
+
+def prefix_length(view: dict[str, int]) -> int:
+    """How many events a per-producer view accounts for (each event is exactly one kind)."""
+    return view["metric"] + view["error"] + view["insight"] + view["heartbeat"]
+
+
+async def run_writers_while_reading(url: str, tmp_path: Path, spawner, producers: list[str],
+                                    events: int, chunk: int, timeout_s: float) -> tuple[int, int]:
+    """Start a folder and one writer process per producer, read while they write, and check
+    every read: per producer one consistent prefix of its events, never below what it had
+    acknowledged before the read, never going back. Returns (reads, rows the folder folded)."""
+    stop = tmp_path / "stop-folding"
+    spawner.spawn("folder", "fold", url, "0", "0.02", str(stop))
+    await spawner.wait_line("folder", lambda line: line == "OPEN")
+    for p in producers:
+        spawner.spawn(p, "write", url, p, str(events), str(chunk))
+    reads = 0
+    last = dict.fromkeys(producers, 0)
+    deadline = time.monotonic() + timeout_s
+    async with SharedState.open(url, producer="observer", read_only=True) as shared:
+        while True:
+            running = [p for p in producers if spawner.procs[p].poll() is None]
+            floor = {p: spawner.acked(p) for p in producers}
+            view = observe(await shared.read(), producers)
+            reads += 1
+            for p in producers:
+                k = prefix_length(view[p])
+                assert floor[p] <= k <= events, (p, k, floor[p], view[p])
+                assert view[p] == expected_view(k), (p, k, view[p])
+                assert k >= last[p], f"{p} went back from {last[p]} to {k} events"
+                last[p] = k
+            if not running:
+                break
+            assert time.monotonic() < deadline, [spawner.describe(p) for p in running]
+            await asyncio.sleep(0.05)
+    for p in producers:
+        assert await spawner.wait_exit(p, 30) == 0, spawner.describe(p)
+        assert spawner.lines(p)[-1] == f"DONE {events}", spawner.describe(p)
+    stop.touch()
+    assert await spawner.wait_exit("folder", timeout_s) == 0, spawner.describe("folder")
+    folded = sum(int(line.split()[2]) for line in spawner.lines("folder")
+                 if line.startswith("FOLD "))
+    return reads, folded
+
+
 def main(argv: list[str]) -> int:
     if len(argv) >= 4 and argv[0] == "write":
         chunk = int(argv[4]) if len(argv) > 4 else DEFAULT_CHUNK
