@@ -43,6 +43,8 @@ bench: $(STAMP)
 	$(PY) bench/dashboard_load.py
 	$(PY) bench/bridge_throughput.py
 	$(PY) bench/import_throughput.py --rows 200000
+	$(PY) bench/scale_out.py
+	$(PY) bench/failover.py --with-traffic
 
 clean:
 	rm -rf $(VENV) data/state.db* data/state.profiles.db*

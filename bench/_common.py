@@ -2,28 +2,43 @@
 
 Benchmarks print measured figures; they never pass or fail. Every script takes ``--plain`` to
 print a plain-text table instead of a rich one (for logs and CI output).
+
+Also shared: fresh state databases of either backend (a new SQLite file, or a new PostgreSQL
+schema dropped afterwards), the write benchmarks' metric mix and producer processes, and the
+fold benchmarks' mixed fill and timed ``flush()``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import contextlib
 import gc
 import math
+import multiprocessing as mp
 import os
 import platform
+import queue
 import random
 import shutil
 import statistics
 import tempfile
 import time
+import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
+
+import state.folder
+from state import PerformanceMetric, SharedState
+from state.fold import DeltaBuilder
 
 N_SERIES = 50
 AGENTS = ("profile_import", "langsmith_bridge", "coordinator", "billing", "search")
+PG_ENV = "BGA_BENCH_POSTGRES_URL"
+PG_DEFAULT = "postgresql://postgres@127.0.0.1:5432/test"
 
 
 # -- command line -------------------------------------------------------------------------------
@@ -37,6 +52,12 @@ def parser(description: str) -> argparse.ArgumentParser:
                    help="directory for the temporary databases (default: system temp dir)")
     p.add_argument("--seed", type=int, default=7, help="random seed for generated events")
     return p
+
+
+def add_pg_option(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--pg-url", default=os.environ.get(PG_ENV) or PG_DEFAULT,
+                   help=f"PostgreSQL server for the runs (default: ${PG_ENV}, then {PG_DEFAULT}); "
+                        "each run gets a fresh schema, dropped afterwards")
 
 
 def int_list(text: str) -> list[int]:
@@ -160,6 +181,78 @@ def sqlite_url(path: Path) -> str:
     return f"sqlite:///{path}"
 
 
+def with_schema(base: str, schema: str) -> str:
+    """``base`` with its search_path set to ``schema`` (the state's tables land there)."""
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options={quote(f'-csearch_path={schema}', safe='')}"
+
+
+def postgres_unreachable(base: str) -> str | None:
+    """None if the PostgreSQL server at ``base`` answers, else why not (one line)."""
+    try:
+        import psycopg
+    except ImportError:
+        return "psycopg is not installed: pip install -e '.[postgres]'"
+    try:
+        with psycopg.connect(base, autocommit=True, connect_timeout=5) as conn:
+            conn.execute("SELECT 1")
+    except Exception as exc:  # any failure means: measure without it
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return None
+
+
+@contextlib.contextmanager
+def postgres_schema(base: str) -> Iterator[str]:
+    """URL of a fresh, empty ``bga_b_<hex>`` schema on ``base``, dropped (CASCADE) on exit."""
+    import psycopg
+
+    schema = f"bga_b_{uuid.uuid4().hex[:16]}"
+    admin = psycopg.connect(base, autocommit=True, connect_timeout=10)
+    try:
+        admin.execute(f'CREATE SCHEMA "{schema}"')
+        yield with_schema(base, schema)
+    finally:
+        with contextlib.suppress(psycopg.Error):
+            admin.execute(f'DROP SCHEMA IF EXISTS "{schema}" CASCADE')
+        admin.close()
+
+
+BACKEND_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
+
+
+@contextlib.contextmanager
+def fresh_db(backend: str, tmp: Path, pg_base: str, name: str) -> Iterator[str]:
+    """URL of a fresh, empty state database: a new PostgreSQL schema (``backend`` is
+    ``postgresql``) or a new SQLite file in ``tmp`` named after ``name``."""
+    if backend == "postgresql":
+        with postgres_schema(pg_base) as url:
+            yield url
+    else:
+        path = tmp / f"{name}.db"
+        if path.exists():
+            raise FileExistsError(path)
+        yield sqlite_url(path)
+
+
+def backends(pg_base: str) -> list[str]:
+    """``["postgresql", "sqlite"]``, or SQLite only (saying so) if the server is unreachable."""
+    from state.redact import redact
+
+    why = postgres_unreachable(pg_base)
+    if why is None:
+        return ["postgresql", "sqlite"]
+    print(f"PostgreSQL at {redact(pg_base)} is unreachable ({why}); measuring SQLite only "
+          f"(set --pg-url or ${PG_ENV})", flush=True)
+    return ["sqlite"]
+
+
+async def inbox_rows(url: str) -> int:
+    """Rows in the inbox of the state at ``url`` (written, not yet folded)."""
+    async with SharedState.open(url, producer="bench-count", read_only=True,
+                                must_exist=True) as shared:
+        return await shared.backend.pending_count()
+
+
 def db_files(path: Path) -> dict[str, int]:
     """Sizes of the database file and its -wal / -shm companions (0 when absent)."""
     out = {}
@@ -262,3 +355,214 @@ def word(i: int) -> str:
         i, r = divmod(i, 26)
         out = letters[r] + out
     return out
+
+
+SERIES = series_names()
+
+
+def metric(i: int) -> PerformanceMetric:
+    """Event ``i`` of the write benchmarks' mix: one metric, round-robin over 50 series."""
+    agent, name = SERIES[i % len(SERIES)]
+    return PerformanceMetric(source_agent=agent, name=name, value=(i % 1000) + 0.5, unit="ms")
+
+
+# -- the write path -----------------------------------------------------------------------------
+
+
+async def warm(shared: SharedState) -> None:
+    """First write opens the producer's inbox stream; keep it out of the timings."""
+    await shared.add_performance_metric(metric(0))
+
+
+async def gather_chunks(shared: SharedState, n: int, chunk: int, offset: int = 0) -> None:
+    """``n`` single ``add_performance_metric`` calls, ``chunk`` in flight at a time."""
+    add = shared.add_performance_metric
+    for start in range(offset, offset + n, chunk):
+        stop = min(start + chunk, offset + n)
+        await asyncio.gather(*(add(metric(i)) for i in range(start, stop)))
+
+
+@dataclass
+class ProducerRun:
+    """Several producer processes writing at once: their common start and last finish."""
+
+    procs: int
+    per_proc: int
+    start: float  # time.monotonic(): system-wide on Linux, comparable across processes
+    end: float
+    slowest: float  # seconds of the slowest producer
+
+    @property
+    def events(self) -> int:
+        return self.procs * self.per_proc
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def _producer_main(url: str, index: int, n: int, chunk: int, barrier: Any, out: Any) -> None:
+    async def run() -> tuple[float, float]:
+        async with SharedState.open(url, producer=f"bench-proc-{index}") as shared:
+            await warm(shared)
+            gc.collect()
+            barrier.wait(timeout=600)  # all imported, connected and warmed up: start together
+            t0 = time.monotonic()
+            await gather_chunks(shared, n, chunk, offset=index * n)
+            return t0, time.monotonic()
+
+    t0, t1 = asyncio.run(run())
+    out.put((index, t0, t1))
+
+
+def run_producers(url: str, procs: int, n: int, chunk: int, *,
+                  timeout: float = 1800) -> ProducerRun:
+    """``procs`` OS processes (spawned), each opening its own ``SharedState`` on ``url`` and
+    writing ``n`` metrics as ``gather_chunks``, started together behind a barrier once every
+    one has connected and written a warm-up event (so ``procs`` extra rows land in the inbox).
+    A call counts once it returned, i.e. its rows are committed."""
+    ctx = mp.get_context("spawn")
+    barrier = ctx.Barrier(procs)
+    out = ctx.Queue()
+    workers = [ctx.Process(target=_producer_main, args=(url, i, n, chunk, barrier, out))
+               for i in range(procs)]
+    results: list[tuple[int, float, float]] = []
+    try:
+        for w in workers:
+            w.start()
+        deadline = time.monotonic() + timeout
+        while len(results) < procs:
+            try:
+                results.append(out.get(timeout=0.5))
+                continue
+            except queue.Empty:  # check that nobody died instead
+                pass
+            if any(w.exitcode not in (None, 0) for w in workers):
+                barrier.abort()
+                raise RuntimeError("a producer process failed (see its traceback above)")
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"producers did not finish within {timeout:.0f} s")
+        for w in workers:
+            w.join()
+    finally:
+        for w in workers:
+            if w.is_alive():
+                w.kill()
+                w.join()
+    if any(w.exitcode for w in workers):
+        raise RuntimeError("a producer process failed")
+    return ProducerRun(procs, n, min(r[1] for r in results), max(r[2] for r in results),
+                       max(r[2] - r[1] for r in results))
+
+
+# -- the fold benchmarks' event mix -------------------------------------------------------------
+
+FILL_BLOCK = 1_000
+
+
+def add_mix_options(p: argparse.ArgumentParser) -> None:
+    """The event mix of ``fill`` (fold benchmarks)."""
+    p.add_argument("--metrics-pct", type=float, default=90.0)
+    p.add_argument("--errors-pct", type=float, default=4.0)
+    p.add_argument("--insights-pct", type=float, default=2.0)
+    p.add_argument("--patterns", type=int, default=100, help="distinct error patterns")
+    p.add_argument("--insights", type=int, default=200, help="distinct insight keys")
+    p.add_argument("--agents", type=int, default=10, help="agents sending heartbeats")
+    p.add_argument("--spread-minutes", type=float, default=60.0,
+                   help="metric timestamps spread over this many minutes back from now")
+
+
+def mix_label(args: Any) -> str:
+    return (f"{args.metrics_pct:.0f} % metrics / {args.errors_pct:.0f} % errors / "
+            f"{args.insights_pct:.0f} % insights / rest heartbeats")
+
+
+async def fill(shared: SharedState, n: int, args: Any, rng: random.Random,
+               offset: int = 0) -> dict[str, int]:
+    """Write ``n`` mixed events through the API, in blocks of 1,000 (metrics batched)."""
+    counts = {"metric": 0, "error": 0, "insight": 0, "heartbeat": 0}
+    now = time.time()
+    spread = args.spread_minutes * 60
+    for start in range(offset, offset + n, FILL_BLOCK):
+        size = min(FILL_BLOCK, offset + n - start)
+        metrics: list[PerformanceMetric] = []
+        others = []
+        for i in range(start, start + size):
+            r = rng.random() * 100
+            if r < args.metrics_pct:
+                agent, name = SERIES[i % len(SERIES)]
+                metrics.append(PerformanceMetric(source_agent=agent, name=name,
+                                                 value=latency(rng), unit="ms",
+                                                 timestamp=now - rng.random() * spread))
+                counts["metric"] += 1
+            elif r < args.metrics_pct + args.errors_pct:
+                p = rng.randrange(args.patterns)
+                others.append(shared.add_error_pattern(
+                    "ValueError", f"cannot parse field {word(p)} in row {i}",
+                    AGENTS[p % len(AGENTS)]))
+                counts["error"] += 1
+            elif r < args.metrics_pct + args.errors_pct + args.insights_pct:
+                k = rng.randrange(args.insights)
+                others.append(shared.add_insight(
+                    "latency_regression", {"key": f"k{k}", "p95_ms": round(latency(rng), 1)},
+                    "coordinator", priority=("low", "medium", "high", "critical")[k % 4]))
+                counts["insight"] += 1
+            else:
+                a = rng.randrange(args.agents)
+                others.append(shared.update_agent_heartbeat(
+                    f"agent{a}", {"status": "running", "processed": i}))
+                counts["heartbeat"] += 1
+        await asyncio.gather(shared.add_performance_metrics(metrics), *others)
+    return counts
+
+
+async def timed_flush(shared: SharedState) -> tuple[float, int, dict[str, Phase], float]:
+    """flush() with its phases timed; returns (seconds, folded, phases, gc seconds)."""
+    phases: dict[str, Phase] = {}
+    backend = shared.backend
+    graph = shared._graph
+    originals = {
+        (backend, "read_inbox"): backend.read_inbox,
+        (backend, "delete_folded"): backend.delete_folded,
+        (backend, "quarantine"): backend.quarantine,
+        (backend, "prune_checkpoints"): backend.prune_checkpoints,
+        (graph, "aget_state"): graph.aget_state,
+        (graph, "aupdate_state"): graph.aupdate_state,
+        (state.folder, "fold_rows"): state.folder.fold_rows,
+        (state.folder, "bounded"): state.folder.bounded,
+        (DeltaBuilder, "build"): DeltaBuilder.build,
+    }
+    wrap_async(graph, "aget_state", phases, "aget_state (load + deserialize checkpoint)")
+    wrap_async(backend, "read_inbox", phases, "read_inbox (SELECT rows)")
+    wrap_sync(state.folder, "fold_rows", phases, "fold_rows (decode + accumulate)")
+    wrap_sync(DeltaBuilder, "build", phases, "DeltaBuilder.build (freeze + roll up tiers)")
+    wrap_sync(state.folder, "bounded", phases, "bounded (merge into state + compact)")
+    wrap_async(graph, "aupdate_state", phases, "aupdate_state (reducers + write checkpoint)")
+    wrap_async(backend, "delete_folded", phases, "delete_folded (DELETE rows)")
+    wrap_async(backend, "quarantine", phases, "quarantine")
+    wrap_async(backend, "prune_checkpoints", phases, "prune_checkpoints")
+    try:
+        gc.collect()
+        with GcTimer() as g:
+            t0 = time.perf_counter()
+            report = await shared.flush()
+            dt = time.perf_counter() - t0
+    finally:
+        for (obj, name), fn in originals.items():
+            setattr(obj, name, fn)
+    return dt, report.folded, phases, g.total
+
+
+def phase_rows(label: str, total: float, phases: dict[str, Phase],
+               gc_s: float) -> list[list[Any]]:
+    """Rows of a "where flush() spends its time" table for one timed flush."""
+    rows: list[list[Any]] = []
+    for name, ph in phases.items():
+        if ph.calls:
+            rows.append([f"{label}: {name}", ph.calls, ph.seconds,
+                         f"{100 * ph.seconds / total:.1f} %"])
+    accounted = sum(ph.seconds for ph in phases.values())
+    rows.append([f"{label}: other (lock, loop, config)", "", total - accounted,
+                 f"{100 * (total - accounted) / total:.1f} %"])
+    rows.append([f"{label}: (GC inside the above)", "", gc_s, f"{100 * gc_s / total:.1f} %"])
+    return rows

@@ -20,112 +20,26 @@ import time
 from typing import Any
 
 from _common import (
-    AGENTS,
-    GcTimer,
     Phase,
+    add_mix_options,
+    fill,
     int_list,
-    latency,
     machine,
+    mix_label,
     parser,
+    phase_rows,
     print_table,
     rate,
-    series_names,
     sqlite_url,
     temp_dir,
+    timed_flush,
     verdict,
-    word,
-    wrap_async,
-    wrap_sync,
 )
 
-import state.folder
-from state import PerformanceMetric, SharedState
-from state.fold import DeltaBuilder, fold_rows
+from state import SharedState
+from state.fold import fold_rows
 
 TARGET = 100_000  # events/s folded
-SERIES = series_names()
-BLOCK = 1_000
-
-
-def mix_label(args: Any) -> str:
-    return (f"{args.metrics_pct:.0f} % metrics / {args.errors_pct:.0f} % errors / "
-            f"{args.insights_pct:.0f} % insights / rest heartbeats")
-
-
-async def fill(shared: SharedState, n: int, args: Any, rng: random.Random,
-               offset: int = 0) -> dict[str, int]:
-    """Write ``n`` mixed events through the API, in blocks of 1,000 (metrics batched)."""
-    counts = {"metric": 0, "error": 0, "insight": 0, "heartbeat": 0}
-    now = time.time()
-    spread = args.spread_minutes * 60
-    for start in range(offset, offset + n, BLOCK):
-        size = min(BLOCK, offset + n - start)
-        metrics: list[PerformanceMetric] = []
-        others = []
-        for i in range(start, start + size):
-            r = rng.random() * 100
-            if r < args.metrics_pct:
-                agent, name = SERIES[i % len(SERIES)]
-                metrics.append(PerformanceMetric(source_agent=agent, name=name,
-                                                 value=latency(rng), unit="ms",
-                                                 timestamp=now - rng.random() * spread))
-                counts["metric"] += 1
-            elif r < args.metrics_pct + args.errors_pct:
-                p = rng.randrange(args.patterns)
-                others.append(shared.add_error_pattern(
-                    "ValueError", f"cannot parse field {word(p)} in row {i}",
-                    AGENTS[p % len(AGENTS)]))
-                counts["error"] += 1
-            elif r < args.metrics_pct + args.errors_pct + args.insights_pct:
-                k = rng.randrange(args.insights)
-                others.append(shared.add_insight(
-                    "latency_regression", {"key": f"k{k}", "p95_ms": round(latency(rng), 1)},
-                    "coordinator", priority=("low", "medium", "high", "critical")[k % 4]))
-                counts["insight"] += 1
-            else:
-                a = rng.randrange(args.agents)
-                others.append(shared.update_agent_heartbeat(
-                    f"agent{a}", {"status": "running", "processed": i}))
-                counts["heartbeat"] += 1
-        await asyncio.gather(shared.add_performance_metrics(metrics), *others)
-    return counts
-
-
-async def timed_flush(shared: SharedState) -> tuple[float, int, dict[str, Phase], float]:
-    """flush() with its phases timed; returns (seconds, folded, phases, gc seconds)."""
-    phases: dict[str, Phase] = {}
-    backend = shared.backend
-    graph = shared._graph
-    originals = {
-        (backend, "read_inbox"): backend.read_inbox,
-        (backend, "delete_folded"): backend.delete_folded,
-        (backend, "quarantine"): backend.quarantine,
-        (backend, "prune_checkpoints"): backend.prune_checkpoints,
-        (graph, "aget_state"): graph.aget_state,
-        (graph, "aupdate_state"): graph.aupdate_state,
-        (state.folder, "fold_rows"): state.folder.fold_rows,
-        (state.folder, "bounded"): state.folder.bounded,
-        (DeltaBuilder, "build"): DeltaBuilder.build,
-    }
-    wrap_async(graph, "aget_state", phases, "aget_state (load + deserialize checkpoint)")
-    wrap_async(backend, "read_inbox", phases, "read_inbox (SELECT rows)")
-    wrap_sync(state.folder, "fold_rows", phases, "fold_rows (decode + accumulate)")
-    wrap_sync(DeltaBuilder, "build", phases, "DeltaBuilder.build (freeze + roll up tiers)")
-    wrap_sync(state.folder, "bounded", phases, "bounded (merge into state + compact)")
-    wrap_async(graph, "aupdate_state", phases, "aupdate_state (reducers + write checkpoint)")
-    wrap_async(backend, "delete_folded", phases, "delete_folded (DELETE rows)")
-    wrap_async(backend, "quarantine", phases, "quarantine")
-    wrap_async(backend, "prune_checkpoints", phases, "prune_checkpoints")
-    try:
-        gc.collect()
-        with GcTimer() as g:
-            t0 = time.perf_counter()
-            report = await shared.flush()
-            dt = time.perf_counter() - t0
-    finally:
-        for (obj, name), fn in originals.items():
-            setattr(obj, name, fn)
-    return dt, report.folded, phases, g.total
 
 
 async def run(args: Any) -> None:
@@ -181,15 +95,7 @@ async def run(args: Any) -> None:
     )
     rows = []
     for label, total, phases, gc_s in breakdowns:
-        for name, ph in phases.items():
-            if ph.calls:
-                rows.append([f"{label}: {name}", ph.calls, ph.seconds,
-                             f"{100 * ph.seconds / total:.1f} %"])
-        accounted = sum(ph.seconds for ph in phases.values())
-        rows.append([f"{label}: other (lock, loop, config)", "", total - accounted,
-                     f"{100 * (total - accounted) / total:.1f} %"])
-        rows.append([f"{label}: (GC inside the above)", "", gc_s,
-                     f"{100 * gc_s / total:.1f} %"])
+        rows.extend(phase_rows(label, total, phases, gc_s))
     print_table("Where flush() spends its time", ["phase", "calls", "seconds", "share"], rows,
                 plain=args.plain)
 
@@ -198,14 +104,7 @@ def main(argv: list[str] | None = None) -> None:
     p = parser(__doc__.split("\n\n")[0])
     p.add_argument("--events", type=lambda s: int_list(s)[0], default=200_000,
                    help="events per round")
-    p.add_argument("--metrics-pct", type=float, default=90.0)
-    p.add_argument("--errors-pct", type=float, default=4.0)
-    p.add_argument("--insights-pct", type=float, default=2.0)
-    p.add_argument("--patterns", type=int, default=100, help="distinct error patterns")
-    p.add_argument("--insights", type=int, default=200, help="distinct insight keys")
-    p.add_argument("--agents", type=int, default=10, help="agents sending heartbeats")
-    p.add_argument("--spread-minutes", type=float, default=60.0,
-                   help="metric timestamps spread over this many minutes back from now")
+    add_mix_options(p)
     p.add_argument("--repeat", type=int, default=3, help="repeats of the in-memory fold")
     args = p.parse_args(argv)
     asyncio.run(run(args))

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import multiprocessing as mp
 import operator
 import random
 import sqlite3
@@ -31,29 +30,28 @@ from typing import Annotated, Any, TypedDict
 
 import orjson
 from _common import (
+    SERIES,
     GcTimer,
     db_files,
     fmt_bytes,
+    gather_chunks,
+    inbox_rows,
     int_list,
     machine,
+    metric,
     parser,
     print_table,
     rate,
-    series_names,
+    run_producers,
     sqlite_url,
     temp_dir,
     verdict,
+    warm,
 )
 
-from state import PerformanceMetric, SharedState
+from state import SharedState
 
 TARGET = 50_000  # events/s through the API from one process
-SERIES = series_names()
-
-
-def metric(i: int) -> PerformanceMetric:
-    agent, name = SERIES[i % len(SERIES)]
-    return PerformanceMetric(source_agent=agent, name=name, value=(i % 1000) + 0.5, unit="ms")
 
 
 class Row:
@@ -75,14 +73,9 @@ class Row:
 # -- (a) (b) (c): one process through the API ---------------------------------------------------
 
 
-async def _warm(shared: SharedState) -> None:
-    """First write opens the producer's inbox stream; keep it out of the timings."""
-    await shared.add_performance_metric(metric(0))
-
-
 async def api_sequential(url: str, n: int) -> Row:
     async with SharedState.open(url, producer="bench-seq") as shared:
-        await _warm(shared)
+        await warm(shared)
         gc.collect()
         with GcTimer() as g:
             t0 = time.perf_counter()
@@ -93,16 +86,9 @@ async def api_sequential(url: str, n: int) -> Row:
                note="one group commit per event")
 
 
-async def gather_chunks(shared: SharedState, n: int, chunk: int, offset: int = 0) -> None:
-    add = shared.add_performance_metric
-    for start in range(offset, offset + n, chunk):
-        stop = min(start + chunk, offset + n)
-        await asyncio.gather(*(add(metric(i)) for i in range(start, stop)))
-
-
 async def api_concurrent(url: str, n: int, chunk: int, *, freeze: bool = False) -> Row:
     async with SharedState.open(url, producer="bench-gather") as shared:
-        await _warm(shared)
+        await warm(shared)
         gc.collect()
         if freeze:  # move everything allocated so far out of the collector's sight
             gc.freeze()
@@ -123,7 +109,7 @@ async def api_concurrent(url: str, n: int, chunk: int, *, freeze: bool = False) 
 
 async def api_batch(url: str, n: int, size: int) -> Row:
     async with SharedState.open(url, producer="bench-batch") as shared:
-        await _warm(shared)
+        await warm(shared)
         gc.collect()
         with GcTimer() as g:
             t0 = time.perf_counter()
@@ -148,42 +134,13 @@ def validation_only(n: int) -> Row:
 # -- (d): several OS processes on one database --------------------------------------------------
 
 
-def _proc_main(url: str, index: int, n: int, chunk: int, barrier: Any, out: Any) -> None:
-    async def run() -> tuple[float, float]:
-        async with SharedState.open(url, producer=f"bench-proc-{index}") as shared:
-            await _warm(shared)
-            gc.collect()
-            barrier.wait()  # everyone imported, connected and warmed up: start together
-            t0 = time.monotonic()
-            await gather_chunks(shared, n, chunk, offset=index * n)
-            return t0, time.monotonic()
-
-    t0, t1 = asyncio.run(run())
-    out.put((index, t0, t1))
-
-
 def api_processes(url: str, procs: int, n: int, chunk: int) -> list[Row]:
-    ctx = mp.get_context("spawn")
-    barrier = ctx.Barrier(procs)
-    out = ctx.Queue()
-    workers = [ctx.Process(target=_proc_main, args=(url, i, n, chunk, barrier, out))
-               for i in range(procs)]
-    for w in workers:
-        w.start()
-    results = [out.get(timeout=600) for _ in workers]
-    for w in workers:
-        w.join()
-    if any(w.exitcode for w in workers):
-        raise RuntimeError("a writer process failed")
-    start = min(r[1] for r in results)
-    end = max(r[2] for r in results)
-    with sqlite3.connect(url[len("sqlite:///"):]) as conn:
-        stored = conn.execute("SELECT count(*) FROM bga_inbox").fetchone()[0] - procs
-    slowest = max(r[2] - r[1] for r in results)
+    run = run_producers(url, procs, n, chunk)
+    stored = asyncio.run(inbox_rows(url)) - procs  # less one warm-up event each
     return [
-        Row(f"(d) {procs} processes x (b), aggregate", procs * n, end - start,
-            note=f"{stored:,} rows in inbox (expected {procs * n:,})"),
-        Row("    per process (slowest)", n, slowest, note=f"{chunk:,} calls in flight each"),
+        Row(f"(d) {procs} processes x (b), aggregate", run.events, run.seconds,
+            note=f"{stored:,} rows in inbox (expected {run.events:,})"),
+        Row("    per process (slowest)", n, run.slowest, note=f"{chunk:,} calls in flight each"),
     ]
 
 

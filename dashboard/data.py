@@ -281,6 +281,10 @@ def _with_spark(snap: Snapshot, series: str, stats: dict[str, Any]) -> dict[str,
             "activity": [p["count"] if p is not None else 0 for p in points]}
 
 
+def processes(snap: Snapshot) -> list[dict[str, Any]]:
+    return queries.processes(snap.state, snap.now)
+
+
 def liveness_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     counts = {"active": 0, "stale": 0, "dead": 0, "unknown": 0}
     for r in rows:

@@ -69,19 +69,31 @@ def agents_table(snap: Snapshot, agents: list[dict[str, Any]], *, full: bool = F
         row = {"agent": a["agent_id"], "liveness": a["liveness_now"], "status": a["status"],
                "last heartbeat": ui.age(a["heartbeat_age_s"])}
         if full:
-            row |= {"kind": a["kind"], "schedule": a["schedule_text"],
+            row |= {"runs on": a["runs_on"], "kind": a["kind"], "schedule": a["schedule_text"],
                     "heartbeats": a["heartbeats"], "last error": a["last_error"] or "—",
                     "key metric": f"{key['name']} p95 {ui.num(key['p95'], key['unit'])}"
                     if key else "—",
                     "activity (1 h)": a["activity"]}
         rows.append(row)
-    order = ["agent", "status", "liveness", "last heartbeat", "last error", "activity (1 h)",
-             "key metric", "kind", "schedule", "heartbeats"]
+    order = ["agent", "status", "liveness", "last heartbeat", "runs on", "last error",
+             "activity (1 h)", "key metric", "kind", "schedule", "heartbeats"]
     config = {"activity (1 h)": st.column_config.BarChartColumn(
                   y_min=0, help="samples reported per minute over the last hour"),
               "last error": st.column_config.TextColumn(width="medium")}
     ui.table([{k: r[k] for k in order if k in r} for r in rows], status=("status", "liveness"),
              column_config=config)
+
+
+def processes_table(rows: list[dict[str, Any]]) -> None:
+    """The leading coordinator and every worker process, whatever host it runs on."""
+    if not rows:
+        ui.empty("No process has reported yet: `bga run` ticks, `bga worker --agents NAME` "
+                 "runs agents in their own process.")
+        return
+    ui.table([{"process": r["process"], "role": r["role"]
+               + (", coordinator-only" if r["coordinator_only"] else ""),
+               "host": r["host"] or "—", "pid": r["pid"], "last seen": ui.age(r["age_s"]),
+               "agents": ", ".join(r["agents"]) or "—"} for r in rows])
 
 
 def agent_metrics(agents: list[dict[str, Any]], per_agent: int = 4) -> None:

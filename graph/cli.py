@@ -13,12 +13,13 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph import cli_bridge, cli_import, runner, scheduler
+from graph import cli_bridge, cli_cluster, cli_import, runner, scheduler
 from graph.demo import sample_traffic, seed_sample_data
 from state.api import SharedState
 from state.backends import LockBusy
 from state.models import InvalidInput
-from state.settings import database_url
+from state.redact import redact
+from state.settings import database_url, failover_s
 
 app = typer.Typer(help="Background Agents: a LangGraph-native runtime for background agents.",
                   no_args_is_help=True, add_completion=False)
@@ -44,14 +45,23 @@ def _age(ts: float | None) -> str:
     return f"{secs:.0f} s ago" if secs < 120 else f"{secs / 60:.0f} min ago"
 
 
-def print_status(summary: dict, agents: list[dict], perf: dict) -> None:
+def print_status(summary: dict, agents: list[dict], perf: dict,
+                 processes: list[dict] | None = None) -> None:
     table = Table(title="Agents")
-    for col in ("agent", "kind", "status", "last heartbeat", "heartbeats"):
+    for col in ("agent", "kind", "status", "last heartbeat", "runs on", "heartbeats"):
         table.add_column(col)
     for a in agents:
         table.add_row(a["agent_id"], a["kind"], a["status"], _age(a["last_heartbeat"]),
-                      str(a["heartbeats"]))
+                      a["runs_on"], str(a["heartbeats"]))
     console.print(table)
+    if processes:
+        table = Table(title="Processes")
+        for col in ("process", "role", "last seen", "agents"):
+            table.add_column(col)
+        for p in processes:
+            role = p["role"] + (", coordinator-only" if p["coordinator_only"] else "")
+            table.add_row(p["process"], role, _age(p["last_seen"]), ", ".join(p["agents"]))
+        console.print(table)
     table = Table(title=f"Performance, last {perf['window_hours']:g} h")
     for col in ("series", "count", "mean", "p50", "p95", "p99"):
         table.add_column(col, justify="right" if col != "series" else "left")
@@ -77,17 +87,19 @@ def status(db: DbOption = None,
            as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
     """Show agents, metrics, insights and error patterns."""
 
-    async def go() -> tuple[dict, list, dict]:
+    async def go() -> tuple[dict, list, dict, list]:
         async with SharedState.open(database_url(db), producer="cli", read_only=True,
                                      must_exist=True) as shared:
             return (await shared.get_system_state(), await shared.get_agents(),
-                    await shared.get_performance_summary(hours=1))
+                    await shared.get_performance_summary(hours=1),
+                    await shared.get_processes())
 
-    summary, agents, perf = _run(go())
+    summary, agents, perf, processes = _run(go())
     if as_json:
-        console.print_json(json.dumps({"system": summary, "agents": agents, "performance": perf}))
+        console.print_json(json.dumps({"system": summary, "agents": agents, "performance": perf,
+                                       "processes": processes}))
     else:
-        print_status(summary, agents, perf)
+        print_status(summary, agents, perf, processes)
 
 
 @app.command()
@@ -147,19 +159,28 @@ def run(db: DbOption = None,
         = None,
         demo: Annotated[bool, typer.Option(help="Write sample activity while running")] = False,
         ticks: Annotated[int | None, typer.Option(help="Stop after this many ticks")] = None,
+        coordinator_only: Annotated[bool, typer.Option(
+            help="Only coordinate: agents run in `bga worker` processes")] = False,
+        failover: Annotated[float | None, typer.Option(
+            "--failover-s", help="Seconds within which a standby takes over from a leader "
+                                 "whose host died (default: $BGA_FAILOVER_S, then 15)")] = None,
         ) -> None:
-    """Run the scheduler: tick the system graph until Ctrl-C / SIGTERM."""
+    """Run the scheduler: tick the system graph until Ctrl-C / SIGTERM.
+
+    Several may run (on several hosts with PostgreSQL): one leads, the others stand by."""
     url = database_url(db)
 
     async def go() -> int:
         stop = asyncio.Event()
         scheduler.install_signal_handlers(stop)
-        async with SharedState.open(url, producer="scheduler") as shared:
+        async with SharedState.open(url, producer="scheduler",
+                                    failover_s=failover_s(failover)) as shared:
             traffic = None
             if demo:
                 await seed_sample_data(shared)
                 traffic = asyncio.create_task(sample_traffic(shared, stop))
-            console.print(f"scheduler running on {url}; Ctrl-C stops it after the current tick")
+            console.print(f"scheduler running on {redact(url)}; Ctrl-C stops it after the "
+                          "current tick")
             console.print("dashboard: run `.venv/bin/bga dashboard` and open "
                           "http://127.0.0.1:8501")
 
@@ -168,7 +189,8 @@ def run(db: DbOption = None,
                               f"{report.events_folded} events", highlight=False)
 
             n = await scheduler.run(shared, stop=stop, notify=console.print, interval_s=interval,
-                                    max_ticks=ticks, on_tick=show)
+                                    max_ticks=ticks, on_tick=show,
+                                    coordinator_only=coordinator_only)
             stop.set()
             if traffic is not None:
                 await traffic
@@ -191,7 +213,7 @@ def demo(db: DbOption = None) -> None:
                     await shared.get_performance_summary(hours=1))
 
     written, report, summary, agents, perf = _run(go())
-    console.print(f"wrote {written} events through the SharedState API to {url}; one tick "
+    console.print(f"wrote {written} events through the SharedState API to {redact(url)}; one tick "
                   f"folded {report.events_folded} of them in {report.duration_s * 1000:.0f} ms")
     print_status(summary, agents, perf)
     console.print("\nNext: `.venv/bin/bga status`, `.venv/bin/bga export -o state.json`.")
@@ -211,7 +233,7 @@ def dashboard_cmd(db: DbOption = None,
            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--server.port", str(port), "--server.headless", "true",
            "--client.toolbarMode", "minimal"]
-    console.print(f"dashboard: http://127.0.0.1:{port} (state: {url}); Ctrl-C stops it")
+    console.print(f"dashboard: http://127.0.0.1:{port} (state: {redact(url)}); Ctrl-C stops it")
     proc = subprocess.Popen(cmd, env={**os.environ, "BGA_DATABASE_URL": url})
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
     try:
@@ -222,6 +244,7 @@ def dashboard_cmd(db: DbOption = None,
 
 
 cli_bridge.register(app)  # bga bridge sync
+cli_cluster.register(app)  # bga worker, bga db upgrade
 cli_import.register(app)  # bga import
 
 

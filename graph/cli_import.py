@@ -15,7 +15,6 @@ import asyncio
 import contextlib
 import gc
 import json
-import sqlite3
 import sys
 import time
 from collections.abc import Iterator
@@ -37,7 +36,12 @@ from rich.table import Table
 from graph.import_job import import_file
 from nodes.profile_import.job import DEFAULT_BATCH_SIZE, BatchInfo, ImportOptions
 from nodes.profile_import.models import DEFAULT_REGION, REASONS
-from nodes.profile_import.store import JobMoved, ProfileStore, profiles_location
+from nodes.profile_import.store import (
+    JobMoved,
+    ProfileStore,
+    database_errors,
+    profiles_location,
+)
 from state.settings import database_url
 
 console = Console(soft_wrap=True)
@@ -67,7 +71,8 @@ def import_command(
         help="CSV (any delimiter, header row, UTF-8), JSON Lines or JSON array file")] = None,
     db: Annotated[str | None, typer.Option(
         "--db", help="Database URL (default: $BGA_DATABASE_URL, then sqlite:///./data/state.db);"
-                     " profiles go to <state>.profiles.db beside it")] = None,
+                     " profiles go to <state>.profiles.db beside a SQLite state, into the same"
+                     " schema on PostgreSQL")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON "
                                                          "object")] = False,
     force: Annotated[bool, typer.Option(help="Import again even if this content was "
@@ -136,7 +141,7 @@ def _run_import(path: Path, url: str, force: bool, options: ImportOptions,
         return _no_job(path, "busy", f"{exc}; it continues there")
     except FileNotFoundError:
         return _no_job(path, "failed", f"no such file: {path}")
-    except (OSError, ValueError, sqlite3.Error) as exc:  # committed batches stay; rerun resumes
+    except (OSError, ValueError, *database_errors()) as exc:  # committed batches stay: rerun
         return _no_job(path, "failed", f"{type(exc).__name__}: {exc}")
 
 
@@ -192,14 +197,18 @@ def _show_rejected(url: str, job_id: str, limit: int, as_json: bool) -> None:
     except ValueError as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
-    if not location.startswith("file:") and not Path(location).exists():
-        err.print(f"[red]error:[/red] no profiles database at {location}")
-        raise typer.Exit(2)
-    store = ProfileStore.open(location)
+    try:
+        store = ProfileStore.open(location, create=False)  # a typo must not create one
+    except FileNotFoundError as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(2) from None
+    except (OSError, *database_errors()) as exc:
+        err.print(f"[red]error:[/red] {exc}")
+        raise typer.Exit(1) from None
     try:
         job = store.job(job_id)
         if job is None:
-            err.print(f"[red]error:[/red] no import job {job_id!r} in {location}")
+            err.print(f"[red]error:[/red] no import job {job_id!r} in {store.where}")
             raise typer.Exit(2)
         rows = store.quarantined(job_id, limit=limit)
         total = store.count_quarantined(job_id)

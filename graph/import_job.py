@@ -9,6 +9,9 @@ position in one transaction (see ``nodes.profile_import.store``). Each invocatio
 ``discover``, which reads the position from that database and seeks there, so a job resumes
 after a crash, a SIGKILL or a used-up tick budget from its last committed batch; the
 checkpoints of thread ``import:<job_id>`` are a view of the job for time travel and tracing.
+They go through the state backend's saver (``backend.checkpointer``), so they live in the
+state database: the SQLite state file (not the profiles file), memory, or on PostgreSQL the
+same schema as the profiles (``CasPostgresSaver``).
 Batches stay out of the checkpointed state (they live in the run's context), so checkpoints
 are small and the state never grows with the file.
 """

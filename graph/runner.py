@@ -18,11 +18,12 @@ class TickReport:
     checkpoints_pruned: int
 
 
-async def tick(shared: SharedState, *, wait: float | None = None, trace: bool = True
-               ) -> TickReport:
+async def tick(shared: SharedState, *, wait: float | None = None, trace: bool = True,
+               coordinator_only: bool = False) -> TickReport:
     """One tick: only one ticker or folder per database at a time (the fold lock).
 
-    With ``trace`` the tick's runs are recorded in the local trace store (``LocalTracer``).
+    With ``trace`` the tick's runs are recorded in the local trace store (``LocalTracer``);
+    ``coordinator_only`` leaves every agent to worker processes (``bga worker``).
     """
     backend = shared.backend
     graph = build_system_graph(backend).compile(checkpointer=backend.checkpointer)
@@ -31,7 +32,9 @@ async def tick(shared: SharedState, *, wait: float | None = None, trace: bool = 
         current = (await graph.aget_state(shared.config)).values
         before = current.get("stats", {})
         n = int((current.get("tick") or {}).get("n", 0)) + 1
-        config = {**shared.config, "run_name": "system_tick",
+        config = {"configurable": {**shared.config["configurable"],
+                                   "coordinator_only": coordinator_only},
+                  "run_name": "system_tick",
                   "tags": ["background-agents", f"tick:{n}"],
                   "metadata": {"tick": n, "thread_id": shared.thread_id}}
         tracer = local_tracer(backend) if trace else None

@@ -1,8 +1,9 @@
 """``bga run``: tick the system graph on an interval until SIGINT or SIGTERM.
 
-One scheduler per database: the leader lock elects it; another ``bga run`` stands by and
-takes over when the leader exits or dies (the OS releases its lock). A stop signal lets the
-current tick finish, then exits cleanly.
+One scheduler per database: the leader lock elects it; other ``bga run`` processes (on any
+host, with PostgreSQL) stand by and one takes over when the leader exits or dies: the OS (a
+file lock) or the database server (a session advisory lock) releases a dead process's lock.
+A stop signal lets the current tick finish, then exits cleanly.
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from graph import runner
 from state.api import SharedState
-from state.backends import LockBusy
+from state.backends import LockBusy, StaleCheckpoint
 from state.queries import config_of
 
 Notify = Callable[[str], None]
@@ -26,40 +27,68 @@ async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
 
 
-async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = print,
-              interval_s: float | None = None, max_ticks: int | None = None,
-              on_tick: Callable[[runner.TickReport], Awaitable[None] | None] | None = None,
-              ) -> int:
-    """Tick until ``stop`` is set (or ``max_ticks``); returns the number of ticks run."""
+async def _lead(shared: SharedState, stop: asyncio.Event, notify: Notify
+                ) -> contextlib.AbstractAsyncContextManager | None:
+    """Take the leader lock, standing by while another scheduler holds it; None if stopped."""
     backend = shared.backend
     try:
         leader = backend.leader_lock(wait=0)
         await leader.__aenter__()
+        return leader
     except LockBusy:
-        notify(f"another scheduler is running on {backend.url}; standing by to take over")
-        leader = backend.leader_lock(wait=None)
-        waiter = asyncio.ensure_future(leader.__aenter__())
-        stopper = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
-        if not waiter.done():
-            waiter.cancel()
-            return 0
-        stopper.cancel()
-        notify("took over as the scheduler")
+        notify(f"another scheduler is running on {backend.where}; standing by to take over")
+    leader = backend.leader_lock(wait=None)
+    waiter = asyncio.ensure_future(leader.__aenter__())
+    stopper = asyncio.ensure_future(stop.wait())
+    await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+    if not waiter.done():
+        waiter.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await waiter
+        return None
+    stopper.cancel()
+    waiter.result()
+    notify("took over as the scheduler")
+    return leader
+
+
+async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = print,
+              interval_s: float | None = None, max_ticks: int | None = None,
+              on_tick: Callable[[runner.TickReport], Awaitable[None] | None] | None = None,
+              coordinator_only: bool = False) -> int:
+    """Tick until ``stop`` is set (or ``max_ticks``); returns the number of ticks run.
+
+    A leader whose lock went with its database session (server restart, network cut) stops
+    ticking and stands by again: by then another scheduler may lead."""
+    backend = shared.backend
     ticks = 0
-    try:
-        while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
-            started = time.monotonic()
-            report = await runner.tick(shared, wait=None)
-            ticks += 1
-            if on_tick is not None:
-                result = on_tick(report)
-                if asyncio.iscoroutine(result):
-                    await result
-            every = interval_s or config_of(await shared.read()).ticker.interval_s
-            await _sleep_until(stop, every - (time.monotonic() - started))
-    finally:
-        await leader.__aexit__(None, None, None)
+    while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
+        leader = await _lead(shared, stop, notify)
+        if leader is None:
+            break
+        try:
+            while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
+                if not await backend.holds("leader"):
+                    notify("lost the scheduler lock with its database session; standing by")
+                    break
+                started = time.monotonic()
+                try:
+                    report = await runner.tick(shared, wait=None,
+                                               coordinator_only=coordinator_only)
+                except StaleCheckpoint:
+                    # a dead leader's last commit can land just after its locks went: the
+                    # checkpoint refused this tick, nothing was written; tick again from it
+                    notify("tick refused: the state moved on under it; ticking again")
+                    continue
+                ticks += 1
+                if on_tick is not None:
+                    result = on_tick(report)
+                    if asyncio.iscoroutine(result):
+                        await result
+                every = interval_s or config_of(await shared.read()).ticker.interval_s
+                await _sleep_until(stop, every - (time.monotonic() - started))
+        finally:
+            await leader.__aexit__(None, None, None)
     return ticks
 
 

@@ -10,7 +10,8 @@ import asyncio
 import time
 from typing import Any, TypedDict
 
-from langchain_core.runnables import RunnableLambda
+from langchain_core.callbacks import BaseCallbackHandler
+from langchain_core.runnables import RunnableConfig, RunnableLambda
 
 from nodes.base import AgentContext
 from nodes.registry import resolve
@@ -18,12 +19,12 @@ from state.config import AgentSection
 
 
 class AgentTask(TypedDict):
-    """What ``Send`` hands to one ``run_agent`` task."""
+    """What ``Send`` (or a worker process) hands to one step of one agent."""
 
     agent_id: str
     section: dict[str, Any]
     data: dict[str, Any]
-    tick: int
+    tick: int | None  # None: run by a worker process, outside any tick
 
 
 def agent_node(database_url: str):
@@ -36,6 +37,17 @@ def agent_node(database_url: str):
 
 
 async def run_step(task: AgentTask, database_url: str) -> dict[str, Any]:
+    """One step inside the graph: its reports as a partial state update."""
+    return (await step_context(task, database_url)).update()
+
+
+async def step_context(task: AgentTask, database_url: str, *, tags: tuple[str, ...] = (),
+                       heartbeat: dict[str, Any] | None = None,
+                       callbacks: list[BaseCallbackHandler] | None = None) -> AgentContext:
+    """Run one step; the context holds every report of it, failures and timing included.
+
+    ``tags`` label the step's trace, ``callbacks`` trace it outside a tick, and ``heartbeat``
+    adds fields to its closing heartbeat (a worker names its host and process there)."""
     agent_id = task["agent_id"]
     section = AgentSection.model_validate(task["section"])
     ctx = AgentContext(agent_id, data=task["data"], database_url=database_url)
@@ -44,9 +56,13 @@ async def run_step(task: AgentTask, database_url: str) -> dict[str, Any]:
     try:
         agent = resolve(agent_id, section).build()
         step = RunnableLambda(agent.step, name=f"agent:{agent_id}")
-        traced = step.ainvoke(ctx, {"tags": [f"agent:{agent_id}", f"tick:{task['tick']}"],
-                                    "metadata": {"agent_id": agent_id, "kind": agent.kind,
-                                                 "tick": task["tick"]}})
+        labels = [f"agent:{agent_id}", *([f"tick:{task['tick']}"] if task["tick"] else []),
+                  *tags]
+        run_config: RunnableConfig = {"tags": labels, "metadata": {
+            "agent_id": agent_id, "kind": agent.kind, "tick": task["tick"]}}
+        if callbacks:
+            run_config["callbacks"] = callbacks
+        traced = step.ainvoke(ctx, run_config)
         await asyncio.wait_for(traced, timeout=section.budget_s)
     except TimeoutError:
         status, last_error = "timeout", f"step exceeded its budget of {section.budget_s:g} s"
@@ -56,8 +72,8 @@ async def run_step(task: AgentTask, database_url: str) -> dict[str, Any]:
         ctx.error(type(exc).__name__, str(exc) or repr(exc))
     step_ms = (time.perf_counter() - started) * 1000
     ctx.metric("step_ms", step_ms, unit="ms")
-    extra = {"tick": task["tick"], "step_ms": round(step_ms, 3)}
+    extra = {**(heartbeat or {}), "tick": task["tick"], "step_ms": round(step_ms, 3)}
     if last_error:
         extra["last_error"] = last_error[:500]
     ctx.heartbeat(status, **extra)
-    return ctx.update()
+    return ctx

@@ -28,15 +28,21 @@ class AgentSettings(BaseModel):
 
 
 class Emitter:
-    """Turns validated events (``state.events``) into one node's partial state update."""
+    """Turns validated events (``state.events``) into one node's partial state update.
+
+    The events are kept too (``events``), so the same reports can instead go through the
+    inbox when the agent runs in a worker process outside the graph.
+    """
 
     def __init__(self, now: float | None = None) -> None:
         self.now = now if now is not None else time.time()
         self._builder = DeltaBuilder()
         self._seq = 0
+        self.events: list[events.Event] = []
 
     def emit(self, event: events.Event) -> None:
         self._seq += 1
+        self.events.append(event)
         kind, payload = event
         apply_event(self._builder, kind, payload, NODE_ORIGIN, self._seq)
 
@@ -95,12 +101,21 @@ class AgentContext(Emitter):
         self.emit(events.heartbeat(self.agent_id, {"status": status, **self.progress, **data},
                                     now=time.time()))
 
-    def update(self) -> dict[str, Any]:
-        out = super().update()
+    def _close(self) -> None:
+        """Turn changed data into its event, once, after every other report of the step."""
         if self._data_changed:
-            out["agent_data"] = {self.agent_id: {"value": self.data,
-                                                 "stamp": [self.now, NODE_ORIGIN, self._seq]}}
-        return out
+            self._data_changed = False
+            self.emit(events.agent_data(self.agent_id, self.data, now=time.time()))
+
+    def update(self) -> dict[str, Any]:
+        """The step's reports as a partial state update (the agent ran inside the graph)."""
+        self._close()
+        return super().update()
+
+    def outbox(self) -> list[events.Event]:
+        """The step's reports as events for the inbox (the agent ran in a worker process)."""
+        self._close()
+        return list(self.events)
 
 
 class Agent(abc.ABC):

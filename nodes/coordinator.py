@@ -7,15 +7,18 @@ health and re-bounds the state against the clock.
 
 from __future__ import annotations
 
+import os
+import socket
 import time
 from typing import Any, Literal
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.types import Overwrite, Send
 
 from nodes import rules
 from nodes.base import Emitter
 from nodes.registry import configured_agents
-from nodes.schedule import expected_interval, next_due
+from nodes.schedule import expected_interval, last_step_at, next_due
 from state import events
 from state.compact import compact
 from state.config import SystemConfig
@@ -29,17 +32,33 @@ RUN_AGENT = "run_agent"
 REVIEW = "review"
 
 
-def _last_run(state: dict, agent_id: str) -> float | None:
-    hb = ((state.get("agents") or {}).get(agent_id) or {}).get("hb") or {}
-    return hb.get("at") if (hb.get("data") or {}).get("tick") is not None else None
+def live_worker(state: dict, agent_id: str, config: SystemConfig, now: float) -> str | None:
+    """The worker process (``host:pid``) running this agent, if it has reported recently.
+
+    A worker's heartbeat names it; once the agent goes stale (the worker died or hangs), and
+    at least ``liveness.worker_claim_s`` after its last step, the claim lapses and the
+    coordinator runs the agent itself again, unless coordinator-only."""
+    rec = (state.get("agents") or {}).get(agent_id) or {}
+    hb = rec.get("hb") or {}
+    worker = (hb.get("data") or {}).get("worker")
+    if not worker or hb.get("at") is None:
+        return None
+    interval = expected_interval(config.agents.get(agent_id),
+                                 (rec.get("reg") or {}).get("interval_s"), now)
+    claim = max(config.liveness.worker_claim_s, config.liveness.stale_factor * interval)
+    return str(worker) if now - hb["at"] <= claim else None
 
 
-async def plan(state: SystemState) -> dict[str, Any]:
-    """Start a tick: register configured agents, pick the due ones."""
+async def plan(state: SystemState, config: RunnableConfig) -> dict[str, Any]:
+    """Start a tick: register configured agents, pick the due ones this process runs.
+
+    ``configurable.coordinator_only`` (``bga run --coordinator-only``) runs none: worker
+    processes (``bga worker``) run the agents and this tick only coordinates."""
+    coordinator_only = bool((config.get("configurable") or {}).get("coordinator_only"))
     st = dict(state)
     now = time.time()
-    config = config_of(st)
-    specs, broken = configured_agents(config)
+    cfg = config_of(st)
+    specs, broken = configured_agents(cfg)
     out = Emitter(now)
     agents = st.get("agents") or {}
     for agent_id, spec in specs.items():
@@ -53,11 +72,16 @@ async def plan(state: SystemState) -> dict[str, Any]:
         out.emit(events.insight("agent_misconfigured", {"agent": agent_id, "reason": reason,
                                                         "summary": reason},
                                 COORDINATOR, "high", f"agent_misconfigured:{agent_id}", now=now))
-    due = sorted(a for a, spec in specs.items() if next_due(spec.section, _last_run(st, a)) <= now)
+    workers = {a: w for a in specs if (w := live_worker(st, a, cfg, now))}
+    due = [] if coordinator_only else sorted(
+        a for a, spec in specs.items()
+        if a not in workers and next_due(spec.section, last_step_at(st, a)) <= now)
     previous = st.get("tick") or {}
     n = int(previous.get("n", 0)) + 1
     update = out.update()
-    update["tick"] = {"n": n, "started_at": now, "due": due,
+    update["tick"] = {"n": n, "started_at": now, "due": due, "workers": workers,
+                      "coordinator": {"host": socket.gethostname(), "pid": os.getpid(),
+                                      "coordinator_only": coordinator_only},
                       "previous_started_at": previous.get("started_at"), "stamp": out.stamp()}
     return update
 
@@ -174,7 +198,10 @@ async def review(state: SystemState) -> dict[str, Any]:
         "health": {"value": _health(st, counts, now), "stamp": out.stamp()},
         "last_tick": {"value": {"n": tick.get("n", 0), "started_at": started,
                                 "duration_ms": round((now - started) * 1000, 3),
-                                "agents_run": tick.get("due") or []}, "stamp": out.stamp()},
+                                "agents_run": tick.get("due") or [],
+                                "agents_on_workers": tick.get("workers") or {},
+                                "coordinator": tick.get("coordinator") or {}},
+                      "stamp": out.stamp()},
     }
     growing = {ch: st.get(ch) or {} for ch in GROWING}
     growing["insights"] = merge_insights(growing["insights"], update.pop("insights", None))

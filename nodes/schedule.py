@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from croniter import croniter
 
 from state.config import AgentSection
@@ -28,3 +30,10 @@ def expected_interval(section: AgentSection | None, registered_interval: float |
     if section is not None and section.interval_s:
         return section.interval_s
     return registered_interval or DEFAULT_INTERVAL_S
+
+
+def last_step_at(values: dict[str, Any], agent_id: str) -> float | None:
+    """When this agent last finished a step, in the graph or in a worker: its heartbeat if
+    that came from a step (steps report ``step_ms``; heartbeats sent through the API do not)."""
+    hb = (((values.get("agents") or {}).get(agent_id) or {}).get("hb")) or {}
+    return hb.get("at") if "step_ms" in (hb.get("data") or {}) else None

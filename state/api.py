@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -61,12 +61,13 @@ class SharedState:
     @contextlib.asynccontextmanager
     async def open(
         cls, url: str | None = None, *, producer: str = "api", thread_id: str = SYSTEM_THREAD,
-        read_only: bool = False, must_exist: bool = False,
+        read_only: bool = False, must_exist: bool = False, failover_s: float | None = None,
     ) -> AsyncIterator[SharedState]:
         """Open the state at ``url`` (default: ``$BGA_DATABASE_URL``, then
-        ``sqlite:///./data/state.db``); ``must_exist`` refuses to create a new database."""
+        ``sqlite:///./data/state.db``); ``must_exist`` refuses to create a new database;
+        ``failover_s`` bounds how long a dead host's locks outlive it (see ``Backend``)."""
         producer = check_name("producer", producer)
-        backend = make_backend(url or database_url())
+        backend = make_backend(url or database_url(), failover_s=failover_s)
         await backend.setup(create=not must_exist)
         shared = cls(backend, producer=producer, thread_id=thread_id, read_only=read_only)
         try:
@@ -135,6 +136,12 @@ class SharedState:
     async def _send(self, event: events.Event) -> None:
         kind, payload = event
         await self._submit([(kind, _dumps(payload))])
+
+    async def write_events(self, batch: Sequence[events.Event]) -> None:
+        """Events made by ``state.events`` (already validated), committed together: all or
+        none. A worker writes one agent step this way, its reports and new cursor at once."""
+        if batch:
+            await self._submit([(kind, _dumps(payload)) for kind, payload in batch])
 
     async def add_performance_metric(self, metric: PerformanceMetric | Mapping[str, Any]) -> None:
         await self._send(events.metric(metric))
@@ -264,6 +271,10 @@ class SharedState:
 
     async def get_agents(self) -> list[dict]:
         return queries.agent_list(await self.read())
+
+    async def get_processes(self) -> list[dict]:
+        """The leading coordinator and every worker process, on every host."""
+        return queries.processes(await self.read(), time.time())
 
     async def get_system_state(self) -> dict:
         state = await self.read()

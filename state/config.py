@@ -67,6 +67,9 @@ class LivenessConfig(BaseModel):
     dead_factor: float = Field(10.0, gt=1, le=10_000, description="missed intervals -> dead")
     purge_after_s: float = Field(86_400.0, gt=0, description="dead this long -> forgotten")
     quiet_after_s: float = Field(900.0, gt=0, description="no events this long -> quiet")
+    worker_claim_s: float = Field(
+        15.0, gt=0, le=86_400,
+        description="a worker keeps its agents at least this long after its last step")
 
 
 class RulesConfig(BaseModel):

@@ -17,6 +17,7 @@ import orjson
 from state.fingerprint import fingerprint, normalize_message
 from state.fold import (
     KIND_ACK,
+    KIND_AGENT_DATA,
     KIND_CONFIG,
     KIND_ERROR,
     KIND_HEARTBEAT,
@@ -142,3 +143,11 @@ def system_update(updates: Any, now: float | None = None) -> Event:
 def config_update(flat: dict[str, Any], now: float | None = None) -> Event:
     """``flat`` must come from ``state.config.validate_updates``."""
     return KIND_CONFIG, {"u": flat, "t": now or time.time()}
+
+
+def agent_data(agent_id: str, data: Any, now: float | None = None) -> Event:
+    """An agent's small persistent data (cursor, progress): replaces the previous value."""
+    agent_id = check_name("agent_id", agent_id, allow_slash=False)
+    if not isinstance(data, dict):
+        raise InvalidInput("data", "must be a dict")
+    return KIND_AGENT_DATA, {"a": agent_id, "v": check_json("data", data), "t": now or time.time()}

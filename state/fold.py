@@ -28,6 +28,7 @@ KIND_HEARTBEAT = "hb"
 KIND_REGISTER = "reg"
 KIND_SYSTEM = "sys"
 KIND_CONFIG = "cfg"
+KIND_AGENT_DATA = "data"
 
 _MINUTE = TIERS[0][1]
 MAX_TIMESTAMP = 1e11  # unix seconds (year 5138)
@@ -83,6 +84,7 @@ class DeltaBuilder:
             "agents": reducers.merge_agent,
             "system": reducers.lww,
             "config": reducers.lww,
+            "agent_data": reducers.lww,
         }
 
     # -- events ---------------------------------------------------------------------------
@@ -173,7 +175,7 @@ def _roll_up(minutes: dict[int, Any], merge_many) -> dict[str, dict[int, Any]]:
 
 # Field holding the map key each kind writes under: state keys must be strings (reads sort them).
 _KEY_FIELD = {KIND_METRIC: "s", KIND_INSIGHT: "id", KIND_ACK: "id", KIND_OPTIMIZATION: "record_id",
-              KIND_HEARTBEAT: "a", KIND_REGISTER: "a"}
+              KIND_HEARTBEAT: "a", KIND_REGISTER: "a", KIND_AGENT_DATA: "a"}
 
 
 def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
@@ -221,6 +223,10 @@ def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
             raise ValueError("interval_s is not a number")
         builder.put("agents", p["a"], {"reg": {**reg, "at": p["t"], "stamp": stamp},
                                        "heartbeats": 0})
+    elif kind == KIND_AGENT_DATA:
+        if not isinstance(p["v"], dict):
+            raise ValueError("agent data is not an object")
+        builder.put("agent_data", p["a"], {"value": p["v"], "stamp": stamp})
     elif kind in (KIND_SYSTEM, KIND_CONFIG):
         channel = "system" if kind == KIND_SYSTEM else "config"
         if not isinstance(p["u"], dict):

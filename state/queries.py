@@ -61,10 +61,50 @@ def agent_list(state: dict[str, Any]) -> list[dict[str, Any]]:
             "last_heartbeat": hb.get("at"),
             "status": hb.get("status", "registered" if reg else "unknown"),
             "heartbeat": hb.get("data") or {},
+            "runs_on": runs_on(hb.get("data") or {}),
             "heartbeats": rec.get("heartbeats", 0),
             "liveness": live.get("value"),
         })
     return out
+
+
+def runs_on(heartbeat: dict[str, Any]) -> str:
+    """Where an agent's last step ran: ``worker host:pid``, ``coordinator`` (inside a tick),
+    or ``api`` (a heartbeat from outside any step)."""
+    if heartbeat.get("worker"):
+        return f"worker {heartbeat['worker']}"
+    return "coordinator" if "step_ms" in heartbeat else "api"
+
+
+def processes(state: dict[str, Any], now: float) -> list[dict[str, Any]]:
+    """Every process that runs part of the system, on every host: the coordinator of the
+    last tick and each worker seen in an agent's last heartbeat, newest first."""
+    out: dict[str, dict[str, Any]] = {}
+    tick = state.get("tick") or {}
+    coordinator = tick.get("coordinator") or {}
+    if coordinator.get("pid") is not None:
+        key = f"{coordinator.get('host')}:{coordinator['pid']}"
+        out[key] = {"process": key, "host": coordinator.get("host"), "pid": coordinator["pid"],
+                    "role": "coordinator (leader)", "agents": sorted(tick.get("due") or []),
+                    "last_seen": tick.get("started_at"),
+                    "coordinator_only": bool(coordinator.get("coordinator_only"))}
+    for a in agent_list(state):
+        hb = a["heartbeat"]
+        if not hb.get("worker"):
+            continue
+        key = str(hb["worker"])
+        row = out.setdefault(key, {"process": key, "host": hb.get("host"), "pid": hb.get("pid"),
+                                   "role": "worker", "agents": [], "last_seen": None,
+                                   "coordinator_only": False})
+        if row["role"] != "worker":  # a coordinator's agents were due this tick, not claimed
+            continue
+        row["agents"].append(a["agent_id"])
+        if a["last_heartbeat"] is not None:
+            row["last_seen"] = max(row["last_seen"] or 0.0, a["last_heartbeat"])
+    rows = sorted(out.values(), key=lambda r: -(r["last_seen"] or 0.0))
+    for r in rows:
+        r["age_s"] = None if r["last_seen"] is None else max(0.0, now - r["last_seen"])
+    return rows
 
 
 def active_agents(state: dict[str, Any], now: float, max_age_minutes: float = 5) -> list[dict]:

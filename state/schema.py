@@ -63,7 +63,8 @@ class SystemState(TypedDict, total=False):
     last writer wins."""
 
     tick: Annotated[dict[str, Any], reducers.lww]
-    """The current or last tick: {"n", "started_at", "due", "stamp"}; newest stamp wins."""
+    """The current or last tick: {"n", "started_at", "due", "workers" (agent -> worker process
+    running it), "coordinator" (host, pid, coordinator_only), "stamp"}; newest stamp wins."""
 
     inbox: Annotated[dict[int, int], reducers.merge_watermarks]
     """Inbox stream id -> highest sequence number folded into this state (max-merge). Kept only

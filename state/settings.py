@@ -5,7 +5,7 @@ from __future__ import annotations
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from state.backends import DEFAULT_URL
+from state.backends import DEFAULT_FAILOVER_S, DEFAULT_URL
 
 
 class Settings(BaseSettings):
@@ -13,6 +13,7 @@ class Settings(BaseSettings):
 
     database_url: str = Field(DEFAULT_URL, validation_alias="BGA_DATABASE_URL")
     thread_id: str = Field("system", validation_alias="BGA_THREAD_ID")
+    failover_s: float = Field(DEFAULT_FAILOVER_S, ge=1, le=3600, validation_alias="BGA_FAILOVER_S")
     langsmith_api_key: SecretStr | None = Field(None, validation_alias="LANGSMITH_API_KEY")
     langsmith_projects: str = Field("", validation_alias="BGA_LANGSMITH_PROJECTS")
 
@@ -20,3 +21,8 @@ class Settings(BaseSettings):
 def database_url(override: str | None = None) -> str:
     """``--db`` if given, else ``BGA_DATABASE_URL`` (environment or .env), else the default."""
     return override or Settings().database_url
+
+
+def failover_s(override: float | None = None) -> float:
+    """``--failover-s`` if given, else ``BGA_FAILOVER_S``, else 15 s."""
+    return override if override is not None else Settings().failover_s

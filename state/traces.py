@@ -7,26 +7,38 @@ back in insertion order (``seq``), so its cursor is a single number. Rows are ca
 (``KEEP_ROWS``) so the database stays bounded. Records the bridge cannot mirror are kept in a
 small quarantine table with their reason, keyed so that quarantining twice is harmless.
 
-SQLite databases get the tables from a migration (``state/backends/sqlite.py``); ``memory://``
-URLs use an in-process store shared by every handle on the same URL.
+SQLite and PostgreSQL databases get the tables from a migration of their backend
+(``state/backends/sqlite.py``, ``state/backends/postgres.py``), and each store makes them itself
+when it finds them missing; ``memory://`` URLs use an in-process store shared by every handle
+on the same URL.
 """
 
 from __future__ import annotations
 
 import abc
 import asyncio
+import contextlib
 import sqlite3
-from collections.abc import Sequence
+import weakref
+from collections.abc import AsyncIterator, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
 from state.redact import redact
 
+if TYPE_CHECKING:
+    from psycopg import AsyncConnection
+
 KEEP_ROWS = 20_000
 KEEP_QUARANTINED = 1_000
 BUSY_TIMEOUT_S = 60.0
+
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+# database URLs that have a trace store (``open_store``)
+STORE_PREFIXES = ("sqlite:///", "memory://", *POSTGRES_PREFIXES)
 
 COLUMNS: tuple[str, ...] = (
     "id", "trace_id", "parent_run_id", "project", "name", "run_type", "start_time", "end_time",
@@ -34,6 +46,7 @@ COLUMNS: tuple[str, ...] = (
     "total_cost", "first_token_time", "recorded_at",
 )
 _JSON_COLUMNS = ("tags", "metadata")
+QUARANTINE_COLUMNS: tuple[str, ...] = ("source", "key", "reason", "record", "at")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS bga_traces (
@@ -48,6 +61,26 @@ CREATE TABLE IF NOT EXISTS bga_trace_quarantine (
     source TEXT NOT NULL, key TEXT NOT NULL, reason TEXT NOT NULL, record TEXT,
     at REAL NOT NULL, PRIMARY KEY (source, key)
 ) WITHOUT ROWID
+"""
+
+# The same tables on PostgreSQL (in the connection's current schema). This is the text of a
+# migration in state/backends/postgres.py, and migrations are append-only: change these tables
+# only with a new migration there, and have ``_ensure_pg_tables`` apply that change too.
+PG_SCHEMA = """
+CREATE TABLE IF NOT EXISTS bga_traces (
+    seq BIGSERIAL PRIMARY KEY,
+    id TEXT NOT NULL, trace_id TEXT, parent_run_id TEXT, project TEXT NOT NULL,
+    name TEXT NOT NULL, run_type TEXT NOT NULL,
+    start_time DOUBLE PRECISION NOT NULL, end_time DOUBLE PRECISION NOT NULL,
+    status TEXT NOT NULL, error TEXT, tags TEXT, metadata TEXT,
+    prompt_tokens DOUBLE PRECISION, completion_tokens DOUBLE PRECISION,
+    total_tokens DOUBLE PRECISION, total_cost DOUBLE PRECISION,
+    first_token_time DOUBLE PRECISION, recorded_at DOUBLE PRECISION NOT NULL
+);
+CREATE TABLE IF NOT EXISTS bga_trace_quarantine (
+    source TEXT NOT NULL, key TEXT NOT NULL, reason TEXT NOT NULL, record TEXT,
+    at DOUBLE PRECISION NOT NULL, PRIMARY KEY (source, key)
+)
 """
 
 
@@ -66,7 +99,19 @@ def _preview(record: str | None) -> str | None:
     return None if record is None else redact(record[:2000])
 
 
+def _quarantine_values(q: QuarantinedRecord, at: float) -> tuple:
+    """A quarantined record as stored (``QUARANTINE_COLUMNS``): reason and preview redacted."""
+    return (q.source, q.key, redact(q.reason[:500]), _preview(q.record), at)
+
+
+def _quarantine_cutoff() -> int:
+    """OFFSET of the oldest quarantined record kept (the ``KEEP_QUARANTINED``-th newest):
+    older ones go, ties with it stay."""
+    return max(KEEP_QUARANTINED - 1, 0)
+
+
 def _row_values(row: dict[str, Any]) -> tuple:
+    """A run's row as stored (``COLUMNS``): tags and metadata as JSON text."""
     out = []
     for col in COLUMNS:
         value = row.get(col)
@@ -77,6 +122,7 @@ def _row_values(row: dict[str, Any]) -> tuple:
 
 
 def _row_dict(values: Sequence[Any]) -> dict[str, Any]:
+    """A stored row (``seq`` then ``COLUMNS``) as the dict readers get: JSON text decoded."""
     seq, *rest = values
     row = dict(zip(COLUMNS, rest, strict=True))
     for col in _JSON_COLUMNS:
@@ -115,10 +161,19 @@ class TraceStore(abc.ABC):
         """Keep records that could not be mirrored (idempotent per source and key)."""
 
     @abc.abstractmethod
-    async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]: ...
+    async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        """The newest quarantined records (dicts keyed by ``QUARANTINE_COLUMNS``)."""
 
     async def aclose(self) -> None:
+        """Close the store's connections (it reopens them if used again)."""
         return None
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, exc_type: type[BaseException] | None,
+                        exc: BaseException | None, tb: TracebackType | None) -> None:
+        await self.aclose()
 
 
 class SqliteTraceStore(TraceStore):
@@ -194,8 +249,7 @@ class SqliteTraceStore(TraceStore):
     async def quarantine(self, items: Sequence[QuarantinedRecord], at: float) -> None:
         if not items:
             return
-        rows = [(q.source, q.key, redact(q.reason[:500]), _preview(q.record), at)
-                for q in items]
+        rows = [_quarantine_values(q, at) for q in items]
 
         def run(conn: sqlite3.Connection) -> None:
             conn.execute("BEGIN IMMEDIATE")
@@ -204,7 +258,7 @@ class SqliteTraceStore(TraceStore):
                                  "(source, key, reason, record, at) VALUES (?, ?, ?, ?, ?)", rows)
                 conn.execute("DELETE FROM bga_trace_quarantine WHERE at < (SELECT at FROM "
                              "bga_trace_quarantine ORDER BY at DESC LIMIT 1 OFFSET ?)",
-                             (KEEP_QUARANTINED,))
+                             (_quarantine_cutoff(),))
                 conn.execute("COMMIT")
             except BaseException:
                 conn.execute("ROLLBACK")
@@ -216,8 +270,7 @@ class SqliteTraceStore(TraceStore):
         def run(conn: sqlite3.Connection) -> list[dict[str, Any]]:
             cur = conn.execute("SELECT source, key, reason, record, at FROM bga_trace_quarantine "
                                "ORDER BY at DESC, key LIMIT ?", (limit,))
-            return [dict(zip(("source", "key", "reason", "record", "at"), r, strict=True))
-                    for r in cur]
+            return [dict(zip(QUARANTINE_COLUMNS, r, strict=True)) for r in cur]
 
         return await self._run(run)
 
@@ -268,9 +321,9 @@ class MemoryTraceStore(TraceStore):
 
     async def quarantine(self, items: Sequence[QuarantinedRecord], at: float) -> None:
         for q in items:
-            self._store.quarantine.setdefault((q.source, q.key), {
-                "source": q.source, "key": q.key, "reason": redact(q.reason[:500]),
-                "record": _preview(q.record), "at": at})
+            self._store.quarantine.setdefault(
+                (q.source, q.key), dict(zip(QUARANTINE_COLUMNS, _quarantine_values(q, at),
+                                            strict=True)))
         if len(self._store.quarantine) > KEEP_QUARANTINED:
             newest = sorted(self._store.quarantine.items(), key=lambda kv: -kv[1]["at"])
             self._store.quarantine = dict(newest[:KEEP_QUARANTINED])
@@ -280,11 +333,178 @@ class MemoryTraceStore(TraceStore):
         return [dict(r) for r in items[:limit]]
 
 
+def _nul_free(values: tuple) -> tuple:
+    """PostgreSQL text cannot hold NUL characters (SQLite's can): U+FFFD stands in for them,
+    so one odd run name or error does not lose the whole batch it came in."""
+    return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in values)
+
+
+async def _ensure_pg_tables(conn: AsyncConnection, where: str) -> None:
+    """Create the tables if the backend's migration has not run in this schema (a store
+    opened before ``SharedState.open``). Under the backend's migration lock, polled like the
+    backend polls it, so this never races ``setup()`` nor blocks its CREATE INDEX
+    CONCURRENTLY."""
+    from state.backends.postgres import lock_key
+
+    cur = await conn.execute("SELECT coalesce(current_schema(), ''), "
+                             "to_regclass('bga_trace_quarantine') IS NOT NULL")
+    schema, ready = await cur.fetchone() or ("", False)
+    if ready:
+        return
+    if not schema:
+        raise ValueError(f"no schema to keep traces in at {where} "
+                         "(does the search_path name a schema that exists?)")
+    key = lock_key(schema, "migrate")
+    delay = 0.005
+    while True:
+        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+        if (await cur.fetchone() or (False,))[0]:
+            break
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
+    try:
+        async with conn.transaction():
+            for statement in filter(str.strip, PG_SCHEMA.split(";")):
+                await conn.execute(statement)
+    finally:
+        if not conn.closed:
+            await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+
+
+class PostgresTraceStore(TraceStore):
+    """``postgresql://`` databases: the tables in the connection's current schema.
+
+    One connection (psycopg 3, autocommit), opened on first use and opened again after it
+    broke; a lock gives it to one operation and its transaction at a time, as the SQLite store
+    does. Appends take a table lock that only other writers wait for: a sequence hands out
+    numbers in the order of the calls, not of the commits, so two appenders at once could
+    commit seq 8 before seq 7, and a reader that moved its cursor to 8 would never see 7. With
+    the lock, numbers are drawn and committed one appender after the other (a rolled-back
+    append still leaves a gap in the numbers, which readers step over).
+    """
+
+    def __init__(self, url: str) -> None:
+        if not url.startswith(POSTGRES_PREFIXES):
+            raise ValueError(f"not a PostgreSQL URL: {redact(url)!r}")
+        self.url = url
+        self._conn: AsyncConnection | None = None
+        self._finalizer: weakref.finalize | None = None
+        self._lock = asyncio.Lock()
+
+    async def _connect(self) -> AsyncConnection:
+        if self._conn is not None and not self._conn.closed:  # a broken one is closed too
+            return self._conn
+        from psycopg import AsyncConnection
+
+        from state.backends.postgres import CONNECT_TIMEOUT_S
+
+        where = redact(self.url)
+        try:
+            conn = await AsyncConnection.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S,
+                                                 autocommit=True, prepare_threshold=0)
+        except Exception as exc:
+            raise ConnectionError(f"cannot connect to PostgreSQL at {where}: "
+                                  f"{redact(str(exc))}".strip()) from exc
+        try:
+            await _ensure_pg_tables(conn, where)
+        except BaseException:
+            await conn.close()
+            raise
+        # A store dropped unclosed (``local_tracer`` keeps one per backend object) ends its
+        # session when it is collected or at exit, as a dropped sqlite3 connection does.
+        if self._finalizer is not None:
+            self._finalizer.detach()  # of the connection that broke
+        self._finalizer = weakref.finalize(self, conn.pgconn.finish)
+        self._conn = conn
+        return conn
+
+    @contextlib.asynccontextmanager
+    async def _session(self) -> AsyncIterator[AsyncConnection]:
+        """The connection, to this caller alone; dropped if an error left it mid-exchange."""
+        from psycopg.pq import TransactionStatus
+
+        async with self._lock:
+            conn = await self._connect()
+            try:
+                yield conn
+            except BaseException:
+                if not conn.closed and conn.info.transaction_status != TransactionStatus.IDLE:
+                    await conn.close()  # e.g. cancelled mid-statement: the next call reconnects
+                raise
+
+    async def append(self, rows: Sequence[dict[str, Any]]) -> int:
+        if not rows:
+            return 0
+        values = [_nul_free(_row_values(r)) for r in rows]
+        marks = ", ".join(["%s"] * len(COLUMNS))
+        async with self._session() as conn, conn.transaction(), conn.cursor() as cur:
+            await cur.execute("LOCK TABLE bga_traces IN SHARE ROW EXCLUSIVE MODE")
+            await cur.executemany(f"INSERT INTO bga_traces ({', '.join(COLUMNS)}) "
+                                  f"VALUES ({marks})", values)
+        return len(values)
+
+    async def read_after(self, seq: int, limit: int) -> list[dict[str, Any]]:
+        async with self._session() as conn:
+            cur = await conn.execute(f"SELECT seq, {', '.join(COLUMNS)} FROM bga_traces "
+                                     "WHERE seq > %s ORDER BY seq LIMIT %s", (seq, limit))
+            return [_row_dict(r) for r in await cur.fetchall()]
+
+    async def first_seq(self) -> int | None:
+        async with self._session() as conn:
+            cur = await conn.execute("SELECT min(seq) FROM bga_traces")
+            row = await cur.fetchone()
+            return None if row is None else row[0]
+
+    async def prune(self, keep_rows: int = KEEP_ROWS) -> int:
+        async with self._session() as conn:
+            cur = await conn.execute("DELETE FROM bga_traces WHERE seq <= "
+                                     "(SELECT max(seq) FROM bga_traces) - %s", (keep_rows,))
+            return max(cur.rowcount, 0)
+
+    async def quarantine(self, items: Sequence[QuarantinedRecord], at: float) -> None:
+        if not items:
+            return
+        rows = [_nul_free(_quarantine_values(q, at)) for q in items]
+        async with self._session() as conn, conn.transaction(), conn.cursor() as cur:
+            # one writer at a time, as in SQLite: no deadlock between batches sharing keys
+            await cur.execute("LOCK TABLE bga_trace_quarantine IN SHARE ROW EXCLUSIVE MODE")
+            await cur.executemany(
+                f"INSERT INTO bga_trace_quarantine ({', '.join(QUARANTINE_COLUMNS)}) "
+                "VALUES (%s, %s, %s, %s, %s) ON CONFLICT DO NOTHING", rows)
+            await cur.execute("DELETE FROM bga_trace_quarantine WHERE at < (SELECT at FROM "
+                              "bga_trace_quarantine ORDER BY at DESC LIMIT 1 OFFSET %s)",
+                              (_quarantine_cutoff(),))
+
+    async def quarantined(self, limit: int = 100) -> list[dict[str, Any]]:
+        async with self._session() as conn:
+            # keys in byte order (as SQLite sorts them), whatever the database's collation
+            cur = await conn.execute(
+                f"SELECT {', '.join(QUARANTINE_COLUMNS)} FROM bga_trace_quarantine "
+                'ORDER BY at DESC, key COLLATE "C" LIMIT %s', (limit,))
+            return [dict(zip(QUARANTINE_COLUMNS, r, strict=True)) for r in await cur.fetchall()]
+
+    async def aclose(self) -> None:
+        async with self._lock:
+            if self._finalizer is not None:
+                self._finalizer.detach()
+                self._finalizer = None
+            if self._conn is not None:
+                conn, self._conn = self._conn, None
+                await conn.close()
+
+
+def has_store(url: str) -> bool:
+    """Whether the state database at ``url`` can keep local traces (``open_store`` works)."""
+    return url.startswith(STORE_PREFIXES)
+
+
 def open_store(url: str) -> TraceStore:
     """The trace store of the state database at ``url`` (opened lazily, no I/O here)."""
     if url.startswith("sqlite:///"):
         return SqliteTraceStore(url)
     if url.startswith("memory://"):
         return MemoryTraceStore(url)
-    raise ValueError(f"no local trace store for database URL {url!r}")
+    if url.startswith(POSTGRES_PREFIXES):
+        return PostgresTraceStore(url)
+    raise ValueError(f"no local trace store for database URL {redact(url)!r}")
 

@@ -21,25 +21,6 @@ POSTGRES_ENV = "BGA_TEST_POSTGRES_URL"
 POSTGRES_MISSING = f"PostgreSQL tests need {POSTGRES_ENV}; .ci/run sets it"
 
 
-# The trace store (state/traces.py) and the importer's profiles database are SQLite or memory
-# only for now (issue 7): these tests, and any marked ``local_stores``, skip on PostgreSQL.
-LOCAL_STORE_DIRS = ("bridge", "importer")
-LOCAL_STORES_MISSING = ("the trace store and the profiles database do not run on PostgreSQL "
-                        "yet (issue 7)")
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    tests_dir = Path(__file__).parent
-    for item in items:
-        callspec = getattr(item, "callspec", None)
-        if callspec is None or callspec.params.get("db_url") != "postgres":
-            continue
-        parts = item.path.relative_to(tests_dir).parts if item.path.is_relative_to(
-            tests_dir) else ()
-        if item.get_closest_marker("local_stores") or (parts and parts[0] in LOCAL_STORE_DIRS):
-            item.add_marker(pytest.mark.skip(reason=LOCAL_STORES_MISSING))
-
-
 def make_url(kind: str, tmp_path: Path) -> str:
     if kind == "sqlite":
         return f"sqlite:///{tmp_path / 'state.db'}"

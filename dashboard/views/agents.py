@@ -17,6 +17,10 @@ def body() -> None:
                    "`liveness.stale_factor` missed intervals, dead after `liveness.dead_factor`.")
         st.subheader("Key metrics, last hour")
         sections.agent_metrics(agents)
+    st.subheader("Processes")
+    st.caption("The coordinator that led the last tick and every `bga worker`, on any host "
+               "that shares this database.")
+    sections.processes_table(data.processes(snap))
 
 
 st.title("Agents")

@@ -26,7 +26,7 @@ from langchain_core.tracers.schemas import Run
 from nodes.langsmith_bridge.base import Chunk, Limits, RunSource
 from nodes.langsmith_bridge.records import Malformed, parse_run
 from state.redact import redact, redact_obj
-from state.traces import QuarantinedRecord, TraceStore, open_store
+from state.traces import QuarantinedRecord, TraceStore, has_store, open_store
 
 log = logging.getLogger(__name__)
 
@@ -177,9 +177,9 @@ _STORES: weakref.WeakKeyDictionary[Any, TraceStore] = weakref.WeakKeyDictionary(
 
 def local_tracer(backend: Any, project: str = LOCAL_PROJECT) -> LocalTracer | None:
     """A tracer for one tick of the system graph on ``backend``, if its database has a local
-    trace store. The store (one SQLite connection) lives as long as the backend object."""
+    trace store. The store (one database connection) lives as long as the backend object."""
     url = backend.url
-    if not url.startswith(("sqlite:///", "memory://")):
+    if not has_store(url):
         return None
     store = _STORES.get(backend)
     if store is None:

@@ -24,7 +24,7 @@ from state.backends import StaleCheckpoint
 from state.config import AgentSection
 from state.folder import FOLD_NODE, build_fold_graph
 from state.queries import config_of
-from state.traces import open_store
+from state.traces import has_store, open_store
 
 AGENT_ID = "langsmith_bridge"
 
@@ -110,7 +110,7 @@ async def sync(shared: SharedState, *, agent_id: str = AGENT_ID, path: str | Pat
                 or hb.get("status")
         if result.error or not (last and last.get("more")):
             break
-    if result.report.quarantined and backend.url.startswith(("sqlite:///", "memory://")):
+    if result.report.quarantined and has_store(backend.url):
         store = open_store(backend.url)
         try:
             result.quarantine = await store.quarantined(limit=min(result.report.quarantined, 20))

@@ -1,12 +1,12 @@
 """The Profile Import Executor as a background agent (kind ``profile_import``).
 
-Each step watches the inbox folder (option ``inbox``; default ``imports/`` beside the state
-database, i.e. ``./data/imports/``), resumes a paused job or starts one for a new file, and
-works for at most ``work_fraction`` of its step budget: a big file is imported over several
-ticks, each resuming from the last committed batch. New files are picked up once they have
-not changed for ``settle_s`` seconds (so half-copied files wait); a file whose exact version
-(path, size, mtime) already has a job is not looked at again, and content imported before
-(same hash, any path) is skipped.
+Each step watches the inbox folder (option ``inbox``; default ``imports/`` beside a SQLite
+state database, i.e. ``./data/imports/``; no default on PostgreSQL or memory), resumes a paused
+job or starts one for a new file, and works for at most ``work_fraction`` of its step budget:
+a big file is imported over several ticks, each resuming from the last committed batch. New
+files are picked up once they have not changed for ``settle_s`` seconds (so half-copied files
+wait); a file whose exact version (path, size, mtime) already has a job is not looked at again,
+and content imported before (same hash, any path) is skipped.
 
 Reports: ``rows_per_s`` (the metric the optimizer tunes ``batch_size`` against),
 ``batch_latency_ms`` per batch, ``rejection_rate`` and ``duplicate_rate`` (percent of the rows

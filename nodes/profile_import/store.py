@@ -1,90 +1,135 @@
 """The profiles database: profiles, import jobs, quarantine and processed files.
 
-Where it lives: a SQLite file beside the state database, ``<state>.profiles.db`` (for the
-default ``sqlite:///./data/state.db`` that is ``./data/state.profiles.db``). A sibling file,
-not the state file itself, so bulk imports never hold the write lock that the scheduler's
-inbox and checkpoints need. For ``memory://name`` it is a shared in-memory SQLite database.
+Where it lives depends on the state database URL (``profiles_location``):
+
+- ``sqlite:///path/state.db``: a SQLite file beside it, ``<state>.profiles.db`` (for the
+  default ``sqlite:///./data/state.db`` that is ``./data/state.profiles.db``). A sibling file,
+  not the state file itself, so bulk imports never hold the write lock that the scheduler's
+  inbox and checkpoints need.
+- ``memory://name``: a shared in-memory SQLite database.
+- ``postgresql://...`` (or ``postgres://``): the same PostgreSQL database and schema as the
+  state (the connection's ``current_schema()``, so ``?options=-csearch_path%3Dname`` moves
+  both), in tables of the same names as on SQLite (``profiles``, ``import_jobs``,
+  ``quarantine``, ``processed_files``, plus ``bga_profile_migrations``); they do not clash with
+  the state's ``bga_*`` and ``checkpoint*`` tables.
 
 The resume scheme rests on one rule: a batch's profile upserts, its quarantined rows and the
 job's new position (byte offset, line, counters) commit in ONE transaction, guarded by a
 compare-and-swap on the old position. A kill before the commit loses the whole batch (it is
 read again on resume); a kill after it loses nothing; a second process working the same job
 cannot commit the same batch twice. The job graph's checkpoints only mirror this row.
+
+One writer at a time, on both dialects: every read-merge-write transaction (``prepare``, a
+batch, ``finish``, migrations) runs under the database's write lock: ``BEGIN IMMEDIATE`` on
+SQLite; on PostgreSQL a transaction-scoped advisory lock keyed on the schema
+(``pg_advisory_xact_lock``), taken first, so in READ COMMITTED every later statement of the
+transaction sees what the previous writer committed. Without it two batches (of one job, or of
+two files sharing people) could both read a profile and both write their merge (a lost
+update), or race on the identity's unique index. Lock waits give up after ``BUSY_TIMEOUT_S``
+on both (``busy_timeout``, ``lock_timeout``).
+
+The store's SQL is written once, in SQLite's spelling with ``?`` placeholders (and no literal
+``?`` or ``%``); ``PostgresDb`` swaps the placeholders for ``%s`` and translates the DDL of
+``MIGRATIONS`` (``id INTEGER PRIMARY KEY`` -> an identity column, ``INTEGER`` -> ``BIGINT``,
+``REAL`` -> ``DOUBLE PRECISION``). PostgreSQL text cannot hold NUL characters: they are stored
+as U+FFFD there (so re-importing such a row counts it ``updated`` there, ``unchanged`` on
+SQLite).
 """
 
 from __future__ import annotations
 
+import abc
+import contextlib
 import hashlib
+import re
 import sqlite3
+import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import orjson
 
 from nodes.profile_import.merge import INSERTED, UNCHANGED, UPDATED, Record, merge
 from nodes.profile_import.models import FIELDS, REASONS, Profile, Reason
 
-BUSY_TIMEOUT_S = 60.0
-_COLUMNS = (*FIELDS, "source_updated_at", "extra")
+if TYPE_CHECKING:
+    import psycopg
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS profiles (
-    id INTEGER PRIMARY KEY,
-    identity TEXT NOT NULL UNIQUE,
-    full_name TEXT, email TEXT, phone TEXT, company TEXT, title TEXT, location TEXT,
-    profile_url TEXT, source TEXT, source_updated_at REAL,
-    extra TEXT NOT NULL DEFAULT '{}',
-    created_at REAL NOT NULL, updated_at REAL NOT NULL
-);
-CREATE TABLE IF NOT EXISTS import_jobs (
-    job_id TEXT PRIMARY KEY,
-    path TEXT NOT NULL, name TEXT NOT NULL,
-    content_hash TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-    status TEXT NOT NULL,
-    layout TEXT,
-    byte_offset INTEGER NOT NULL DEFAULT 0,
-    line_no INTEGER NOT NULL DEFAULT 0,
-    batches INTEGER NOT NULL DEFAULT 0,
-    rows_read INTEGER NOT NULL DEFAULT 0,
-    inserted INTEGER NOT NULL DEFAULT 0,
-    updated INTEGER NOT NULL DEFAULT 0,
-    unchanged INTEGER NOT NULL DEFAULT 0,
-    rejected INTEGER NOT NULL DEFAULT 0,
-    reasons TEXT NOT NULL DEFAULT '{}',
-    warnings TEXT NOT NULL DEFAULT '[]',
-    error TEXT,
-    forced INTEGER NOT NULL DEFAULT 0,
-    duplicate_of TEXT,
-    runs INTEGER NOT NULL DEFAULT 0,
-    active_s REAL NOT NULL DEFAULT 0,
-    started_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL
-);
-CREATE INDEX IF NOT EXISTS import_jobs_status ON import_jobs (status, content_hash);
-CREATE INDEX IF NOT EXISTS import_jobs_path ON import_jobs (path, size, mtime_ns);
-CREATE TABLE IF NOT EXISTS quarantine (
-    id INTEGER PRIMARY KEY,
-    job_id TEXT NOT NULL, line INTEGER NOT NULL,
-    raw TEXT NOT NULL, reasons TEXT NOT NULL, codes TEXT NOT NULL, at REAL NOT NULL
-);
-CREATE INDEX IF NOT EXISTS quarantine_job ON quarantine (job_id, line);
-CREATE TABLE IF NOT EXISTS processed_files (
-    content_hash TEXT PRIMARY KEY,
-    job_id TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL, finished_at REAL NOT NULL
-);
-"""
+BUSY_TIMEOUT_S = 60.0
+CONNECT_TIMEOUT_S = 10
+_COLUMNS = (*FIELDS, "source_updated_at", "extra")
+POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+
+# Append-only: each entry runs once, in order, recorded in bga_profile_migrations. Written in
+# SQLite's spelling; PostgresDb translates the types (see the module docstring).
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE IF NOT EXISTS profiles (
+        id INTEGER PRIMARY KEY,
+        identity TEXT NOT NULL UNIQUE,
+        full_name TEXT, email TEXT, phone TEXT, company TEXT, title TEXT, location TEXT,
+        profile_url TEXT, source TEXT, source_updated_at REAL,
+        extra TEXT NOT NULL DEFAULT '{}',
+        created_at REAL NOT NULL, updated_at REAL NOT NULL
+    );
+    CREATE TABLE IF NOT EXISTS import_jobs (
+        job_id TEXT PRIMARY KEY,
+        path TEXT NOT NULL, name TEXT NOT NULL,
+        content_hash TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
+        status TEXT NOT NULL,
+        layout TEXT,
+        byte_offset INTEGER NOT NULL DEFAULT 0,
+        line_no INTEGER NOT NULL DEFAULT 0,
+        batches INTEGER NOT NULL DEFAULT 0,
+        rows_read INTEGER NOT NULL DEFAULT 0,
+        inserted INTEGER NOT NULL DEFAULT 0,
+        updated INTEGER NOT NULL DEFAULT 0,
+        unchanged INTEGER NOT NULL DEFAULT 0,
+        rejected INTEGER NOT NULL DEFAULT 0,
+        reasons TEXT NOT NULL DEFAULT '{}',
+        warnings TEXT NOT NULL DEFAULT '[]',
+        error TEXT,
+        forced INTEGER NOT NULL DEFAULT 0,
+        duplicate_of TEXT,
+        runs INTEGER NOT NULL DEFAULT 0,
+        active_s REAL NOT NULL DEFAULT 0,
+        started_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL
+    );
+    CREATE INDEX IF NOT EXISTS import_jobs_status ON import_jobs (status, content_hash);
+    CREATE INDEX IF NOT EXISTS import_jobs_path ON import_jobs (path, size, mtime_ns);
+    CREATE TABLE IF NOT EXISTS quarantine (
+        id INTEGER PRIMARY KEY,
+        job_id TEXT NOT NULL, line INTEGER NOT NULL,
+        raw TEXT NOT NULL, reasons TEXT NOT NULL, codes TEXT NOT NULL, at REAL NOT NULL
+    );
+    CREATE INDEX IF NOT EXISTS quarantine_job ON quarantine (job_id, line);
+    CREATE TABLE IF NOT EXISTS processed_files (
+        content_hash TEXT PRIMARY KEY,
+        job_id TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
+        finished_at REAL NOT NULL
+    );
+    """,
+)
+_MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS bga_profile_migrations "
+                     "(version INTEGER NOT NULL PRIMARY KEY, applied_at REAL NOT NULL)")
 
 
 class JobMoved(RuntimeError):
     """Another process advanced or finished this job since this one read its position."""
 
 
+def is_postgres(location: str) -> bool:
+    return location.startswith(POSTGRES_PREFIXES)
+
+
 def profiles_location(database_url: str) -> str:
-    """Where the profiles of the system at ``database_url`` live (see the module docstring)."""
+    """Where the profiles of the system at ``database_url`` live (see the module docstring):
+    a SQLite path, a SQLite ``file:`` URI (memory), or the PostgreSQL URL itself."""
     if database_url.startswith("sqlite:///"):
         path = Path(database_url[len("sqlite:///"):])
         stem = path.name[:-3] if path.name.endswith(".db") else path.name
@@ -92,15 +137,36 @@ def profiles_location(database_url: str) -> str:
     if database_url.startswith("memory://"):
         name = database_url[len("memory://"):] or "default"
         return f"file:bga-profiles-{name}?mode=memory&cache=shared"
-    raise ValueError(f"the profile importer needs a sqlite:/// or memory:// database, "
-                     f"got {database_url.split('://')[0]}://")
+    if is_postgres(database_url):
+        return database_url
+    raise ValueError(f"the profile importer needs a sqlite:///, memory:// or postgresql:// "
+                     f"database, got {database_url.split('://')[0]}://")
 
 
 def default_inbox(database_url: str) -> Path | None:
-    """The watched folder: ``imports/`` beside the state database (``./data/imports``)."""
+    """The watched folder: ``imports/`` beside the state database (``./data/imports``); None
+    when the state is not a file (memory, PostgreSQL): then the agent needs option ``inbox``."""
     if database_url.startswith("sqlite:///"):
         return Path(database_url[len("sqlite:///"):]).parent / "imports"
     return None
+
+
+def database_errors() -> tuple[type[Exception], ...]:
+    """The driver errors the profiles database can raise (psycopg's only once it is loaded,
+    so SQLite-only processes never import it)."""
+    psycopg = sys.modules.get("psycopg")
+    return (sqlite3.Error, psycopg.Error) if psycopg is not None else (sqlite3.Error,)
+
+
+def redacted(location: str) -> str:
+    """``location`` for messages: a PostgreSQL URL without its password."""
+    if not is_postgres(location):
+        return location
+    head, sep, tail = location.partition("@")
+    scheme, _, user = head.partition("//")
+    if sep and ":" in user:
+        head = f"{scheme}//{user.split(':', 1)[0]}:***"
+    return f"{head}{sep}{tail}"
 
 
 _KEEP_ALIVE: dict[str, sqlite3.Connection] = {}  # in-memory databases live with the process
@@ -123,7 +189,195 @@ class Prepared:
     action: str  # new | resumed | skipped
 
 
-def _decode_job(row: sqlite3.Row | None) -> dict[str, Any] | None:
+class Row(Protocol):
+    """A result row by column name: ``sqlite3.Row`` or psycopg's ``dict_row``."""
+
+    def __getitem__(self, key: str, /) -> Any: ...
+
+    def keys(self) -> Any: ...
+
+
+# -- the connection layer: the few operations the store needs, per dialect --------------------
+
+
+class ProfilesDb(abc.ABC):
+    """One connection to the profiles database. SQL is in SQLite's spelling (``?``)."""
+
+    where: str  # for messages (no password)
+
+    @abc.abstractmethod
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
+
+    @abc.abstractmethod
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
+
+    @abc.abstractmethod
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        """Execute a statement; returns the rows it changed (for compare-and-swap)."""
+
+    @abc.abstractmethod
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    @abc.abstractmethod
+    def write(self) -> contextlib.AbstractContextManager[None]:
+        """A transaction holding the database's write lock (one writer at a time)."""
+
+    @abc.abstractmethod
+    def ddl(self, script: str) -> list[str]:
+        """The statements of a migration script in this dialect."""
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def migrate(self) -> None:
+        """Apply the missing ``MIGRATIONS`` under the write lock: idempotent, safe to race."""
+        with self.write():
+            for statement in self.ddl(_MIGRATIONS_TABLE):
+                self.run(statement)
+            done = {r["version"] for r in self.all("SELECT version FROM bga_profile_migrations")}
+            for version, script in enumerate(MIGRATIONS, start=1):
+                if version in done:
+                    continue
+                for statement in self.ddl(script):
+                    self.run(statement)
+                self.run("INSERT INTO bga_profile_migrations VALUES (?, ?)",
+                         (version, time.time()))
+
+
+class SqliteDb(ProfilesDb):
+    """A file (WAL) or a shared in-memory database; ``BEGIN IMMEDIATE`` is the write lock."""
+
+    def __init__(self, location: str, *, create: bool = True) -> None:
+        memory = location.startswith("file:")
+        if memory:
+            with _KEEP_ALIVE_LOCK:
+                if location not in _KEEP_ALIVE:
+                    _KEEP_ALIVE[location] = sqlite3.connect(location, uri=True,
+                                                            check_same_thread=False)
+        elif create:
+            Path(location).parent.mkdir(parents=True, exist_ok=True)
+        elif not Path(location).exists():
+            raise FileNotFoundError(f"no profiles database at {location}")
+        self.where = location
+        conn = self.conn = sqlite3.connect(location, uri=memory, timeout=BUSY_TIMEOUT_S,
+                                           isolation_level=None, check_same_thread=False)
+        conn.row_factory = sqlite3.Row
+        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+        if not memory:
+            conn.execute("PRAGMA journal_mode=WAL")
+            conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a killed process loses nothing
+            # checkpoint the WAL every 64 MB, not every 4 MB: bulk imports pay far fewer fsyncs
+            conn.execute("PRAGMA wal_autocheckpoint=16384")
+            conn.execute("PRAGMA journal_size_limit=67108864")
+        conn.execute("PRAGMA cache_size=-65536")  # 64 MB: the identity index stays in memory
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.conn.execute(sql, params).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.conn.execute(sql, params).fetchall()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(sql, params).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        self.conn.executemany(sql, rows)
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        self.conn.execute("BEGIN IMMEDIATE")
+        try:
+            yield
+            self.conn.execute("COMMIT")
+        except BaseException:
+            self.conn.execute("ROLLBACK")
+            raise
+
+    def ddl(self, script: str) -> list[str]:
+        return [s for s in script.split(";") if s.strip()]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+_PG_TYPES = ((re.compile(r"\bid INTEGER PRIMARY KEY\b"),
+              "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
+             (re.compile(r"\bINTEGER\b"), "BIGINT"),
+             (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"))
+
+
+def _no_nul(params: Sequence[Any]) -> Sequence[Any]:
+    """PostgreSQL text cannot hold NUL: U+FFFD stands in for it (rare: a stray byte)."""
+    if any(isinstance(v, str) and "\x00" in v for v in params):
+        return [v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in params]
+    return params
+
+
+class PostgresDb(ProfilesDb):
+    """A psycopg 3 connection (autocommit; ``write`` opens the transactions) in the state's
+    schema; the write lock is an advisory lock keyed on that schema."""
+
+    def __init__(self, url: str, *, create: bool = True) -> None:
+        import psycopg
+        from psycopg.rows import dict_row
+
+        from state.backends.postgres import lock_key
+
+        self.where = redacted(url)
+        try:
+            self.conn: psycopg.Connection[Any] = psycopg.connect(
+                url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S)
+        except psycopg.OperationalError as exc:
+            raise ConnectionError(f"cannot connect to PostgreSQL at {self.where}: "
+                                  f"{exc}".strip()) from exc
+        try:
+            schema = self.one("SELECT current_schema() AS s")
+            if schema is None or schema["s"] is None:
+                raise ValueError(f"no schema on the search_path of {self.where}")
+            self.schema: str = schema["s"]
+            self.where = f"{self.where} (schema {self.schema})"
+            # a wait for the write lock gives up after SQLite's busy timeout instead of hanging
+            self.conn.execute(f"SET lock_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
+            self._lock = lock_key(self.schema, "profiles-write")
+            if not create and self.one(
+                    "SELECT 1 AS ok FROM information_schema.tables WHERE "
+                    "table_schema = current_schema() AND table_name = 'import_jobs'") is None:
+                raise FileNotFoundError(f"no profiles database at {self.where}")
+        except BaseException:
+            self.conn.close()
+            raise
+
+    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
+        row: Row | None = self.conn.execute(sql.replace("?", "%s"), _no_nul(params)).fetchone()
+        return row
+
+    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
+        return self.conn.execute(sql.replace("?", "%s"), _no_nul(params)).fetchall()
+
+    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
+        return self.conn.execute(sql.replace("?", "%s"), _no_nul(params)).rowcount
+
+    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        with self.conn.cursor() as cur:
+            cur.executemany(sql.replace("?", "%s"), [_no_nul(r) for r in rows])
+
+    @contextlib.contextmanager
+    def write(self) -> Iterator[None]:
+        with self.conn.transaction():
+            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock,))
+            yield
+
+    def ddl(self, script: str) -> list[str]:
+        for pattern, replacement in _PG_TYPES:
+            script = pattern.sub(replacement, script)
+        return [s for s in script.split(";") if s.strip()]
+
+    def close(self) -> None:
+        self.conn.close()
+
+
+def _decode_job(row: Row | None) -> dict[str, Any] | None:
     if row is None:
         return None
     job = dict(row)
@@ -135,8 +389,8 @@ def _decode_job(row: sqlite3.Row | None) -> dict[str, Any] | None:
 class ProfileStore:
     """One connection to the profiles database (use from one thread at a time)."""
 
-    def __init__(self, conn: sqlite3.Connection, location: str) -> None:
-        self.conn = conn
+    def __init__(self, db: ProfilesDb, location: str) -> None:
+        self.db = db
         self.location = location
         # fault-injection points for the kill-and-resume tests: called inside the batch
         # transaction just before COMMIT, and right after it
@@ -144,60 +398,44 @@ class ProfileStore:
         self.after_commit: Callable[[dict[str, Any]], None] | None = None
 
     @classmethod
-    def open(cls, location: str) -> ProfileStore:
-        memory = location.startswith("file:")
-        if memory:
-            with _KEEP_ALIVE_LOCK:
-                if location not in _KEEP_ALIVE:
-                    _KEEP_ALIVE[location] = sqlite3.connect(location, uri=True,
-                                                            check_same_thread=False)
-        else:
-            Path(location).parent.mkdir(parents=True, exist_ok=True)
-        conn = sqlite3.connect(location, uri=memory, timeout=BUSY_TIMEOUT_S,
-                               isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-        if not memory:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a killed process loses nothing
-            # checkpoint the WAL every 64 MB, not every 4 MB: bulk imports pay far fewer fsyncs
-            conn.execute("PRAGMA wal_autocheckpoint=16384")
-            conn.execute("PRAGMA journal_size_limit=67108864")
-        conn.execute("PRAGMA cache_size=-65536")  # 64 MB: the identity index stays in memory
-        conn.execute("BEGIN IMMEDIATE")
+    def open(cls, location: str, *, create: bool = True) -> ProfileStore:
+        """Connect and migrate. ``create=False`` (read-only tools) raises FileNotFoundError
+        instead of creating a missing database; ConnectionError if PostgreSQL is unreachable."""
+        db: ProfilesDb = (PostgresDb(location, create=create) if is_postgres(location)
+                          else SqliteDb(location, create=create))
         try:
-            for statement in filter(str.strip, SCHEMA.split(";")):
-                conn.execute(statement)
-            conn.execute("COMMIT")
+            db.migrate()
         except BaseException:
-            conn.execute("ROLLBACK")
+            db.close()
             raise
-        return cls(conn, location)
+        return cls(db, location)
+
+    @property
+    def where(self) -> str:
+        return self.db.where
 
     def close(self) -> None:
-        self.conn.close()
+        self.db.close()
 
     # -- jobs ---------------------------------------------------------------------------------
     def job(self, job_id: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM import_jobs WHERE job_id=?", (job_id,)).fetchone()
-        return _decode_job(row)
+        return _decode_job(self.db.one("SELECT * FROM import_jobs WHERE job_id=?", (job_id,)))
 
     def jobs(self, limit: int = 50) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM import_jobs ORDER BY started_at DESC LIMIT ?",
-                                 (limit,)).fetchall()
+        rows = self.db.all("SELECT * FROM import_jobs ORDER BY started_at DESC LIMIT ?",
+                           (limit,))
         return [j for j in map(_decode_job, rows) if j is not None]
 
     def running_jobs(self) -> list[dict[str, Any]]:
-        rows = self.conn.execute("SELECT * FROM import_jobs WHERE status='running' "
-                                 "ORDER BY started_at").fetchall()
+        rows = self.db.all("SELECT * FROM import_jobs WHERE status='running' "
+                           "ORDER BY started_at")
         return [j for j in map(_decode_job, rows) if j is not None]
 
     def seen(self, path: Path, size: int, mtime_ns: int) -> dict[str, Any] | None:
         """The latest job of this exact file version (path, size, mtime), if any."""
-        row = self.conn.execute(
+        return _decode_job(self.db.one(
             "SELECT * FROM import_jobs WHERE path=? AND size=? AND mtime_ns=? "
-            "ORDER BY started_at DESC LIMIT 1", (str(path), size, mtime_ns)).fetchone()
-        return _decode_job(row)
+            "ORDER BY started_at DESC LIMIT 1", (str(path), size, mtime_ns)))
 
     def prepare(self, path: Path, *, force: bool = False) -> Prepared:
         """Find or create the job for ``path``: resume a running job of the same content,
@@ -211,59 +449,55 @@ class ProfileStore:
             return Prepared(same, "resumed")
         digest = file_hash(path)
         now = time.time()
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
-            row = c.execute("SELECT * FROM import_jobs WHERE status='running' AND content_hash=?"
-                            " ORDER BY started_at LIMIT 1", (digest,)).fetchone()
+        db = self.db
+        with db.write():
+            row = db.one("SELECT job_id FROM import_jobs WHERE status='running' AND "
+                         "content_hash=? ORDER BY started_at LIMIT 1", (digest,))
             if row is not None:
-                c.execute("UPDATE import_jobs SET path=?, name=?, size=?, mtime_ns=? "
-                          "WHERE job_id=?", (str(path), path.name, st.st_size, st.st_mtime_ns,
-                                             row["job_id"]))
-                c.execute("COMMIT")
-                return Prepared(self.job(row["job_id"]) or {}, "resumed")
-            done = c.execute("SELECT job_id FROM processed_files WHERE content_hash=?",
-                             (digest,)).fetchone()
-            job_id = f"imp_{uuid.uuid4().hex[:12]}"
-            skipped = done is not None and not force
-            c.execute(
-                "INSERT INTO import_jobs (job_id, path, name, content_hash, size, mtime_ns, "
-                "status, forced, duplicate_of, started_at, updated_at, finished_at) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (job_id, str(path), path.name, digest, st.st_size, st.st_mtime_ns,
-                 "skipped" if skipped else "running", int(force),
-                 done["job_id"] if done is not None else None, now, now,
-                 now if skipped else None))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
-        return Prepared(self.job(job_id) or {}, "skipped" if skipped else "new")
+                job_id, action = row["job_id"], "resumed"
+                db.run("UPDATE import_jobs SET path=?, name=?, size=?, mtime_ns=? "
+                       "WHERE job_id=?", (str(path), path.name, st.st_size, st.st_mtime_ns,
+                                          job_id))
+            else:
+                done = db.one("SELECT job_id FROM processed_files WHERE content_hash=?",
+                              (digest,))
+                job_id = f"imp_{uuid.uuid4().hex[:12]}"
+                skipped = done is not None and not force
+                action = "skipped" if skipped else "new"
+                db.run(
+                    "INSERT INTO import_jobs (job_id, path, name, content_hash, size, "
+                    "mtime_ns, status, forced, duplicate_of, started_at, updated_at, "
+                    "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    (job_id, str(path), path.name, digest, st.st_size, st.st_mtime_ns,
+                     "skipped" if skipped else "running", int(force),
+                     done["job_id"] if done is not None else None, now, now,
+                     now if skipped else None))
+        return Prepared(self.job(job_id) or {}, action)
 
     def set_layout(self, job_id: str, layout: dict[str, Any], offset: int, line: int,
                    warnings: Sequence[str] = ()) -> None:
         """Record what discovery found; the first batch starts at ``offset``."""
-        cur = self.conn.execute(
+        changed = self.db.run(
             "UPDATE import_jobs SET layout=?, byte_offset=?, line_no=?, warnings=?, updated_at=?"
             " WHERE job_id=? AND status='running' AND layout IS NULL AND batches=0",
             (orjson.dumps(layout).decode(), offset, line, orjson.dumps(list(warnings)).decode(),
              time.time(), job_id))
-        if cur.rowcount != 1:
+        if changed != 1:
             raise JobMoved(f"job {job_id} was started by another process")
 
     def add_warning(self, job_id: str, warning: str) -> None:
         job = self.job(job_id) or {}
         warnings = [*(job.get("warnings") or []), warning]
-        self.conn.execute("UPDATE import_jobs SET warnings=? WHERE job_id=?",
-                          (orjson.dumps(warnings).decode(), job_id))
+        self.db.run("UPDATE import_jobs SET warnings=? WHERE job_id=?",
+                    (orjson.dumps(warnings).decode(), job_id))
 
     def begin_run(self, job_id: str) -> None:
         """Count an invocation working on the job (killed ones included)."""
-        self.conn.execute("UPDATE import_jobs SET runs=runs+1 WHERE job_id=?", (job_id,))
+        self.db.run("UPDATE import_jobs SET runs=runs+1 WHERE job_id=?", (job_id,))
 
     def add_active_time(self, job_id: str, seconds: float) -> None:
-        self.conn.execute("UPDATE import_jobs SET active_s=active_s+? WHERE job_id=?",
-                          (seconds, job_id))
+        self.db.run("UPDATE import_jobs SET active_s=active_s+? WHERE job_id=?",
+                    (seconds, job_id))
 
     # -- the batch transaction ---------------------------------------------------------------
     def _existing(self, identities: Sequence[str]) -> dict[str, tuple[Record, int]]:
@@ -272,8 +506,8 @@ class ProfileStore:
         for i in range(0, len(identities), 500):
             chunk = identities[i:i + 500]
             marks = ",".join("?" * len(chunk))
-            for row in self.conn.execute(
-                    f"SELECT {cols} FROM profiles WHERE identity IN ({marks})", chunk):
+            for row in self.db.all(f"SELECT {cols} FROM profiles WHERE identity IN ({marks})",
+                                   chunk):
                 record = {c: row[c] for c in _COLUMNS}
                 record["extra"] = orjson.loads(record["extra"])
                 out[row["identity"]] = (record, row["id"])
@@ -289,9 +523,8 @@ class ProfileStore:
         """
         now = time.time()
         counts = {INSERTED: 0, UPDATED: 0, UNCHANGED: 0}
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        db = self.db
+        with db.write():
             existing = self._existing(list(groups))
             inserts: list[tuple[Any, ...]] = []
             updates: list[tuple[Any, ...]] = []
@@ -311,16 +544,16 @@ class ProfileStore:
                 elif record != before:
                     updates.append((*values, now, row_id))
             if inserts:
-                c.executemany(
+                db.many(
                     f"INSERT INTO profiles (identity, {', '.join(_COLUMNS)}, created_at, "
                     f"updated_at) VALUES ({','.join('?' * (len(_COLUMNS) + 3))})", inserts)
             if updates:
-                c.executemany(
+                db.many(
                     f"UPDATE profiles SET {', '.join(f'{col}=?' for col in _COLUMNS)}, "
                     "updated_at=? WHERE id=?", updates)
             reasons: dict[str, int] = {}
             if rejected:
-                c.executemany(
+                db.many(
                     "INSERT INTO quarantine (job_id, line, raw, reasons, codes, at) "
                     "VALUES (?, ?, ?, ?, ?, ?)",
                     [(job_id, line_no, raw, orjson.dumps([m for _, m in why]).decode(),
@@ -329,12 +562,11 @@ class ProfileStore:
                 for _, _, why in rejected:
                     for code in {code for code, _ in why}:
                         reasons[code] = reasons.get(code, 0) + 1
-                row = c.execute("SELECT reasons FROM import_jobs WHERE job_id=?",
-                                (job_id,)).fetchone()
+                row = db.one("SELECT reasons FROM import_jobs WHERE job_id=?", (job_id,))
                 stored = orjson.loads(row["reasons"]) if row is not None else {}
                 for code, n in stored.items():
                     reasons[code] = reasons.get(code, 0) + n
-            cur = c.execute(
+            changed = db.run(
                 "UPDATE import_jobs SET byte_offset=?, line_no=?, batches=batches+1, "
                 "rows_read=rows_read+?, inserted=inserted+?, updated=updated+?, "
                 "unchanged=unchanged+?, rejected=rejected+?, "
@@ -343,15 +575,11 @@ class ProfileStore:
                 (offset, line, read, counts[INSERTED], counts[UPDATED], counts[UNCHANGED],
                  len(rejected), bool(rejected), orjson.dumps(reasons).decode(), now, job_id,
                  expected_offset))
-            if cur.rowcount != 1:
+            if changed != 1:
                 raise JobMoved(f"job {job_id} moved past byte {expected_offset} in another "
                                "process (or was finished there)")
             if self.before_commit is not None:
                 self.before_commit({"job_id": job_id, "offset": offset})
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
         if self.after_commit is not None:
             self.after_commit({"job_id": job_id, "offset": offset})
         return counts
@@ -359,17 +587,14 @@ class ProfileStore:
     def finish(self, job_id: str, status: str, error: str | None = None) -> dict[str, Any]:
         """End a job: check the accounting invariant, record the file as processed if done."""
         now = time.time()
-        c = self.conn
-        c.execute("BEGIN IMMEDIATE")
-        try:
+        db = self.db
+        with db.write():
             job = self.job(job_id)
             if job is None:
                 raise KeyError(job_id)
             if job["status"] != "running":
-                c.execute("COMMIT")
                 return job
-            quarantined = c.execute("SELECT count(*) FROM quarantine WHERE job_id=?",
-                                    (job_id,)).fetchone()[0]
+            quarantined = self.count_quarantined(job_id)
             accounted = job["inserted"] + job["updated"] + job["unchanged"] + quarantined
             if accounted != job["rows_read"] or quarantined != job["rejected"]:
                 status = "failed"
@@ -377,33 +602,31 @@ class ProfileStore:
                           f"{job['inserted']} + updated {job['updated']} + unchanged "
                           f"{job['unchanged']} + quarantined {quarantined}")
                 error = f"{broken}; {error}" if error else broken
-            c.execute("UPDATE import_jobs SET status=?, error=?, finished_at=?, updated_at=? "
-                      "WHERE job_id=?", (status, error, now, now, job_id))
+            db.run("UPDATE import_jobs SET status=?, error=?, finished_at=?, updated_at=? "
+                   "WHERE job_id=?", (status, error, now, now, job_id))
             if status == "done":
-                c.execute("INSERT OR REPLACE INTO processed_files VALUES (?, ?, ?, ?, ?)",
-                          (job["content_hash"], job_id, job["path"], job["size"], now))
-            c.execute("COMMIT")
-        except BaseException:
-            c.execute("ROLLBACK")
-            raise
+                db.run("INSERT INTO processed_files (content_hash, job_id, path, size, "
+                       "finished_at) VALUES (?, ?, ?, ?, ?) ON CONFLICT (content_hash) DO "
+                       "UPDATE SET job_id=excluded.job_id, path=excluded.path, "
+                       "size=excluded.size, finished_at=excluded.finished_at",
+                       (job["content_hash"], job_id, job["path"], job["size"], now))
         return self.job(job_id) or {}
 
     # -- reading -------------------------------------------------------------------------------
     def quarantined(self, job_id: str, limit: int = 1000, after_line: int = 0
                     ) -> list[dict[str, Any]]:
-        rows = self.conn.execute(
+        rows = self.db.all(
             "SELECT line, raw, reasons, codes FROM quarantine WHERE job_id=? AND line>? "
-            "ORDER BY line, id LIMIT ?", (job_id, after_line, limit)).fetchall()
+            "ORDER BY line, id LIMIT ?", (job_id, after_line, limit))
         return [{"line": r["line"], "raw": r["raw"], "reasons": orjson.loads(r["reasons"]),
                  "codes": orjson.loads(r["codes"])} for r in rows]
 
     def count_quarantined(self, job_id: str) -> int:
-        return self.conn.execute("SELECT count(*) FROM quarantine WHERE job_id=?",
-                                 (job_id,)).fetchone()[0]
+        row = self.db.one("SELECT count(*) AS n FROM quarantine WHERE job_id=?", (job_id,))
+        return int(row["n"]) if row is not None else 0
 
     def profile(self, identity: str) -> dict[str, Any] | None:
-        row = self.conn.execute("SELECT * FROM profiles WHERE identity=?",
-                                (identity,)).fetchone()
+        row = self.db.one("SELECT * FROM profiles WHERE identity=?", (identity,))
         if row is None:
             return None
         out = dict(row)
@@ -411,12 +634,14 @@ class ProfileStore:
         return out
 
     def count_profiles(self) -> int:
-        return self.conn.execute("SELECT count(*) FROM profiles").fetchone()[0]
+        row = self.db.one("SELECT count(*) AS n FROM profiles")
+        return int(row["n"]) if row is not None else 0
 
     def dump_profiles(self) -> list[tuple[Any, ...]]:
         """Every profile without its timestamps, in id order (comparisons in tests)."""
-        cols = ", ".join(("id", "identity", *_COLUMNS))
-        return [tuple(r) for r in self.conn.execute(f"SELECT {cols} FROM profiles ORDER BY id")]
+        cols = ("id", "identity", *_COLUMNS)
+        return [tuple(r[c] for c in cols)
+                for r in self.db.all(f"SELECT {', '.join(cols)} FROM profiles ORDER BY id")]
 
 
 def report_of(job: dict[str, Any], quarantined: int | None = None) -> dict[str, Any]:

@@ -15,6 +15,7 @@ from contextlib import asynccontextmanager
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from state.fold import InboxRow, Quarantined
+from state.redact import redact
 
 InboxWrite = tuple[int, str, bytes]  # (seq, kind, payload)
 
@@ -27,9 +28,21 @@ class LockBusy(RuntimeError):
     """Another process holds the fold lock of this database."""
 
 
+DEFAULT_FAILOVER_S = 15.0
+
+
 class Backend(abc.ABC):
     url: str
     checkpointer: BaseCheckpointSaver
+    failover_s: float = DEFAULT_FAILOVER_S
+    """How soon the database must notice that a lock holder's host is gone, so a standby can
+    take over (PostgreSQL: TCP keepalives of the lock sessions). A killed process's locks go
+    at once on every backend."""
+
+    @property
+    def where(self) -> str:
+        """The URL for messages and logs: any password in it redacted."""
+        return redact(self.url)
 
     @abc.abstractmethod
     async def setup(self, *, create: bool = True) -> None:
@@ -82,6 +95,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def _release(self, name: str) -> None: ...
 
+    async def holds(self, name: str) -> bool:
+        """Whether this process still holds lock ``name``: a lock that lives in a database
+        session is lost with the session (server restart, network cut)."""
+        return True
+
     @asynccontextmanager
     async def _hold(self, name: str, wait: float | None, busy: str) -> AsyncIterator[None]:
         if not await self._acquire(name, wait):
@@ -93,11 +111,11 @@ class Backend(abc.ABC):
 
     def fold_lock(self, wait: float | None = None):
         """One writer of the state per database (folds and ticks); LockBusy if not in time."""
-        return self._hold("fold", wait, f"another process is folding or ticking on {self.url}")
+        return self._hold("fold", wait, f"another process is folding or ticking on {self.where}")
 
     def leader_lock(self, wait: float | None = None):
         """One scheduler per database: the holder ticks, others stand by to take over."""
-        return self._hold("leader", wait, f"another scheduler is running on {self.url}")
+        return self._hold("leader", wait, f"another scheduler is running on {self.where}")
 
     @abc.abstractmethod
     async def aclose(self) -> None: ...

@@ -27,7 +27,9 @@ import os
 import socket
 import time
 from collections.abc import Sequence
+from typing import Any
 
+import psycopg
 from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
@@ -38,6 +40,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from state.backends.base import Backend, InboxWrite, StaleCheckpoint
 from state.fold import InboxRow, Quarantined
+from state.traces import PG_SCHEMA as TRACES_SCHEMA
 
 CONNECT_TIMEOUT_S = 10
 POOL_MAX = 4
@@ -63,6 +66,7 @@ MIGRATIONS: tuple[str, ...] = (
         reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL
     );
     """,
+    TRACES_SCHEMA,  # the local trace store (state/traces.py)
 )
 
 _CONN_KWARGS = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
@@ -70,6 +74,15 @@ _CONN_KWARGS = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_
 # the lock a CAS write and a prune of one thread take (xact-scoped, two-int key space)
 _THREAD_LOCK_SQL = ("SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '') "
                     "|| ':thread:' || %s))")
+
+
+def keepalives(failover_s: float) -> dict[str, int]:
+    """libpq TCP settings under which the server drops a lock session within ~5/6 of
+    ``failover_s`` after the holder's host stops answering (idle + interval x count), and the
+    holder's own writes give up as soon (``tcp_user_timeout``)."""
+    return {"keepalives": 1, "keepalives_idle": max(1, int(failover_s / 3)),
+            "keepalives_interval": max(1, int(failover_s / 6)), "keepalives_count": 3,
+            "tcp_user_timeout": int(failover_s * 1000 * 2 / 3)}
 
 
 def lock_key(schema: str, name: str) -> int:
@@ -141,10 +154,10 @@ class PostgresBackend(Backend):
             head = f"{scheme}//{user.split(':', 1)[0]}:***"
         return f"{head}{sep}{tail}"
 
-    async def _connect(self) -> AsyncConnection:
+    async def _connect(self, **params: Any) -> AsyncConnection:
         try:
             return await AsyncConnection.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S,
-                                                 **_CONN_KWARGS)
+                                                 **_CONN_KWARGS, **params)
         except Exception as exc:
             raise ConnectionError(f"cannot connect to PostgreSQL at {self._where()}: "
                                   f"{exc}".strip()) from exc
@@ -306,7 +319,8 @@ class PostgresBackend(Backend):
         if name in self._lock_conns:
             raise RuntimeError(f"lock {name!r} is already held by this backend")
         key = lock_key(self.schema, name)
-        conn = await self._connect()  # dedicated: the lock lives as long as this session
+        conn = await self._connect(**keepalives(self.failover_s))  # the lock lives as long
+        # as this dedicated session; keepalives end it soon after this host goes away
         deadline = None if wait is None else time.monotonic() + wait
         delay = 0.005
         try:
@@ -325,6 +339,16 @@ class PostgresBackend(Backend):
         await conn.close()
         return False
 
+    async def holds(self, name: str) -> bool:
+        conn = self._lock_conns.get(name)
+        if conn is None or conn.closed:
+            return False
+        try:  # a live session still holds its session-level lock; a dead one held nothing
+            await conn.execute("SELECT 1")
+        except Exception:
+            return False
+        return True
+
     async def _release(self, name: str) -> None:
         conn = self._lock_conns.pop(name, None)
         if conn is not None:
@@ -332,6 +356,8 @@ class PostgresBackend(Backend):
                 if not conn.closed:
                     await conn.execute("SELECT pg_advisory_unlock(%s)",
                                        (lock_key(self.schema, name),))
+            except psycopg.Error:
+                pass  # the session is gone, and the lock with it
             finally:
                 await conn.close()  # ending the session drops the lock in any case
 

@@ -87,8 +87,8 @@ async def test_a_step_cancelled_mid_poll_keeps_metrics_and_cursor_together(
 
 
 async def test_poll_interval_gates_polling_and_force_overrides_it(db_url: str) -> None:
-    async with SharedState.open(db_url, producer="tests") as shared:
-        store = open_store(shared.backend.url)
+    async with (SharedState.open(db_url, producer="tests") as shared,
+                open_store(shared.backend.url) as store):
         now = time.time()
         row = {"id": "r1", "project": "local", "name": "job", "run_type": "chain",
                "start_time": now - 2, "end_time": now - 1, "status": "success",
@@ -107,7 +107,6 @@ async def test_poll_interval_gates_polling_and_force_overrides_it(db_url: str) -
         ctx = AgentContext(AGENT, data=data, database_url=shared.backend.url)
         await bridge_agent.LangSmithBridgeAgent(AGENT, forced).step(ctx)
         assert ctx.data["last"]["mirrored"] == 1
-        await store.aclose()
 
 
 async def test_insights_carry_evidence_and_example_runs(db_url: str, tmp_path: Path) -> None:

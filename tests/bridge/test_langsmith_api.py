@@ -227,8 +227,8 @@ async def test_malformed_records_are_quarantined_with_a_reason(
     assert result.error is None
     assert result.report.mirrored == 10
     assert result.report.quarantined == 6
-    reasons = {q["key"].split(":", 1)[1]: q["reason"]
-               for q in await open_store(shared.backend.url).quarantined()}
+    async with open_store(shared.backend.url) as store:
+        reasons = {q["key"].split(":", 1)[1]: q["reason"] for q in await store.quarantined()}
     assert "start_time is not an ISO 8601 time" in reasons["bad-start"]
     assert reasons["bad-order"] == "end_time is before start_time"
     assert "total_tokens must be a finite number" in reasons["bad-tokens"]
@@ -345,7 +345,8 @@ async def test_api_key_never_reaches_state_exports_or_logs(
         wrong.stop()
     exported = json.dumps(await shared.export_state())
     state = json.dumps(await shared.read(), default=str)
-    quarantined = json.dumps(await open_store(shared.backend.url).quarantined())
+    async with open_store(shared.backend.url) as store:
+        quarantined = json.dumps(await store.quarantined())
     secret = langsmith_env
     for text in (exported, state, quarantined, caplog.text):
         assert secret not in text

@@ -44,14 +44,17 @@ class LLMAgent(Agent):
 
 
 def expected_from_store(rows: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    """Per series label: runs, summed latency (ms), errors, tokens, from the raw store rows."""
+    """Per series label: runs, summed latency (ms), errors, tokens, from the raw store rows.
+
+    Latencies are whole microseconds, as the bridge takes them (``TraceRun.latency_ms``): from
+    the raw float seconds the sum of a few runs could be 1 µs off each."""
     out: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
     for r in rows:
         label = f"local/{r['name']}" if r["parent_run_id"] is None \
             else f"local/{r['run_type']}:{r['name']}"
         e = out[label]
         e["count"] += 1
-        e["latency"] += (r["end_time"] - r["start_time"]) * 1000
+        e["latency"] += (round(r["end_time"] * 1e6) - round(r["start_time"] * 1e6)) / 1000
         e["errors"] += r["status"] == "error"
         if r["total_tokens"] is not None:
             e["tokens"] += r["total_tokens"]
@@ -68,7 +71,8 @@ async def test_system_graph_runs_recorded_then_mirrored_match(db_url: str) -> No
         }})
         for _ in range(3):
             await tick(shared)
-        rows = await open_store(shared.backend.url).read_after(0, 10_000)
+        async with open_store(shared.backend.url) as store:
+            rows = await store.read_after(0, 10_000)
         assert {r["name"] for r in rows} >= {"system_tick", "fold_inbox", "plan", "run_agent",
                                              "review", "optimize", "agent:echo",
                                              "agent:failing", "GenericFakeChatModel"}
@@ -89,7 +93,7 @@ async def test_system_graph_runs_recorded_then_mirrored_match(db_url: str) -> No
         for label, e in expected.items():
             lat = found[f"{AGENT}/{label}/latency_ms"]
             assert lat["count"] == e["count"], label
-            assert lat["mean"] * lat["count"] == pytest.approx(e["latency"], rel=1e-6, abs=1e-3)
+            assert lat["mean"] * lat["count"] == pytest.approx(e["latency"], rel=1e-9, abs=1e-6)
             err = found[f"{AGENT}/{label}/error"]
             assert err["mean"] * err["count"] == e["errors"], label
         tokens = found[f"{AGENT}/local/llm:GenericFakeChatModel/total_tokens"]
@@ -100,7 +104,8 @@ async def test_system_graph_runs_recorded_then_mirrored_match(db_url: str) -> No
 
         await tick(shared)
         again = await sync(shared)  # only the runs of the tick in between
-        new_rows = await open_store(shared.backend.url).read_after(rows[-1]["seq"], 10_000)
+        async with open_store(shared.backend.url) as store:
+            new_rows = await store.read_after(rows[-1]["seq"], 10_000)
         assert again.report.mirrored == len(new_rows) > 0
 
 
@@ -196,7 +201,8 @@ async def test_tracing_to_an_unreachable_endpoint_never_breaks_a_tick(
         assert agents["echo"]["heartbeats"] == 3
         assert agents["echo"]["status"] == "ok"
         assert (await shared.get_system_state())["stats"]["ticks"] == 3
-        rows = await open_store(sqlite_url).read_after(0, 10_000)
+        async with open_store(sqlite_url) as store:
+            rows = await store.read_after(0, 10_000)
         assert sum(r["name"] == "system_tick" for r in rows) == 3  # local tracing unaffected
         for _ in range(200):  # the LangSmith tracer did try to reach its endpoint ...
             if tracing_to.requests:

@@ -1,9 +1,10 @@
-"""A state written through the real SharedState API (SQLite file), for the dashboard tests."""
+"""A state written through the real SharedState API, for the dashboard tests: every page test
+runs on a SQLite file and on a PostgreSQL schema (skipped without a server, required in CI)."""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -12,6 +13,7 @@ import pytest
 
 from graph import runner
 from state import OptimizationRecord, PerformanceMetric, SharedState
+from tests.conftest import postgres_schema
 
 T = TypeVar("T")
 
@@ -70,10 +72,20 @@ async def write_state(shared: SharedState) -> dict[str, str]:
     return ids
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def page_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty database the dashboard reads: a SQLite file or a PostgreSQL schema."""
+    if request.param == "postgres":
+        with postgres_schema() as url:
+            yield url
+    else:
+        yield f"sqlite:///{tmp_path / 'state.db'}"
+
+
 @pytest.fixture
-def state_db(tmp_path: Path) -> StateFixture:
-    """A SQLite state with two checkpoints; the second adds an insight after the first."""
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+def state_db(page_db_url: str) -> StateFixture:
+    """A state with two checkpoints; the second adds an insight after the first."""
+    url = page_db_url
     fixture = StateFixture(url)
 
     async def build(shared: SharedState) -> None:
@@ -88,5 +100,5 @@ def state_db(tmp_path: Path) -> StateFixture:
 
 
 @pytest.fixture
-def empty_db(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'empty.db'}"
+def empty_db(page_db_url: str) -> str:
+    return page_db_url

@@ -4,6 +4,8 @@ the numbers on the page are the numbers in the state, and the page's writes land
 from __future__ import annotations
 
 import json
+import os
+import socket
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +14,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from dashboard import data, ui
+from graph import runner
 from state import SharedState
 from tests.dashboard.conftest import StateFixture, api
 
@@ -317,3 +320,32 @@ def test_export_page_matches_the_api_export(state_db: StateFixture, dash: Any) -
     for channel, value in exported["channels"].items():
         assert table.loc[channel, "entries"] == len(value)
     assert json.loads(data.export_json(data.load_uncached(url=state_db.url))) == exported
+
+
+def test_agents_page_shows_every_process_of_every_host(db_url: str, dash: Any) -> None:
+    """Workers on two other hosts report as ``bga worker`` does (their heartbeats name the
+    process); this process leads a tick. The page lists all three, whatever the backend."""
+
+    async def build(shared: SharedState) -> None:
+        for agent_id, host, pid in (("importer", "host-a", 101), ("bridge", "host-b", 202),
+                                    ("mirror", "host-b", 202)):
+            await shared.register_agent(agent_id, kind="echo", interval_s=60)
+            await shared.receive_heartbeat(agent_id, {
+                "status": "ok", "step_ms": 1.5, "tick": None, "worker": f"{host}:{pid}",
+                "host": host, "pid": pid})
+        await runner.tick(shared, wait=30, coordinator_only=True)
+
+    api(db_url, build)
+    expected = {p["process"]: p for p in api(db_url, SharedState.get_processes)}
+    me = f"{socket.gethostname()}:{os.getpid()}"
+    assert set(expected) == {"host-a:101", "host-b:202", me}
+    at = dash(db_url, "agents")
+    (shown,) = [f.value for f in at.dataframe if "process" in f.value.columns]
+    table = shown.set_index("process")
+    assert set(table.index) == set(expected)
+    assert table.loc["host-a:101", "agents"] == "importer"
+    assert table.loc["host-b:202", "agents"] == "bridge, mirror"
+    assert table.loc["host-b:202", "host"] == "host-b"
+    assert table.loc[me, "role"] == "coordinator (leader), coordinator-only"
+    agents = frame(at).set_index("agent")
+    assert agents.loc["mirror", "runs on"] == "worker host-b:202"

@@ -67,7 +67,9 @@ def snapshot(url: str, job_id: str) -> dict[str, Any]:
         quarantine = [(q["line"], q["raw"], tuple(q["reasons"]))
                       for q in store.quarantined(job_id, limit=1_000_000)]
         return {
-            "profiles": store.dump_profiles(),
+            # in id order, without the ids: PostgreSQL's sequences skip the ids of rolled-back
+            # inserts, so equal data can have other ids there
+            "profiles": [row[1:] for row in store.dump_profiles()],
             "quarantine": quarantine,
             "counts": {k: job.get(k) for k in ("rows_read", "inserted", "updated", "unchanged",
                                                 "rejected", "byte_offset", "line_no",

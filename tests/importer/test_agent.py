@@ -166,3 +166,4 @@ def test_default_inbox_is_imports_beside_the_state_database() -> None:
     assert default_inbox("sqlite:///./data/state.db") == Path("./data/imports")
     assert default_inbox("sqlite:////srv/bga/state.db") == Path("/srv/bga/imports")
     assert default_inbox("memory://x") is None
+    assert default_inbox("postgresql://db/bga") is None  # no file to sit beside: set ``inbox``

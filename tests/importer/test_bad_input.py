@@ -22,8 +22,9 @@ BIG = 50 * 1024 * 1024  # the 50 MB single field
 
 
 @pytest.fixture
-def url(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state.db'}"
+def url(db_url: str) -> str:
+    """Every backend: SQLite, memory and PostgreSQL."""
+    return db_url
 
 
 def balanced(report: dict[str, Any]) -> bool:
@@ -122,6 +123,21 @@ async def test_ragged_rows_are_quarantined(tmp_path: Path, url: str) -> None:
     assert [(r["line"], r["codes"]) for r in rows] == [(3, ["ragged_row"]), (4, ["ragged_row"])]
     assert "row has 2 fields, the header has 3" in rows[0]["reasons"][0]
     assert "row has 4 fields" in rows[1]["reasons"][0]
+
+
+async def test_nul_characters_mid_file_are_stored_on_every_backend(
+        tmp_path: Path, url: str) -> None:
+    rows = people_rows(100)  # the NULs come after the 4 KB that the UTF-16 sniff looks at
+    rows.append(["Nul\x00Name", "nul@example.com", "", "Co\x00", "", "", ""])
+    rows.append(["Bad\x00", "bad@", "", "", "", "", ""])
+    report = await run_import(write_csv(tmp_path / "nul.csv", rows), url)
+    assert report["status"] == "done" and report["read"] == 102 and balanced(report)
+    nul = "\ufffd" if url.startswith("postgresql://") else "\x00"  # PostgreSQL text has no NUL
+    with store_of(url) as store:
+        profile = store.profile("email:nul@example.com")
+        last = store.quarantined(report["job_id"])[-1]
+    assert profile is not None and profile["full_name"] == f"Nul{nul}Name"
+    assert last["line"] == 103 and last["raw"].startswith(f"Bad{nul},bad@")
 
 
 async def test_invalid_json_lines_are_quarantined_with_line_numbers(

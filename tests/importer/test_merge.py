@@ -71,8 +71,9 @@ def test_extra_is_merged_key_by_key() -> None:
     assert outcome == UNCHANGED
 
 
-async def test_merge_applies_across_files_by_email_and_by_url(tmp_path: Path) -> None:
-    url = f"sqlite:///{tmp_path / 'state.db'}"
+async def test_merge_applies_across_files_by_email_and_by_url(tmp_path: Path,
+                                                             db_url: str) -> None:
+    url = db_url
     first = tmp_path / "a.jsonl"
     first.write_text('{"email": "ada@example.com", "name": "Ada", "company": "Acme"}\n'
                      '{"url": "https://www.linkedin.com/in/bob/", "name": "Bob"}\n')
@@ -92,11 +93,12 @@ async def test_merge_applies_across_files_by_email_and_by_url(tmp_path: Path) ->
 
 
 @pytest.mark.parametrize("batch_size", [1, 7, 64])
-async def test_batch_size_does_not_change_the_result(tmp_path: Path, batch_size: int) -> None:
+async def test_batch_size_does_not_change_the_result(tmp_path: Path, batch_size: int,
+                                                     db_url: str) -> None:
     rows = people_rows(400)  # duplicates fall inside batches and across them
     path = write_csv(tmp_path / "people.csv", rows)
     one = f"sqlite:///{tmp_path / 'one.db'}"
-    many = f"sqlite:///{tmp_path / 'many.db'}"
+    many = db_url
     whole = await run_import(path, one, batch_size=10_000)
     sliced = await run_import(path, many, batch_size=batch_size)
     assert sliced["batches"] == -(-400 // batch_size) and whole["batches"] == 1

@@ -1,16 +1,20 @@
 """Kill-and-resume: SIGKILL ``bga import`` at batch boundaries and inside batches, again and
-again; the resumed job ends with exactly the database of an uninterrupted import."""
+again; the resumed job ends with exactly the database of an uninterrupted import. And racing
+writers of one job: the compare-and-swap lets exactly one commit a batch. On SQLite and
+PostgreSQL."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import random
 import signal
-import sqlite3
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -19,9 +23,9 @@ import pytest
 from graph.import_job import job_thread, run_job
 from nodes.profile_import.job import ImportOptions
 from nodes.profile_import.models import validate_row
-from nodes.profile_import.store import JobMoved, ProfileStore, profiles_location
+from nodes.profile_import.store import JobMoved, PostgresDb, ProfileStore, profiles_location
 from state.backends import make_backend
-from tests.importer.helpers import people_rows, run_import, snapshot, write_csv
+from tests.importer.helpers import people_rows, run_import, snapshot, store_of, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
 BGA = Path(sys.executable).with_name("bga")
@@ -34,29 +38,19 @@ def _env() -> dict[str, str]:
     return env
 
 
-def _batches(profiles_db: str) -> int:
+def _batches(store: ProfileStore) -> int:
     """Committed batches of the running job, read the way a second process would."""
-    if not Path(profiles_db).exists():
-        return -1
-    conn = sqlite3.connect(f"file:{profiles_db}?mode=ro", uri=True, timeout=5)
-    try:
-        row = conn.execute("SELECT max(batches) FROM import_jobs WHERE status='running'"
-                           ).fetchone()
-    except sqlite3.OperationalError:  # the schema is still being created
-        return -1
-    finally:
-        conn.close()
-    return -1 if row is None or row[0] is None else int(row[0])
+    return max((job["batches"] for job in store.running_jobs()), default=-1)
 
 
-def _kill_after(cmd: list[str], profiles_db: str, target: int, rng: random.Random) -> bool:
+def _kill_after(cmd: list[str], store: ProfileStore, target: int, rng: random.Random) -> bool:
     """Start ``cmd``, SIGKILL it once ``target`` batches are committed (plus a random few ms,
     so the kill lands anywhere inside the next batch). False if it finished first."""
     proc = subprocess.Popen(cmd, cwd=ROOT, env=_env(), stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
     try:
         while proc.poll() is None:
-            if _batches(profiles_db) >= target:
+            if _batches(store) >= target:
                 time.sleep(rng.uniform(0, 0.015))
                 proc.send_signal(signal.SIGKILL)
                 proc.wait(timeout=30)
@@ -70,30 +64,17 @@ def _kill_after(cmd: list[str], profiles_db: str, target: int, rng: random.Rando
 
 
 @pytest.mark.slow
-async def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tmp_path: Path) -> None:
+async def test_sigkill_at_random_points_then_resume_equals_uninterrupted(
+        tmp_path: Path, durable_url: str) -> None:
     path = write_csv(tmp_path / "people.csv", people_rows(ROWS, seed=11))
     reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
     reference = await run_import(path, reference_url, batch_size=BATCH)
     assert reference["status"] == "done" and reference["batches"] == ROWS // BATCH
 
-    url = f"sqlite:///{tmp_path / 'killed.db'}"
-    profiles_db = profiles_location(url)
+    url = durable_url
     args = ["import", str(path), "--db", url, "--batch-size", str(BATCH), "--json"]
-    rng = random.Random(20240611)
-    kills = 0
-    # deterministic points: inside the transaction (before COMMIT), and between the COMMIT and
-    # the checkpoint; then external SIGKILLs at random batch counts and random moments
-    for point, nth in (("before_commit", 3), ("after_commit", 2), ("before_commit", 1)):
-        proc = subprocess.run([sys.executable, "-m", "tests.importer.killer", point, str(nth),
-                               *args], cwd=ROOT, env=_env(), capture_output=True, timeout=120)
-        assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
-        kills += 1
-    target = _batches(profiles_db)
-    for _ in range(5):
-        target += rng.randint(3, 25)
-        kills += _kill_after([str(BGA), *args], profiles_db, target, rng)
-        target = max(target, _batches(profiles_db))
-    assert kills >= 6  # enough of the random kills landed before the end of the file
+    with store_of(url) as store:
+        kills = _kill_repeatedly(args, store)
 
     final = subprocess.run([str(BGA), *args], cwd=ROOT, env=_env(), capture_output=True,
                            timeout=300)
@@ -106,11 +87,13 @@ async def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tmp_pat
         assert report[key] == reference[key], key
     killed = snapshot(url, report["job_id"])
     expected = snapshot(reference_url, reference["job_id"])
-    assert killed["profiles"] == expected["profiles"]  # same rows, same ids: none lost or doubled
+    assert killed["profiles"] == expected["profiles"]  # same rows in the same order: none lost
     assert killed["quarantine"] == expected["quarantine"]
     assert killed["counts"] == expected["counts"]
     lines = [q[0] for q in killed["quarantine"]]
     assert len(lines) == len(set(lines))
+    with store_of(url) as store:
+        assert store.count_profiles() == reference["inserted"]  # none written twice
 
     # the job thread's checkpoints mirror the committed job
     backend = make_backend(url)
@@ -126,10 +109,32 @@ async def test_sigkill_at_random_points_then_resume_equals_uninterrupted(tmp_pat
     assert values["offset"] == path.stat().st_size
 
 
-def test_a_second_process_cannot_commit_the_same_batch(tmp_path: Path) -> None:
+def _kill_repeatedly(args: list[str], store: ProfileStore) -> int:
+    """Kill ``bga import`` at fixed points inside and after batch transactions, then at random
+    batch counts and moments; returns how many kills landed before the end of the file."""
+    rng = random.Random(20240611)
+    kills = 0
+    # deterministic points: inside the transaction (before COMMIT), and between the COMMIT and
+    # the checkpoint; then external SIGKILLs at random batch counts and random moments
+    for point, nth in (("before_commit", 3), ("after_commit", 2), ("before_commit", 1)):
+        proc = subprocess.run([sys.executable, "-m", "tests.importer.killer", point, str(nth),
+                               *args], cwd=ROOT, env=_env(), capture_output=True, timeout=120)
+        assert proc.returncode == -signal.SIGKILL, proc.stderr.decode()[-2000:]
+        kills += 1
+    target = _batches(store)
+    for _ in range(5):
+        target += rng.randint(3, 25)
+        kills += _kill_after([str(BGA), *args], store, target, rng)
+        target = max(target, _batches(store))
+    assert kills >= 6  # enough of the random kills landed before the end of the file
+    return kills
+
+
+def test_a_second_process_cannot_commit_the_same_batch(tmp_path: Path,
+                                                       durable_url: str) -> None:
     """The compare-and-swap on the job's position: a stale writer fails and writes nothing."""
     path = write_csv(tmp_path / "p.csv", people_rows(10))
-    location = profiles_location(f"sqlite:///{tmp_path / 'state.db'}")
+    location = profiles_location(durable_url)
     first, second = ProfileStore.open(location), ProfileStore.open(location)
     try:
         job = first.prepare(path).job
@@ -145,6 +150,82 @@ def test_a_second_process_cannot_commit_the_same_batch(tmp_path: Path) -> None:
     finally:
         first.close()
         second.close()
+
+
+@contextlib.contextmanager
+def _in_thread(target: Any) -> Iterator[threading.Thread]:
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    try:
+        yield thread
+    finally:
+        thread.join(timeout=60)
+
+
+def _wait_until_blocked(store: ProfileStore, watcher: ProfileStore) -> None:
+    """Until ``store``'s PostgreSQL session waits for a lock (seen from ``watcher``'s)."""
+    assert isinstance(store.db, PostgresDb) and isinstance(watcher.db, PostgresDb)
+    pid = store.db.conn.info.backend_pid
+    for _ in range(3000):
+        row = watcher.db.one("SELECT wait_event_type FROM pg_stat_activity WHERE pid=?", (pid,))
+        if row is not None and row["wait_event_type"] == "Lock":
+            return
+        time.sleep(0.01)
+    pytest.fail("the second writer never waited for the first one's transaction")
+
+
+def test_racing_writers_commit_a_batch_exactly_once(tmp_path: Path, durable_url: str) -> None:
+    """Two connections commit the same batch of one job at the same time: the second waits
+    for the first's transaction, then finds the job moved and writes nothing (no profile
+    merged twice, no row quarantined twice, no unique-index error)."""
+    path = write_csv(tmp_path / "p.csv", people_rows(10))
+    location = profiles_location(durable_url)
+    first, second, watcher = (ProfileStore.open(location), ProfileStore.open(location),
+                              ProfileStore.open(location))
+    try:
+        job_id = first.prepare(path).job["job_id"]
+        groups = {}
+        for email in ("ada@example.com", "bob@example.com", "cy@example.com"):
+            profile, _ = validate_row({"email": email, "name": email[:3].title()})
+            assert profile is not None
+            groups[profile.identity] = [profile]
+        batch = {"groups": groups, "read": 4, "rejected": [(5, "x,bad@", [
+            ("invalid_email", "line 5: invalid e-mail 'bad@'")])]}
+        inside, release = threading.Event(), threading.Event()
+
+        def hold(info: dict[str, Any]) -> None:  # the first writer, just before its COMMIT
+            inside.set()
+            assert release.wait(60)
+
+        first.before_commit = hold
+        outcome: dict[str, str] = {}
+
+        def commit(name: str, store: ProfileStore) -> None:
+            try:
+                store.commit_batch(job_id, expected_offset=0, offset=80, line=5, **batch)
+                outcome[name] = "committed"
+            except JobMoved:
+                outcome[name] = "moved"
+            except Exception as exc:
+                outcome[name] = repr(exc)
+
+        with _in_thread(lambda: commit("first", first)):
+            assert inside.wait(60)
+            with _in_thread(lambda: commit("second", second)):
+                if isinstance(second.db, PostgresDb):
+                    _wait_until_blocked(second, watcher)
+                release.set()
+        assert outcome == {"first": "committed", "second": "moved"}
+        job = watcher.job(job_id)
+        assert job is not None
+        assert (job["batches"], job["rows_read"], job["inserted"], job["rejected"]) == \
+            (1, 4, 3, 1)
+        assert watcher.count_profiles() == 3 and watcher.count_quarantined(job_id) == 1
+        assert watcher.finish(job_id, "done")["status"] == "done"  # the accounting adds up
+    finally:
+        release.set()
+        for store in (first, second, watcher):
+            store.close()
 
 
 def _messy(fmt: str, path: Path) -> Path:
@@ -166,11 +247,12 @@ def _messy(fmt: str, path: Path) -> Path:
 
 
 @pytest.mark.parametrize("fmt", ["csv", "jsonl", "json"])
-async def test_resuming_after_every_batch_reads_each_row_once(tmp_path: Path, fmt: str) -> None:
+async def test_resuming_after_every_batch_reads_each_row_once(tmp_path: Path, fmt: str,
+                                                              db_url: str) -> None:
     path = _messy(fmt, tmp_path / f"messy.{fmt}")
     whole_url = f"sqlite:///{tmp_path / 'whole.db'}"
     whole = await run_import(path, whole_url)
-    url = f"sqlite:///{tmp_path / 'sliced.db'}"
+    url = db_url
     backend = make_backend(url)
     await backend.setup()
     store = ProfileStore.open(profiles_location(url))

@@ -26,12 +26,8 @@ REASONS = {
 }
 
 
-def _sqlite(tmp_path: Path) -> str:
-    return f"sqlite:///{tmp_path / 'state.db'}"
-
-
-async def test_sample_set_accounting_is_exact(tmp_path: Path) -> None:
-    url = _sqlite(tmp_path)
+async def test_sample_set_accounting_is_exact(db_url: str) -> None:
+    url = db_url
     totals = dict.fromkeys(("read", "inserted", "updated", "unchanged", "rejected"), 0)
     for name in SAMPLE_FILES:
         report = await run_import(SAMPLES / name, url)
@@ -49,8 +45,8 @@ async def test_sample_set_accounting_is_exact(tmp_path: Path) -> None:
         assert store.count_profiles() == 340  # one profile per insert, none lost or doubled
 
 
-async def test_rejected_rows_are_quarantined_with_line_and_every_reason(tmp_path: Path) -> None:
-    url = _sqlite(tmp_path)
+async def test_rejected_rows_are_quarantined_with_line_and_every_reason(db_url: str) -> None:
+    url = db_url
     report = await run_import(SAMPLES / "01_contacts.csv", url)
     with store_of(url) as store:
         rows = store.quarantined(report["job_id"])
@@ -69,13 +65,12 @@ async def test_rejected_rows_are_quarantined_with_line_and_every_reason(tmp_path
     assert "9 fields, the header has 8" in ragged[0]["reasons"][0]
 
 
-async def test_sample_messes_are_normalised(tmp_path: Path) -> None:
-    url = _sqlite(tmp_path)
+async def test_sample_messes_are_normalised(db_url: str) -> None:
+    url = db_url
     for name in SAMPLE_FILES:
         await run_import(SAMPLES / name, url)
     with store_of(url) as store:
-        rows = store.conn.execute("SELECT full_name, email, phone, profile_url FROM profiles"
-                                  ).fetchall()
+        rows = store.db.all("SELECT full_name, email, phone, profile_url FROM profiles")
         # the CSV header had a BOM: the first column still maps to full_name
         assert sum(1 for r in rows if r["full_name"]) == 340 - 6  # 3 + 3 rows without names
         assert all(r["email"] is None or r["email"] == r["email"].lower() for r in rows)
@@ -87,8 +82,9 @@ async def test_sample_messes_are_normalised(tmp_path: Path) -> None:
         assert all(r["full_name"] is None or "  " not in r["full_name"] for r in rows)
 
 
-async def test_reimport_is_skipped_by_content_hash_and_force_reapplies(tmp_path: Path) -> None:
-    url = _sqlite(tmp_path)
+async def test_reimport_is_skipped_by_content_hash_and_force_reapplies(
+        tmp_path: Path, db_url: str) -> None:
+    url = db_url
     first = await run_import(SAMPLES / "01_contacts.csv", url)
     before = snapshot(url, first["job_id"])["profiles"]
 

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import subprocess
 import time
+import uuid
 from pathlib import Path
 
 import pytest
@@ -13,18 +15,29 @@ import pytest
 from tests.integration import workers
 
 STARTUP_TIMEOUT_S = 60.0
+SETTLE_TIMEOUT_S = 60.0
 
 
 class Spawner:
-    """Starts worker processes with their output in ``log_dir`` and kills leftovers."""
+    """Starts worker processes with their output in ``log_dir`` and kills leftovers.
+
+    A worker given a PostgreSQL URL connects under an application name of its own, so that
+    :meth:`kill` can wait until the server has ended its sessions too (see there)."""
 
     def __init__(self, log_dir: Path) -> None:
         self.log_dir = log_dir
         self.procs: dict[str, subprocess.Popen] = {}
+        self.sessions: dict[str, tuple[str, str]] = {}  # name -> (PostgreSQL URL, app name)
 
     def spawn(self, name: str, *args: str) -> subprocess.Popen:
         assert name not in self.procs, f"duplicate worker name {name}"
-        proc = workers.spawn(self.log_dir, name, *args)
+        env = None
+        url = next((a for a in args if workers.is_postgres(a)), None)
+        if url is not None:
+            app = f"bga-test-{uuid.uuid4().hex[:12]}-{name}"[:63]
+            self.sessions[name] = (url, app)
+            env = {**os.environ, "PGAPPNAME": app}  # libpq's default application_name
+        proc = workers.spawn(self.log_dir, name, *args, env=env)
         self.procs[name] = proc
         return proc
 
@@ -70,11 +83,20 @@ class Spawner:
         return proc.returncode
 
     def kill(self, name: str) -> None:
-        """SIGKILL one worker (if still running) and reap it."""
+        """SIGKILL one worker (if still running) and reap it.
+
+        On PostgreSQL the worker's commits happen in the server: a COMMIT it had sent before
+        dying may still be applied after it is gone. Once the server has ended every session
+        of the worker, what it committed is final (as it is for SQLite once it is reaped)."""
         proc = self.procs[name]
         if proc.poll() is None:
             proc.kill()
         proc.wait(30)
+        if name in self.sessions:
+            url, app = self.sessions[name]
+            left = workers.wait_sessions_gone(url, app, SETTLE_TIMEOUT_S)
+            assert not left, (f"the server still runs {left} session(s) of the killed worker "
+                              f"after {SETTLE_TIMEOUT_S}s: {self.describe(name)}")
 
     def cleanup(self) -> None:
         for proc in self.procs.values():
@@ -83,6 +105,14 @@ class Spawner:
         for proc in self.procs.values():
             with contextlib.suppress(subprocess.TimeoutExpired):
                 proc.wait(30)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def process_db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database that several OS processes can share: a SQLite file (``sqlite_url``)
+    or a PostgreSQL schema (``postgres_url``, which skips without a server). Request it before
+    the fixtures that start processes, so that the database outlives them."""
+    return request.getfixturevalue(f"{request.param}_url")
 
 
 @pytest.fixture

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from state import SharedState
-from state.backends.sqlite import path_from_url
 from tests.integration.workers import (
     KINDS,
     expected_view,
@@ -40,7 +39,7 @@ async def test_concurrent_writer_processes_and_folder_count_exactly(
         sqlite_url, tmp_path, spawner, producers, EVENTS, CHUNK, RUN_TIMEOUT_S)
 
     # The folder's last flush started after every writer had finished: nothing is pending.
-    truth = inbox_truth(path_from_url(sqlite_url))
+    truth = inbox_truth(sqlite_url)
     assert all(not rec["kinds"] for rec in truth.values()), truth
     for p in producers:
         assert len(truth[p]["streams"]) == 1, truth[p]  # one stream per SharedState

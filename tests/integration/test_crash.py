@@ -2,6 +2,8 @@
 
 Every failure message carries the random seed; rerun with ``BGA_CRASH_SEED=<seed>`` to get the
 same kill schedule (the moments are the same, what the killed process was doing may differ).
+Both tests run on a SQLite file and on a PostgreSQL schema (``process_db_url``); the ground
+truth is read from the tables directly (``inbox_truth``), not through the backend under test.
 """
 
 from __future__ import annotations
@@ -9,19 +11,17 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import sqlite3
-from pathlib import Path
 
 import pytest
 
 from state import SharedState
-from state.backends.sqlite import path_from_url
 from state.fold import KIND_ERROR, KIND_HEARTBEAT, KIND_INSIGHT, KIND_METRIC
 from tests.integration.workers import (
     expected_counts,
     expected_view,
     inbox_truth,
     observe,
+    truth_db,
     write_events,
 )
 
@@ -65,13 +65,13 @@ async def flush(url: str) -> int:
 
 
 async def test_writers_killed_mid_write_keep_exactly_their_committed_prefix(
-    sqlite_url: str, spawner
+    process_db_url: str, spawner
 ) -> None:
     """(a) Per killed writer: acknowledged <= committed <= attempted, the committed rows are a
     gap-free prefix 1..K of its stream, and the state shows exactly the first K events - before
     a fold (overlay), after a fold, and after the producer restarts and writes again."""
     seed, rng = make_rng()
-    db = path_from_url(sqlite_url)
+    url = process_db_url
     # Kept below the read overlay's row limit (100k): this test reads before folding.
     attempted, writers, restart = 30_000, 3, 400
     committed: dict[str, list[int]] = {}
@@ -80,7 +80,7 @@ async def test_writers_killed_mid_write_keep_exactly_their_committed_prefix(
     for rnd in range(2):
         names = [f"k{rnd}{i}" for i in range(writers)]
         for p in names:
-            spawner.spawn(p, "write", sqlite_url, p, str(attempted), "100")
+            spawner.spawn(p, "write", url, p, str(attempted), "100")
         for p in names:  # everyone is writing before the first kill
             await spawner.wait_line(p, lambda line: line.startswith("ACK "))
         delays = sorted((rng.uniform(0.0, 1.0), p) for p in names)
@@ -89,7 +89,7 @@ async def test_writers_killed_mid_write_keep_exactly_their_committed_prefix(
             await asyncio.sleep(delay - elapsed)
             elapsed = delay
             spawner.kill(p)
-        truth = inbox_truth(db)
+        truth = inbox_truth(url)  # final: kill() waited for the server to end their sessions
         for p in names:
             ctx = f"seed={seed} round={rnd} writer={p} ({spawner.describe(p)})"
             acked = spawner.acked(p)
@@ -104,26 +104,26 @@ async def test_writers_killed_mid_write_keep_exactly_their_committed_prefix(
             assert truth[p]["kinds"] == want_kinds, f"not a prefix of the events: {ctx}"
             committed[p] = [k]
 
-        view, _ = await views(sqlite_url, list(committed))  # overlay on the last checkpoint
+        view, _ = await views(url, list(committed))  # overlay on the last checkpoint
         for p, parts in committed.items():
             assert view[p] == combined_view(parts), f"seed={seed} round={rnd} {p} {parts}"
         folded_total += sum(committed[p][0] for p in names)
-        assert await flush(sqlite_url) == sum(committed[p][0] for p in names), f"seed={seed}"
-        view, state = await views(sqlite_url, list(committed))
+        assert await flush(url) == sum(committed[p][0] for p in names), f"seed={seed}"
+        view, state = await views(url, list(committed))
         for p, parts in committed.items():
             assert view[p] == combined_view(parts), f"seed={seed} round={rnd} {p} {parts}"
         assert state["stats"]["events_folded"] == folded_total, f"seed={seed}"
 
     # The same producers start again (a new SharedState, so a new stream): counts add up.
     for p in list(committed):
-        async with SharedState.open(sqlite_url, producer=p) as shared:
+        async with SharedState.open(url, producer=p) as shared:
             await write_events(shared, p, restart, 100)
         committed[p].append(restart)
-    view, _ = await views(sqlite_url, list(committed))
+    view, _ = await views(url, list(committed))
     for p, parts in committed.items():
         assert view[p] == combined_view(parts), f"seed={seed} {p} {parts}"
-    assert await flush(sqlite_url) == restart * len(committed)
-    view, state = await views(sqlite_url, list(committed))
+    assert await flush(url) == restart * len(committed)
+    view, state = await views(url, list(committed))
     for p, parts in committed.items():
         assert view[p] == combined_view(parts), f"seed={seed} {p} {parts}"
     assert state["stats"]["events_folded"] == sum(map(sum, committed.values())), f"seed={seed}"
@@ -131,25 +131,22 @@ async def test_writers_killed_mid_write_keep_exactly_their_committed_prefix(
           f"{ {p: parts[0] for p, parts in committed.items()} } of {attempted} events")
 
 
-def unfolded_but_covered(db: Path, marks: dict[int, int]) -> int:
+def unfolded_but_covered(url: str, marks: dict[int, int]) -> int:
     """Inbox rows at or below their stream's watermark: a fold committed, its delete did not."""
-    conn = sqlite3.connect(db, timeout=60)
-    try:
-        return sum(conn.execute("SELECT count(*) FROM bga_inbox WHERE stream_id=? AND seq<=?",
-                                (stream, mark)).fetchone()[0] for stream, mark in marks.items())
-    finally:
-        conn.close()
+    with truth_db(url) as query:
+        return sum(query("SELECT count(*) FROM bga_inbox WHERE stream_id=? AND seq<=?",
+                         (int(stream), int(mark)))[0][0] for stream, mark in marks.items())
 
 
 async def test_folder_killed_mid_flush_folds_every_event_exactly_once(
-    sqlite_url: str, spawner
+    process_db_url: str, spawner
 ) -> None:
     """(b) A folder process is SIGKILLed at a random moment of its flush() loop, ten times,
     with the inbox pre-filled by a writer process and this process appending meanwhile: after
     every kill the state (checkpoint + unfolded rows) counts each written event exactly once,
     and so does the final state after a flush here."""
     seed, rng = make_rng()
-    db = path_from_url(sqlite_url)
+    url = process_db_url
     producers = ["f0", "f1", "f2"]
     written: dict[str, list[int]] = {p: [] for p in producers}
     rounds = 10
@@ -157,7 +154,7 @@ async def test_folder_killed_mid_flush_folds_every_event_exactly_once(
     folds_seen = 0
 
     prefill = rng.choice((4_000, 8_000))
-    spawner.spawn("prefill", "write", sqlite_url, producers[0], str(prefill), "200")
+    spawner.spawn("prefill", "write", url, producers[0], str(prefill), "200")
     assert await spawner.wait_exit("prefill", WAIT_S) == 0, spawner.describe("prefill")
     written[producers[0]].append(prefill)
 
@@ -170,8 +167,8 @@ async def test_folder_killed_mid_flush_folds_every_event_exactly_once(
         # write and its deletes, so kills land in those windows far more often.
         stall = "0" if rnd % 2 else "0.1"
         folder = f"folder{rnd}"
-        spawner.spawn(folder, "fold", sqlite_url, "0", "0", "-", stall)
-        async with SharedState.open(sqlite_url, producer=producer) as shared:
+        spawner.spawn(folder, "fold", url, "0", "0", "-", stall)
+        async with SharedState.open(url, producer=producer) as shared:
             # A backlog written while the folder starts, then more (same stream) while it folds.
             await write_events(shared, producer, backlog, 200)
             await spawner.wait_line(folder, lambda line: line == "OPEN")
@@ -184,8 +181,8 @@ async def test_folder_killed_mid_flush_folds_every_event_exactly_once(
         assert spawner.procs[folder].returncode == -9, f"{ctx}: {spawner.describe(folder)}"
         folds_seen += sum(1 for line in spawner.lines(folder) if line.startswith("FOLD "))
 
-        view, state = await views(sqlite_url, producers)
-        if unfolded_but_covered(db, state.get("inbox") or {}):
+        view, state = await views(url, producers)
+        if unfolded_but_covered(url, state.get("inbox") or {}):
             covered_rounds += 1
         for p in producers:
             assert view[p] == combined_view(written[p]), f"{ctx} {p} {written[p]}: {view[p]}"
@@ -193,11 +190,11 @@ async def test_folder_killed_mid_flush_folds_every_event_exactly_once(
         assert folded <= sum(map(sum, written.values())), f"{ctx}: stats say {folded} folded"
 
     total = sum(map(sum, written.values()))
-    await flush(sqlite_url)
-    view, state = await views(sqlite_url, producers)
+    await flush(url)
+    view, state = await views(url, producers)
     for p in producers:
         assert view[p] == combined_view(written[p]), f"seed={seed} final {p} {written[p]}"
     assert state["stats"]["events_folded"] == total, f"seed={seed}: {state['stats']}"
-    assert all(not rec["kinds"] for rec in inbox_truth(db).values()), f"seed={seed}"
+    assert all(not rec["kinds"] for rec in inbox_truth(url).values()), f"seed={seed}"
     print(f"\nseed={seed}: {rounds} folder kills, {folds_seen} completed flushes seen, "
           f"{covered_rounds} kills left folded-but-undeleted rows")

@@ -1,6 +1,9 @@
 """``bga run`` as real processes: clean stop on signals, leader election, crash recovery.
 
-Every wait is bounded; children are SIGKILLed at the end of each test whatever happened.
+Every test runs on a SQLite file and on a PostgreSQL schema (``process_db_url``): the leader
+and fold locks are file locks there and session advisory locks here, both released by the OS
+or the server when their process dies. Every wait is bounded; children are SIGKILLed at the
+end of each test whatever happened.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -27,10 +31,10 @@ from tests.integration.test_cli import (
     metric_count,
     read_state,
     run_bga,
-    sqlite_url_of,
     system_state,
     ticks_of,
 )
+from tests.integration.workers import is_postgres, wait_sessions_gone
 
 pytestmark = pytest.mark.slow
 
@@ -39,17 +43,20 @@ INTERVAL = "0.2"
 
 
 @pytest.fixture
-def children(tmp_path: Path) -> Iterator[Children]:
+def url(process_db_url: str) -> str:
+    """The database every process of the test shares (a URL passed as one argv item: no shell
+    quoting, so PostgreSQL's ``?options=-csearch_path%3D...`` goes through as it is)."""
+    return process_db_url
+
+
+@pytest.fixture
+def children(tmp_path: Path, url: str) -> Iterator[Children]:
+    """``bga`` children, all SIGKILLed before the database (``url``) is torn down."""
     kids = Children(tmp_path)
     try:
         yield kids
     finally:
         kids.cleanup()
-
-
-@pytest.fixture
-def url(tmp_path: Path) -> str:
-    return sqlite_url_of(tmp_path / "state.db")
 
 
 def wait_until(condition: Callable[[], bool], what: str, *watch: BgaProcess,
@@ -174,12 +181,17 @@ def test_killing_the_scheduler_mid_tick_never_loses_or_doubles_an_event(
     try:
         wait_until(lambda: "ACK" in log.read_text(), "a first acknowledged write")
         for i in range(4):
-            run = children.start(f"run{i}", "run", "--db", url, "--interval", "0.05")
+            app = f"bga-test-{uuid.uuid4().hex[:12]}-run{i}"  # its PostgreSQL sessions' name
+            run = children.start(f"run{i}", "run", "--db", url, "--interval", "0.05",
+                                 env=child_env(PGAPPNAME=app))
             # A scheduler that died by SIGKILL must not keep the next one standing by.
             wait_until(lambda r=run: r.tick_lines() >= 1, "a tick", run)
             assert "standing by" not in flat(run.output())
             time.sleep(rng.uniform(0.0, 0.3))
             run.kill()
+            if is_postgres(url):  # its locks go when the server has ended its sessions
+                left = wait_sessions_gone(url, app, WAIT_S)
+                assert not left, f"{left} session(s) of a killed scheduler: {run.describe()}"
             assert writer.poll() is None, log.read_text()[-3000:]
         stop_file.touch()
         assert writer.wait(WAIT_S) == 0, log.read_text()[-3000:]

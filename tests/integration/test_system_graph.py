@@ -52,7 +52,6 @@ async def configure(shared: SharedState, **sections: dict[str, Any]) -> None:
 # -- fan-out ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.local_stores  # asserts the built-in importer and bridge are ok
 async def test_builtin_and_configured_agent_run_in_one_tick(shared: SharedState) -> None:
     await configure(shared, echo={"class": ECHO, "interval_s": 1})
     report = await tick(shared)
@@ -81,7 +80,6 @@ async def test_builtin_and_configured_agent_run_in_one_tick(shared: SharedState)
     assert last["agents_run"] == ["echo", "langsmith_bridge", "profile_import", "system_monitor"]
 
 
-@pytest.mark.local_stores  # asserts the built-in importer and bridge are ok
 async def test_agent_that_raises_does_not_break_the_tick(shared: SharedState) -> None:
     await configure(shared, echo={"class": ECHO, "interval_s": TINY},
                     fail_a={"class": FAILING, "interval_s": TINY},
@@ -301,7 +299,6 @@ async def test_unloadable_agent_class_becomes_an_insight(shared: SharedState) ->
 # -- exactly once ----------------------------------------------------------------------------------
 
 
-@pytest.mark.local_stores  # asserts the built-in importer and bridge are ok
 async def test_api_events_are_counted_exactly_once_across_ticks_and_flushes(db_url: str) -> None:
     def metrics(n: int) -> list[dict[str, Any]]:
         return [{"source_agent": "ext", "name": "events", "value": 1.0} for _ in range(n)]

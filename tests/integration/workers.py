@@ -27,14 +27,17 @@ Every event of producer ``P`` is recognisable in the state: metrics go to series
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import sqlite3
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 from state import SharedState, queries, sketch
+from state.backends.sqlite import path_from_url
 
 KINDS = ("metric", "error", "insight", "heartbeat")
 INSIGHT_TYPE = "worker_insight"
@@ -141,11 +144,13 @@ async def fold(url: str, loops: int, pause: float = 0.0, stop_file: str | None =
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def spawn(log_dir: Path, name: str, *args: str) -> subprocess.Popen:
+def spawn(log_dir: Path, name: str, *args: str,
+          env: dict[str, str] | None = None) -> subprocess.Popen:
     """Start a worker process; its stdout/stderr go to ``<log_dir>/<name>.out|.err``."""
     with open(log_dir / f"{name}.out", "wb") as out, open(log_dir / f"{name}.err", "wb") as err:
         return subprocess.Popen([sys.executable, "-m", "tests.integration.workers", *args],
-                                cwd=ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL)
+                                cwd=ROOT, stdout=out, stderr=err, stdin=subprocess.DEVNULL,
+                                env=env)
 
 
 def lines(log_dir: Path, name: str) -> list[str]:
@@ -168,24 +173,65 @@ def acked(log_dir: Path, name: str) -> int:
     return done
 
 
-def inbox_truth(db: Path) -> dict[str, dict]:
-    """Ground truth straight from SQLite: per producer, its streams' rows still in the inbox."""
-    conn = sqlite3.connect(db, timeout=60)
-    try:
+def is_postgres(url: str) -> bool:
+    return url.startswith(("postgresql://", "postgres://"))
+
+
+Query = Callable[..., list[tuple]]
+
+
+@contextlib.contextmanager
+def truth_db(url: str) -> Iterator[Query]:
+    """``query(sql, params=())`` on a plain connection to the database at ``url``, around the
+    backend under test: the SQLite file, or the PostgreSQL schema the URL's search_path names
+    (the same ``bga_*`` tables in both). SQL takes ``?`` placeholders and returns all rows."""
+    if url.startswith("sqlite:///"):
+        conn = sqlite3.connect(path_from_url(url), timeout=60)
+        try:
+            yield lambda sql, params=(): conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+    elif is_postgres(url):
+        import psycopg
+
+        with psycopg.connect(url, autocommit=True, connect_timeout=10) as pg:
+            yield lambda sql, params=(): pg.execute(sql.replace("?", "%s"), params).fetchall()
+    else:
+        raise ValueError(f"no ground truth for {url!r}: SQLite or PostgreSQL only")
+
+
+def inbox_truth(url: str) -> dict[str, dict]:
+    """Ground truth straight from the tables: per producer, ``streams``: its streams as
+    (stream id, rows still in the inbox, lowest seq, highest seq), and ``kinds``: its rows
+    still in the inbox per kind (empty: nothing pending)."""
+    with truth_db(url) as query:
         out: dict[str, dict] = {}
-        for producer, stream, n, lo, hi in conn.execute(
+        for producer, stream, n, lo, hi in query(
                 "SELECT s.producer, s.stream_id, count(i.seq), min(i.seq), max(i.seq) "
                 "FROM bga_streams s LEFT JOIN bga_inbox i ON i.stream_id = s.stream_id "
-                "GROUP BY s.stream_id ORDER BY s.stream_id"):
+                "GROUP BY s.stream_id, s.producer ORDER BY s.stream_id"):
             rec = out.setdefault(producer, {"streams": [], "kinds": {}})
             rec["streams"].append((stream, n, lo, hi))
-        for producer, kind, n in conn.execute(
+        for producer, kind, n in query(
                 "SELECT s.producer, i.kind, count(*) FROM bga_inbox i "
                 "JOIN bga_streams s ON s.stream_id = i.stream_id GROUP BY 1, 2"):
             out[producer]["kinds"][kind] = n
         return out
-    finally:
-        conn.close()
+
+
+def wait_sessions_gone(url: str, application_name: str, timeout: float) -> int:
+    """Wait (at most ``timeout`` s) until the PostgreSQL server at ``url`` has no session of
+    ``application_name`` left; returns how many are left (0 once they are all gone)."""
+    import psycopg
+
+    deadline = time.monotonic() + timeout
+    with psycopg.connect(url, autocommit=True, connect_timeout=10) as pg:
+        while True:  # autocommit: each count sees a fresh pg_stat_activity snapshot
+            (left,), = pg.execute("SELECT count(*) FROM pg_stat_activity "
+                                  "WHERE application_name = %s", (application_name,)).fetchall()
+            if not left or time.monotonic() > deadline:
+                return int(left)
+            time.sleep(0.01)
 
 
 def observe(state: dict, producers: list[str]) -> dict[str, dict[str, int]]:

@@ -1,0 +1,69 @@
+"""``bga worker`` and ``bga db upgrade``: running the system as many processes on many hosts."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Annotated
+
+import typer
+from rich.console import Console
+
+from graph import scheduler, worker
+from state.api import SharedState
+from state.queries import config_of
+from state.redact import redact
+from state.settings import database_url
+
+console = Console(soft_wrap=True)
+
+DbOption = Annotated[str | None, typer.Option(
+    "--db", help="Database URL (default: $BGA_DATABASE_URL, then sqlite:///./data/state.db)")]
+
+
+def register(app: typer.Typer) -> None:
+    from graph.cli import _run  # one error policy for every command
+
+    db_app = typer.Typer(help="The state database's schema.", no_args_is_help=True)
+    app.add_typer(db_app, name="db")
+
+    @app.command("worker")
+    def worker_cmd(
+        agents: Annotated[str, typer.Option(
+            "--agents", help="Agents this process runs: NAME[,NAME...] from the config")],
+        db: DbOption = None,
+        steps: Annotated[int | None, typer.Option(
+            help="Stop after each agent has run this many steps")] = None,
+    ) -> None:
+        """Run chosen agents in this process (any host that reaches the database).
+
+        Steps are reported through the SharedState API, one transaction per step; while this
+        worker's heartbeats are fresh the coordinator leaves these agents to it."""
+        url = database_url(db)
+
+        async def go() -> worker.WorkerReport:
+            stop = asyncio.Event()
+            scheduler.install_signal_handlers(stop)
+            async with SharedState.open(url, producer="worker", must_exist=True) as shared:
+                names = worker.parse_agents(agents, config_of(await shared.read()))
+                ident = worker.worker_identity()["worker"]
+                console.print(f"worker {ident} running {', '.join(names)} on {redact(url)}; "
+                              "Ctrl-C stops it after the current steps", highlight=False)
+                return await worker.run(shared, names, stop=stop, notify=console.print,
+                                        max_steps=steps)
+
+        report = _run(go())
+        done = ", ".join(f"{a} {n}" for a, n in report.steps.items())
+        console.print(f"worker stopped cleanly; steps: {done}", highlight=False)
+
+    @db_app.command("upgrade")
+    def upgrade(db: DbOption = None) -> None:
+        """Create or migrate every table the system uses (idempotent; safe to run from
+        several processes at once). Opening the database does the same on first use."""
+        url = database_url(db)
+
+        async def go() -> None:
+            async with SharedState.open(url, producer="cli"):
+                pass  # setup() ran the migrations under the database's migration lock
+
+        _run(go())
+        console.print(f"schema of {redact(url)} is up to date", highlight=False)

@@ -1,0 +1,119 @@
+"""``bga worker``: run chosen agents in their own process, on any host that reaches the database.
+
+Each agent steps on its own schedule (its config section's interval or cron, re-read before
+every step) with the same step code as the graph's ``run_agent`` node, and reports through the
+SharedState API: a step's metrics, errors, insights, heartbeat and new data (its cursor) go
+into the inbox in ONE transaction. A worker killed mid-step loses that step whole and the next
+one redoes it from the old cursor, so nothing is counted twice. Its heartbeats name the worker
+(``host:pid``); while they are fresh the coordinator leaves the agent to it, and once they go
+stale a coordinator that runs agents (not ``--coordinator-only``) takes the agent back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import socket
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from nodes.agent_step import AgentTask, step_context
+from nodes.langsmith_bridge.local import local_tracer
+from nodes.schedule import last_step_at, next_due
+from state.api import SharedState
+from state.config import SystemConfig
+from state.queries import config_of
+
+POLL_S = 5.0  # an idle or disabled agent looks at its config at least this often
+RETRY_S = 1.0  # after a failed read or write (database restarting, network blip)
+
+Notify = Callable[[str], None]
+
+
+def worker_identity() -> dict[str, Any]:
+    """What a worker's heartbeats say about it: the dashboard groups agents by it."""
+    host, pid = socket.gethostname(), os.getpid()
+    return {"worker": f"{host}:{pid}", "host": host, "pid": pid}
+
+
+def parse_agents(spec: str, config: SystemConfig) -> list[str]:
+    """``NAME[,NAME]`` checked against the configured agents; ValueError names the bad ones."""
+    names = [n.strip() for n in spec.split(",") if n.strip()]
+    if not names:
+        raise ValueError("--agents names no agent (expected NAME[,NAME...])")
+    unknown = sorted(set(names) - set(config.agents))
+    if unknown:
+        raise ValueError(f"unknown agent(s) {', '.join(unknown)} in --agents; configured: "
+                         f"{', '.join(sorted(config.agents)) or 'none'}")
+    return list(dict.fromkeys(names))
+
+
+@dataclass
+class WorkerReport:
+    steps: dict[str, int] = field(default_factory=dict)
+    failures: int = 0
+
+
+async def _sleep(stop: asyncio.Event, seconds: float) -> None:
+    with contextlib.suppress(TimeoutError):
+        await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
+
+
+async def _agent_loop(shared: SharedState, agent_id: str, stop: asyncio.Event, notify: Notify,
+                      report: WorkerReport, max_steps: int | None) -> None:
+    identity = worker_identity()
+    last: float | None = None
+    first = True
+    while not stop.is_set() and (max_steps is None or report.steps[agent_id] < max_steps):
+        try:
+            values = await shared.read()
+        except Exception as exc:  # the database may be restarting: keep trying, say so
+            report.failures += 1
+            notify(f"{agent_id}: cannot read the state ({type(exc).__name__}: {exc}); retrying")
+            await _sleep(stop, RETRY_S)
+            continue
+        section = config_of(values).agents.get(agent_id)
+        if section is None or not section.enabled:
+            if first:
+                notify(f"{agent_id}: not configured or disabled; waiting for its config")
+            first = False
+            await _sleep(stop, POLL_S)
+            continue
+        first = False
+        if last is None:
+            last = last_step_at(values, agent_id)
+        wait = next_due(section, last) - time.time()
+        if wait > 0:
+            await _sleep(stop, min(wait, POLL_S))
+            continue
+        data = (((values.get("agent_data") or {}).get(agent_id)) or {}).get("value") or {}
+        task = AgentTask(agent_id=agent_id, section=section.model_dump(by_alias=True),
+                         data=data, tick=None)
+        tracer = local_tracer(shared.backend)
+        started = time.time()
+        ctx = await step_context(task, shared.backend.url, tags=(f"worker:{identity['worker']}",),
+                                 heartbeat=identity, callbacks=[tracer] if tracer else None)
+        try:
+            await shared.write_events(ctx.outbox())  # the whole step, or none of it
+        except Exception as exc:
+            report.failures += 1
+            notify(f"{agent_id}: step not recorded ({type(exc).__name__}: {exc}); will redo it")
+            await _sleep(stop, RETRY_S)
+            continue
+        finally:
+            if tracer is not None:
+                await tracer.flush()
+        last = started
+        report.steps[agent_id] += 1
+
+
+async def run(shared: SharedState, agents: Sequence[str], *, stop: asyncio.Event,
+              notify: Notify = print, max_steps: int | None = None) -> WorkerReport:
+    """Step ``agents`` until ``stop`` is set (or each has run ``max_steps``)."""
+    report = WorkerReport(steps=dict.fromkeys(agents, 0))
+    await asyncio.gather(*(_agent_loop(shared, a, stop, notify, report, max_steps)
+                           for a in agents))
+    return report

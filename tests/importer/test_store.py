@@ -1,0 +1,83 @@
+"""The profiles database itself: where it lives per backend, and a set-up that many processes
+can race on."""
+
+from __future__ import annotations
+
+import threading
+
+import pytest
+
+from nodes.profile_import.store import (
+    MIGRATIONS,
+    PostgresDb,
+    ProfileStore,
+    profiles_location,
+    redacted,
+)
+
+
+def test_locations_per_backend() -> None:
+    assert profiles_location("sqlite:///./data/state.db") == "data/state.profiles.db"
+    assert profiles_location("memory://x").startswith("file:bga-profiles-x?")
+    pg = "postgresql://u:secret@db:5432/bga?options=-csearch_path%3Dteam"
+    assert profiles_location(pg) == pg  # the same database and schema as the state
+    assert redacted(pg) == "postgresql://u:***@db:5432/bga?options=-csearch_path%3Dteam"
+    with pytest.raises(ValueError, match="postgresql://"):
+        profiles_location("mysql://db/x")
+
+
+def test_concurrent_first_opens_set_up_the_schema_once(durable_url: str) -> None:
+    """Eight connections open a fresh database at the same moment: none fails, the
+    migrations are recorded once, and the tables work."""
+    location = profiles_location(durable_url)
+    start = threading.Barrier(8)
+    errors: list[BaseException] = []
+    stores: list[ProfileStore] = []
+    lock = threading.Lock()
+
+    def open_one() -> None:
+        start.wait()
+        try:
+            store = ProfileStore.open(location)
+        except BaseException as exc:
+            with lock:
+                errors.append(exc)
+            return
+        with lock:
+            stores.append(store)
+
+    threads = [threading.Thread(target=open_one) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    try:
+        assert errors == [] and len(stores) == 8
+        versions = [r["version"] for r in stores[0].db.all(
+            "SELECT version FROM bga_profile_migrations ORDER BY version")]
+        assert versions == list(range(1, len(MIGRATIONS) + 1))
+        assert stores[-1].count_profiles() == 0 and stores[-1].jobs() == []
+    finally:
+        for store in stores:
+            store.close()
+
+
+def test_postgres_tables_live_in_the_connections_schema(postgres_url: str) -> None:
+    """Same table names as SQLite, in the state's schema, with 64-bit integers and doubles
+    (file sizes, offsets and nanosecond mtimes overflow INTEGER; REAL would round times)."""
+    store = ProfileStore.open(profiles_location(postgres_url))
+    try:
+        assert isinstance(store.db, PostgresDb)
+        assert store.db.schema.startswith("bga_t_") and store.db.schema in postgres_url
+        rows = store.db.all(
+            "SELECT table_name, column_name, data_type FROM information_schema.columns "
+            "WHERE table_schema = current_schema()")
+        types = {(r["table_name"], r["column_name"]): r["data_type"] for r in rows}
+        assert {t for t, _ in types} == {"profiles", "import_jobs", "quarantine",
+                                         "processed_files", "bga_profile_migrations"}
+        assert types["import_jobs", "mtime_ns"] == types["import_jobs", "byte_offset"] == \
+            types["profiles", "id"] == "bigint"
+        assert types["import_jobs", "started_at"] == "double precision"
+        assert types["profiles", "source_updated_at"] == "double precision"
+    finally:
+        store.close()
