@@ -239,9 +239,10 @@ class PostgresBackend(Backend):
     async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
         if not rows:
             return
-        async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
-            await cur.executemany("INSERT INTO bga_inbox VALUES (%s, %s, %s, %s)",
-                                  [(stream, seq, kind, payload) for seq, kind, payload in rows])
+        async with self._conn() as conn, conn.transaction(), conn.cursor() as cur, \
+                cur.copy("COPY bga_inbox (stream_id, seq, kind, payload) FROM STDIN") as copy:
+            for seq, kind, payload in rows:  # COPY: one round trip, no per-row statement
+                await copy.write_row((stream, seq, kind, payload))
 
     async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
         rows = await self._fetch(
