@@ -9,6 +9,7 @@ import typer
 from rich.console import Console
 
 from graph import scheduler, worker
+from nodes.profile_import.store import ProfileStore, profiles_location
 from state.api import SharedState
 from state.queries import config_of
 from state.redact import redact
@@ -63,7 +64,10 @@ def register(app: typer.Typer) -> None:
 
         async def go() -> None:
             async with SharedState.open(url, producer="cli"):
-                pass  # setup() ran the migrations under the database's migration lock
+                pass  # setup() ran the state's migrations (trace store included) under its lock
+            # the importer's profiles database has its own append-only migrations
+            store = await asyncio.to_thread(ProfileStore.open, profiles_location(url))
+            store.close()
 
         _run(go())
         console.print(f"schema of {redact(url)} is up to date", highlight=False)

@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from graph import runner, worker
+from nodes.profile_import.store import ProfileStore, profiles_location
 from state import SharedState, events
 from state.queries import config_of
 from tests.agents.example import ECHO
@@ -39,6 +40,7 @@ from tests.integration.test_cli import (
     ticks_of,
 )
 from tests.integration.test_scheduler import WRITER, wait_until
+from tests.integration.workers import truth_db
 
 WAIT_S = 60.0
 
@@ -272,3 +274,25 @@ def test_three_coordinators_fail_over_on_sigkill_and_count_exactly(
     values = read_state(url)
     assert series_count(values, "echo/ticks") == counter_of(values, "echo") > 0
     assert system_state(url)["inbox"]["pending"] == 0
+
+
+def test_db_upgrade_creates_every_table_once_and_is_idempotent(process_db_url: str,
+                                                                 tmp_path: Path) -> None:
+    """``bga db upgrade`` twice, then a worker can open the database without creating it;
+    the state's and the profiles database's migrations are recorded once each."""
+    for _ in range(2):
+        out = run_bga("db", "upgrade", "--db", process_db_url, cwd=tmp_path)
+        assert "is up to date" in flat(out.stdout)
+    store = ProfileStore.open(profiles_location(process_db_url), create=False)
+    store.close()
+    with truth_db(process_db_url) as query:
+        versions = sorted(r[0] for r in query("SELECT version FROM bga_migrations"))
+    assert versions and versions == list(range(1, len(versions) + 1))
+    profiles = profiles_location(process_db_url)
+    if profiles.startswith("postgres"):  # same database; on SQLite a sibling file
+        with truth_db(process_db_url) as query:
+            done = sorted(r[0] for r in query("SELECT version FROM bga_profile_migrations"))
+    else:
+        with truth_db(f"sqlite:///{profiles}") as query:
+            done = sorted(r[0] for r in query("SELECT version FROM bga_profile_migrations"))
+    assert done and done == list(range(1, len(done) + 1))

@@ -12,6 +12,7 @@ import psycopg
 import pytest
 from langgraph.checkpoint.base import create_checkpoint, empty_checkpoint
 
+from graph import scheduler
 from state import SharedState
 from state.backends import LockBusy, StaleCheckpoint, make_backend
 from state.backends.postgres import MIGRATIONS
@@ -172,3 +173,58 @@ async def test_pruning_keeps_the_newest_checkpoints_and_their_blobs(postgres_url
         assert await backend.prune_checkpoints(shared.thread_id, 1) == 0
         after = await shared.read()  # the kept checkpoint still loads whole
         assert (after["metrics"], after["stats"]) == (before["metrics"], before["stats"])
+
+
+async def test_lock_sessions_carry_keepalives_bounded_by_the_failover_time(postgres_url: str
+                                                                           ) -> None:
+    """A dead host cannot close its socket: TCP keepalives make the server drop its lock
+    session, and with it the leader lock, within the configured failover time."""
+    backend = make_backend(postgres_url, failover_s=9)
+    await backend.setup()
+    try:
+        async with backend.leader_lock(wait=0):
+            params = backend._lock_conns["leader"].info.get_parameters()
+            idle, interval, count = (int(params[k]) for k in (
+                "keepalives_idle", "keepalives_interval", "keepalives_count"))
+            assert params["keepalives"] == "1"
+            assert idle + interval * count <= 9
+            assert int(params["tcp_user_timeout"]) <= 9_000
+    finally:
+        await backend.aclose()
+    with pytest.raises(ValueError, match="failover time"):
+        make_backend(postgres_url, failover_s=0.1)
+
+
+async def test_a_leader_whose_lock_session_is_cut_stands_by_then_leads_again(
+    postgres_url: str
+) -> None:
+    """The server ends the leader's lock session (as keepalives do when its host vanishes):
+    the scheduler notices before its next tick and stops ticking as leader; since nobody else
+    holds the lock it takes it again, on a new session, and goes on ticking."""
+    notes: list[str] = []
+    async with SharedState.open(postgres_url, producer="tests") as shared:
+        stop = asyncio.Event()
+        task = asyncio.create_task(scheduler.run(shared, stop=stop, notify=notes.append,
+                                                 interval_s=0.05))
+        try:
+            async def ticks() -> int:
+                return int((await shared.read()).get("stats", {}).get("ticks", 0))
+
+            deadline = time.monotonic() + 60
+            while await ticks() < 2:
+                assert time.monotonic() < deadline and not task.done(), notes
+                await asyncio.sleep(0.05)
+            pid = shared.backend._lock_conns["leader"].info.backend_pid
+            with psycopg.connect(postgres_url, autocommit=True) as admin:
+                assert admin.execute("SELECT pg_terminate_backend(%s)", (pid,)).fetchone()[0]
+            while not any("lost the scheduler lock" in n for n in notes):
+                assert time.monotonic() < deadline and not task.done(), notes
+                await asyncio.sleep(0.05)
+            resumed = await ticks()
+            while await ticks() < resumed + 2:
+                assert time.monotonic() < deadline and not task.done(), notes
+                await asyncio.sleep(0.05)
+            assert shared.backend._lock_conns["leader"].info.backend_pid != pid
+        finally:
+            stop.set()
+            await asyncio.wait_for(task, 60)
