@@ -344,7 +344,7 @@ async def _ensure_pg_tables(conn: AsyncConnection, where: str) -> None:
     opened before ``SharedState.open``). Under the backend's migration lock, polled like the
     backend polls it, so this never races ``setup()`` nor blocks its CREATE INDEX
     CONCURRENTLY."""
-    from state.backends.postgres import lock_key
+    from state.backends.postgres import lock_key, try_session_lock
 
     cur = await conn.execute("SELECT coalesce(current_schema(), ''), "
                              "to_regclass('bga_trace_quarantine') IS NOT NULL")
@@ -355,13 +355,7 @@ async def _ensure_pg_tables(conn: AsyncConnection, where: str) -> None:
         raise ValueError(f"no schema to keep traces in at {where} "
                          "(does the search_path name a schema that exists?)")
     key = lock_key(schema, "migrate")
-    delay = 0.005
-    while True:
-        cur = await conn.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-        if (await cur.fetchone() or (False,))[0]:
-            break
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.1)
+    await try_session_lock(conn, key, wait=None)
     try:
         async with conn.transaction():
             for statement in filter(str.strip, PG_SCHEMA.split(";")):

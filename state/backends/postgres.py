@@ -34,7 +34,7 @@ from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row
+from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -83,6 +83,24 @@ def keepalives(failover_s: float) -> dict[str, int]:
     return {"keepalives": 1, "keepalives_idle": max(1, int(failover_s / 3)),
             "keepalives_interval": max(1, int(failover_s / 6)), "keepalives_count": 3,
             "tcp_user_timeout": int(failover_s * 1000 * 2 / 3)}
+
+
+async def try_session_lock(conn: AsyncConnection, key: int, wait: float | None) -> bool:
+    """Take session-level advisory lock ``key`` on ``conn``, polling with back-off (``wait``
+    None: until taken; 0: once). Polled, never a blocking ``pg_advisory_lock()``: a blocked
+    statement holds a snapshot, and the saver's CREATE INDEX CONCURRENTLY waits for every
+    such snapshot, so a waiter would deadlock with a migrating holder."""
+    deadline = None if wait is None else time.monotonic() + wait
+    delay = 0.005
+    while True:
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
+            if (await cur.fetchone() or (False,))[0]:
+                return True
+        if deadline is not None and time.monotonic() >= deadline:
+            return False
+        await asyncio.sleep(delay)
+        delay = min(delay * 2, 0.1)
 
 
 def lock_key(schema: str, name: str) -> int:
@@ -146,20 +164,12 @@ class PostgresBackend(Backend):
         self._lock_conns: dict[str, AsyncConnection] = {}
         self.checkpointer: CasPostgresSaver
 
-    def _where(self) -> str:
-        # the URL minus any password, for messages
-        head, sep, tail = self.url.partition("@")
-        if sep and ":" in head.split("//", 1)[-1]:
-            scheme, _, user = head.partition("//")
-            head = f"{scheme}//{user.split(':', 1)[0]}:***"
-        return f"{head}{sep}{tail}"
-
     async def _connect(self, **params: Any) -> AsyncConnection:
         try:
             return await AsyncConnection.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S,
                                                  **_CONN_KWARGS, **params)
         except Exception as exc:
-            raise ConnectionError(f"cannot connect to PostgreSQL at {self._where()}: "
+            raise ConnectionError(f"cannot connect to PostgreSQL at {self.where}: "
                                   f"{exc}".strip()) from exc
 
     async def setup(self, *, create: bool = True) -> None:
@@ -168,12 +178,12 @@ class PostgresBackend(Backend):
             cur = await conn.execute("SELECT coalesce(current_schema(), '') AS s")
             self.schema = (await cur.fetchone())["s"]
             if not self.schema:
-                raise ValueError(f"no schema to create the state in at {self._where()} "
+                raise ValueError(f"no schema to create the state in at {self.where} "
                                  "(does the search_path name a schema that exists?)")
             if not create:
                 cur = await conn.execute("SELECT to_regclass('bga_migrations') AS t")
                 if (await cur.fetchone())["t"] is None:
-                    raise ValueError(f"no state database at {self._where()} (wrong --db? "
+                    raise ValueError(f"no state database at {self.where} (wrong --db? "
                                      "nothing has run yet? `bga run` or `bga demo` creates it)")
             self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=POOL_MAX,
                                              kwargs=dict(_CONN_KWARGS), open=False,
@@ -185,11 +195,7 @@ class PostgresBackend(Backend):
             # every transaction holding an older snapshot, so a process blocked in
             # pg_advisory_lock() would deadlock with the holder. Dies with its session.
             key = lock_key(self.schema, "migrate")
-            delay = 0.005
-            while not (await (await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok",
-                                                 (key,))).fetchone())["ok"]:
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.1)
+            await try_session_lock(conn, key, wait=None)
             try:
                 async with conn.transaction():
                     await conn.execute("CREATE TABLE IF NOT EXISTS bga_migrations "
@@ -322,18 +328,10 @@ class PostgresBackend(Backend):
         key = lock_key(self.schema, name)
         conn = await self._connect(**keepalives(self.failover_s))  # the lock lives as long
         # as this dedicated session; keepalives end it soon after this host goes away
-        deadline = None if wait is None else time.monotonic() + wait
-        delay = 0.005
         try:
-            while True:
-                cur = await conn.execute("SELECT pg_try_advisory_lock(%s) AS ok", (key,))
-                if (await cur.fetchone())["ok"]:
-                    self._lock_conns[name] = conn
-                    return True
-                if deadline is not None and time.monotonic() >= deadline:
-                    break
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 0.1)
+            if await try_session_lock(conn, key, wait):
+                self._lock_conns[name] = conn
+                return True
         except BaseException:
             await conn.close()
             raise
