@@ -87,3 +87,11 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL schema (for tests that need several OS processes)."""
     with postgres_schema() as url:
         yield url
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def process_db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh database that several OS processes can share: a SQLite file (``sqlite_url``)
+    or a PostgreSQL schema (``postgres_url``, which skips without a server). Request it before
+    the fixtures that start processes, so that the database outlives them."""
+    return request.getfixturevalue(f"{request.param}_url")

@@ -21,8 +21,8 @@ def bga(*args: str) -> tuple[int, str]:
     return result.exit_code, result.stdout
 
 
-def test_json_report_and_exit_status(tmp_path: Path, durable_url: str) -> None:
-    db = durable_url
+def test_json_report_and_exit_status(tmp_path: Path, process_db_url: str) -> None:
+    db = process_db_url
     code, out = bga("import", str(SAMPLES / "01_contacts.csv"), "--db", db, "--json")
     assert code == 0  # 12 rejected rows are not a failure of the job
     report = json.loads(out)
@@ -41,8 +41,8 @@ def test_json_report_and_exit_status(tmp_path: Path, durable_url: str) -> None:
     assert all(r["line"] > 1 and r["reasons"] for r in listed["rejected"])
 
 
-def test_failed_job_exits_non_zero(tmp_path: Path, durable_url: str) -> None:
-    db = durable_url
+def test_failed_job_exits_non_zero(tmp_path: Path, process_db_url: str) -> None:
+    db = process_db_url
     empty = tmp_path / "empty.csv"
     empty.write_bytes(b"")
     code, out = bga("import", str(empty), "--db", db, "--json")
@@ -52,8 +52,8 @@ def test_failed_job_exits_non_zero(tmp_path: Path, durable_url: str) -> None:
     assert code == 1 and report["job_id"] is None and "no such file" in report["error"]
 
 
-def test_usage_errors(durable_url: str) -> None:
-    db = durable_url
+def test_usage_errors(process_db_url: str) -> None:
+    db = process_db_url
     assert bga("import", "--db", db)[0] == 2  # neither a file nor --show-rejected
     assert bga("import", "--show-rejected", "imp_nope", "--db", db)[0] == 2
     with pytest.raises(FileNotFoundError):  # listing did not create a profiles database
@@ -62,8 +62,8 @@ def test_usage_errors(durable_url: str) -> None:
     assert bga("import", "--show-rejected", "imp_nope", "--db", db)[0] == 2
 
 
-def test_human_report(tmp_path: Path, durable_url: str) -> None:
-    db = durable_url
+def test_human_report(tmp_path: Path, process_db_url: str) -> None:
+    db = process_db_url
     code, out = bga("import", str(SAMPLES / "02_leads.jsonl"), "--db", db)
     assert code == 0
     # alone (without 01_contacts.csv before it) the known people of the leads file are new

@@ -65,13 +65,13 @@ def _kill_after(cmd: list[str], store: ProfileStore, target: int, rng: random.Ra
 
 @pytest.mark.slow
 async def test_sigkill_at_random_points_then_resume_equals_uninterrupted(
-        tmp_path: Path, durable_url: str) -> None:
+        tmp_path: Path, process_db_url: str) -> None:
     path = write_csv(tmp_path / "people.csv", people_rows(ROWS, seed=11))
     reference_url = f"sqlite:///{tmp_path / 'reference.db'}"
     reference = await run_import(path, reference_url, batch_size=BATCH)
     assert reference["status"] == "done" and reference["batches"] == ROWS // BATCH
 
-    url = durable_url
+    url = process_db_url
     args = ["import", str(path), "--db", url, "--batch-size", str(BATCH), "--json"]
     with store_of(url) as store:
         kills = _kill_repeatedly(args, store)
@@ -131,10 +131,10 @@ def _kill_repeatedly(args: list[str], store: ProfileStore) -> int:
 
 
 def test_a_second_process_cannot_commit_the_same_batch(tmp_path: Path,
-                                                       durable_url: str) -> None:
+                                                       process_db_url: str) -> None:
     """The compare-and-swap on the job's position: a stale writer fails and writes nothing."""
     path = write_csv(tmp_path / "p.csv", people_rows(10))
-    location = profiles_location(durable_url)
+    location = profiles_location(process_db_url)
     first, second = ProfileStore.open(location), ProfileStore.open(location)
     try:
         job = first.prepare(path).job
@@ -174,12 +174,12 @@ def _wait_until_blocked(store: ProfileStore, watcher: ProfileStore) -> None:
     pytest.fail("the second writer never waited for the first one's transaction")
 
 
-def test_racing_writers_commit_a_batch_exactly_once(tmp_path: Path, durable_url: str) -> None:
+def test_racing_writers_commit_a_batch_exactly_once(tmp_path: Path, process_db_url: str) -> None:
     """Two connections commit the same batch of one job at the same time: the second waits
     for the first's transaction, then finds the job moved and writes nothing (no profile
     merged twice, no row quarantined twice, no unique-index error)."""
     path = write_csv(tmp_path / "p.csv", people_rows(10))
-    location = profiles_location(durable_url)
+    location = profiles_location(process_db_url)
     first, second, watcher = (ProfileStore.open(location), ProfileStore.open(location),
                               ProfileStore.open(location))
     try:

@@ -26,10 +26,10 @@ def test_locations_per_backend() -> None:
         profiles_location("mysql://db/x")
 
 
-def test_concurrent_first_opens_set_up_the_schema_once(durable_url: str) -> None:
+def test_concurrent_first_opens_set_up_the_schema_once(process_db_url: str) -> None:
     """Eight connections open a fresh database at the same moment: none fails, the
     migrations are recorded once, and the tables work."""
-    location = profiles_location(durable_url)
+    location = profiles_location(process_db_url)
     start = threading.Barrier(8)
     errors: list[BaseException] = []
     stores: list[ProfileStore] = []

@@ -8,11 +8,13 @@ import os
 import subprocess
 import time
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.integration import workers
+from tests.integration.test_cli import ROOT, Children, child_env
 
 STARTUP_TIMEOUT_S = 60.0
 SETTLE_TIMEOUT_S = 60.0
@@ -107,14 +109,6 @@ class Spawner:
                 proc.wait(30)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
-def process_db_url(request: pytest.FixtureRequest) -> str:
-    """A fresh database that several OS processes can share: a SQLite file (``sqlite_url``)
-    or a PostgreSQL schema (``postgres_url``, which skips without a server). Request it before
-    the fixtures that start processes, so that the database outlives them."""
-    return request.getfixturevalue(f"{request.param}_url")
-
-
 @pytest.fixture
 def spawner(tmp_path: Path):
     log_dir = tmp_path / "logs"
@@ -124,3 +118,14 @@ def spawner(tmp_path: Path):
         yield s
     finally:
         s.cleanup()
+
+
+@pytest.fixture
+def children(tmp_path: Path, process_db_url: str) -> Iterator[Children]:
+    """``bga`` children sharing ``process_db_url``, able to load the example agents of
+    ``tests.agents``; all SIGKILLed before the database is torn down."""
+    kids = Children(tmp_path, env=child_env(PYTHONPATH=str(ROOT)))
+    try:
+        yield kids
+    finally:
+        kids.cleanup()

@@ -127,12 +127,13 @@ class BgaProcess:
 class Children:
     """Starts ``bga`` children and SIGKILLs whatever is still running at the end."""
 
-    def __init__(self, cwd: Path) -> None:
+    def __init__(self, cwd: Path, env: dict[str, str] | None = None) -> None:
         self.cwd = cwd
+        self.env = env
         self.started: list[BgaProcess] = []
 
     def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> BgaProcess:
-        child = BgaProcess(name, *args, cwd=self.cwd, env=env)
+        child = BgaProcess(name, *args, cwd=self.cwd, env=env or self.env)
         self.started.append(child)
         return child
 

@@ -16,7 +16,6 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +27,6 @@ from state import SharedState, events
 from state.queries import config_of
 from tests.agents.example import ECHO
 from tests.integration.test_cli import (
-    ROOT,
     BgaProcess,
     Children,
     child_env,
@@ -150,22 +148,6 @@ def test_worker_cli_refuses_unknown_agents_and_missing_databases(tmp_path: Path)
 @pytest.fixture
 def url(process_db_url: str) -> str:
     return process_db_url
-
-
-class AgentChildren(Children):
-    """``bga`` children that can load the example agents of ``tests.agents``."""
-
-    def start(self, name: str, *args: str, env: dict[str, str] | None = None) -> BgaProcess:
-        return super().start(name, *args, env=env or child_env(PYTHONPATH=str(ROOT)))
-
-
-@pytest.fixture
-def children(tmp_path: Path, url: str) -> Iterator[Children]:
-    kids = AgentChildren(tmp_path)
-    try:
-        yield kids
-    finally:
-        kids.cleanup()
 
 
 def _configure(url: str, **agents: dict[str, Any]) -> None:

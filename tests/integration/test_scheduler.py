@@ -16,7 +16,7 @@ import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -47,16 +47,6 @@ def url(process_db_url: str) -> str:
     """The database every process of the test shares (a URL passed as one argv item: no shell
     quoting, so PostgreSQL's ``?options=-csearch_path%3D...`` goes through as it is)."""
     return process_db_url
-
-
-@pytest.fixture
-def children(tmp_path: Path, url: str) -> Iterator[Children]:
-    """``bga`` children, all SIGKILLed before the database (``url``) is torn down."""
-    kids = Children(tmp_path)
-    try:
-        yield kids
-    finally:
-        kids.cleanup()
 
 
 def wait_until(condition: Callable[[], bool], what: str, *watch: BgaProcess,
