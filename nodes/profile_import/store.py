@@ -56,6 +56,7 @@ import orjson
 
 from nodes.profile_import.merge import INSERTED, UNCHANGED, UPDATED, Record, merge
 from nodes.profile_import.models import FIELDS, REASONS, Profile, Reason
+from state.redact import redact
 
 if TYPE_CHECKING:
     import psycopg
@@ -156,17 +157,6 @@ def database_errors() -> tuple[type[Exception], ...]:
     so SQLite-only processes never import it)."""
     psycopg = sys.modules.get("psycopg")
     return (sqlite3.Error, psycopg.Error) if psycopg is not None else (sqlite3.Error,)
-
-
-def redacted(location: str) -> str:
-    """``location`` for messages: a PostgreSQL URL without its password."""
-    if not is_postgres(location):
-        return location
-    head, sep, tail = location.partition("@")
-    scheme, _, user = head.partition("//")
-    if sep and ":" in user:
-        head = f"{scheme}//{user.split(':', 1)[0]}:***"
-    return f"{head}{sep}{tail}"
 
 
 _KEEP_ALIVE: dict[str, sqlite3.Connection] = {}  # in-memory databases live with the process
@@ -324,7 +314,7 @@ class PostgresDb(ProfilesDb):
 
         from state.backends.postgres import lock_key
 
-        self.where = redacted(url)
+        self.where = redact(url)  # messages never carry the password
         try:
             self.conn: psycopg.Connection[Any] = psycopg.connect(
                 url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S)

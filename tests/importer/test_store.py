@@ -12,7 +12,6 @@ from nodes.profile_import.store import (
     PostgresDb,
     ProfileStore,
     profiles_location,
-    redacted,
 )
 
 
@@ -21,9 +20,14 @@ def test_locations_per_backend() -> None:
     assert profiles_location("memory://x").startswith("file:bga-profiles-x?")
     pg = "postgresql://u:secret@db:5432/bga?options=-csearch_path%3Dteam"
     assert profiles_location(pg) == pg  # the same database and schema as the state
-    assert redacted(pg) == "postgresql://u:***@db:5432/bga?options=-csearch_path%3Dteam"
     with pytest.raises(ValueError, match="postgresql://"):
         profiles_location("mysql://db/x")
+
+
+def test_connection_errors_name_the_server_but_never_the_password() -> None:
+    with pytest.raises(ConnectionError) as err:  # nothing listens on port 1
+        PostgresDb("postgresql://u:s3cret@127.0.0.1:1/bga")
+    assert "127.0.0.1" in str(err.value) and "s3cret" not in str(err.value)
 
 
 def test_concurrent_first_opens_set_up_the_schema_once(process_db_url: str) -> None:
