@@ -13,6 +13,7 @@ import contextlib
 import signal
 import time
 from collections.abc import Awaitable, Callable
+from contextlib import AbstractAsyncContextManager
 
 from graph import runner
 from state.api import SharedState
@@ -27,18 +28,19 @@ async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:
         await asyncio.wait_for(stop.wait(), timeout=max(0.0, seconds))
 
 
-async def _lead(shared: SharedState, stop: asyncio.Event, notify: Notify
-                ) -> contextlib.AbstractAsyncContextManager | None:
-    """Take the leader lock, standing by while another scheduler holds it; None if stopped."""
-    backend = shared.backend
+async def hold_or_stand_by(make_lock: Callable[[float | None], AbstractAsyncContextManager],
+                           stop: asyncio.Event, notify: Notify, busy: str, took: str
+                           ) -> AbstractAsyncContextManager | None:
+    """Enter a lock now, or say ``busy`` and wait for it until ``stop`` (then None); says
+    ``took`` when it comes free. The caller exits the returned context manager."""
+    lock = make_lock(0)
     try:
-        leader = backend.leader_lock(wait=0)
-        await leader.__aenter__()
-        return leader
+        await lock.__aenter__()
+        return lock
     except LockBusy:
-        notify(f"another scheduler is running on {backend.where}; standing by to take over")
-    leader = backend.leader_lock(wait=None)
-    waiter = asyncio.ensure_future(leader.__aenter__())
+        notify(busy)
+    lock = make_lock(None)
+    waiter = asyncio.ensure_future(lock.__aenter__())
     stopper = asyncio.ensure_future(stop.wait())
     await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
     if not waiter.done():
@@ -48,8 +50,8 @@ async def _lead(shared: SharedState, stop: asyncio.Event, notify: Notify
         return None
     stopper.cancel()
     waiter.result()
-    notify("took over as the scheduler")
-    return leader
+    notify(took)
+    return lock
 
 
 async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = print,
@@ -63,7 +65,10 @@ async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = prin
     backend = shared.backend
     ticks = 0
     while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
-        leader = await _lead(shared, stop, notify)
+        leader = await hold_or_stand_by(
+            lambda wait: backend.leader_lock(wait=wait), stop, notify,
+            f"another scheduler is running on {backend.where}; standing by to take over",
+            "took over as the scheduler")
         if leader is None:
             break
         try:

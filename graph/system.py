@@ -26,7 +26,7 @@ def build_system_graph(backend: Backend) -> StateGraph:
     graph = StateGraph(SystemState)
     graph.add_node(FOLD_NODE, fold_node(backend))
     graph.add_node(PLAN, plan)
-    graph.add_node(RUN_AGENT, agent_node(backend.url))
+    graph.add_node(RUN_AGENT, agent_node(backend))
     graph.add_node(REVIEW, review)
     graph.add_node(OPTIMIZE, optimize)
     graph.add_edge(START, FOLD_NODE)

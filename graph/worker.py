@@ -1,12 +1,15 @@
 """``bga worker``: run chosen agents in their own process, on any host that reaches the database.
 
-Each agent steps on its own schedule (its config section's interval or cron, re-read before
-every step) with the same step code as the graph's ``run_agent`` node, and reports through the
-SharedState API: a step's metrics, errors, insights, heartbeat and new data (its cursor) go
-into the inbox in ONE transaction. A worker killed mid-step loses that step whole and the next
-one redoes it from the old cursor, so nothing is counted twice. Its heartbeats name the worker
-(``host:pid``); while they are fresh the coordinator leaves the agent to it, and once they go
-stale a coordinator that runs agents (not ``--coordinator-only``) takes the agent back.
+A worker first claims each of its agents: the agent's lock lets one process at a time step it,
+so two workers, or a worker and a tick, never step it from the same cursor (a second worker for
+the same agent stands by to take over). Each agent then steps on its own schedule (its config
+section's interval or cron, re-read before every step) with the same step code as the graph's
+``run_agent`` node, and reports through the SharedState API: a step's metrics, errors,
+insights, heartbeat and new data (its cursor) go into the inbox in ONE transaction. A worker
+killed mid-step loses that step whole and the next one redoes it from the old cursor, so
+nothing is counted twice. Its heartbeats name the worker (``host:pid``); while they are fresh
+the coordinator leaves the agent to it, and once they go stale a coordinator that runs agents
+(not ``--coordinator-only``) takes the agent back.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from graph.scheduler import hold_or_stand_by
 from nodes.agent_step import AgentTask, step_context
 from nodes.langsmith_bridge.local import local_tracer
 from nodes.schedule import last_step_at, next_due
@@ -64,10 +68,40 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 
 async def _agent_loop(shared: SharedState, agent_id: str, stop: asyncio.Event, notify: Notify,
                       report: WorkerReport, max_steps: int | None) -> None:
+    """Claim the agent (its lock: one process steps it at a time), then step it; stand by
+    while another process has it, and claim it again if the lock's session is lost."""
+    backend = shared.backend
+    while not stop.is_set() and not _done(report, agent_id, max_steps):
+        claim = await hold_or_stand_by(
+            lambda wait: backend.agent_lock(agent_id, wait=wait), stop, notify,
+            f"{agent_id}: running in another process; standing by to take over",
+            f"{agent_id}: took over")
+        if claim is None:
+            return
+        try:
+            # a tick that ran this agent before the claim holds the fold lock until its
+            # checkpoint (with the agent's new cursor) is written: read only after that
+            async with backend.fold_lock(wait=None):
+                pass
+            await _steps(shared, agent_id, stop, notify, report, max_steps)
+        finally:
+            await claim.__aexit__(None, None, None)
+
+
+def _done(report: WorkerReport, agent_id: str, max_steps: int | None) -> bool:
+    return max_steps is not None and report.steps[agent_id] >= max_steps
+
+
+async def _steps(shared: SharedState, agent_id: str, stop: asyncio.Event, notify: Notify,
+                 report: WorkerReport, max_steps: int | None) -> None:
     identity = worker_identity()
+    lock = f"agent-{agent_id}"
     last: float | None = None
     first = True
-    while not stop.is_set() and (max_steps is None or report.steps[agent_id] < max_steps):
+    while not stop.is_set() and not _done(report, agent_id, max_steps):
+        if not await shared.backend.holds(lock):
+            notify(f"{agent_id}: lost its lock with the database session; claiming it again")
+            return
         try:
             values = await shared.read()
         except Exception as exc:  # the database may be restarting: keep trying, say so

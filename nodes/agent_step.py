@@ -15,6 +15,7 @@ from langchain_core.runnables import RunnableConfig, RunnableLambda
 
 from nodes.base import AgentContext
 from nodes.registry import resolve
+from state.backends import Backend, LockBusy
 from state.config import AgentSection
 
 
@@ -27,11 +28,15 @@ class AgentTask(TypedDict):
     tick: int | None  # None: run by a worker process, outside any tick
 
 
-def agent_node(database_url: str):
-    """The ``run_agent`` node for a system whose state lives at ``database_url``."""
+def agent_node(backend: Backend):
+    """The ``run_agent`` node for a system whose state lives in ``backend``."""
 
     async def run_agent(task: AgentTask) -> dict[str, Any]:
-        return await run_step(task, database_url)
+        try:
+            async with backend.agent_lock(task["agent_id"], wait=0):
+                return await run_step(task, backend.url)
+        except LockBusy:
+            return {}  # a worker process has just claimed it and reports for itself
 
     return run_agent
 

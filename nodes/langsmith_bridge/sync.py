@@ -64,7 +64,19 @@ async def sync(shared: SharedState, *, agent_id: str = AGENT_ID, path: str | Pat
                project: str | None = None, max_steps: int = 1_000,
                max_runs_per_step: int = 50_000, budget_s: float = 600.0,
                lock_wait: float | None = 60.0) -> SyncResult:
-    """Mirror from the configured source (or the export file ``path``) until caught up."""
+    """Mirror from the configured source (or the export file ``path``) until caught up.
+
+    Holds the agent's lock throughout: a ``bga worker`` stepping the same bridge would mirror
+    from the same cursor (LockBusy after ``lock_wait`` names it)."""
+    async with shared.backend.agent_lock(agent_id, wait=lock_wait):
+        return await _sync(shared, agent_id=agent_id, path=path, project=project,
+                           max_steps=max_steps, max_runs_per_step=max_runs_per_step,
+                           budget_s=budget_s, lock_wait=lock_wait)
+
+
+async def _sync(shared: SharedState, *, agent_id: str, path: str | Path | None,
+                project: str | None, max_steps: int, max_runs_per_step: int, budget_s: float,
+                lock_wait: float | None) -> SyncResult:
     backend = shared.backend
     graph = build_fold_graph(backend)
     result = SyncResult(agent_id)

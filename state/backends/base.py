@@ -117,5 +117,11 @@ class Backend(abc.ABC):
         """One scheduler per database: the holder ticks, others stand by to take over."""
         return self._hold("leader", wait, f"another scheduler is running on {self.where}")
 
+    def agent_lock(self, agent_id: str, wait: float | None = None):
+        """One process at a time steps an agent: a worker holds it while it runs the agent, a
+        tick's ``run_agent`` for the length of one step (and skips the agent if it is busy)."""
+        return self._hold(f"agent-{agent_id}", wait,
+                          f"agent {agent_id} is running in another process on {self.where}")
+
     @abc.abstractmethod
     async def aclose(self) -> None: ...

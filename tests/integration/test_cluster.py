@@ -24,6 +24,7 @@ import pytest
 from graph import runner, worker
 from nodes.profile_import.store import ProfileStore, profiles_location
 from state import SharedState, events
+from state.backends import LockBusy, make_backend
 from state.queries import config_of
 from tests.agents.example import ECHO
 from tests.integration.test_cli import (
@@ -107,6 +108,44 @@ async def test_a_stale_worker_claim_lapses_and_the_coordinator_runs_the_agent(db
         assert "echo" in values["tick"]["due"]
         assert counter_of(values, "echo") == 1
         assert "worker" not in values["agents"]["echo"]["hb"]["data"]  # the graph ran it
+
+
+async def test_a_tick_skips_an_agent_that_another_process_has_claimed(db_url: str) -> None:
+    """A worker claims its agent (the agent lock) before its first heartbeat shows: a tick in
+    that window must not step the agent from the same cursor."""
+    async with SharedState.open(db_url, producer="tests") as shared:
+        await configure(shared, echo={"class": ECHO, "interval_s": 0.01})
+        other = make_backend(db_url)
+        await other.setup()
+        try:
+            async with other.agent_lock("echo", wait=0):
+                await runner.tick(shared, wait=30)
+                values = await shared.read()
+                assert "echo" in values["tick"]["due"]  # planned: no worker has reported yet
+                assert counter_of(values, "echo") == 0  # but not stepped: it is claimed
+            await runner.tick(shared, wait=30)
+            assert counter_of(await shared.read(), "echo") == 1
+        finally:
+            await other.aclose()
+
+
+async def test_bridge_sync_refuses_while_a_worker_steps_the_bridge(db_url: str,
+                                                                    tmp_path: Path) -> None:
+    """``bga bridge sync`` and a worker stepping the same bridge would mirror from one cursor."""
+    from nodes.langsmith_bridge.sync import sync
+
+    export = tmp_path / "runs.jsonl"
+    export.write_text("")
+    async with SharedState.open(db_url, producer="tests") as shared:
+        other = make_backend(db_url)
+        await other.setup()
+        try:
+            async with other.agent_lock("langsmith_bridge", wait=0):
+                with pytest.raises(LockBusy, match="agent langsmith_bridge is running"):
+                    await sync(shared, path=export, lock_wait=0)
+            assert (await sync(shared, path=export, lock_wait=0)).steps == 1
+        finally:
+            await other.aclose()
 
 
 async def test_write_events_is_all_or_nothing(db_url: str) -> None:
@@ -196,6 +235,30 @@ def test_worker_killed_mid_step_never_loses_or_doubles_a_step(children: Children
     assert values["tick"]["due"] == []  # coordinator-only: the graph never ran echo itself
 
 
+@pytest.mark.slow
+def test_a_second_worker_for_the_same_agent_stands_by_and_takes_over(children: Children,
+                                                                     url: str) -> None:
+    """Two workers for one agent: one steps it, the other stands by; SIGKILL the first and the
+    second takes over from its cursor. Steps counted == metrics recorded, never doubled."""
+    _configure(url, echo={"class": ECHO, "interval_s": 0.01})
+    first = children.start("first", "worker", "--agents", "echo", "--db", url)
+    wait_until(lambda: counter_of(read_state(url), "echo") >= 3, "first worker steps", first)
+    second = children.start("second", "worker", "--agents", "echo", "--db", url)
+    second.wait_for("echo: running in another process; standing by", timeout=WAIT_S)
+    first.kill()
+    second.wait_for("echo: took over", timeout=WAIT_S)
+    at_takeover = counter_of(read_state(url), "echo")
+    wait_until(lambda: counter_of(read_state(url), "echo") >= at_takeover + 3,
+               "steps by the second worker", second)
+    second.proc.send_signal(signal.SIGTERM)
+    assert second.wait_exit(30) == 0, second.describe()
+    _flush(url)
+    values = read_state(url)
+    steps = counter_of(values, "echo")
+    assert series_count(values, "echo/ticks") == steps == series_count(values, "echo/step_ms")
+    assert values["agents"]["echo"]["hb"]["data"]["pid"] == second.pid
+
+
 def _leader_pid(url: str) -> int | None:
     coordinator = (read_state(url).get("tick") or {}).get("coordinator") or {}
     return coordinator.get("pid")
@@ -236,12 +299,13 @@ def test_three_coordinators_fail_over_on_sigkill_and_count_exactly(
                        and _leader_pid(url) in coordinators,
                        "ticks under a new leader", *coordinators.values(), echo)
         assert _leader_pid(url) not in killed
-        assert any("took over as the scheduler" in flat(c.output()) for c in children.started)
         stop_file.touch()
         assert writer.wait(WAIT_S) == 0, log.read_text()[-3000:]
+        echo.wait_for("running echo on")
         echo.proc.send_signal(signal.SIGTERM)
         assert echo.wait_exit(30) == 0, echo.describe()
         for c in coordinators.values():
+            c.wait_for("scheduler running on")  # started: its signal handlers are in place
             c.proc.send_signal(signal.SIGTERM)
         for c in coordinators.values():
             assert c.wait_exit(30) == 0, c.describe()
