@@ -44,6 +44,7 @@ from state.traces import PG_SCHEMA as TRACES_SCHEMA
 
 CONNECT_TIMEOUT_S = 10
 POOL_MAX = 4
+SPARE_LOCK_CONNS = 4  # idle lock sessions kept for reuse (a tick locks each agent step)
 LOCK_SPACE = 0x42474101  # first key of the two-int advisory locks (threads, migrations)
 LOCK_PREFIX = "bga-lock"  # single bigint advisory locks: hash of prefix + schema + name
 
@@ -162,6 +163,7 @@ class PostgresBackend(Backend):
         self.schema = ""
         self._pool: AsyncConnectionPool | None = None
         self._lock_conns: dict[str, AsyncConnection] = {}
+        self._spare_lock_conns: list[AsyncConnection] = []
         self.checkpointer: CasPostgresSaver
 
     async def _connect(self, **params: Any) -> AsyncConnection:
@@ -322,12 +324,24 @@ class PostgresBackend(Backend):
         return not rows[0]["cp"] and not rows[0]["rows"]
 
     # -- locks ----------------------------------------------------------------------------
+    async def _lock_conn(self) -> AsyncConnection:
+        """A session for one lock: a spare one (its locks released) if it still answers,
+        else a new one. The lock lives as long as its session; keepalives end the session
+        soon after this host goes away."""
+        while self._spare_lock_conns:
+            conn = self._spare_lock_conns.pop()
+            try:
+                await conn.execute("SELECT 1")
+                return conn
+            except psycopg.Error:
+                await conn.close()
+        return await self._connect(**keepalives(self.failover_s))
+
     async def _acquire(self, name: str, wait: float | None) -> bool:
         if name in self._lock_conns:
             raise RuntimeError(f"lock {name!r} is already held by this backend")
         key = lock_key(self.schema, name)
-        conn = await self._connect(**keepalives(self.failover_s))  # the lock lives as long
-        # as this dedicated session; keepalives end it soon after this host goes away
+        conn = await self._lock_conn()
         try:
             if await try_session_lock(conn, key, wait):
                 self._lock_conns[name] = conn
@@ -335,8 +349,16 @@ class PostgresBackend(Backend):
         except BaseException:
             await conn.close()
             raise
-        await conn.close()
+        await self._spare(conn)
         return False
+
+    async def _spare(self, conn: AsyncConnection) -> None:
+        """Keep a lock session that holds nothing for the next lock (a tick takes one per
+        agent step: a new connection each would cost more than the step)."""
+        if len(self._spare_lock_conns) < SPARE_LOCK_CONNS and not conn.closed:
+            self._spare_lock_conns.append(conn)
+        else:
+            await conn.close()
 
     async def holds(self, name: str) -> bool:
         conn = self._lock_conns.get(name)
@@ -350,19 +372,25 @@ class PostgresBackend(Backend):
 
     async def _release(self, name: str) -> None:
         conn = self._lock_conns.pop(name, None)
-        if conn is not None:
-            try:
-                if not conn.closed:
-                    await conn.execute("SELECT pg_advisory_unlock(%s)",
-                                       (lock_key(self.schema, name),))
-            except psycopg.Error:
-                pass  # the session is gone, and the lock with it
-            finally:
-                await conn.close()  # ending the session drops the lock in any case
+        if conn is None:
+            return
+        try:
+            if not conn.closed:
+                async with conn.cursor(row_factory=tuple_row) as cur:
+                    await cur.execute("SELECT pg_advisory_unlock(%s)",
+                                      (lock_key(self.schema, name),))
+                    if (await cur.fetchone() or (False,))[0]:
+                        await self._spare(conn)  # unlocked: the session holds nothing now
+                        return
+        except psycopg.Error:
+            pass  # the session is gone, and the lock with it
+        await conn.close()  # ending the session drops the lock in any case
 
     async def aclose(self) -> None:
         for name in list(self._lock_conns):
             await self._release(name)
+        while self._spare_lock_conns:
+            await self._spare_lock_conns.pop().close()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
