@@ -27,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import orjson
 
+from state.backends.base import nul_free
 from state.redact import redact
 
 if TYPE_CHECKING:
@@ -333,12 +334,6 @@ class MemoryTraceStore(TraceStore):
         return [dict(r) for r in items[:limit]]
 
 
-def _nul_free(values: tuple) -> tuple:
-    """PostgreSQL text cannot hold NUL characters (SQLite's can): U+FFFD stands in for them,
-    so one odd run name or error does not lose the whole batch it came in."""
-    return tuple(v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in values)
-
-
 async def _ensure_pg_tables(conn: AsyncConnection, where: str) -> None:
     """Create the tables if the backend's migration has not run in this schema (a store
     opened before ``SharedState.open``). Under the backend's migration lock, polled like the
@@ -429,7 +424,7 @@ class PostgresTraceStore(TraceStore):
     async def append(self, rows: Sequence[dict[str, Any]]) -> int:
         if not rows:
             return 0
-        values = [_nul_free(_row_values(r)) for r in rows]
+        values = [nul_free(_row_values(r)) for r in rows]
         marks = ", ".join(["%s"] * len(COLUMNS))
         async with self._session() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.execute("LOCK TABLE bga_traces IN SHARE ROW EXCLUSIVE MODE")
@@ -458,7 +453,7 @@ class PostgresTraceStore(TraceStore):
     async def quarantine(self, items: Sequence[QuarantinedRecord], at: float) -> None:
         if not items:
             return
-        rows = [_nul_free(_quarantine_values(q, at)) for q in items]
+        rows = [nul_free(_quarantine_values(q, at)) for q in items]
         async with self._session() as conn, conn.transaction(), conn.cursor() as cur:
             # one writer at a time, as in SQLite: no deadlock between batches sharing keys
             await cur.execute("LOCK TABLE bga_trace_quarantine IN SHARE ROW EXCLUSIVE MODE")

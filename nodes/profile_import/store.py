@@ -56,6 +56,7 @@ import orjson
 
 from nodes.profile_import.merge import INSERTED, UNCHANGED, UPDATED, Record, merge
 from nodes.profile_import.models import FIELDS, REASONS, Profile, Reason
+from state.backends.base import nul_free
 from state.redact import redact
 
 if TYPE_CHECKING:
@@ -297,13 +298,6 @@ _PG_TYPES = ((re.compile(r"\bid INTEGER PRIMARY KEY\b"),
              (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"))
 
 
-def _no_nul(params: Sequence[Any]) -> Sequence[Any]:
-    """PostgreSQL text cannot hold NUL: U+FFFD stands in for it (rare: a stray byte)."""
-    if any(isinstance(v, str) and "\x00" in v for v in params):
-        return [v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in params]
-    return params
-
-
 class PostgresDb(ProfilesDb):
     """A psycopg 3 connection (autocommit; ``write`` opens the transactions) in the state's
     schema; the write lock is an advisory lock keyed on that schema."""
@@ -339,18 +333,18 @@ class PostgresDb(ProfilesDb):
             raise
 
     def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = self.conn.execute(sql.replace("?", "%s"), _no_nul(params)).fetchone()
+        row: Row | None = self.conn.execute(sql.replace("?", "%s"), nul_free(params)).fetchone()
         return row
 
     def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return self.conn.execute(sql.replace("?", "%s"), _no_nul(params)).fetchall()
+        return self.conn.execute(sql.replace("?", "%s"), nul_free(params)).fetchall()
 
     def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self.conn.execute(sql.replace("?", "%s"), _no_nul(params)).rowcount
+        return self.conn.execute(sql.replace("?", "%s"), nul_free(params)).rowcount
 
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with self.conn.cursor() as cur:
-            cur.executemany(sql.replace("?", "%s"), [_no_nul(r) for r in rows])
+            cur.executemany(sql.replace("?", "%s"), [nul_free(r) for r in rows])
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:

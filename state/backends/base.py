@@ -11,6 +11,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
@@ -18,6 +19,14 @@ from state.fold import InboxRow, Quarantined
 from state.redact import redact
 
 InboxWrite = tuple[int, str, bytes]  # (seq, kind, payload)
+
+
+def nul_free(values: Sequence[Any]) -> Sequence[Any]:
+    """Parameters PostgreSQL text can hold (every store kept there uses it): NUL characters,
+    which SQLite keeps, become U+FFFD, so one stray byte does not lose the batch it came in."""
+    if any(isinstance(v, str) and "\x00" in v for v in values):
+        return [v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in values]
+    return values
 
 
 class StaleCheckpoint(RuntimeError):

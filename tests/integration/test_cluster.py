@@ -10,11 +10,8 @@ from __future__ import annotations
 import asyncio
 import os
 import random
-import re
 import signal
 import socket
-import subprocess
-import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -30,7 +27,6 @@ from tests.agents.example import ECHO
 from tests.integration.test_cli import (
     BgaProcess,
     Children,
-    child_env,
     flat,
     metric_count,
     read_state,
@@ -38,7 +34,7 @@ from tests.integration.test_cli import (
     system_state,
     ticks_of,
 )
-from tests.integration.test_scheduler import WRITER, wait_until
+from tests.integration.test_scheduler import MetricWriter, wait_until
 from tests.integration.workers import truth_db
 
 WAIT_S = 60.0
@@ -272,12 +268,7 @@ def test_three_coordinators_fail_over_on_sigkill_and_count_exactly(
     three times (a new standby starts each time). Ticks continue under a new leader each time,
     and at the end every acknowledged event and every worker step is counted exactly once."""
     _configure(url, echo={"class": ECHO, "interval_s": 0.05})
-    stop_file = tmp_path / "stop-writer"
-    log = tmp_path / "writer.out"
-    with open(log, "wb") as out:
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, url, str(stop_file)],
-                                  cwd=tmp_path, env=child_env(), stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    writer = MetricWriter(url, tmp_path)
     args = ("run", "--db", url, "--interval", "0.1", "--coordinator-only")
     coordinators: dict[int, BgaProcess] = {}
     for i in range(3):
@@ -299,8 +290,7 @@ def test_three_coordinators_fail_over_on_sigkill_and_count_exactly(
                        and _leader_pid(url) in coordinators,
                        "ticks under a new leader", *coordinators.values(), echo)
         assert _leader_pid(url) not in killed
-        stop_file.touch()
-        assert writer.wait(WAIT_S) == 0, log.read_text()[-3000:]
+        acknowledged = writer.stop()
         echo.wait_for("running echo on")
         echo.proc.send_signal(signal.SIGTERM)
         assert echo.wait_exit(30) == 0, echo.describe()
@@ -310,13 +300,9 @@ def test_three_coordinators_fail_over_on_sigkill_and_count_exactly(
         for c in coordinators.values():
             assert c.wait_exit(30) == 0, c.describe()
     finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.wait(30)
-    done = re.search(r"^DONE (\d+)$", log.read_text(), flags=re.MULTILINE)
-    assert done, log.read_text()[-3000:]
+        writer.kill()
     _flush(url)
-    assert metric_count(url, "crash/w") == int(done.group(1))
+    assert metric_count(url, "crash/w") == acknowledged
     values = read_state(url)
     assert series_count(values, "echo/ticks") == counter_of(values, "echo") > 0
     assert system_state(url)["inbox"]["pending"] == 0

@@ -158,18 +158,44 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
+class MetricWriter:
+    """A process writing metrics of series ``crash/w`` through the API (``WRITER``) until
+    ``stop()``, which returns how many it had acknowledged."""
+
+    def __init__(self, url: str, directory: Path) -> None:
+        self.stop_file = directory / "stop-writer"
+        self.log = directory / "writer.out"
+        with open(self.log, "wb") as out:
+            self.proc = subprocess.Popen([sys.executable, "-c", WRITER, url, str(self.stop_file)],
+                                         cwd=directory, env=child_env(), stdout=out,
+                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def tail(self) -> str:
+        return self.log.read_text()[-3000:]
+
+    def acked(self) -> bool:
+        return "ACK" in self.log.read_text()
+
+    def stop(self) -> int:
+        self.stop_file.touch()
+        assert self.proc.wait(WAIT_S) == 0, self.tail()
+        done = re.search(r"^DONE (\d+)$", self.log.read_text(), flags=re.MULTILINE)
+        assert done, self.tail()
+        return int(done.group(1))
+
+    def kill(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(30)
+
+
 def test_killing_the_scheduler_mid_tick_never_loses_or_doubles_an_event(
     children: Children, url: str, tmp_path: Path
 ) -> None:
-    stop_file = tmp_path / "stop-writer"
-    log = tmp_path / "writer.out"
-    with open(log, "wb") as out:
-        writer = subprocess.Popen([sys.executable, "-c", WRITER, url, str(stop_file)],
-                                  cwd=tmp_path, env=child_env(), stdout=out,
-                                  stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    writer = MetricWriter(url, tmp_path)
     rng = random.Random(1234)
     try:
-        wait_until(lambda: "ACK" in log.read_text(), "a first acknowledged write")
+        wait_until(writer.acked, "a first acknowledged write")
         for i in range(4):
             app = f"bga-test-{uuid.uuid4().hex[:12]}-run{i}"  # its PostgreSQL sessions' name
             run = children.start(f"run{i}", "run", "--db", url, "--interval", "0.05",
@@ -182,16 +208,10 @@ def test_killing_the_scheduler_mid_tick_never_loses_or_doubles_an_event(
             if is_postgres(url):  # its locks go when the server has ended its sessions
                 left = wait_sessions_gone(url, app, WAIT_S)
                 assert not left, f"{left} session(s) of a killed scheduler: {run.describe()}"
-            assert writer.poll() is None, log.read_text()[-3000:]
-        stop_file.touch()
-        assert writer.wait(WAIT_S) == 0, log.read_text()[-3000:]
+            assert writer.proc.poll() is None, writer.tail()
+        acknowledged = writer.stop()
     finally:
-        if writer.poll() is None:
-            writer.kill()
-            writer.wait(30)
-    done = re.search(r"^DONE (\d+)$", log.read_text(), flags=re.MULTILINE)
-    assert done, log.read_text()[-3000:]
-    acknowledged = int(done.group(1))
+        writer.kill()
     assert acknowledged > 0
     assert ticks_of(url) >= 4  # every killed scheduler had ticked at least once
 
