@@ -15,6 +15,8 @@ from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from state.fingerprint import rekey_patterns
+from state.reducers import merge_pattern
 from state.schema import CHANNELS
 
 
@@ -37,6 +39,7 @@ async def load_values(saver: BaseCheckpointSaver, config: dict[str, Any]
         tup = await saver.aget_tuple(config)
     if tup is None:
         return None, {}, None
-    values = tup.checkpoint["channel_values"]
-    return (tup.config["configurable"]["checkpoint_id"],
-            {k: v for k, v in values.items() if k in CHANNELS}, tup.checkpoint.get("ts"))
+    values = {k: v for k, v in tup.checkpoint["channel_values"].items() if k in CHANNELS}
+    if values.get("error_patterns"):  # patterns stored under older fingerprint rules
+        values["error_patterns"] = rekey_patterns(values["error_patterns"], merge_pattern)
+    return tup.config["configurable"]["checkpoint_id"], values, tup.checkpoint.get("ts")

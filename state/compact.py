@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from state.config import RetentionConfig
+from state.fingerprint import rekey_patterns
+from state.reducers import merge_pattern
 from state.schema import TIERS
 
 
@@ -54,9 +56,10 @@ def compact_metrics(metrics: dict, now: float, retention: RetentionConfig) -> di
 
 
 def compact_error_patterns(patterns: dict, now: float, retention: RetentionConfig) -> dict:
+    """Trim and cap error patterns, re-keying any stored under older fingerprint rules."""
     cut = horizons(now, retention)
     out = {}
-    for pid, p in patterns.items():
+    for pid, p in rekey_patterns(patterns, merge_pattern).items():
         tiers = _trim_tiers(p["tiers"], cut)
         if any(tiers.values()):
             out[pid] = {**p, "tiers": tiers}

@@ -14,7 +14,7 @@ from typing import Any
 
 import orjson
 
-from state.fingerprint import fingerprint, normalize_message
+from state.fingerprint import FINGERPRINT_VERSION, fingerprint_normalized, normalize_message
 from state.fold import (
     KIND_ACK,
     KIND_AGENT_DATA,
@@ -72,8 +72,9 @@ def error(error_type: str, error_message: str, source_agent: str,
     error_type = check_name("error_type", error_type)
     message = check_text("error_message", error_message)
     source_agent = check_name("source_agent", source_agent, allow_slash=False)
-    return KIND_ERROR, {"id": fingerprint(error_type, message), "type": error_type,
-                        "norm": normalize_message(message), "msg": message[:1000],
+    norm = normalize_message(message)
+    return KIND_ERROR, {"id": fingerprint_normalized(error_type, norm), "type": error_type,
+                        "norm": norm, "fp": FINGERPRINT_VERSION, "msg": message[:1000],
                         "a": source_agent, "t": now or time.time()}
 
 

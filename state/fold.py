@@ -57,9 +57,11 @@ class FoldResult:
 
 
 class _ErrorAcc:
-    __slots__ = ("count", "error_type", "first", "last", "minutes", "normalized", "sample", "srcs")
+    __slots__ = ("count", "error_type", "first", "fp", "last", "minutes", "normalized", "sample",
+                 "srcs")
 
-    def __init__(self, error_type: str, normalized: str) -> None:
+    def __init__(self, error_type: str, normalized: str, fp: int) -> None:
+        self.fp = fp
         self.error_type = error_type
         self.normalized = normalized
         self.count = 0
@@ -99,11 +101,12 @@ class DeltaBuilder:
 
     def error(
         self, pid: str, error_type: str, normalized: str, message: str, agent: str, ts: float,
-        stamp: list,
+        stamp: list, fp: int = 1,
     ) -> None:
         acc = self._errors.get(pid)
         if acc is None:
-            acc = self._errors[pid] = _ErrorAcc(error_type, normalized)
+            acc = self._errors[pid] = _ErrorAcc(error_type, normalized, fp)
+        acc.fp = min(acc.fp, fp)
         acc.count += 1
         acc.first = min(acc.first, ts)
         acc.last = max(acc.last, ts)
@@ -130,6 +133,7 @@ class DeltaBuilder:
                 pid: {
                     "error_type": e.error_type,
                     "normalized": e.normalized,
+                    "fp": e.fp,
                     "sample": e.sample,
                     "count": e.count,
                     "first_seen": e.first,
@@ -200,7 +204,10 @@ def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
     elif kind == KIND_ERROR:
         if not all(isinstance(p[k], str) for k in ("id", "type", "norm", "msg", "a")):
             raise ValueError("error event fields must be strings")
-        builder.error(p["id"], p["type"], p["norm"], p["msg"], p["a"], p["t"], stamp)
+        fp = p.get("fp", 1)  # rows written before fingerprint versions are version 1
+        if not isinstance(fp, int) or isinstance(fp, bool):
+            raise ValueError("fingerprint version is not an integer")
+        builder.error(p["id"], p["type"], p["norm"], p["msg"], p["a"], p["t"], stamp, fp)
     elif kind == KIND_INSIGHT:
         if p["p"] not in PRIORITIES:  # reads rank insights by priority
             raise ValueError(f"unknown priority {p['p']!r}")

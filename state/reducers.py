@@ -98,10 +98,16 @@ def merge_metrics(a: dict | None, b: dict | None) -> dict:
 
 
 def merge_pattern(x: dict, y: dict) -> dict:
-    """One error pattern: counts add, first/last seen are min/max, newest sample wins."""
+    """One error pattern: counts add, first/last seen are min/max, newest sample wins.
+
+    ``fp`` is the fingerprint version (``state.fingerprint``): the lower one wins, so a
+    pattern that still holds old-version counts is re-keyed; the normalized text is the
+    newer version's."""
+    fx, fy = x.get("fp", 1), y.get("fp", 1)
     return {
         "error_type": x["error_type"],
-        "normalized": x["normalized"],
+        "normalized": x["normalized"] if fx >= fy else y["normalized"],
+        "fp": min(fx, fy),
         "sample": lww(x["sample"], y["sample"]),
         "count": x["count"] + y["count"],
         "first_seen": min(x["first_seen"], y["first_seen"]),

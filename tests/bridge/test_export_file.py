@@ -97,7 +97,7 @@ async def test_export_file_gives_exact_aggregates(db_url: str, export: tuple[Pat
         [pattern] = await shared.get_error_patterns(error_type="TimeoutError")
         assert pattern["count"] == 2
         assert pattern["source_agents"] == ["checkout"]
-        assert pattern["normalized_message"] == "upstream <num> after <num> s"
+        assert pattern["normalized_message"] == "upstream <num> after <duration>"
 
         # the same file again: everything is recognised as already seen
         again = await sync(shared, path=path)

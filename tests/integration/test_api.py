@@ -263,7 +263,7 @@ async def test_error_patterns_group_by_fingerprint(shared: SharedState) -> None:
         t = by_id[ids[0]]
         assert (t["error_type"], t["count"], t["frequency"]) == ("TimeoutError", 3, 3)
         assert t["source_agents"] == ["agent0", "agent1", "agent2"]
-        assert t["normalized_message"] == "timeout after <num> s for id <hex>"
+        assert t["normalized_message"] == "timeout after <duration> for id <num>"
         assert t["sample_message"] in timeouts
         assert t["first_seen"] <= t["last_seen"]
         assert (by_id[ids[3]]["count"], by_id[ids[3]]["frequency"]) == (2, 2)

@@ -10,6 +10,10 @@ Run as ``python -m tests.integration.workers <cmd> ...`` from the project root:
     stdout, so a parent that kills it knows a lower bound of what was committed.
     Prints ``DONE <n>`` after a clean close.
 
+``errors URL PRODUCER N``
+    Writes N error messages of one template (:func:`template_error`) through one
+    ``SharedState``, 100 concurrent writes at a time; prints ``DONE <n>``.
+
 ``fold URL LOOPS [PAUSE_S [STOP_FILE [STALL_S]]]``
     Prints ``OPEN`` once the state is open, then calls ``flush()`` LOOPS times (``0``: until
     killed, or until STOP_FILE exists; ``-`` for none), printing ``FOLD <i> <rows>`` after each;
@@ -89,6 +93,27 @@ async def write_events(shared: SharedState, producer: str, n: int,
         if on_ack is not None:
             on_ack(done)
     return done
+
+
+TEMPLATE_ERROR = "GatewayTimeout"
+
+
+def template_error(producer: str, i: int) -> str:
+    """Message ``i`` of one template: its duration, host and id vary; the 12-digit hex id is
+    all digits for some ``i`` (``000100000005``) and has letters for others (``0001000000a0``)."""
+    ident = f"{(sum(map(ord, producer)) % 97 * 1_000_003 + i * 7_919) % 2 ** 48:012x}"
+    return (f"timeout after {i % 30 + 1} s for id {ident} on shard-{i % 5}.db.internal "
+            f"(flag={'true' if i % 2 else 'false'}, attempt {i % 3})")
+
+
+async def write_errors(url: str, producer: str, n: int) -> None:
+    async with SharedState.open(url, producer=producer) as shared:
+        for start in range(0, n, 100):
+            await asyncio.gather(*(shared.add_error_pattern(TEMPLATE_ERROR,
+                                                            template_error(producer, i), producer)
+                                   for i in range(start, min(n, start + 100))))
+    sys.stdout.write(f"DONE {n}\n")
+    sys.stdout.flush()
 
 
 async def write(url: str, producer: str, n: int, chunk: int = DEFAULT_CHUNK) -> None:
@@ -320,6 +345,9 @@ def main(argv: list[str]) -> int:
     if len(argv) >= 4 and argv[0] == "write":
         chunk = int(argv[4]) if len(argv) > 4 else DEFAULT_CHUNK
         asyncio.run(write(argv[1], argv[2], int(argv[3]), chunk))
+        return 0
+    if len(argv) >= 4 and argv[0] == "errors":
+        asyncio.run(write_errors(argv[1], argv[2], int(argv[3])))
         return 0
     if len(argv) >= 3 and argv[0] == "fold":
         pause = float(argv[3]) if len(argv) > 3 else 0.0

@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 
 from state.compact import compact
 from state.config import RetentionConfig
+from state.fingerprint import FINGERPRINT_VERSION
 from state.fold import InboxRow, fold_rows
 from state.schema import REDUCERS, TIERS, apply_update
 
@@ -56,6 +57,7 @@ def event(draw, now: int) -> tuple[str, dict[str, Any]]:
     elif kind == "error":
         etype, norm = draw(st.sampled_from(PATTERNS))
         p = {"id": f"{etype}|{norm}", "type": etype, "norm": norm, "msg": norm,
+             "fp": FINGERPRINT_VERSION,
              "a": draw(st.sampled_from(["a1", "a2", "a3"])), "t": t}
     elif kind == "insight":
         p = {"id": draw(st.sampled_from(INSIGHTS)), "type": "anomaly", "a": "a1",
