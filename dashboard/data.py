@@ -23,24 +23,26 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import streamlit as st
-from croniter import croniter
 from langgraph.checkpoint.base.id import UUID as CheckpointUUID
 
 from state import queries
 from state.api import SharedState
 from state.checkpoints import gc_paused, load_values
 from state.config import flatten
-from state.models import PRIORITIES, InvalidInput
+from state.models import ACTIONABLE, InvalidInput
 from state.schema import TIER_WIDTH
 from state.settings import database_url
 
 __all__ = ["PRIORITIES", "InvalidInput", "Snapshot"]
 
+# Priorities the views count and filter as something to act on ("info" insights, such as an
+# import that completed, are listed but never counted as open work).
+PRIORITIES = ACTIONABLE
+
 PRODUCER = "dashboard"
 LIVE_TTL_S = 1.0  # the live state is re-read at most once a second, whatever the sessions
 CHECKPOINT_LIST_TTL_S = 30.0  # one new checkpoint per tick; listing reads every row
 WINDOWS: dict[str, float] = {"1 h": 1, "24 h": 24, "7 d": 24 * 7}
-DEFAULT_INTERVAL_S = 60.0
 _UUID_EPOCH = 0x01B21DD213814000  # 1582-10-15 in 100 ns steps before the Unix epoch
 
 T = TypeVar("T")
@@ -220,17 +222,6 @@ def summary(snap: Snapshot) -> dict[str, Any]:
     return queries.system_state(snap.state, snap.now, snap.pending)
 
 
-def _interval(agent: dict[str, Any], section: Any, now: float) -> float | None:
-    cron = (section.cron if section is not None else None) or agent.get("schedule")
-    if cron and croniter.is_valid(cron):
-        it = croniter(cron, now)
-        first = it.get_next(float)
-        return float(it.get_next(float) - first)
-    if section is not None and section.interval_s:
-        return float(section.interval_s)
-    return float(agent["interval_s"] or DEFAULT_INTERVAL_S)
-
-
 def _schedule(agent: dict[str, Any]) -> str:
     if agent.get("schedule"):
         return f"cron {agent['schedule']}"
@@ -240,20 +231,14 @@ def _schedule(agent: dict[str, Any]) -> str:
 
 
 def agents(snap: Snapshot) -> list[dict[str, Any]]:
-    """One row per agent, liveness judged now from heartbeat age (as the coordinator does), so
-    it is right even when no ticker is running; ``verdict`` is the coordinator's last word."""
-    config = queries.config_of(snap.state)
-    lv = config.liveness
+    """One row per agent with the one liveness verdict (``queries.agent_liveness``, judged at
+    the snapshot's time, so it is right even when no ticker is running); ``status`` never
+    contradicts it (a dead agent's status is ``dead``)."""
     errors = queries.error_patterns(snap.state, snap.now, time_window_hours=24 * 7)
     series = queries.performance_summary(snap.state, 1, snap.now)["series"]
+    judged = queries.liveness(snap.state, snap.now)["agents"]
     rows = []
-    for a in queries.agent_list(snap.state):
-        last = a["last_heartbeat"] or a["registered_at"]
-        age = None if last is None else max(0.0, snap.now - last)
-        interval = _interval(a, config.agents.get(a["agent_id"]), snap.now)
-        liveness = "unknown" if age is None or interval is None else \
-            "dead" if age > lv.dead_factor * interval else \
-            "stale" if age > lv.stale_factor * interval else "active"
+    for a in queries.agent_list(snap.state, snap.now):
         last_error = (a["heartbeat"] or {}).get("last_error")
         if not last_error:
             own = [p for p in errors if a["agent_id"] in p["source_agents"]]
@@ -264,11 +249,16 @@ def agents(snap: Snapshot) -> list[dict[str, Any]]:
                    if s["source_agent"] == a["agent_id"]]
         activity = [sum(c) for c in zip(*(m["activity"] for m in metrics), strict=True)] \
             or [0] * len(_bucket_starts(snap, 1))
-        rows.append({**a, "schedule_text": _schedule(a), "liveness_now": liveness,
-                     "verdict": a["liveness"], "heartbeat_age_s": age,
-                     "expected_interval_s": interval, "last_error": last_error or "",
+        rows.append({**a, "schedule_text": _schedule(a), "liveness_now": a["liveness"],
+                     "verdict": a["liveness"], "heartbeat_age_s": judged[a["agent_id"]]["age_s"],
+                     "last_error": last_error or "",
                      "metrics": metrics, "activity": activity})
     return rows
+
+
+def scheduler(snap: Snapshot) -> dict[str, Any]:
+    """Is anything ticking? (``queries.scheduler_liveness``: running, down or never)."""
+    return queries.liveness(snap.state, snap.now)["scheduler"]
 
 
 def _with_spark(snap: Snapshot, series: str, stats: dict[str, Any]) -> dict[str, Any]:

@@ -18,6 +18,7 @@ from graph.demo import sample_traffic, seed_sample_data
 from state.api import SharedState
 from state.backends import LockBusy
 from state.models import InvalidInput
+from state.queries import is_internal_series
 from state.redact import redact
 from state.settings import database_url, failover_s
 
@@ -45,30 +46,80 @@ def _age(ts: float | None) -> str:
     return f"{secs:.0f} s ago" if secs < 120 else f"{secs / 60:.0f} min ago"
 
 
+def _num(value: float | None) -> str:
+    """A number in at most ~6 characters: 3 significant digits, k/M for big values."""
+    if value is None:
+        return "-"
+    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
+        if abs(value) >= limit:
+            return f"{value / limit:.3g}{suffix}"
+    return f"{value:.3g}"
+
+
+_VERDICT_STYLE = {"active": "green", "stale": "yellow", "dead": "red", "unknown": "dim",
+                  "running": "green", "down": "bold red", "never": "yellow"}
+
+
+def _scheduler_line(sched: dict) -> str:
+    every = f"every {sched['expected_interval_s']:g} s"
+    if sched["verdict"] == "never":
+        return "scheduler: [yellow]no tick yet[/yellow]: start it with `bga run`"
+    age = _age(sched["last_tick_at"])
+    if sched["verdict"] == "down":
+        return (f"scheduler: [bold red]DOWN[/bold red]: last tick {age} (expected {every}); "
+                "agents it runs are not running: start `bga run`")
+    by = f", led by {sched['coordinator']}" if sched.get("coordinator") else ""
+    return f"scheduler: [green]running[/green], last tick {age} ({every}{by})"
+
+
 def print_status(summary: dict, agents: list[dict], perf: dict,
-                 processes: list[dict] | None = None) -> None:
+                 processes: list[dict] | None = None, *, show_all: bool = False) -> None:
+    """The status at 80 columns: scheduler and agents with one liveness verdict each, then
+    the last hour's series grouped by agent (the system's own internal series only with
+    ``show_all``)."""
+    if summary.get("scheduler"):
+        console.print(_scheduler_line(summary["scheduler"]))
     table = Table(title="Agents")
-    for col in ("agent", "kind", "status", "last heartbeat", "runs on", "heartbeats"):
-        table.add_column(col)
+    for col in ("agent", "liveness", "status", "last heartbeat", "runs on"):
+        table.add_column(col, overflow="fold")
     for a in agents:
-        table.add_row(a["agent_id"], a["kind"], a["status"], _age(a["last_heartbeat"]),
-                      a["runs_on"], str(a["heartbeats"]))
+        verdict = a.get("liveness") or "unknown"
+        style = _VERDICT_STYLE.get(verdict, "")
+        status = a["status"]
+        if a.get("reported_status") and a["reported_status"] != status:
+            status = f"{status} [dim](said {a['reported_status']})[/dim]"
+        table.add_row(a["agent_id"], f"[{style}]{verdict}[/{style}]" if style else verdict,
+                      status, _age(a["last_heartbeat"]), a["runs_on"])
     console.print(table)
     if processes:
         table = Table(title="Processes")
         for col in ("process", "role", "last seen", "agents"):
-            table.add_column(col)
+            table.add_column(col, overflow="fold")
         for p in processes:
             role = p["role"] + (", coordinator-only" if p["coordinator_only"] else "")
             table.add_row(p["process"], role, _age(p["last_seen"]), ", ".join(p["agents"]))
         console.print(table)
-    table = Table(title=f"Performance, last {perf['window_hours']:g} h")
-    for col in ("series", "count", "mean", "p50", "p95", "p99"):
-        table.add_column(col, justify="right" if col != "series" else "left")
-    for name, s in perf["series"].items():
-        table.add_row(name, str(s["count"]), *(f"{s[k]:.1f}" for k in ("mean", "p50", "p95",
-                                                                           "p99")))
+    globs = ((summary.get("config") or {}).get("rules") or {}).get("internal_series") or []
+    shown = {name: s for name, s in perf["series"].items()
+             if show_all or not is_internal_series(name, globs)}
+    table = Table(title=f"Performance, last {perf['window_hours']:g} h, by agent")
+    table.add_column("series", overflow="fold", ratio=1)
+    for col in ("count", "p50", "p95", "p99"):
+        table.add_column(col, justify="right", no_wrap=True)
+    by_agent: dict[str, list[tuple[str, dict]]] = {}
+    for s in shown.values():
+        by_agent.setdefault(s["source_agent"], []).append((s["name"], s))
+    for agent, rows in sorted(by_agent.items()):
+        table.add_row(f"[bold]{agent}[/bold]", "", "", "", "")
+        for name, s in rows:
+            unit = f" {s['unit']}" if s.get("unit") else ""
+            table.add_row(f"  {name}{unit}", str(s["count"]),
+                          *(_num(s[k]) for k in ("p50", "p95", "p99")))
     console.print(table)
+    hidden = len(perf["series"]) - len(shown)
+    if hidden:
+        console.print(f"[dim]{hidden} internal series hidden (the system's own traces); "
+                      "`bga status --all` shows them[/dim]")
     ins = summary["insights"]
     errs = summary["error_patterns"]
     console.print(f"insights: {ins['open']} open of {ins['total']} "
@@ -84,8 +135,10 @@ def print_status(summary: dict, agents: list[dict], perf: dict,
 
 @app.command()
 def status(db: DbOption = None,
-           as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False) -> None:
-    """Show agents, metrics, insights and error patterns."""
+           as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
+           show_all: Annotated[bool, typer.Option(
+               "--all", help="Also list the system's own internal series")] = False) -> None:
+    """Show the scheduler, agents (with liveness), metrics, insights and error patterns."""
 
     async def go() -> tuple[dict, list, dict, list]:
         async with SharedState.open(database_url(db), producer="cli", read_only=True,
@@ -99,7 +152,7 @@ def status(db: DbOption = None,
         console.print_json(json.dumps({"system": summary, "agents": agents, "performance": perf,
                                        "processes": processes}))
     else:
-        print_status(summary, agents, perf, processes)
+        print_status(summary, agents, perf, processes, show_all=show_all)
 
 
 @app.command()

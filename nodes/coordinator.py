@@ -17,14 +17,16 @@ from langgraph.types import Overwrite, Send
 
 from nodes import rules
 from nodes.base import Emitter
+from nodes.langsmith_bridge.mirror import judged_by_bridge
 from nodes.registry import configured_agents
 from nodes.schedule import expected_interval, last_step_at, next_due
 from state import events
 from state.compact import compact
 from state.config import SystemConfig
+from state.fingerprint import rekey_patterns
 from state.folder import GROWING
-from state.queries import config_of
-from state.reducers import merge_agents, merge_insights
+from state.queries import agent_liveness, config_of
+from state.reducers import merge_agents, merge_insights, merge_pattern
 from state.schema import SystemState
 
 COORDINATOR = "coordinator"
@@ -43,8 +45,9 @@ def live_worker(state: dict, agent_id: str, config: SystemConfig, now: float) ->
     worker = (hb.get("data") or {}).get("worker")
     if not worker or hb.get("at") is None:
         return None
-    interval = expected_interval(config.agents.get(agent_id),
-                                 (rec.get("reg") or {}).get("interval_s"), now)
+    reg = rec.get("reg") or {}
+    interval = expected_interval(config.agents.get(agent_id), reg.get("interval_s"), now,
+                                 reg.get("schedule"))
     claim = max(config.liveness.worker_claim_s, config.liveness.stale_factor * interval)
     return str(worker) if now - hb["at"] <= claim else None
 
@@ -113,27 +116,24 @@ def _clear_alarms(state: dict, agent_id: str, kinds: tuple[str, ...], now: float
 
 
 def _liveness(state: dict, config: SystemConfig, now: float, out: Emitter
-              ) -> tuple[dict[str, Any], list[str], dict[str, int]]:
-    """Liveness verdicts that changed, agents to purge, and counts per verdict."""
+              ) -> tuple[dict[str, Any], list[str], dict[str, str]]:
+    """Liveness verdicts (``state.queries.agent_liveness``) that changed, agents to purge, and
+    every kept agent's verdict; stale and dead agents raise alarms that clear on recovery."""
     changed: dict[str, Any] = {}
     purge: list[str] = []
-    counts = {"ok": 0, "stale": 0, "dead": 0}
+    verdicts: dict[str, str] = {}
     lv = config.liveness
     for agent_id, rec in sorted((state.get("agents") or {}).items()):
-        reg, hb = rec.get("reg") or {}, rec.get("hb") or {}
-        last = hb.get("at") or reg.get("at")
-        if last is None:
+        judged = agent_liveness(agent_id, rec, config, now)
+        verdict, age, interval = judged["verdict"], judged["age_s"], judged["expected_interval_s"]
+        if verdict == "unknown":
             continue
-        interval = expected_interval(config.agents.get(agent_id), reg.get("interval_s"), now)
-        age = now - last
-        verdict = "dead" if age > lv.dead_factor * interval else \
-            "stale" if age > lv.stale_factor * interval else "ok"
-        before = (rec.get("liveness") or {}).get("value", "ok")
+        before = (rec.get("liveness") or {}).get("value", "active")
         if verdict == "dead" and age > lv.dead_factor * interval + lv.purge_after_s:
             purge.append(agent_id)  # forgotten: its alarms go with it
             _clear_alarms(state, agent_id, ("stale", "dead"), now, out)
             continue
-        counts[verdict] += 1
+        verdicts[agent_id] = verdict
         evidence = {"agent": agent_id, "last_heartbeat_age_s": round(age, 1),
                     "expected_interval_s": interval}
         if verdict != before:
@@ -152,24 +152,54 @@ def _liveness(state: dict, config: SystemConfig, now: float, out: Emitter
             out.emit(events.insight("agent_recovered", {**evidence,
                                                         "summary": f"{agent_id} is back"},
                                     COORDINATOR, "low", f"agent_recovered:{agent_id}", now=now))
-    return changed, purge, counts
+    return changed, purge, verdicts
 
 
-def _health(state: dict, counts: dict[str, int], now: float) -> dict[str, Any]:
-    open_ins = [r for r in (state.get("insights") or {}).values()
-                if r.get("body") and r.get("acted_upon_at") is None]
-    by_pri = {p: sum(1 for r in open_ins if r["body"]["priority"] == p)
-              for p in ("critical", "high")}
-    reasons, score = [], 100.0
-    for label, n, weight in (("stale agents", counts["stale"], 15), ("dead agents",
-                             counts["dead"], 30), ("critical insights", by_pri["critical"], 20),
-                             ("high insights", by_pri["high"], 8)):
-        if n:
-            score -= weight * n
-            reasons.append(f"{n} {label}")
-    score = max(0.0, score)
+def expected_sources(state: dict, config: SystemConfig, now: float) -> set[str]:
+    """Sources expected to report metrics: registered agents that are alive (a stale or dead
+    one already has its own alarm) and the projects configured for an agent
+    (``agents.<id>.options.projects``), as ``<agent>/<project>``."""
+    out = {a for a, rec in (state.get("agents") or {}).items()
+           if agent_liveness(a, rec, config, now)["verdict"] == "active"}
+    for agent_id, section in config.agents.items():
+        projects = section.options.get("projects")
+        if isinstance(projects, list):
+            out.update(f"{agent_id}/{p}" for p in projects if isinstance(p, str))
+    return out
+
+
+# Points a health score loses per item; each deduction is listed with its reason.
+HEALTH_WEIGHTS = {"dead": 30.0, "stale": 15.0, "critical": 20.0, "high": 8.0}
+
+
+def _health(state: dict, live: dict[str, dict[str, Any]], now: float) -> dict[str, Any]:
+    """100 minus one listed deduction per dead or stale agent and per open critical or high
+    insight (``info``, ``low`` and ``medium`` insights cost nothing)."""
+    deductions = []
+    for agent_id, verdict in sorted(live.items()):
+        if verdict in ("dead", "stale"):
+            deductions.append({"points": HEALTH_WEIGHTS[verdict], "kind": f"{verdict}_agent",
+                               "ref": agent_id, "reason": f"agent {agent_id} is {verdict}"})
+    for iid, rec in sorted((state.get("insights") or {}).items()):
+        body = rec.get("body")
+        if not body or rec.get("acted_upon_at") is not None \
+                or body["priority"] not in ("critical", "high"):
+            continue
+        summary = (body.get("content") or {}).get("summary") or body["insight_type"]
+        deductions.append({"points": HEALTH_WEIGHTS[body["priority"]],
+                           "kind": f"{body['priority']}_insight", "ref": iid,
+                           "reason": f"open {body['priority']} insight: {summary}"[:200]})
+    deductions.sort(key=lambda d: (-d["points"], d["kind"], d["ref"]))
+    score = max(0.0, 100.0 - sum(d["points"] for d in deductions))
+    counts: dict[str, int] = {}
+    for d in deductions:
+        counts[d["kind"]] = counts.get(d["kind"], 0) + 1
+    labels = {"stale_agent": "stale agents", "dead_agent": "dead agents",
+              "critical_insight": "critical insights", "high_insight": "high insights"}
+    reasons = [f"{counts[k]} {label}" for k, label in labels.items() if counts.get(k)]
     status = "healthy" if score >= 80 else "degraded" if score >= 50 else "critical"
-    return {"score": score, "status": status, "reasons": reasons, "at": now}
+    return {"score": score, "status": status, "reasons": reasons,
+            "deductions": deductions[:50], "at": now}
 
 
 async def review(state: SystemState) -> dict[str, Any]:
@@ -178,12 +208,21 @@ async def review(state: SystemState) -> dict[str, Any]:
     now = time.time()
     config = config_of(st)
     out = Emitter(now)
-    changed, purge, counts = _liveness(st, config, now, out)
+    changed, purge, verdicts = _liveness(st, config, now, out)
     tick = st.get("tick") or {}
     since = tick.get("previous_started_at") or tick.get("started_at") or now
-    for f in rules.evaluate(st, now, since, config.rules, config.liveness):
-        out.emit(events.insight(f.insight_type, f.content, COORDINATOR, f.priority, f.key,
-                                now=now))
+    st["error_patterns"] = rekey_patterns(st.get("error_patterns") or {}, merge_pattern)
+    bridge_series, bridge_sources = judged_by_bridge(st)
+    insights = st.get("insights") or {}
+    for f in rules.evaluate(st, now, since, config.rules, config.liveness,
+                            expected_sources=expected_sources(st, config, now),
+                            skip_series=bridge_series.__contains__,
+                            skip_sources=bridge_sources.__contains__):
+        event = events.insight(f.insight_type, f.content, COORDINATOR, f.priority, f.key,
+                               now=now)
+        if f.once and event[1]["id"] in insights:
+            continue  # fired once for this spell already
+        out.emit(event)
     update = out.update()
     agents_delta = merge_agents(update.pop("agents", None), changed)
     if purge:
@@ -195,7 +234,7 @@ async def review(state: SystemState) -> dict[str, Any]:
         update["agents"] = agents_delta
     started = tick.get("started_at") or now
     update["system"] = {
-        "health": {"value": _health(st, counts, now), "stamp": out.stamp()},
+        "health": {"value": _health(st, verdicts, now), "stamp": out.stamp()},
         "last_tick": {"value": {"n": tick.get("n", 0), "started_at": started,
                                 "duration_ms": round((now - started) * 1000, 3),
                                 "agents_run": tick.get("due") or [],

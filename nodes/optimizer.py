@@ -17,7 +17,7 @@ from nodes.base import Emitter
 from state import events, sketch
 from state.config import SystemConfig
 from state.models import OptimizationRecord
-from state.queries import config_of
+from state.queries import config_of, span_agg
 from state.schema import TIER_WIDTH, SystemState
 
 SOURCE = "optimizer"
@@ -44,22 +44,16 @@ TUNABLES = (
 
 
 def window_mean(state: dict, series: str, start: float, end: float) -> tuple[float | None, int]:
-    data = (state.get("metrics") or {}).get(series)
-    if not data:
-        return None, 0
+    """Mean and count of the minute buckets overlapping ``[start, end)``."""
     width = TIER_WIDTH["1m"]
-    aggs = [a for b, a in data["tiers"].get("1m", {}).items() if start - width < b < end]
-    agg = sketch.merge_all(aggs)
+    agg = span_agg(state, series, int(start) - int(start) % width, end)
     return (sketch.mean(agg), agg[sketch.COUNT]) if agg else (None, 0)
 
 
 def totals_since(state: dict, series: str, minute: int) -> tuple[int, float]:
     """Count and sum of a series in minute buckets from ``minute`` on (for exact deltas)."""
-    data = (state.get("metrics") or {}).get(series)
-    if not data:
-        return 0, 0.0
-    aggs = [a for b, a in data["tiers"].get("1m", {}).items() if b >= minute]
-    return sum(a[sketch.COUNT] for a in aggs), sum(a[sketch.SUM] for a in aggs)
+    agg = span_agg(state, series, minute, float("inf"))
+    return (agg[sketch.COUNT], agg[sketch.SUM]) if agg else (0, 0.0)
 
 
 def mean_since_change(state: dict, series: str, details: dict) -> tuple[float | None, int]:

@@ -1,20 +1,37 @@
-"""Insight rules over the bounded metrics and error patterns.
+"""The one insight-rule engine: every insight about metrics and error patterns is decided here.
 
-Each rule is a pure function of the state, the clock and its thresholds, and returns findings
-with the numbers that fired it (evidence). The coordinator turns findings into insights; a
-finding that persists bumps the same insight's occurrences instead of adding rows.
+Each rule is a pure function of its inputs, the clock and the thresholds in ``RulesConfig``
+(the only place thresholds live), and returns findings with the numbers that fired it
+(evidence). Two kinds of callers feed it:
+
+- the coordinator's review, over the folded state (``evaluate``);
+- an agent that knows more about its own series, such as the LangSmith bridge, which calls
+  the same comparisons (``latency_finding``, ``error_rate_finding``, ``per_run_spike_finding``)
+  with windows that include the runs of its current step and its own evidence (example runs,
+  links). The coordinator leaves those series (and their error sources) to it (``skip_series``,
+  ``skip_sources``), so one event fires one insight.
+
+The system's own internal series (``rules.internal_series``, by default the bridge's mirror of
+the system graph's own traces) are not judged unless ``rules.judge_internal``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from typing import Any
 
 from state import sketch
 from state.config import LivenessConfig, RulesConfig
+from state.queries import is_internal_series, span_agg
 from state.schema import TIER_WIDTH
 
 MINUTE = TIER_WIDTH["1m"]
+Skip = Callable[[str], bool]
+
+
+def _never(_: str) -> bool:
+    return False
 
 
 @dataclass
@@ -23,21 +40,21 @@ class Finding:
     key: str
     priority: str
     content: dict[str, Any] = field(default_factory=dict)
+    once: bool = False
+    """Fire once per key: not again while an insight with this key exists."""
 
 
-def _minute_aggs(state: dict, series: str, start: float, end: float) -> sketch.Agg | None:
-    data = (state.get("metrics") or {}).get(series)
-    if not data:
-        return None
-    buckets = data["tiers"].get("1m", {})
-    return sketch.merge_all([a for b, a in buckets.items() if start <= b < end])
-
-
-def _windows(now: float, rules: RulesConfig) -> tuple[float, float, float]:
-    """Bucket-aligned (baseline start, current start, end)."""
-    end = now - now % MINUTE + MINUTE
+def windows(now: float, rules: RulesConfig) -> tuple[int, int, int]:
+    """Minute-aligned (baseline start, current start, end): the current window is the last
+    ``window_s`` up to the end of the current minute, the baseline the ``baseline_s`` before."""
+    end = int(now) - int(now) % MINUTE + MINUTE
     current = end - rules.window_s
     return current - rules.baseline_s, current, end
+
+
+def judged(series: str, rules: RulesConfig) -> bool:
+    """False for the system's own internal series, unless configured to judge them."""
+    return rules.judge_internal or not is_internal_series(series, rules.internal_series)
 
 
 def _is_latency(series: str, unit: str | None) -> bool:
@@ -50,38 +67,94 @@ def _is_throughput(series: str) -> bool:
     return "per_s" in name or "throughput" in name
 
 
-def latency_regressions(state: dict, now: float, rules: RulesConfig) -> list[Finding]:
-    base_start, cur_start, end = _windows(now, rules)
+# -- comparisons (fed by the coordinator or by an agent with its own windows and evidence) ------
+
+
+def latency_finding(series: str, cur: sketch.Agg | None, base: sketch.Agg | None,
+                    rules: RulesConfig, *, label: str | None = None, unit: str = "",
+                    evidence: dict[str, Any] | None = None) -> Finding | None:
+    """p95 of the current window at least ``latency_ratio`` x the baseline's."""
+    if cur is None or base is None or not judged(series, rules):
+        return None
+    if cur[sketch.COUNT] < rules.min_samples or base[sketch.COUNT] < rules.min_samples:
+        return None
+    p95_now, p95_base = sketch.quantile(cur, 0.95), sketch.quantile(base, 0.95)
+    if not (p95_base and p95_now and p95_now >= rules.latency_ratio * p95_base):
+        return None
+    u = f" {unit}" if unit else ""
+    return Finding("latency_regression", f"latency_regression:{series}", "high", {
+        **(evidence or {}), "series": series, "current_p95": round(p95_now, 3),
+        "baseline_p95": round(p95_base, 3), "ratio": round(p95_now / p95_base, 3),
+        "current_count": cur[sketch.COUNT], "baseline_count": base[sketch.COUNT],
+        "window_s": rules.window_s, "baseline_s": rules.baseline_s,
+        "summary": f"{label or series}: p95 {p95_now:.1f}{u} vs {p95_base:.1f}{u} before "
+                   f"({p95_now / p95_base:.1f}x)"})
+
+
+def error_rate_finding(series: str, cur_errors: float, cur_n: int, base_errors: float,
+                       base_n: int, rules: RulesConfig, *, label: str | None = None,
+                       evidence: dict[str, Any] | None = None) -> Finding | None:
+    """Share of failed runs (a 0/1 series) at least ``error_spike_ratio`` x the baseline's."""
+    if not judged(series, rules) or cur_n < rules.min_samples or base_n < rules.min_samples \
+            or cur_errors < rules.min_errors:
+        return None
+    rate_c, rate_b = cur_errors / cur_n, base_errors / base_n
+    if not (rate_b == 0 or rate_c >= rules.error_spike_ratio * rate_b):
+        return None
+    return Finding("error_rate_spike", f"error_rate_spike:{series}", "high", {
+        **(evidence or {}), "series": series, "current_error_rate": round(rate_c, 4),
+        "baseline_error_rate": round(rate_b, 4), "current_errors": int(cur_errors),
+        "current_runs": cur_n, "baseline_runs": base_n, "window_s": rules.window_s,
+        "summary": f"{label or series}: {rate_c:.0%} of runs failed vs {rate_b:.0%} before"})
+
+
+def per_run_spike_finding(kind: str, series: str, unit: str, cur_sum: float, cur_n: int,
+                          base_sum: float, base_n: int, rules: RulesConfig, *,
+                          label: str | None = None,
+                          evidence: dict[str, Any] | None = None) -> Finding | None:
+    """Mean per run (cost, tokens) at least ``cost_ratio`` x the baseline's."""
+    if not judged(series, rules) or cur_n < rules.min_samples or base_n < rules.min_samples \
+            or base_sum <= 0:
+        return None
+    mean_c, mean_b = cur_sum / cur_n, base_sum / base_n
+    if mean_c < rules.cost_ratio * mean_b:
+        return None
+    return Finding(kind, f"{kind}:{series}", "medium", {
+        **(evidence or {}), "series": series, "unit": unit,
+        "current_mean_per_run": round(mean_c, 6), "baseline_mean_per_run": round(mean_b, 6),
+        "ratio": round(mean_c / mean_b, 3), "current_runs": cur_n, "baseline_runs": base_n,
+        "window_s": rules.window_s,
+        "summary": f"{label or series}: {mean_c:.4g} {unit} per run vs {mean_b:.4g} before "
+                   f"({mean_c / mean_b:.1f}x)"})
+
+
+# -- rules over the state -------------------------------------------------------------------------
+
+
+def latency_regressions(state: dict, now: float, rules: RulesConfig,
+                        skip_series: Skip = _never) -> list[Finding]:
+    base_start, cur_start, end = windows(now, rules)
     out = []
     for series, data in sorted((state.get("metrics") or {}).items()):
-        if not _is_latency(series, data.get("unit")):
+        if not _is_latency(series, data.get("unit")) or skip_series(series):
             continue
-        cur = _minute_aggs(state, series, cur_start, end)
-        base = _minute_aggs(state, series, base_start, cur_start)
-        if cur is None or base is None:
-            continue
-        if cur[sketch.COUNT] < rules.min_samples or base[sketch.COUNT] < rules.min_samples:
-            continue
-        p95_now, p95_base = sketch.quantile(cur, 0.95), sketch.quantile(base, 0.95)
-        if p95_base and p95_now and p95_now >= rules.latency_ratio * p95_base:
-            out.append(Finding("latency_regression", f"latency_regression:{series}", "high", {
-                "series": series, "current_p95": round(p95_now, 3),
-                "baseline_p95": round(p95_base, 3), "ratio": round(p95_now / p95_base, 3),
-                "current_count": cur[sketch.COUNT], "baseline_count": base[sketch.COUNT],
-                "window_s": rules.window_s,
-                "summary": f"{series}: p95 {p95_now:.1f} vs {p95_base:.1f} before "
-                           f"({p95_now / p95_base:.1f}x)"}))
+        found = latency_finding(series, span_agg(state, series, cur_start, end),
+                                span_agg(state, series, base_start, cur_start), rules,
+                                unit=data.get("unit") or "")
+        if found is not None:
+            out.append(found)
     return out
 
 
-def throughput_drops(state: dict, now: float, rules: RulesConfig) -> list[Finding]:
-    base_start, cur_start, end = _windows(now, rules)
+def throughput_drops(state: dict, now: float, rules: RulesConfig,
+                     skip_series: Skip = _never) -> list[Finding]:
+    base_start, cur_start, end = windows(now, rules)
     out = []
     for series in sorted(state.get("metrics") or {}):
-        if not _is_throughput(series):
+        if not _is_throughput(series) or skip_series(series) or not judged(series, rules):
             continue
-        cur = _minute_aggs(state, series, cur_start, end)
-        base = _minute_aggs(state, series, base_start, cur_start)
+        cur = span_agg(state, series, cur_start, end)
+        base = span_agg(state, series, base_start, cur_start)
         if cur is None or base is None or base[sketch.COUNT] < rules.min_samples:
             continue
         now_mean, base_mean = sketch.mean(cur), sketch.mean(base)
@@ -94,20 +167,23 @@ def throughput_drops(state: dict, now: float, rules: RulesConfig) -> list[Findin
     return out
 
 
-def _error_counts(state: dict, start: float, end: float) -> dict[str, int]:
+def _error_counts(state: dict, start: float, end: float,
+                  skip_sources: Skip) -> dict[str, int]:
     per_agent: dict[str, int] = {}
     for p in (state.get("error_patterns") or {}).values():
         n = sum(c for b, c in p["tiers"].get("1m", {}).items() if start <= b < end)
         if n:
             for agent in p["sources"] or ["unknown"]:  # a shared pattern counts for each
-                per_agent[agent] = per_agent.get(agent, 0) + n
+                if not skip_sources(agent):
+                    per_agent[agent] = per_agent.get(agent, 0) + n
     return per_agent
 
 
-def error_spikes(state: dict, now: float, rules: RulesConfig) -> list[Finding]:
-    base_start, cur_start, end = _windows(now, rules)
-    current = _error_counts(state, cur_start, end)
-    baseline = _error_counts(state, base_start, cur_start)
+def error_spikes(state: dict, now: float, rules: RulesConfig,
+                 skip_sources: Skip = _never) -> list[Finding]:
+    base_start, cur_start, end = windows(now, rules)
+    current = _error_counts(state, cur_start, end, skip_sources)
+    baseline = _error_counts(state, base_start, cur_start, skip_sources)
     out = []
     for agent, n in sorted(current.items()):
         if n < rules.min_errors:
@@ -124,11 +200,13 @@ def error_spikes(state: dict, now: float, rules: RulesConfig) -> list[Finding]:
     return out
 
 
-def error_pattern_findings(state: dict, now: float, since: float,
-                           rules: RulesConfig) -> list[Finding]:
+def error_pattern_findings(state: dict, now: float, since: float, rules: RulesConfig,
+                           skip_sources: Skip = _never) -> list[Finding]:
     """New patterns (first seen since the last tick) and recurring ones (per hour)."""
     out = []
     for pid, p in sorted((state.get("error_patterns") or {}).items()):
+        if p["sources"] and all(skip_sources(s) for s in p["sources"]):
+            continue
         sample = (p.get("sample") or {}).get("message", "")
         if p["first_seen"] >= since:
             out.append(Finding("new_error_pattern", f"new_error_pattern:{pid}", "medium", {
@@ -143,23 +221,47 @@ def error_pattern_findings(state: dict, now: float, since: float,
     return out
 
 
-def quiet_sources(state: dict, now: float, liveness: LivenessConfig) -> list[Finding]:
-    """Series that used to report and have been silent for ``quiet_after_s``."""
-    out = []
-    for series, data in sorted((state.get("metrics") or {}).items()):
+def quiet_sources(state: dict, now: float, liveness: LivenessConfig,
+                  expected: Collection[str] | None = None,
+                  rules: RulesConfig | None = None) -> list[Finding]:
+    """Sources expected to report whose every series has been silent for ``quiet_after_s``.
+
+    A source is an agent (series ``<agent>/...``) or a configured project of an agent
+    (``<agent>/<project>/...``), named in ``expected`` (the coordinator passes its registered,
+    live agents and configured projects); sources nobody expects are not watched, and neither
+    are the system's internal series. The key names the quiet spell (when it went quiet), and
+    the finding fires once per spell."""
+    rules = rules or RulesConfig()
+    wanted = set(expected or ())
+    last: dict[str, int] = {}
+    for series, data in (state.get("metrics") or {}).items():
         minutes = data["tiers"].get("1m", {})
-        if not minutes:
+        if not minutes or not judged(series, rules):
             continue
-        last = max(minutes) + MINUTE
-        if now - last >= liveness.quiet_after_s:
-            out.append(Finding("source_quiet", f"source_quiet:{series}", "low", {
-                "series": series, "silent_s": round(now - last),
-                "summary": f"{series}: no events for {(now - last) / 60:.0f} min"}))
+        newest = max(minutes) + MINUTE
+        for source in _sources_of(series, wanted):
+            last[source] = max(last.get(source, 0), newest)
+    out = []
+    for source, at in sorted(last.items()):
+        silent = now - at
+        if silent >= liveness.quiet_after_s:
+            out.append(Finding("source_quiet", f"source_quiet:{source}:{at}", "low", {
+                "source": source, "silent_s": round(silent), "quiet_since": at,
+                "summary": f"{source}: no events for {silent / 60:.0f} min"}, once=True))
     return out
 
 
+def _sources_of(series: str, wanted: set[str]) -> list[str]:
+    agent, _, rest = series.partition("/")
+    project = f"{agent}/{rest.partition('/')[0]}" if "/" in rest else None
+    return [s for s in (agent, project) if s is not None and s in wanted]
+
+
 def evaluate(state: dict, now: float, since: float, rules: RulesConfig,
-             liveness: LivenessConfig) -> list[Finding]:
-    return (latency_regressions(state, now, rules) + error_spikes(state, now, rules)
-            + error_pattern_findings(state, now, since, rules)
-            + throughput_drops(state, now, rules) + quiet_sources(state, now, liveness))
+             liveness: LivenessConfig, *, expected_sources: Collection[str] | None = None,
+             skip_series: Skip = _never, skip_sources: Skip = _never) -> list[Finding]:
+    return (latency_regressions(state, now, rules, skip_series)
+            + error_spikes(state, now, rules, skip_sources)
+            + error_pattern_findings(state, now, since, rules, skip_sources)
+            + throughput_drops(state, now, rules, skip_series)
+            + quiet_sources(state, now, liveness, expected_sources, rules))

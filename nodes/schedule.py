@@ -1,4 +1,5 @@
-"""When an agent is due, and how often it is expected to report (interval or cron)."""
+"""When an agent is due (interval or cron). How often it is expected to report is
+``state.queries.expected_interval``, the liveness rule's."""
 
 from __future__ import annotations
 
@@ -7,8 +8,9 @@ from typing import Any
 from croniter import croniter
 
 from state.config import AgentSection
+from state.queries import DEFAULT_INTERVAL_S, expected_interval
 
-DEFAULT_INTERVAL_S = 60.0
+__all__ = ["DEFAULT_INTERVAL_S", "expected_interval", "last_step_at", "next_due"]
 
 
 def next_due(section: AgentSection, last_run: float | None) -> float:
@@ -18,18 +20,6 @@ def next_due(section: AgentSection, last_run: float | None) -> float:
     if section.cron:
         return float(croniter(section.cron, last_run).get_next(float))
     return last_run + (section.interval_s or DEFAULT_INTERVAL_S)
-
-
-def expected_interval(section: AgentSection | None, registered_interval: float | None,
-                      now: float) -> float:
-    """Seconds between two runs, for liveness: configured interval, cron period, registration."""
-    if section is not None and section.cron:
-        it = croniter(section.cron, now)
-        first = it.get_next(float)
-        return float(it.get_next(float) - first)
-    if section is not None and section.interval_s:
-        return section.interval_s
-    return registered_interval or DEFAULT_INTERVAL_S
 
 
 def last_step_at(values: dict[str, Any], agent_id: str) -> float | None:

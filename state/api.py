@@ -270,7 +270,8 @@ class SharedState:
         return queries.active_agents(await self.read(), time.time(), max_age_minutes)
 
     async def get_agents(self) -> list[dict]:
-        return queries.agent_list(await self.read())
+        """Every agent with its liveness verdict now (``queries.agent_liveness``)."""
+        return queries.agent_list(await self.read(), time.time())
 
     async def get_processes(self) -> list[dict]:
         """The leading coordinator and every worker process, on every host."""

@@ -70,6 +70,10 @@ class LivenessConfig(BaseModel):
     worker_claim_s: float = Field(
         15.0, gt=0, le=86_400,
         description="a worker keeps its agents at least this long after its last step")
+    scheduler_down_factor: float = Field(
+        6.0, gt=1, le=1_000, description="ticker intervals without a tick -> scheduler down")
+    scheduler_down_min_s: float = Field(
+        30.0, gt=0, le=86_400, description="the scheduler is never down sooner than this")
 
 
 class RulesConfig(BaseModel):
@@ -85,6 +89,13 @@ class RulesConfig(BaseModel):
     min_errors: int = Field(5, ge=1)
     recurring_errors: int = Field(10, ge=1, description="occurrences per hour -> recurring")
     throughput_drop_ratio: float = Field(0.5, gt=0, lt=1)
+    cost_ratio: float = Field(2.0, gt=1, description="cost or tokens per run -> spike")
+    min_node_samples: int = Field(3, ge=1, description="runs of a node to rank it slowest")
+    internal_series: list[str] = Field(
+        default_factory=lambda: ["*/local/*"],
+        description="the system's own series (fnmatch globs; default: the bridge's mirror of "
+                    "the system graph's own traces): not judged, hidden in `bga status`")
+    judge_internal: bool = Field(False, description="judge internal series like any other")
 
 
 class OptimizerConfig(BaseModel):

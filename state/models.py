@@ -22,8 +22,11 @@ MAX_PAYLOAD_BYTES = 16_384
 FUTURE_SKEW_S = 300.0
 MAX_METRIC = 1e18
 
-Priority = Literal["low", "medium", "high", "critical"]
-PRIORITIES: tuple[str, ...] = ("low", "medium", "high", "critical")
+Priority = Literal["info", "low", "medium", "high", "critical"]
+PRIORITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
+"""Insight priorities, lowest first. ``info`` is informational (an import completed): recorded
+and listed, never counted as something to act on (``ACTIONABLE``)."""
+ACTIONABLE: tuple[str, ...] = ("low", "medium", "high", "critical")
 
 
 class InvalidInput(ValueError):

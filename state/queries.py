@@ -6,11 +6,15 @@ same thing everywhere. They are pure: state and ``now`` in, plain data out.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from fnmatch import fnmatchcase
 from typing import Any
 
+from croniter import croniter
+
 from state import sketch
-from state.config import SystemConfig, effective, unflatten
-from state.models import PRIORITIES
+from state.config import AgentSection, SystemConfig, effective, unflatten
+from state.models import ACTIONABLE, PRIORITIES
 from state.redact import redact_obj
 from state.schema import CHANNELS, TIER_WIDTH, TIERS
 
@@ -45,12 +49,98 @@ def _window_start(now: float, hours: float, width: int) -> int:
     return int(start) - int(start) % width + (width if start % width else 0)
 
 
-def agent_list(state: dict[str, Any]) -> list[dict[str, Any]]:
+# --- liveness: the one verdict the coordinator, `bga status` and the dashboard show -----------
+
+DEFAULT_INTERVAL_S = 60.0
+VERDICTS = ("active", "stale", "dead", "unknown")
+SCHEDULER_VERDICTS = ("running", "down", "never")
+MAX_OBSERVED_TICK_GAP_S = 3_600.0
+
+
+def expected_interval(section: AgentSection | None, registered_interval: float | None,
+                      now: float, registered_schedule: str | None = None) -> float:
+    """Seconds between two runs of an agent: configured cron period, configured interval,
+    registered schedule, registered interval, else ``DEFAULT_INTERVAL_S``."""
+    cron = (section.cron if section is not None else None) or registered_schedule
+    if cron and croniter.is_valid(cron):
+        it = croniter(cron, now)
+        first = it.get_next(float)
+        return float(it.get_next(float) - first)
+    if section is not None and section.interval_s:
+        return float(section.interval_s)
+    return float(registered_interval or DEFAULT_INTERVAL_S)
+
+
+def agent_liveness(agent_id: str, rec: dict[str, Any], config: SystemConfig,
+                   now: float) -> dict[str, Any]:
+    """One agent judged at ``now`` from the age of its last heartbeat (or registration):
+    ``stale`` after ``liveness.stale_factor`` expected intervals, ``dead`` after
+    ``dead_factor``, ``unknown`` if it never reported."""
+    reg, hb = rec.get("reg") or {}, rec.get("hb") or {}
+    interval = expected_interval(config.agents.get(agent_id), reg.get("interval_s"), now,
+                                 reg.get("schedule"))
+    last = hb.get("at") or reg.get("at")
+    if last is None:
+        return {"verdict": "unknown", "age_s": None, "expected_interval_s": interval,
+                "last_at": None}
+    age = max(0.0, now - last)
+    lv = config.liveness
+    verdict = "dead" if age > lv.dead_factor * interval else \
+        "stale" if age > lv.stale_factor * interval else "active"
+    return {"verdict": verdict, "age_s": age, "expected_interval_s": interval, "last_at": last}
+
+
+def scheduler_liveness(state: dict[str, Any], config: SystemConfig, now: float
+                       ) -> dict[str, Any]:
+    """Is anything ticking the system graph? ``down`` when no tick has ended for
+    ``liveness.scheduler_down_factor`` tick intervals (at least ``scheduler_down_min_s``); the
+    interval is the configured ``ticker.interval_s`` or the last observed gap between two
+    ticks if longer (``bga run --interval``, a cron under ``langgraph dev``)."""
+    last = (state.get("stats") or {}).get("last_tick_at")
+    tick = state.get("tick") or {}
+    expected = config.ticker.interval_s
+    started, previous = tick.get("started_at"), tick.get("previous_started_at")
+    if started is not None and previous is not None:
+        expected = max(expected, min(started - previous, MAX_OBSERVED_TICK_GAP_S))
+    lv = config.liveness
+    down_after = max(lv.scheduler_down_factor * expected, lv.scheduler_down_min_s)
+    coordinator = tick.get("coordinator") or {}
+    out = {"verdict": "never", "last_tick_at": last, "age_s": None,
+           "expected_interval_s": expected, "down_after_s": down_after,
+           "coordinator": (f"{coordinator.get('host')}:{coordinator['pid']}"
+                           if coordinator.get("pid") is not None else None)}
+    if last is not None:
+        out["age_s"] = max(0.0, now - last)
+        out["verdict"] = "down" if out["age_s"] > down_after else "running"
+    return out
+
+
+def liveness(state: dict[str, Any], now: float, config: SystemConfig | None = None
+             ) -> dict[str, Any]:
+    """The scheduler's and every agent's verdict at ``now``, and counts per verdict."""
+    config = config or config_of(state)
+    agents = {a: agent_liveness(a, rec, config, now)
+              for a, rec in sorted((state.get("agents") or {}).items())}
+    counts = dict.fromkeys(VERDICTS, 0)
+    for v in agents.values():
+        counts[v["verdict"]] += 1
+    return {"scheduler": scheduler_liveness(state, config, now), "agents": agents,
+            "counts": counts}
+
+
+def agent_list(state: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
+    """Agents with their registration and last heartbeat. With ``now``, each is judged
+    (``liveness``, ``expected_interval_s``; the age is in ``liveness()``) and ``status`` never
+    contradicts it: a stale or dead agent's status is its verdict, whatever it last said
+    (``reported_status``)."""
+    judged = liveness(state, now)["agents"] if now is not None else {}
     out = []
     for agent_id, rec in sorted((state.get("agents") or {}).items()):
         reg = rec.get("reg") or {}
         hb = rec.get("hb") or {}
         live = rec.get("liveness") or {}
+        verdict = judged.get(agent_id) or {}
+        reported = hb.get("status", "registered" if reg else "unknown")
         out.append({
             "agent_id": agent_id,
             "kind": reg.get("kind", "unknown"),
@@ -59,11 +149,14 @@ def agent_list(state: dict[str, Any]) -> list[dict[str, Any]]:
             "registered_at": reg.get("at"),
             "meta": reg.get("meta") or {},
             "last_heartbeat": hb.get("at"),
-            "status": hb.get("status", "registered" if reg else "unknown"),
+            "status": verdict["verdict"] if verdict.get("verdict") in ("stale", "dead")
+            else reported,
+            "reported_status": reported,
             "heartbeat": hb.get("data") or {},
             "runs_on": runs_on(hb.get("data") or {}),
             "heartbeats": rec.get("heartbeats", 0),
-            "liveness": live.get("value"),
+            "liveness": verdict.get("verdict", live.get("value")),
+            "expected_interval_s": verdict.get("expected_interval_s"),
         })
     return out
 
@@ -129,16 +222,29 @@ def _stats(agg: sketch.Agg | None, seconds: float) -> dict[str, Any]:
     }
 
 
-def window_agg(state: dict[str, Any], series: str, hours: float, now: float,
-               tier: str | None = None) -> sketch.Agg | None:
-    """One merged sketch of a series over the last ``hours``."""
+def is_internal_series(series: str, globs: Iterable[str]) -> bool:
+    """One of the system's own series (``rules.internal_series``): its own graph's traces."""
+    return any(fnmatchcase(series, g) for g in globs)
+
+
+def span_agg(state: dict[str, Any], series: str, start: float, end: float,
+             tier: str = "1m") -> sketch.Agg | None:
+    """The one window aggregation: a series' buckets of ``tier`` that start in
+    ``[start, end)``, merged into one sketch (None if there are none). Every window of the
+    rules, the optimizer, the bridge and the read API is this."""
     data = (state.get("metrics") or {}).get(series)
     if not data:
         return None
-    tier = tier or tier_for_window(state, hours)
-    start = _window_start(now, hours, TIER_WIDTH[tier])
     buckets = data["tiers"].get(tier, {})
-    return sketch.merge_all([agg for b, agg in buckets.items() if start <= b <= now])
+    return sketch.merge_all([agg for b, agg in buckets.items() if start <= b < end])
+
+
+def window_agg(state: dict[str, Any], series: str, hours: float, now: float,
+               tier: str | None = None) -> sketch.Agg | None:
+    """One merged sketch of a series over the last ``hours`` (buckets started by ``now``)."""
+    tier = tier or tier_for_window(state, hours)
+    return span_agg(state, series, _window_start(now, hours, TIER_WIDTH[tier]), int(now) + 1,
+                    tier)
 
 
 def performance_summary(state: dict[str, Any], hours: float, now: float) -> dict[str, Any]:
@@ -252,20 +358,23 @@ def recent_optimizations(
 def system_state(state: dict[str, Any], now: float, pending: int = 0) -> dict[str, Any]:
     """The system's values plus a summary of every other part of the state."""
     insights = insight_list(state)
-    open_insights = [i for i in insights if not i["acted_upon"]]
+    unacted = [i for i in insights if not i["acted_upon"]]
+    open_insights = [i for i in unacted if i["priority"] in ACTIONABLE]
     stats = dict(state.get("stats") or {})
     errors_1h = error_patterns(state, now, time_window_hours=1)
+    live = liveness(state, now)
     return {
         "values": {k: v["value"] for k, v in sorted((state.get("system") or {}).items())},
-        "agents": {"registered": len(state.get("agents") or {}),
-                   "active": len(active_agents(state, now))},
+        "agents": {"registered": len(state.get("agents") or {}), **live["counts"]},
+        "scheduler": live["scheduler"],
         "metrics": {"series": len(state.get("metrics") or {})},
         "error_patterns": {"total": len(state.get("error_patterns") or {}),
                            "active_1h": len(errors_1h),
                            "events_1h": sum(p["frequency"] for p in errors_1h)},
         "insights": {"total": len(insights), "open": len(open_insights),
                      "open_by_priority": {p: sum(1 for i in open_insights if i["priority"] == p)
-                                          for p in PRIORITIES}},
+                                          for p in ACTIONABLE},
+                     "informational": len(unacted) - len(open_insights)},
         "optimizations": {"total": len(state.get("optimizations") or {})},
         "inbox": {"pending": pending},
         "stats": stats,

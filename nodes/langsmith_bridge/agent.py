@@ -60,14 +60,7 @@ class BridgeSettings(AgentSettings):
     max_retry_wait_s: float = Field(30.0, gt=0)
     max_backoff_s: float = Field(900.0, gt=0, description="longest wait between failed polls")
     force: bool = Field(False, description="poll now, ignoring the poll interval and backoff")
-    window_s: int = Field(600, ge=60)
-    baseline_s: int = Field(3_600, ge=60)
-    latency_ratio: float = Field(1.5, gt=1)
-    min_samples: int = Field(20, ge=1)
-    error_spike_ratio: float = Field(3.0, gt=1)
-    min_errors: int = Field(5, ge=1)
-    cost_ratio: float = Field(2.0, gt=1)
-    min_node_samples: int = Field(3, ge=1)
+    # insight thresholds are the coordinator's, in RulesConfig (``rules.*``)
     max_examples: int = Field(3, ge=1, le=10)
 
 

@@ -11,9 +11,11 @@ throughput), ``error`` (1 for a failed run, 0 otherwise: the mean is the error r
 where the run has them. A failed run also becomes an error pattern through the usual
 fingerprinting, with the run name as its source.
 
-Insights compare the current window with the baseline window before it (defaults as the
-coordinator's rules), from the metrics already in the shared state plus the runs of this step,
-and carry their evidence: the numbers, a few example run ids and, for LangSmith, links.
+Insights are decided by the one rule engine (``nodes.rules``, thresholds in ``RulesConfig``):
+the mirror feeds it each series' current and baseline windows, from the metrics already in the
+shared state plus the runs of this step, and its own evidence (a few example run ids and, for
+LangSmith, links). The coordinator leaves these series to the bridge (``judged_by_bridge``), so
+one regression is one insight.
 """
 
 from __future__ import annotations
@@ -22,11 +24,13 @@ import heapq
 from dataclasses import dataclass, field
 from typing import Any
 
+from nodes import rules
 from nodes.base import AgentContext
 from nodes.langsmith_bridge.records import RUN_TYPES, TraceRun, split_error
 from state import events, sketch
 from state.fold import KIND_METRIC
 from state.models import InvalidInput, PerformanceMetric
+from state.queries import config_of, span_agg
 
 METRIC_UNITS: dict[str, str | None] = {
     "latency_ms": "ms", "error": None, "prompt_tokens": "tokens", "completion_tokens": "tokens",
@@ -53,6 +57,23 @@ def series_label(run: TraceRun) -> str:
 def is_child_label(label: str) -> bool:
     head, _, rest = label.rpartition("/")[2].partition(":")
     return bool(rest) and head in RUN_TYPES
+
+
+def judged_by_bridge(state: dict[str, Any]) -> tuple[set[str], set[str]]:
+    """Series the bridge judges itself (its run series: latency, error, cost, tokens) and the
+    error sources of its runs (run names), for the coordinator to leave alone."""
+    bridges = {a for a, rec in (state.get("agents") or {}).items()
+               if ((rec.get("reg") or {}).get("kind")) == "langsmith_bridge"}
+    series, sources = set(), set()
+    for name in state.get("metrics") or {}:
+        agent, _, rest = name.partition("/")
+        label, _, metric = rest.rpartition("/")
+        if agent in bridges and "/" in label and metric in METRIC_UNITS:
+            series.add(name)
+            run = label.split("/", 1)[1]
+            head, sep, tail = run.partition(":")
+            sources.add(tail if sep and head in RUN_TYPES else run)
+    return series, sources
 
 
 @dataclass
@@ -120,13 +141,11 @@ class Mirror:
         self.s = settings
         self.now = ctx.now
         self.state = state or {}
+        self.rules = config_of(self.state).rules  # the thresholds, as the coordinator's
         self.metrics: dict[str, Any] = self.state.get("metrics") or {}
         self.known_patterns = set(self.state.get("error_patterns") or {})
         self.slowest = dict(slowest or {})
-        end = int(self.now) - int(self.now) % MINUTE + MINUTE
-        self.cur_start = end - int(settings.window_s)
-        self.base_start = self.cur_start - int(settings.baseline_s)
-        self.window_end = end
+        self.base_start, self.cur_start, self.window_end = rules.windows(self.now, self.rules)
         self.series: dict[tuple[str, str, str, bool], _Series] = {}
         self.patterns: dict[str, dict[str, Any]] = {}
         self.child_types = frozenset(settings.child_run_types)
@@ -228,13 +247,9 @@ class Mirror:
         if len(pat["examples"]) < self.s.max_examples:
             pat["examples"].append(_example(run.id, run.url))
 
-    # -- insights -------------------------------------------------------------------------
+    # -- insights (decided by nodes.rules) ---------------------------------------------------
     def _state_agg(self, series: str, start: int, end: int) -> sketch.Agg | None:
-        data = self.metrics.get(series)
-        if not data:
-            return None
-        buckets = data["tiers"].get("1m", {})
-        return sketch.merge_all([a for b, a in buckets.items() if start <= b < end])
+        return span_agg(self.state, series, start, end)
 
     def _both(self, series: str, acc: sketch.Accumulator, start: int, end: int
               ) -> sketch.Agg | None:
@@ -251,61 +266,37 @@ class Mirror:
         return total + extra[0], n + int(extra[1])
 
     def insights(self) -> list[tuple[str, dict[str, Any], str, str]]:
-        out: list[tuple[str, dict[str, Any], str, str]] = []
-        s = self.s
+        found: list[rules.Finding] = []
+        r = self.rules
         cur, base, end = self.cur_start, self.base_start, self.window_end
         for ser in self.series.values():
             if not ser.cur_n:
                 continue
-            common = {"project": ser.project, "run_name": ser.name, "window_s": s.window_s,
-                      "baseline_s": s.baseline_s}
+            common = {"project": ser.project, "run_name": ser.name}
             slow = [_example(rid, url) for _, rid, url in sorted(ser.slow, reverse=True)]
-            c = self._both(ser.names["latency_ms"], ser.cur_lat, cur, end)
-            b = self._both(ser.names["latency_ms"], ser.base_lat, base, cur)
-            if c and b and c[sketch.COUNT] >= s.min_samples and b[sketch.COUNT] >= s.min_samples:
-                p95c, p95b = sketch.quantile(c, 0.95), sketch.quantile(b, 0.95)
-                if p95b and p95c and p95c >= s.latency_ratio * p95b:
-                    out.append(("latency_regression", {
-                        **common, "series": ser.names["latency_ms"],
-                        "current_p95_ms": round(p95c, 3), "baseline_p95_ms": round(p95b, 3),
-                        "ratio": round(p95c / p95b, 3), "current_count": c[sketch.COUNT],
-                        "baseline_count": b[sketch.COUNT], "examples": slow,
-                        "summary": f"{ser.label}: p95 {p95c:.0f} ms vs {p95b:.0f} ms before "
-                                   f"({p95c / p95b:.1f}x)"}, "high",
-                        f"latency_regression:{ser.label}"))
-            ce, cn = self._sum_count(ser.names["error"], (ser.cur_err, ser.cur_n), cur, end)
-            be, bn = self._sum_count(ser.names["error"], (ser.base_err, ser.base_n), base, cur)
-            if cn >= s.min_samples and bn >= s.min_samples and ce >= s.min_errors:
-                rate_c, rate_b = ce / cn, be / bn
-                if rate_b == 0 or rate_c >= s.error_spike_ratio * rate_b:
-                    out.append(("error_rate_spike", {
-                        **common, "series": ser.names["error"],
-                        "current_error_rate": round(rate_c, 4),
-                        "baseline_error_rate": round(rate_b, 4), "current_errors": int(ce),
-                        "current_runs": cn, "baseline_runs": bn,
-                        "examples": [_example(r, u) for r, u in ser.errors],
-                        "summary": f"{ser.label}: {rate_c:.0%} of runs failed vs "
-                                   f"{rate_b:.0%} before"}, "high",
-                        f"error_rate_spike:{ser.label}"))
+            lat = ser.names["latency_ms"]
+            found.append(rules.latency_finding(
+                lat, self._both(lat, ser.cur_lat, cur, end),
+                self._both(lat, ser.base_lat, base, cur), r, label=ser.label, unit="ms",
+                evidence={**common, "examples": slow}))
+            err = ser.names["error"]
+            ce, cn = self._sum_count(err, (ser.cur_err, ser.cur_n), cur, end)
+            be, bn = self._sum_count(err, (ser.base_err, ser.base_n), base, cur)
+            found.append(rules.error_rate_finding(
+                err, ce, cn, be, bn, r, label=ser.label,
+                evidence={**common, "examples": [_example(i, u) for i, u in ser.errors]}))
             for kind, metric, mine_c, mine_b, unit in (
                     ("cost_spike", "cost_usd", ser.cur_cost, ser.base_cost, "USD"),
                     ("token_spike", "total_tokens", ser.cur_tok, ser.base_tok, "tokens")):
-                sc, nc = self._sum_count(ser.names[metric], mine_c, cur, end)
-                sb, nb = self._sum_count(ser.names[metric], mine_b, base, cur)
-                if nc < s.min_samples or nb < s.min_samples or sb <= 0:
-                    continue
-                mean_c, mean_b = sc / nc, sb / nb
-                if mean_c >= s.cost_ratio * mean_b:
-                    out.append((kind, {
-                        **common, "series": ser.names[metric], "unit": unit,
-                        "current_mean_per_run": round(mean_c, 6),
-                        "baseline_mean_per_run": round(mean_b, 6),
-                        "ratio": round(mean_c / mean_b, 3), "current_runs": nc,
-                        "baseline_runs": nb, "examples": slow,
-                        "summary": f"{ser.label}: {mean_c:.4g} {unit} per run vs "
-                                   f"{mean_b:.4g} before ({mean_c / mean_b:.1f}x)"}, "medium",
-                        f"{kind}:{ser.label}"))
-        new = [(pid, p) for pid, p in self.patterns.items() if pid not in self.known_patterns]
+                name = ser.names[metric]
+                sc, nc = self._sum_count(name, mine_c, cur, end)
+                sb, nb = self._sum_count(name, mine_b, base, cur)
+                found.append(rules.per_run_spike_finding(
+                    kind, name, unit, sc, nc, sb, nb, r, label=ser.label,
+                    evidence={**common, "examples": slow}))
+        out = [(f.insight_type, f.content, f.priority, f.key) for f in found if f is not None]
+        new = [(pid, p) for pid, p in self.patterns.items() if pid not in self.known_patterns
+               and rules.judged(f"{self.agent}/{p['project']}/", r)]
         for pid, p in new[:MAX_NEW_PATTERN_INSIGHTS]:
             out.append(("new_failure_mode", {
                 "pattern_id": pid, "error_type": p["error_type"], "normalized": p["normalized"],
@@ -320,7 +311,8 @@ class Mirror:
         """Per project, the child run (node, tool, LLM call) with the highest p95 latency."""
         out = []
         prefix = f"{self.agent}/"
-        projects = {ser.project for ser in self.series.values() if not ser.root and ser.cur_n}
+        projects = {ser.project for ser in self.series.values() if not ser.root and ser.cur_n
+                    and rules.judged(f"{prefix}{ser.project}/", self.rules)}
         for project in sorted(projects):
             labels: dict[str, sketch.Agg] = {}
             head = f"{prefix}{project}/"
@@ -338,7 +330,7 @@ class Mirror:
                         if ser.label in labels else mine
             ranked = sorted(((sketch.quantile(a, 0.95) or 0.0, label, a)
                              for label, a in labels.items()
-                             if a[sketch.COUNT] >= self.s.min_node_samples), reverse=True)
+                             if a[sketch.COUNT] >= self.rules.min_node_samples), reverse=True)
             if not ranked:
                 continue
             p95, label, agg = ranked[0]
@@ -351,7 +343,7 @@ class Mirror:
             out.append(("slowest_node", {
                 "project": project, "node": node, "p95_ms": round(p95, 3),
                 "mean_ms": round(sketch.mean(agg) or 0.0, 3), "count": agg[sketch.COUNT],
-                "window_s": self.s.window_s,
+                "window_s": self.rules.window_s,
                 "runner_up": [{"node": lbl.split("/", 1)[1], "p95_ms": round(p, 3)}
                               for p, lbl, _ in ranked[1:3]],
                 "examples": examples[: self.s.max_examples],

@@ -223,4 +223,4 @@ class ProfileImportAgent(Agent):
                      "summary": f"{name}: {report['read']:,} rows: {report['inserted']:,} new, "
                                 f"{report['updated']:,} updated, {report['unchanged']:,} "
                                 f"unchanged, {report['rejected']:,} rejected"},
-                    priority="low")
+                    priority="info")  # informational: nothing to act on

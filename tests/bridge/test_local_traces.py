@@ -199,7 +199,7 @@ async def test_tracing_to_an_unreachable_endpoint_never_breaks_a_tick(
         assert [r.events_folded for r in reports] == [1, 0, 0]
         agents = {a["agent_id"]: a for a in await shared.get_agents()}
         assert agents["echo"]["heartbeats"] == 3
-        assert agents["echo"]["status"] == "ok"
+        assert agents["echo"]["reported_status"] == "ok"
         assert (await shared.get_system_state())["stats"]["ticks"] == 3
         async with open_store(sqlite_url) as store:
             rows = await store.read_after(0, 10_000)
@@ -224,9 +224,9 @@ async def test_bridge_polling_an_unreachable_langsmith_fails_within_budget_then_
                     "options": {"api_url": blackhole.url, "timeout_s": 30.0}}}})
         await tick(shared)
         agents = {a["agent_id"]: a for a in await shared.get_agents()}
-        assert agents["echo"]["status"] == "ok"  # the other agents' work landed
+        assert agents["echo"]["reported_status"] == "ok"  # the other agents' work landed
         bridge = agents[AGENT]
-        assert bridge["status"] == "error"
+        assert bridge["reported_status"] == "error"
         assert "timeout" in bridge["heartbeat"]["last_error"]
         data = await agent_data(shared)
         assert data["failures"] == 1 and data["retry_at"] > data["last_poll_at"]

@@ -372,7 +372,8 @@ async def test_insights_dedupe_priority_and_acted_upon(shared: SharedState) -> N
         assert [i["insight_id"] for i in await shared.get_insights(acted_upon=False)] == [c, k1, d]
         counts = (await shared.get_system_state())["insights"]
         assert counts == {"total": 4, "open": 3, "open_by_priority":
-                          {"low": 1, "medium": 1, "high": 0, "critical": 1}}
+                          {"low": 1, "medium": 1, "high": 0, "critical": 1},
+                              "informational": 0}
         await shared.flush()
 
 
@@ -464,7 +465,8 @@ async def test_register_and_heartbeats(shared: SharedState, monkeypatch) -> None
         assert [a["agent_id"] for a in await shared.get_active_agents()] == ["fresh"]
         assert [a["agent_id"] for a in await shared.get_active_agents(max_age_minutes=15)] == [
             "fresh", "stale"]
-        assert (await shared.get_system_state())["agents"] == {"registered": 3, "active": 1}
+        assert (await shared.get_system_state())["agents"] == {
+            "registered": 3, "active": 2, "stale": 1, "dead": 0, "unknown": 0}
         await shared.flush()
 
 

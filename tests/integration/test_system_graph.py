@@ -64,7 +64,7 @@ async def test_builtin_and_configured_agent_run_in_one_tick(shared: SharedState)
                            ("profile_import", "profile_import"),
                            ("system_monitor", "system_monitor")):
         assert by_id[agent_id]["kind"] == kind
-        assert by_id[agent_id]["status"] == "ok"
+        assert by_id[agent_id]["reported_status"] == "ok"
         assert by_id[agent_id]["heartbeat"]["tick"] == 1
         assert by_id[agent_id]["heartbeats"] == 1
     assert by_id["echo"]["interval_s"] == 1
@@ -90,11 +90,11 @@ async def test_agent_that_raises_does_not_break_the_tick(shared: SharedState) ->
     by_id = await agents(shared)
     for agent_id in ("fail_a", "fail_b"):
         hb = by_id[agent_id]
-        assert hb["status"] == "error"
+        assert hb["reported_status"] == "error"
         assert hb["heartbeat"]["last_error"] == "RuntimeError: boom 43"
         assert hb["heartbeats"] == 2
-    assert by_id["echo"]["status"] == "ok"
-    assert by_id["system_monitor"]["status"] == "ok"
+    assert by_id["echo"]["reported_status"] == "ok"
+    assert by_id["system_monitor"]["reported_status"] == "ok"
     assert await agent_data(shared, "echo") == {"counter": 2}  # the others' updates landed
     assert (await series(shared))["echo/ticks"]["count"] == 2
 
@@ -118,9 +118,9 @@ async def test_slow_agent_times_out_and_others_still_land(shared: SharedState) -
     await tick(shared)  # SlowAgent sleeps 30 s: the tick returning at all is the point
 
     by_id = await agents(shared)
-    assert by_id["slow"]["status"] == "timeout"
+    assert by_id["slow"]["reported_status"] == "timeout"
     assert "budget of 0.3 s" in by_id["slow"]["heartbeat"]["last_error"]
-    assert by_id["echo"]["status"] == "ok"
+    assert by_id["echo"]["reported_status"] == "ok"
     assert await agent_data(shared, "echo") == {"counter": 1}
     # the step was cancelled at its budget: it never woke up, and what it did before stays
     assert await agent_data(shared, "slow") == {"started": True}
@@ -150,8 +150,8 @@ async def test_agent_settings_come_from_its_section_with_class_defaults(
                                "options": {"threshold": 50}})
     await tick(shared)
     by_id = await agents(shared)
-    assert by_id["thr"]["status"] == "ok", by_id["thr"]["heartbeat"]
-    assert by_id["thr_small"]["status"] == "ok", by_id["thr_small"]["heartbeat"]
+    assert by_id["thr"]["reported_status"] == "ok", by_id["thr"]["heartbeat"]
+    assert by_id["thr_small"]["reported_status"] == "ok", by_id["thr_small"]["heartbeat"]
     assert await agent_data(shared, "thr") == {"last_batch_size": 100, "last_rate": 1000.0}
     assert await agent_data(shared, "thr_small") == {"last_batch_size": 80, "last_rate": 400.0}
 
@@ -202,7 +202,7 @@ async def test_stale_agent_alarm_and_recovery(shared: SharedState) -> None:
     await shared.register_agent("worker", kind="external", interval_s=0.2)
     await shared.update_agent_heartbeat("worker", {"status": "running"})
     await tick(shared)
-    assert (await agents(shared))["worker"]["liveness"] in (None, "ok")
+    assert (await agents(shared))["worker"]["liveness"] == "active"
     healthy = await system_value(shared, "health")
 
     await asyncio.sleep(0.7)  # past 2 x 0.2 s, well before 6 x 0.2 s
@@ -226,7 +226,7 @@ async def test_stale_agent_alarm_and_recovery(shared: SharedState) -> None:
 
     await shared.receive_heartbeat("worker", {"status": "running"})
     await tick(shared)
-    assert (await agents(shared))["worker"]["liveness"] == "ok"
+    assert (await agents(shared))["worker"]["liveness"] == "active"
     stale = await shared.get_insights(insight_type="agent_stale")
     assert [i["acted_upon"] for i in stale] == [True]
     assert await shared.get_insights(insight_type="agent_stale", acted_upon=False) == []
@@ -290,7 +290,7 @@ async def test_unloadable_agent_class_becomes_an_insight(shared: SharedState) ->
     await tick(shared)
     by_id = await agents(shared)
     assert "ghost" not in by_id
-    assert by_id["echo"]["status"] == "ok"
+    assert by_id["echo"]["reported_status"] == "ok"
     found = await shared.get_insights(insight_type="agent_misconfigured")
     assert [(i["priority"], i["content"]["agent"]) for i in found] == [("high", "ghost")]
     assert "NoSuchAgent" in found[0]["content"]["reason"]

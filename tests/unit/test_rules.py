@@ -204,14 +204,41 @@ def test_throughput_drop_quiet_cases(series: str, base_n: int, cur: float) -> No
 
 
 def test_quiet_source() -> None:
-    state = metrics_state(("old/events", [1.0], NOW - 2000), ("fresh/events", [1.0], NOW - 100))
-    [finding] = rules.quiet_sources(state, NOW, LIVENESS)
-    assert finding.key == "source_quiet:old/events"
-    assert finding.priority == "low"
+    state = metrics_state(("old/events", [1.0], NOW - 2000), ("old/other", [1.0], NOW - 1990),
+                          ("fresh/events", [1.0], NOW - 100))
+    [finding] = rules.quiet_sources(state, NOW, LIVENESS, expected={"old", "fresh"})
+    last_bucket = int(NOW - 1990) - int(NOW - 1990) % 60  # the source's newest series
+    assert finding.key == f"source_quiet:old:{last_bucket + 60}"  # one key per quiet spell
+    assert finding.priority == "low" and finding.once
     # silent since the end of its last minute bucket
-    last_bucket = int(NOW - 2000) - int(NOW - 2000) % 60
     assert finding.content["silent_s"] == round(NOW - (last_bucket + 60))
     assert finding.content["silent_s"] >= LIVENESS.quiet_after_s
+
+
+def test_quiet_source_only_for_expected_sources_and_not_internal_series() -> None:
+    state = metrics_state(("old/events", [1.0], NOW - 2000),
+                          ("bridge/proj/run/latency_ms", [1.0], NOW - 2000),
+                          ("bridge/local/chain:route/latency_ms", [1.0], NOW - 2000),
+                          ("bridge/runs_per_s", [1.0], NOW - 10))
+    assert rules.quiet_sources(state, NOW, LIVENESS) == []  # nobody expects anything
+    found = rules.quiet_sources(state, NOW, LIVENESS,
+                                expected={"bridge", "bridge/proj", "bridge/local"})
+    assert [f.content["source"] for f in found] == ["bridge/proj"]  # bridge itself reports
+    judged = RulesConfig(judge_internal=True)
+    assert [f.content["source"] for f in rules.quiet_sources(
+        state, NOW, LIVENESS, expected={"bridge/local"}, rules=judged)] == ["bridge/local"]
+
+
+def test_internal_series_are_not_judged_unless_configured() -> None:
+    series = "langsmith_bridge/local/chain:route/latency_ms"
+    state = metrics_state((series, [100.0] * 30, BASELINE_AT), (series, [300.0] * 30, CURRENT_AT))
+    assert rules.latency_regressions(state, NOW, RULES) == []
+    [finding] = rules.latency_regressions(state, NOW, RulesConfig(judge_internal=True))
+    assert finding.key == f"latency_regression:{series}"
+    # a series judged elsewhere (by the agent that produced it) is skipped too
+    other = metrics_state(("api/latency_ms", [100.0] * 30, BASELINE_AT),
+                          ("api/latency_ms", [300.0] * 30, CURRENT_AT))
+    assert rules.latency_regressions(other, NOW, RULES, {"api/latency_ms"}.__contains__) == []
 
 
 # -- deduplication across ticks --------------------------------------------------------------------
