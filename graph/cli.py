@@ -66,8 +66,8 @@ def _scheduler_line(sched: dict) -> str:
         return "scheduler: [yellow]no tick yet[/yellow]: start it with `bga run`"
     age = _age(sched["last_tick_at"])
     if sched["verdict"] == "down":
-        return (f"scheduler: [bold red]DOWN[/bold red]: last tick {age} (expected {every}); "
-                "agents it runs are not running: start `bga run`")
+        return (f"scheduler: [bold red]DOWN[/bold red], last tick {age} ({every}): "
+                "start `bga run`")
     by = f", led by {sched['coordinator']}" if sched.get("coordinator") else ""
     return f"scheduler: [green]running[/green], last tick {age} ({every}{by})"
 
@@ -112,24 +112,26 @@ def print_status(summary: dict, agents: list[dict], perf: dict,
     for agent, rows in sorted(by_agent.items()):
         table.add_row(f"[bold]{agent}[/bold]", "", "", "", "")
         for name, s in rows:
-            unit = f" {s['unit']}" if s.get("unit") else ""
+            unit = f" {s['unit']}" if s.get("unit") and not name.endswith(f"_{s['unit']}") \
+                else ""
             table.add_row(f"  {name}{unit}", str(s["count"]),
                           *(_num(s[k]) for k in ("p50", "p95", "p99")))
     console.print(table)
     hidden = len(perf["series"]) - len(shown)
     if hidden:
-        console.print(f"[dim]{hidden} internal series hidden (the system's own traces); "
-                      "`bga status --all` shows them[/dim]")
+        console.print(f"[dim]{hidden} internal series hidden (the system's own traces): "
+                      "--all[/dim]")
     ins = summary["insights"]
     errs = summary["error_patterns"]
-    console.print(f"insights: {ins['open']} open of {ins['total']} "
-                  f"({', '.join(f'{k} {v}' for k, v in ins['open_by_priority'].items() if v)})")
+    by_pri = ", ".join(f"{k} {v}" for k, v in ins["open_by_priority"].items() if v)
+    console.print(f"insights: {ins['open']} open of {ins['total']}"
+                  + (f" ({by_pri})" if by_pri else ""))
     console.print(f"error patterns: {errs['total']} ({errs['events_1h']} events in the last hour)")
     stats = summary["stats"]
     console.print(f"events folded: {int(stats.get('events_folded', 0))}, "
                   f"pending in inbox: {summary['inbox']['pending']}, "
-                  f"quarantined: {int(stats.get('quarantined', 0))}, "
-                  f"ticks: {int(stats.get('ticks', 0))}, "
+                  f"quarantined: {int(stats.get('quarantined', 0))}")
+    console.print(f"ticks: {int(stats.get('ticks', 0))}, "
                   f"last tick: {_age(stats.get('last_tick_at'))}")
 
 
