@@ -167,10 +167,20 @@ def throughput_drops(state: dict, now: float, rules: RulesConfig,
     return out
 
 
-def _error_counts(state: dict, start: float, end: float,
+def _judged_patterns(state: dict, rules: RulesConfig, skip_sources: Skip
+                     ) -> list[tuple[str, dict[str, Any]]]:
+    """Error patterns the generic error rules judge: not of a type its agent reports itself
+    (``rules.self_reported_errors``), not only from sources judged elsewhere."""
+    own = set(rules.self_reported_errors)
+    return [(pid, p) for pid, p in sorted((state.get("error_patterns") or {}).items())
+            if p["error_type"] not in own
+            and not (p["sources"] and all(skip_sources(s) for s in p["sources"]))]
+
+
+def _error_counts(patterns: list[tuple[str, dict[str, Any]]], start: float, end: float,
                   skip_sources: Skip) -> dict[str, int]:
     per_agent: dict[str, int] = {}
-    for p in (state.get("error_patterns") or {}).values():
+    for _, p in patterns:
         n = sum(c for b, c in p["tiers"].get("1m", {}).items() if start <= b < end)
         if n:
             for agent in p["sources"] or ["unknown"]:  # a shared pattern counts for each
@@ -182,8 +192,9 @@ def _error_counts(state: dict, start: float, end: float,
 def error_spikes(state: dict, now: float, rules: RulesConfig,
                  skip_sources: Skip = _never) -> list[Finding]:
     base_start, cur_start, end = windows(now, rules)
-    current = _error_counts(state, cur_start, end, skip_sources)
-    baseline = _error_counts(state, base_start, cur_start, skip_sources)
+    patterns = _judged_patterns(state, rules, skip_sources)
+    current = _error_counts(patterns, cur_start, end, skip_sources)
+    baseline = _error_counts(patterns, base_start, cur_start, skip_sources)
     out = []
     for agent, n in sorted(current.items()):
         if n < rules.min_errors:
@@ -204,9 +215,7 @@ def error_pattern_findings(state: dict, now: float, since: float, rules: RulesCo
                            skip_sources: Skip = _never) -> list[Finding]:
     """New patterns (first seen since the last tick) and recurring ones (per hour)."""
     out = []
-    for pid, p in sorted((state.get("error_patterns") or {}).items()):
-        if p["sources"] and all(skip_sources(s) for s in p["sources"]):
-            continue
+    for pid, p in _judged_patterns(state, rules, skip_sources):
         sample = (p.get("sample") or {}).get("message", "")
         if p["first_seen"] >= since:
             out.append(Finding("new_error_pattern", f"new_error_pattern:{pid}", "medium", {

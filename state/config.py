@@ -96,6 +96,10 @@ class RulesConfig(BaseModel):
         description="the system's own series (fnmatch globs; default: the bridge's mirror of "
                     "the system graph's own traces): not judged, hidden in `bga status`")
     judge_internal: bool = Field(False, description="judge internal series like any other")
+    self_reported_errors: list[str] = Field(
+        default_factory=lambda: ["RowRejected"],
+        description="error types their agent already turns into its own insight (the "
+                    "importer's import_rejections): not judged again by the error rules")
 
 
 class OptimizerConfig(BaseModel):

@@ -268,3 +268,16 @@ def test_findings_are_deduplicated_by_key_across_ticks() -> None:
     assert record["first_seen"] == NOW
     assert record["last_seen"] == NOW + 2
     assert record["body"]["content"]["current_count"] == 32  # newest evidence wins
+
+
+def test_errors_an_agent_reports_itself_are_not_judged_again() -> None:
+    b = DeltaBuilder()
+    for i in range(12):
+        b.error("p_rej", "RowRejected", "rows rejected: invalid e-mail", "x", "profile_import",
+                CURRENT_AT + i, [CURRENT_AT, 1, i + 1])
+    state = b.build()
+    assert rules.error_spikes(state, NOW, RULES) == []
+    assert rules.error_pattern_findings(state, NOW, NOW - 3600, RULES) == []
+    judged = RulesConfig(self_reported_errors=[])
+    assert [f.key for f in rules.error_spikes(state, NOW, judged)] == [
+        "error_rate_spike:profile_import"]
