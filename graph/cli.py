@@ -187,7 +187,9 @@ def run(db: DbOption = None,
                                     failover_s=failover_s(failover)) as shared:
             traffic = None
             if demo:
-                await seed_sample_data(shared)
+                if not await seed_sample_data(shared):
+                    console.print("sample data: already in this database (written once); "
+                                  "continuing the live sample traffic only")
                 traffic = asyncio.create_task(sample_traffic(shared, stop))
             console.print(f"scheduler running on {redact(url)}; Ctrl-C stops it after the "
                           "current tick")
@@ -223,8 +225,13 @@ def demo(db: DbOption = None) -> None:
                     await shared.get_performance_summary(hours=1))
 
     written, report, summary, agents, perf = _run(go())
-    console.print(f"wrote {written} events through the SharedState API to {redact(url)}; one tick "
-                  f"folded {report.events_folded} of them in {report.duration_s * 1000:.0f} ms")
+    if written:
+        console.print(f"wrote {written} events through the SharedState API to {redact(url)}; "
+                      f"one tick folded {report.events_folded} of them in "
+                      f"{report.duration_s * 1000:.0f} ms")
+    else:
+        console.print(f"the sample data is already in {redact(url)} (it is written once per "
+                      f"database); one tick took {report.duration_s * 1000:.0f} ms")
     print_status(summary, agents, perf)
     console.print("\nNext: `.venv/bin/bga status`, `.venv/bin/bga export -o state.json`.")
 
