@@ -75,7 +75,8 @@ def print_status(summary: dict, agents: list[dict], perf: dict,
     ins = summary["insights"]
     errs = summary["error_patterns"]
     console.print(f"insights: {ins['open']} open of {ins['total']} "
-                  f"({', '.join(f'{k} {v}' for k, v in ins['open_by_priority'].items() if v)})")
+                  f"({', '.join(f'{k} {v}' for k, v in ins['open_by_priority'].items() if v)}); "
+                  f"by status: {', '.join(f'{k} {v}' for k, v in ins['by_status'].items())}")
     console.print(f"error patterns: {errs['total']} ({errs['events_1h']} events in the last hour)")
     stats = summary["stats"]
     console.print(f"events folded: {int(stats.get('events_folded', 0))}, "

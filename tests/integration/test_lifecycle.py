@@ -141,3 +141,31 @@ async def test_liveness_alarm_is_resolved_by_the_coordinator_on_recovery(
     await runner.tick(shared, wait=30)
     row = await _one(shared, stale["insight_id"])
     assert (row["status"], row["by"]) == ("resolved", "coordinator")
+
+
+def test_bga_status_shows_counts_by_status(tmp_path) -> None:
+    import asyncio
+    import json
+
+    from typer.testing import CliRunner
+
+    from graph.cli import app
+    from tests.integration.test_cli import flat
+
+    url = f"sqlite:///{tmp_path / 'state.db'}"
+
+    async def write() -> None:
+        async with SharedState.open(url, producer="tests") as s:
+            ids = [await _fire(s, str(n)) for n in range(4)]
+            await s.update_insights(ids[:1], "acknowledge")
+            await s.update_insights(ids[1:2], "resolve")
+            await s.update_insights(ids[2:3], "mute", duration_s=600)
+
+    asyncio.run(write())
+    runner = CliRunner()
+    text = flat(runner.invoke(app, ["status", "--db", url]).output)
+    assert "insights: 1 open of 4 (high 1); by status: open 1, regressed 0, acknowledged 1, " \
+           "resolved 1, muted 1" in text
+    doc = json.loads(runner.invoke(app, ["status", "--json", "--db", url]).output)
+    assert doc["system"]["insights"]["by_status"] == {
+        "open": 1, "regressed": 0, "acknowledged": 1, "resolved": 1, "muted": 1}
