@@ -130,13 +130,13 @@ def _bulk_bar(page_ids: list[str]) -> None:
     with st.container(horizontal=True, vertical_alignment="center", key="ins_bulk"):
         st.button("Select page", key="sel_page", on_click=select_page, args=(page_ids, True))
         st.button("Clear", key="sel_none", on_click=select_page, args=(page_ids, False))
-        st.caption(f"{n} selected")
+        st.caption(f"{n} selected:")
         for action in ("acknowledge", "resolve", "reopen", "unmute"):
-            st.button(f"{action.capitalize()} selected", key=f"bulk_{action}",
-                      on_click=act, args=(chosen, action), disabled=not n)
+            st.button(action.capitalize(), key=f"bulk_{action}", on_click=act,
+                      args=(chosen, action), disabled=not n)
         label = st.selectbox("Mute for", list(MUTE_FOR), key="bulk_mute_for",
-                             label_visibility="collapsed", width=130)
-        st.button("Mute selected", key="bulk_mute", on_click=act,
+                             label_visibility="collapsed", width=120)
+        st.button("Mute", key="bulk_mute", on_click=act,
                   args=(chosen, "mute", MUTE_FOR[label or "1 hour"]), disabled=not n)
 
 
@@ -181,12 +181,12 @@ def body() -> None:
         st.button("Mark all seen", key="ins_seen", on_click=mark_seen)
 
     types = sorted({i["insight_type"] for i in everything})
-    c1, c2, c3, c4 = st.columns([1.3, 2, 3.4, 1.6], vertical_alignment="bottom")
+    state = st.segmented_control("State", list(STATES), default="Needs attention",
+                                 key="ins_state", required=True)
+    c1, c2, c3 = st.columns([1.5, 2.5, 2], vertical_alignment="bottom")
     priorities = c1.multiselect("Priority", list(reversed(data.PRIORITIES)), key="ins_priority")
     chosen_types = c2.multiselect("Type", types, key="ins_type")
-    state = c3.segmented_control("State", list(STATES), default="Needs attention",
-                                 key="ins_state", required=True)
-    text = c4.text_input("Search", key="ins_search", placeholder="summary, type, source")
+    text = c3.text_input("Search", key="ins_search", placeholder="summary, type, source")
     wanted = STATES[state or "Needs attention"]
     needle = (text or "").strip().lower()
     shown = [i for i in everything
