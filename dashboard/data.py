@@ -3,9 +3,9 @@
 Reads open ``SharedState`` read-only on the configured URL and load either the latest state
 (last checkpoint with unfolded inbox rows laid over it, exactly what ``get_*`` returns) or one
 retained checkpoint of the system thread (time travel). Every number goes through the named
-read functions of ``state.queries``, so the dashboard, the CLI and the API agree. Writes (mark
-an insight acted upon, edit config, request an optimization cycle) go through the SharedState
-API, which validates them. The pages import only this module: no SQL, no backend, no
+read functions of ``state.queries``, so the dashboard, the CLI and the API agree. Writes
+(insight lifecycle actions, edit config, request an optimization cycle) go through the
+SharedState API, which validates them. The pages import only this module: no SQL, no backend, no
 checkpointer outside it.
 """
 
