@@ -20,7 +20,7 @@ from nodes.base import Emitter
 from nodes.langsmith_bridge.mirror import judged_by_bridge
 from nodes.registry import configured_agents
 from nodes.schedule import expected_interval, last_step_at, next_due
-from state import events
+from state import events, lifecycle
 from state.compact import compact
 from state.config import SystemConfig
 from state.fingerprint import rekey_patterns
@@ -106,13 +106,13 @@ def route(state: SystemState) -> list[Send] | Literal["review"]:
 
 def _clear_alarms(state: dict, agent_id: str, kinds: tuple[str, ...], now: float,
                   out: Emitter) -> None:
-    """Acknowledge an agent's open liveness alarms (only those that exist)."""
+    """Resolve an agent's unresolved liveness alarms (only those that exist)."""
     insights = state.get("insights") or {}
     for kind in kinds:
         iid = events.insight_id(f"agent_{kind}", COORDINATOR, f"agent_{kind}:{agent_id}")
         rec = insights.get(iid)
-        if rec and rec.get("body") and rec.get("acted_upon_at") is None:
-            out.emit(events.ack(iid, now=now))
+        if rec and rec.get("body") and lifecycle.view(rec, now, {})["status"] != "resolved":
+            out.emit(events.triage(iid, "resolve", COORDINATOR, now=now))
 
 
 def _liveness(state: dict, config: SystemConfig, now: float, out: Emitter
@@ -173,8 +173,10 @@ HEALTH_WEIGHTS = {"dead": 30.0, "stale": 15.0, "critical": 20.0, "high": 8.0}
 
 
 def _health(state: dict, live: dict[str, dict[str, Any]], now: float) -> dict[str, Any]:
-    """100 minus one listed deduction per dead or stale agent and per open critical or high
-    insight (``info``, ``low`` and ``medium`` insights cost nothing)."""
+    """100 minus one listed deduction per dead or stale agent and per active (open or
+    regressed, not muted) critical or high insight; ``info``, ``low`` and ``medium`` insights
+    cost nothing."""
+    mutes = lifecycle.type_mutes(state)
     deductions = []
     for agent_id, verdict in sorted(live.items()):
         if verdict in ("dead", "stale"):
@@ -182,8 +184,8 @@ def _health(state: dict, live: dict[str, dict[str, Any]], now: float) -> dict[st
                                "ref": agent_id, "reason": f"agent {agent_id} is {verdict}"})
     for iid, rec in sorted((state.get("insights") or {}).items()):
         body = rec.get("body")
-        if not body or rec.get("acted_upon_at") is not None \
-                or body["priority"] not in ("critical", "high"):
+        if not body or body["priority"] not in ("critical", "high") \
+                or not lifecycle.is_active(rec, now, mutes):
             continue
         summary = (body.get("content") or {}).get("summary") or body["insight_type"]
         deductions.append({"points": HEALTH_WEIGHTS[body["priority"]],

@@ -11,7 +11,8 @@ from typing import Any
 
 from state.config import RetentionConfig
 from state.fingerprint import rekey_patterns
-from state.reducers import merge_pattern
+from state.lifecycle import settle
+from state.reducers import insight_status, merge_pattern
 from state.schema import TIERS
 
 
@@ -66,11 +67,17 @@ def compact_error_patterns(patterns: dict, now: float, retention: RetentionConfi
     return _newest(out, retention.max_error_patterns, lambda p: p["last_seen"])
 
 
+def _changed_at(rec: dict) -> float:
+    status = insight_status(rec) or {}
+    return max(status.get("at") or 0, (rec.get("mute") or {}).get("at") or 0)
+
+
 def compact_insights(insights: dict, now: float, retention: RetentionConfig) -> dict:
-    """Cap insights; an acknowledgement whose insight never arrived expires with retention."""
+    """Record regressions (``lifecycle.settle``) and cap insights; a status change whose
+    insight never arrived expires with retention."""
     oldest = horizons(now, retention)["1d"]
-    kept = {i: v for i, v in insights.items()
-            if v.get("body") is not None or (v.get("acted_upon_at") or 0) >= oldest}
+    kept = {i: v for i, v in settle(insights).items()
+            if v.get("body") is not None or _changed_at(v) >= oldest}
     return _newest(kept, retention.max_insights, lambda v: v.get("last_seen") or 0)
 
 
