@@ -74,6 +74,7 @@ class ImportRun:
     reader: Reader | None = None
     layout: Layout | None = None
     offset: int = 0  # committed position
+    skipped: int = 0  # the reader's blank lines up to the committed position
     records: list[RawRecord] = field(default_factory=list)
     valid: list[tuple[int, Profile]] = field(default_factory=list)
     rejected: list[tuple[int, str, list[Reason]]] = field(default_factory=list)
@@ -181,13 +182,16 @@ def upsert_node(state: ImportState, runtime: Runtime[ImportRun]) -> ImportState:
     """Commit the batch and the job's new position in one transaction."""
     run = runtime.context
     assert run.reader is not None
-    if not run.records:
-        return {"pending": 0}
+    if not run.records and run.reader.offset == run.offset:
+        return {"pending": 0}  # nothing read (trailing blank lines still move the position)
     job_id = run.job["job_id"]
     counts = run.store.commit_batch(
         job_id, expected_offset=run.offset, offset=run.reader.offset, line=run.reader.line,
-        read=len(run.records), groups=run.groups, rejected=run.rejected)
+        read=len(run.records), groups=run.groups, rejected=run.rejected,
+        record_lines=sum(rec.lines for rec in run.records),
+        blank_lines=run.reader.skipped - run.skipped)
     run.offset = run.reader.offset
+    run.skipped = run.reader.skipped
     job = run.store.job(job_id) or run.job
     run.job = job
     if run.on_batch is not None:

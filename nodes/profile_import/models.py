@@ -71,6 +71,8 @@ REASONS: dict[str, str] = {
     "row_too_large": "row too large",
     "field_too_large": "field too large",
     "invalid_encoding": "not UTF-8",
+    "unclosed_quote": "unclosed quote",
+    "nul_byte": "NUL byte in row",
     "extra_too_large": "extra fields too large",
 }
 

@@ -116,6 +116,14 @@ MIGRATIONS: tuple[str, ...] = (
         finished_at REAL NOT NULL
     );
     """,
+    # line accounting: the physical lines of the file (counted while hashing it, split on LF
+    # and on CR) against the lines the records and skipped blank lines consumed
+    """
+    ALTER TABLE import_jobs ADD COLUMN record_lines INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE import_jobs ADD COLUMN blank_lines INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE import_jobs ADD COLUMN file_lines_lf INTEGER;
+    ALTER TABLE import_jobs ADD COLUMN file_lines_cr INTEGER;
+    """,
 )
 _MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS bga_profile_migrations "
                      "(version INTEGER NOT NULL PRIMARY KEY, applied_at REAL NOT NULL)")
@@ -164,12 +172,33 @@ _KEEP_ALIVE: dict[str, sqlite3.Connection] = {}  # in-memory databases live with
 _KEEP_ALIVE_LOCK = threading.Lock()
 
 
-def file_hash(path: Path) -> str:
+@dataclass(frozen=True)
+class FileFacts:
+    """What one read of the whole file tells before the import: its content hash and its
+    physical lines, counted independently of the parser (the line-accounting reference)."""
+
+    digest: str
+    lines_lf: int  # lines split on LF (LF and CRLF files)
+    lines_cr: int  # lines split on CR (CR-only files)
+
+
+def file_facts(path: Path) -> FileFacts:
     digest = hashlib.sha256()
+    lf = cr = 0
+    last = b""
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()
+            lf += chunk.count(b"\n")
+            cr += chunk.count(b"\r")
+            last = chunk[-1:]
+    # an unterminated last line is a line too
+    return FileFacts(digest.hexdigest(), lf + (last not in (b"", b"\n")),
+                     cr + (last not in (b"", b"\r")))
+
+
+def file_hash(path: Path) -> str:
+    return file_facts(path).digest
 
 
 @dataclass
@@ -431,7 +460,8 @@ class ProfileStore:
         same = self.seen(path, st.st_size, st.st_mtime_ns)
         if same is not None and same["status"] == "running":
             return Prepared(same, "resumed")
-        digest = file_hash(path)
+        facts = file_facts(path)
+        digest = facts.digest
         now = time.time()
         db = self.db
         with db.write():
@@ -439,9 +469,10 @@ class ProfileStore:
                          "content_hash=? ORDER BY started_at LIMIT 1", (digest,))
             if row is not None:
                 job_id, action = row["job_id"], "resumed"
-                db.run("UPDATE import_jobs SET path=?, name=?, size=?, mtime_ns=? "
-                       "WHERE job_id=?", (str(path), path.name, st.st_size, st.st_mtime_ns,
-                                          job_id))
+                db.run("UPDATE import_jobs SET path=?, name=?, size=?, mtime_ns=?, "
+                       "file_lines_lf=?, file_lines_cr=? WHERE job_id=?",
+                       (str(path), path.name, st.st_size, st.st_mtime_ns, facts.lines_lf,
+                        facts.lines_cr, job_id))
             else:
                 done = db.one("SELECT job_id FROM processed_files WHERE content_hash=?",
                               (digest,))
@@ -451,11 +482,12 @@ class ProfileStore:
                 db.run(
                     "INSERT INTO import_jobs (job_id, path, name, content_hash, size, "
                     "mtime_ns, status, forced, duplicate_of, started_at, updated_at, "
-                    "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "finished_at, file_lines_lf, file_lines_cr) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, str(path), path.name, digest, st.st_size, st.st_mtime_ns,
                      "skipped" if skipped else "running", int(force),
                      done["job_id"] if done is not None else None, now, now,
-                     now if skipped else None))
+                     now if skipped else None, facts.lines_lf, facts.lines_cr))
         return Prepared(self.job(job_id) or {}, action)
 
     def set_layout(self, job_id: str, layout: dict[str, Any], offset: int, line: int,
@@ -499,8 +531,12 @@ class ProfileStore:
 
     def commit_batch(self, job_id: str, *, expected_offset: int, offset: int, line: int,
                      read: int, groups: dict[str, list[Profile]],
-                     rejected: Sequence[tuple[int, str, list[Reason]]]) -> dict[str, int]:
+                     rejected: Sequence[tuple[int, str, list[Reason]]],
+                     record_lines: int = 0, blank_lines: int = 0) -> dict[str, int]:
         """Apply one batch and move the job to ``offset`` atomically; returns the outcomes.
+
+        ``record_lines`` and ``blank_lines`` are the physical lines the batch's records span
+        and the blank lines skipped among them (the line accounting of ``line_check``).
 
         ``groups`` maps each identity to its rows in file order; every row is merged in turn
         (see ``merge``), so duplicates inside the batch count exactly as across batches.
@@ -554,11 +590,12 @@ class ProfileStore:
                 "UPDATE import_jobs SET byte_offset=?, line_no=?, batches=batches+1, "
                 "rows_read=rows_read+?, inserted=inserted+?, updated=updated+?, "
                 "unchanged=unchanged+?, rejected=rejected+?, "
+                "record_lines=record_lines+?, blank_lines=blank_lines+?, "
                 "reasons=CASE WHEN ? THEN ? ELSE reasons END, updated_at=? "
                 "WHERE job_id=? AND byte_offset=? AND status='running'",
                 (offset, line, read, counts[INSERTED], counts[UPDATED], counts[UNCHANGED],
-                 len(rejected), bool(rejected), orjson.dumps(reasons).decode(), now, job_id,
-                 expected_offset))
+                 len(rejected), record_lines, blank_lines, bool(rejected),
+                 orjson.dumps(reasons).decode(), now, job_id, expected_offset))
             if changed != 1:
                 raise JobMoved(f"job {job_id} moved past byte {expected_offset} in another "
                                "process (or was finished there)")
@@ -585,6 +622,11 @@ class ProfileStore:
                 broken = (f"accounting invariant violated: read {job['rows_read']} != inserted "
                           f"{job['inserted']} + updated {job['updated']} + unchanged "
                           f"{job['unchanged']} + quarantined {quarantined}")
+                error = f"{broken}; {error}" if error else broken
+            lines = line_check(job, complete=status == "done")
+            if lines is not None and not lines["ok"]:
+                status = "failed"
+                broken = f"line accounting violated: {lines['detail']}"
                 error = f"{broken}; {error}" if error else broken
             db.run("UPDATE import_jobs SET status=?, error=?, finished_at=?, updated_at=? "
                    "WHERE job_id=?", (status, error, now, now, job_id))
@@ -628,6 +670,27 @@ class ProfileStore:
                 for r in self.db.all(f"SELECT {', '.join(cols)} FROM profiles ORDER BY id")]
 
 
+def line_check(job: dict[str, Any], *, complete: bool) -> dict[str, Any] | None:
+    """Every physical line consumed is in a record (imported or quarantined) or was a blank
+    line, and a complete job consumed every line of the file (as counted when it was hashed).
+    None for JSON arrays (an element may share lines with others) and before discovery."""
+    layout = job.get("layout") or {}
+    if layout.get("format") not in ("csv", "jsonl"):
+        return None
+    first = int(layout.get("data_line") or 0)  # the header (and a sep= line)
+    consumed = first + job["record_lines"] + job["blank_lines"]
+    cr = (layout.get("dialect") or {}).get("lineterminator") == "\r"
+    in_file = job.get("file_lines_cr" if cr else "file_lines_lf")
+    ok = consumed == job["line_no"] and (not complete or in_file is None
+                                         or job["line_no"] == in_file)
+    detail = (f"{first:,} header + {job['record_lines']:,} in records + {job['blank_lines']:,} "
+              f"blank = {consumed:,} lines; parser at line {job['line_no']:,}"
+              + (f"; the file has {in_file:,}" if in_file is not None else ""))
+    return {"ok": ok, "header": first, "in_records": job["record_lines"],
+            "blank": job["blank_lines"], "consumed": job["line_no"], "in_file": in_file,
+            "detail": detail}
+
+
 def report_of(job: dict[str, Any], quarantined: int | None = None) -> dict[str, Any]:
     """The job report: counts, rates, grouped rejection reasons and the invariant check."""
     read = job["rows_read"]
@@ -643,6 +706,7 @@ def report_of(job: dict[str, Any], quarantined: int | None = None) -> dict[str, 
         "unchanged": job["unchanged"], "rejected": job["rejected"],
         "duplicates": job["updated"] + job["unchanged"],
         "invariant_ok": read == outcomes + rejected,
+        "lines": line_check(job, complete=job["status"] == "done"),
         "rejection_rate": round(job["rejected"] / read, 6) if read else 0.0,
         "duplicate_rate": round((job["updated"] + job["unchanged"]) / valid, 6) if valid else 0.0,
         "reasons": reasons,
