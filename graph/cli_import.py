@@ -85,6 +85,9 @@ def import_command(
     region: Annotated[str, typer.Option(help="Default region of phone numbers without a "
                                              "country code")] = DEFAULT_REGION,
     limit: Annotated[int, typer.Option(min=1, help="Rows shown by --show-rejected")] = 100,
+    test_email_domains: Annotated[bool, typer.Option(
+        "--test-email-domains", help="Accept e-mail addresses at .test domains (other "
+                                     "special-use domains are always refused)")] = False,
 ) -> None:
     """Import profiles from a file into the profiles database (resumable, idempotent)."""
     url = database_url(db)
@@ -95,8 +98,9 @@ def import_command(
         err.print("[red]error:[/red] give a file to import, or --show-rejected JOB")
         raise typer.Exit(2)
     with fewer_full_collections():
-        report = _run_import(path, url, force, ImportOptions(batch_size=batch_size,
-                                                             region=region.upper()), as_json)
+        report = _run_import(path, url, force, ImportOptions(
+            batch_size=batch_size, region=region.upper(),
+            test_email_domains=test_email_domains), as_json)
     if as_json:
         sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
     else:

@@ -151,14 +151,14 @@ def parse_node(state: ImportState, runtime: Runtime[ImportRun]) -> ImportState:
 def validate_node(state: ImportState, runtime: Runtime[ImportRun]) -> ImportState:
     """Normalise each record into a Profile, or collect every reason it is rejected."""
     run = runtime.context
-    region = run.options.region
+    region, test_domains = run.options.region, run.options.test_email_domains
     valid: list[tuple[int, Profile]] = []
     rejected: list[tuple[int, str, list[Reason]]] = []
     for rec in run.records:
         if rec.data is None:
             rejected.append((rec.line, rec.raw, rec.errors))
             continue
-        profile, reasons = validate_row(rec.data, region)
+        profile, reasons = validate_row(rec.data, region, test_domains=test_domains)
         if profile is None:
             rejected.append((rec.line, rec.raw[:4000], [(c, f"line {rec.line}: {m}")
                                                         for c, m in reasons]))

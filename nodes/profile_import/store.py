@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from nodes.profile_import.merge import INSERTED, UNCHANGED, UPDATED, Record, merge
-from nodes.profile_import.models import FIELDS, REASONS, Profile, Reason
+from nodes.profile_import.models import FIELDS, REASONS, Profile, Reason, normalize_email
 from state.backends.base import nul_free
 from state.redact import redact
 
@@ -67,9 +67,43 @@ CONNECT_TIMEOUT_S = 10
 _COLUMNS = (*FIELDS, "source_updated_at", "extra")
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
-# Append-only: each entry runs once, in order, recorded in bga_profile_migrations. Written in
-# SQLite's spelling; PostgresDb translates the types (see the module docstring).
-MIGRATIONS: tuple[str, ...] = (
+
+
+def _rekey_idna_emails(db: ProfilesDb) -> None:
+    """E-mail identities take the domain's one IDNA form (``normalize_email``): profiles keyed
+    by the punycode spelling (``email:jeff@xn--fiqq24b10vi0d.tw``, how ASCII addresses were
+    keyed before) move to the Unicode key. When both keys exist (the same person imported
+    under both spellings), the later-created profile is applied to the earlier one with the
+    merge policy, as if its row had come after, and removed."""
+    now = time.time()
+    for row in db.all("SELECT * FROM profiles WHERE identity LIKE ? ORDER BY id",
+                      ("email:%xn--%",)):
+        try:
+            email = normalize_email(row["identity"][len("email:"):], test_domains=True)
+        except ValueError:
+            continue  # not an address today: it keeps its old key
+        key = f"email:{email}"
+        if key == row["identity"]:
+            continue
+        other = db.one("SELECT * FROM profiles WHERE identity=?", (key,))
+        if other is None:
+            db.run("UPDATE profiles SET identity=?, email=?, updated_at=? WHERE id=?",
+                   (key, email, now, row["id"]))
+            continue
+        first, later = sorted((row, other), key=lambda r: (r["created_at"], r["id"]))
+        merged, _ = merge(_record_of(first), Profile.model_construct(**{
+            **{f: later[f] for f in FIELDS}, "updated_at": later["source_updated_at"],
+            "extra": orjson.loads(later["extra"])}))
+        merged["email"] = email
+        db.run("DELETE FROM profiles WHERE id=?", (later["id"],))
+        db.run(f"UPDATE profiles SET identity=?, {', '.join(f'{c}=?' for c in _COLUMNS)}, "
+               "updated_at=? WHERE id=?", (key, *_values_of(merged), now, first["id"]))
+
+
+# Append-only: each entry runs once, in order, recorded in bga_profile_migrations. SQL is
+# written in SQLite's spelling (PostgresDb translates the types, see the module docstring); a
+# function is a data migration, run in the same transaction.
+MIGRATIONS: tuple[str | Callable[[ProfilesDb], None], ...] = (
     """
     CREATE TABLE IF NOT EXISTS profiles (
         id INTEGER PRIMARY KEY,
@@ -124,6 +158,7 @@ MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE import_jobs ADD COLUMN file_lines_lf INTEGER;
     ALTER TABLE import_jobs ADD COLUMN file_lines_cr INTEGER;
     """,
+    _rekey_idna_emails,
 )
 _MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS bga_profile_migrations "
                      "(version INTEGER NOT NULL PRIMARY KEY, applied_at REAL NOT NULL)")
@@ -258,8 +293,11 @@ class ProfilesDb(abc.ABC):
             for version, script in enumerate(MIGRATIONS, start=1):
                 if version in done:
                     continue
-                for statement in self.ddl(script):
-                    self.run(statement)
+                if callable(script):
+                    script(self)
+                else:
+                    for statement in self.ddl(script):
+                        self.run(statement)
                 self.run("INSERT INTO bga_profile_migrations VALUES (?, ?)",
                          (version, time.time()))
 
@@ -388,6 +426,21 @@ class PostgresDb(ProfilesDb):
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _record_of(row: Row) -> Record:
+    """A stored profile as the merge policy sees it."""
+    record = {c: row[c] for c in _COLUMNS}
+    record["extra"] = orjson.loads(record["extra"])
+    return record
+
+
+def _values_of(record: Record) -> list[Any]:
+    """A record's values in ``_COLUMNS`` order, as stored."""
+    values = [record[f] for f in FIELDS]
+    values.append(record["source_updated_at"])
+    values.append(orjson.dumps(record["extra"], option=orjson.OPT_SORT_KEYS).decode())
+    return values
 
 
 def _decode_job(row: Row | None) -> dict[str, Any] | None:
@@ -524,9 +577,7 @@ class ProfileStore:
             marks = ",".join("?" * len(chunk))
             for row in self.db.all(f"SELECT {cols} FROM profiles WHERE identity IN ({marks})",
                                    chunk):
-                record = {c: row[c] for c in _COLUMNS}
-                record["extra"] = orjson.loads(record["extra"])
-                out[row["identity"]] = (record, row["id"])
+                out[row["identity"]] = (_record_of(row), row["id"])
         return out
 
     def commit_batch(self, job_id: str, *, expected_offset: int, offset: int, line: int,
@@ -555,10 +606,7 @@ class ProfileStore:
                     record, outcome = merge(record, profile)
                     counts[outcome] += 1
                 assert record is not None
-                values = [record[f] for f in FIELDS]
-                values.append(record["source_updated_at"])
-                values.append(orjson.dumps(record["extra"],
-                                           option=orjson.OPT_SORT_KEYS).decode())
+                values = _values_of(record)
                 if before is None:
                     inserts.append((identity, *values, now, now))
                 elif record != before:
