@@ -273,6 +273,19 @@ class ProfilesDb(abc.ABC):
     @abc.abstractmethod
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
+    def where_in(self, sql: str, values: Sequence[Any]) -> list[Row]:
+        """``sql`` ending in ``WHERE <column>`` completed with "is one of ``values``"."""
+        out: list[Row] = []
+        for i in range(0, len(values), 500):
+            chunk = values[i:i + 500]
+            out.extend(self.all(f"{sql} IN ({','.join('?' * len(chunk))})", chunk))
+        return out
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows`` (bulk)."""
+        self.many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                  f"({','.join('?' * len(columns))})", rows)
+
     @abc.abstractmethod
     def write(self) -> contextlib.AbstractContextManager[None]:
         """A transaction holding the database's write lock (one writer at a time)."""
@@ -412,6 +425,17 @@ class PostgresDb(ProfilesDb):
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
         with self.conn.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), [nul_free(r) for r in rows])
+
+    def where_in(self, sql: str, values: Sequence[Any]) -> list[Row]:
+        # one statement with an array parameter, not one per 500 values
+        return self.conn.execute(f"{sql} = ANY(%s)", (list(nul_free(values)),)).fetchall()
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        # COPY: one round trip for the batch (executemany costs one statement per row)
+        with self.conn.cursor() as cur, \
+                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(nul_free(row))
 
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
@@ -572,12 +596,8 @@ class ProfileStore:
     def _existing(self, identities: Sequence[str]) -> dict[str, tuple[Record, int]]:
         out: dict[str, tuple[Record, int]] = {}
         cols = ", ".join(("id", "identity", *_COLUMNS))
-        for i in range(0, len(identities), 500):
-            chunk = identities[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.db.all(f"SELECT {cols} FROM profiles WHERE identity IN ({marks})",
-                                   chunk):
-                out[row["identity"]] = (_record_of(row), row["id"])
+        for row in self.db.where_in(f"SELECT {cols} FROM profiles WHERE identity", identities):
+            out[row["identity"]] = (_record_of(row), row["id"])
         return out
 
     def commit_batch(self, job_id: str, *, expected_offset: int, offset: int, line: int,
@@ -612,18 +632,16 @@ class ProfileStore:
                 elif record != before:
                     updates.append((*values, now, row_id))
             if inserts:
-                db.many(
-                    f"INSERT INTO profiles (identity, {', '.join(_COLUMNS)}, created_at, "
-                    f"updated_at) VALUES ({','.join('?' * (len(_COLUMNS) + 3))})", inserts)
+                db.insert("profiles", ("identity", *_COLUMNS, "created_at", "updated_at"),
+                          inserts)
             if updates:
                 db.many(
                     f"UPDATE profiles SET {', '.join(f'{col}=?' for col in _COLUMNS)}, "
                     "updated_at=? WHERE id=?", updates)
             reasons: dict[str, int] = {}
             if rejected:
-                db.many(
-                    "INSERT INTO quarantine (job_id, line, raw, reasons, codes, at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                db.insert(
+                    "quarantine", ("job_id", "line", "raw", "reasons", "codes", "at"),
                     [(job_id, line_no, raw, orjson.dumps([m for _, m in why]).decode(),
                       orjson.dumps(sorted({code for code, _ in why})).decode(), now)
                      for line_no, raw, why in rejected])
