@@ -143,8 +143,11 @@ def sniff_dialect(sample: str) -> dict[str, Any]:
     return {"delimiter": delimiter, "quotechar": quotechar, "skipinitialspace": skipinitialspace}
 
 
-def discover(fh: BinaryIO, path: Path, limits: Limits) -> Layout:
-    """Format, encoding, dialect and header of a file; FileFailure if it cannot be imported."""
+def discover(fh: BinaryIO, path: Path, limits: Limits, *,
+             require_identity: bool = True) -> Layout:
+    """Format, encoding, dialect and header of a file; FileFailure if it cannot be imported
+    (``require_identity=False``: a CSV header without an e-mail or profile URL column is
+    accepted, for reading CSV as such)."""
     fh.seek(0)
     head = fh.read(SNIFF_BYTES)
     if not head:
@@ -185,7 +188,7 @@ def discover(fh: BinaryIO, path: Path, limits: Limits) -> Layout:
     header, warnings = unique_header(
         [str(v).strip() or f"column_{i + 1}" for i, v in enumerate(first[0].data["_row"])])
     fields = {field_of(h) for h in header}
-    if not fields & {"email", "profile_url"}:
+    if require_identity and not fields & {"email", "profile_url"}:
         raise FileFailure(
             "missing_columns",
             "missing required column: the header needs an e-mail or a profile URL column "
@@ -341,10 +344,19 @@ class CsvReader(Reader):
         self._row_bytes = 0
         self._row_offset = offset  # where the current row starts
         self._ended = True  # the last line read ended with the terminator
+        self._rows = csv.reader(self._feed(), strict=True, **self._csv_dialect())
+
+    def _csv_dialect(self) -> dict[str, Any]:
         d = self.dialect
-        self._rows = csv.reader(self._feed(), delimiter=d.get("delimiter", ","),
-                                quotechar=d.get("quotechar", '"'), doublequote=True,
-                                skipinitialspace=bool(d.get("skipinitialspace", False)))
+        return {"delimiter": d.get("delimiter", ","), "quotechar": d.get("quotechar", '"'),
+                "doublequote": True, "skipinitialspace": bool(d.get("skipinitialspace", False))}
+
+    def _lenient(self, text: str) -> list[str] | None:
+        """One line read as csv does without ``strict`` (``a,"b"c`` -> ``['a', 'bc']``)."""
+        try:
+            return next(csv.reader([text], **self._csv_dialect()))
+        except (csv.Error, StopIteration):
+            return None
 
     def _feed(self) -> Iterator[str]:
         readline, cap = self._src.readline, self.limits.max_record_bytes
@@ -419,16 +431,24 @@ class CsvReader(Reader):
                 out.append(self._unclosed(start, exc.why))
                 continue
             except csv.Error as exc:
-                if "field limit" in str(exc) and self.line > start:
+                # strict: text after a closing quote. Across lines that is a stray quote that
+                # joined lines (`a,"Ann` ... `b,"Bob`); on one line, read it leniently as before
+                too_large = "field limit" in str(exc)
+                if self.line > start:
                     out.append(self._unclosed(start, f"still open after {self.line - start + 1:,}"
-                                                     " lines (a field over the size limit)"))
+                                                     " lines (a field over the size limit)"
+                                              if too_large else "closed only lines later, "
+                                              "where no field ends"))
                     continue
-                code = "field_too_large" if "field limit" in str(exc) else "malformed_csv"
-                msg = (f"a field is larger than {self.limits.max_field_bytes:,} bytes"
-                       if code == "field_too_large" else f"malformed CSV: {exc}")
-                out.append(RawRecord(start, None, _clip("".join(self._lines_of_row)),
-                                     [(code, f"line {start}: {msg}")], self.line - start + 1))
-                continue
+                lenient = None if too_large else self._lenient("".join(self._lines_of_row))
+                if lenient is None:
+                    code = "field_too_large" if too_large else "malformed_csv"
+                    msg = (f"a field is larger than {self.limits.max_field_bytes:,} bytes"
+                           if too_large else f"malformed CSV: {exc}")
+                    out.append(RawRecord(start, None, _clip("".join(self._lines_of_row)),
+                                         [(code, f"line {start}: {msg}")]))
+                    continue
+                row = lenient
             lines = self.line - start + 1
             if self._pending is not None:
                 reason, self._pending = self._pending, None
