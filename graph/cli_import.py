@@ -181,6 +181,10 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(f"accounting: read {report['read']:,} = inserted {report['inserted']:,} + "
                   f"updated {report['updated']:,} + unchanged {report['unchanged']:,} + rejected "
                   f"{report['rejected']:,}: {ok}")
+    lines = report.get("lines")
+    if lines:
+        ok = "[green]ok[/green]" if lines["ok"] else "[red]VIOLATED[/red]"
+        console.print(f"lines: {lines['detail']}: {ok}")
     if report.get("reasons"):
         reasons = ", ".join(f"{REASONS.get(code, code)} {n:,}"
                             for code, n in report["reasons"].items())

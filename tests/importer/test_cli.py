@@ -70,6 +70,9 @@ def test_human_report(tmp_path: Path, process_db_url: str) -> None:
     assert "accounting: read 120 = inserted 113 + updated 1 + unchanged 0 + rejected 6: ok" in out
     assert "rejected rows by reason: invalid e-mail 3, invalid JSON 2, not a JSON object 1" in out
     assert "bga import --show-rejected imp_" in out
+    blank = (SAMPLES / "02_leads.jsonl").read_bytes().count(b"\n\n")
+    assert f"lines: 0 header + 120 in records + {blank} blank = {120 + blank} lines; parser at " \
+           f"line {120 + blank}; the file has {120 + blank}: ok" in out
 
 
 def test_the_unclosed_quote_file_of_issue_14(tmp_path: Path) -> None:
