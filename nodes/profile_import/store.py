@@ -741,8 +741,8 @@ def line_check(job: dict[str, Any], *, complete: bool) -> dict[str, Any] | None:
     line, and a complete job consumed every line of the file (as counted when it was hashed).
     None for JSON arrays (an element may share lines with others) and before discovery."""
     layout = job.get("layout") or {}
-    if layout.get("format") not in ("csv", "jsonl"):
-        return None
+    if layout.get("format") not in ("csv", "jsonl") or job.get("file_lines_lf") is None:
+        return None  # (a job started before lines were counted has nothing to check against)
     first = int(layout.get("data_line") or 0)  # the header (and a sep= line)
     consumed = first + job["record_lines"] + job["blank_lines"]
     cr = (layout.get("dialect") or {}).get("lineterminator") == "\r"

@@ -204,3 +204,4 @@ def test_line_check_finds_lines_nobody_accounted_for() -> None:
     cr = _job(layout={"format": "csv", "data_line": 1, "dialect": {"lineterminator": "\r"}})
     assert not line_check(cr, complete=True)["ok"]  # type: ignore[index]
     assert line_check(_job(layout={"format": "json"}), complete=True) is None
+    assert line_check(_job(file_lines_lf=None), complete=True) is None  # a job from before
