@@ -5,9 +5,12 @@ line count just past it. The import job stores that position in the same transac
 batch, so a resumed job seeks there and reads exactly the rows that were not committed.
 
 Bad input never stops the reader: a ragged row, a line that is not JSON, a line that is not
-UTF-8 or a row larger than ``max_record_bytes`` (e.g. one 50 MB field) becomes a record with
-reasons, quarantined by the job. Only problems that make the rest of the file unreadable (not
-UTF-8 at all, no header, missing identity columns, a broken JSON array) raise ``FileFailure``.
+UTF-8, a line with a NUL byte, a quote that never closes (see ``CsvReader``) or a row larger
+than ``max_record_bytes`` (e.g. one 50 MB field) becomes a record with reasons, quarantined by
+the job. Each record knows the physical lines it spans, and each reader counts the blank lines
+it skips, so the job can check that every line of the file was accounted for. Only problems
+that make the rest of the file unreadable (not UTF-8 at all, no header, missing identity
+columns, a broken JSON array) raise ``FileFailure``.
 Memory stays bounded by ``max_record_bytes`` whatever the file size.
 """
 
