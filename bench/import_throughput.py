@@ -1,12 +1,14 @@
-"""Profile import throughput and peak memory, next to a plain pandas peer, in one run.
+"""Profile import throughput and peak memory on SQLite and PostgreSQL, next to a plain pandas
+peer, in one run.
 
 A generated CSV (``bench/gen_profiles.py``: Faker names, ~5 % duplicates, ~2 % invalid rows) is
 imported by
 
-  (a) ``bga import FILE --json``: streaming read, full validation and normalisation (pydantic,
-      e-mail, phonenumbers E.164, URL), dedupe/merge against the database, batch upserts with the
-      job's position in the same transaction, a LangGraph checkpoint per batch;
-  (b) the plain peer: ``pandas.read_csv`` + ``DataFrame.to_sql`` into SQLite, no validation, no
+  (a) ``bga import FILE --json`` into SQLite and (b) into a fresh PostgreSQL schema: streaming
+      read, full validation and normalisation (pydantic, e-mail, phonenumbers E.164, URL),
+      dedupe/merge against the database, batch upserts with the job's position in the same
+      transaction, a LangGraph checkpoint per batch;
+  (c) the plain peer: ``pandas.read_csv`` + ``DataFrame.to_sql`` into SQLite, no validation, no
       dedupe, no resume.
 
 Each runs in its own process; peak memory is that process's ``ru_maxrss`` (``os.wait4``), so
@@ -15,6 +17,9 @@ interpreter and libraries are included. Rows/s of (a) is also shown as the job m
 
     .venv/bin/python bench/import_throughput.py --rows 200000
     .venv/bin/python bench/import_throughput.py                     # 1,000,000 rows
+
+PostgreSQL is ``--pg-url`` (default ``$BGA_BENCH_POSTGRES_URL``, then the local test server);
+without a reachable server the table has SQLite and pandas only, and says so.
 """
 
 from __future__ import annotations
@@ -28,7 +33,19 @@ import time
 from pathlib import Path
 from typing import Any
 
-from _common import fmt_bytes, machine, parser, print_table, rate, temp_dir, verdict
+from _common import (
+    BACKEND_LABEL,
+    add_pg_option,
+    backends,
+    fmt_bytes,
+    fresh_db,
+    machine,
+    parser,
+    print_table,
+    rate,
+    temp_dir,
+    verdict,
+)
 
 HERE = Path(__file__).resolve().parent
 BGA = Path(sys.executable).with_name("bga")
@@ -72,6 +89,7 @@ def main() -> None:
     p.add_argument("--invalid-rate", type=float, default=0.02)
     p.add_argument("--no-pandas", action="store_true", help="skip the pandas peer")
     p.add_argument("--pandas-worker", nargs=2, help=argparse_hidden())
+    add_pg_option(p)
     args = p.parse_args()
     if args.pandas_worker:
         pandas_worker(*args.pandas_worker)
@@ -93,21 +111,27 @@ def main() -> None:
               f"{expected['duplicates']:,} duplicates, {expected['rejected']:,} invalid")
 
         rows: list[list[Any]] = []
-        url = f"sqlite:///{tmp / 'state.db'}"
-        out, wall, cpu, peak, code = run_measured(
-            [str(BGA), "import", str(csv_path), "--db", url, "--json",
-             "--batch-size", str(args.batch_size)], env)
-        report = json.loads(out) if out.strip() else {"status": f"exit {code}"}
-        ok = (report.get("status") == "done" and report.get("invariant_ok")
-              and report.get("inserted") == expected["inserted"]
-              and report.get("rejected") == expected["rejected"]
-              and report.get("updated", 0) + report.get("unchanged", 0) == expected["duplicates"])
-        job_rate = report.get("rows_per_s") or float("nan")
-        rows.append(["bga import (validate, dedupe, checkpoint)", args.rows, wall,
-                     rate(args.rows, wall), job_rate, cpu, rate(args.rows, cpu), fmt_bytes(peak),
-                     verdict(job_rate, TARGET_ROWS_PER_S),
-                     verdict(peak, TARGET_PEAK, higher_is_better=False),
-                     "exact" if ok else "MISMATCH"])
+        reports: dict[str, dict[str, Any]] = {}
+        for backend in reversed(backends(args.pg_url)):  # SQLite first
+            with fresh_db(backend, tmp, args.pg_url, "state") as url:
+                out, wall, cpu, peak, code = run_measured(
+                    [str(BGA), "import", str(csv_path), "--db", url, "--json",
+                     "--batch-size", str(args.batch_size)], env)
+            report = json.loads(out) if out.strip() else {"status": f"exit {code}"}
+            reports[backend] = report
+            ok = (report.get("status") == "done" and report.get("invariant_ok")
+                  and (report.get("lines") or {}).get("ok")
+                  and report.get("inserted") == expected["inserted"]
+                  and report.get("rejected") == expected["rejected"]
+                  and report.get("updated", 0) + report.get("unchanged", 0)
+                  == expected["duplicates"])
+            job_rate = report.get("rows_per_s") or float("nan")
+            rows.append([f"bga import -> {BACKEND_LABEL[backend]} (validate, dedupe, checkpoint)",
+                         args.rows, wall, rate(args.rows, wall), job_rate, cpu,
+                         rate(args.rows, cpu), fmt_bytes(peak),
+                         verdict(job_rate, TARGET_ROWS_PER_S),
+                         verdict(peak, TARGET_PEAK, higher_is_better=False),
+                         "exact" if ok else "MISMATCH"])
         if not args.no_pandas and importlib.util.find_spec("pandas") is None:
             print("pandas is not installed (pip install -e '.[bench]'): no peer row")
         elif not args.no_pandas:
@@ -130,10 +154,16 @@ def main() -> None:
                 "(bga) or the read+write time (pandas); rows/CPU-s counts the whole process "
                 "(start-up included) and does not depend on other load on the machine",
                 f"load average at the end: {os.getloadavg()[0]:.1f} on {os.cpu_count()} CPUs",
-                f"bga report: read {report.get('read', 0):,} = inserted "
-                f"{report.get('inserted', 0):,} + updated {report.get('updated', 0):,} + "
-                f"unchanged {report.get('unchanged', 0):,} + rejected "
-                f"{report.get('rejected', 0):,}; {report.get('batches', 0):,} batches",
+                *(f"bga report ({BACKEND_LABEL[b]}): read {r.get('read', 0):,} = inserted "
+                  f"{r.get('inserted', 0):,} + updated {r.get('updated', 0):,} + unchanged "
+                  f"{r.get('unchanged', 0):,} + rejected {r.get('rejected', 0):,}; "
+                  f"{r.get('batches', 0):,} batches; lines "
+                  f"{'ok' if (r.get('lines') or {}).get('ok') else 'NOT ok'}"
+                  for b, r in reports.items()),
+                *(["PostgreSQL / SQLite rows/s (work): "
+                   f"{reports['postgresql'].get('rows_per_s', 0) / sq:.2f}"]
+                  if "postgresql" in reports and (sq := reports['sqlite'].get('rows_per_s'))
+                  else []),
                 f"generator expected: {expected['inserted']:,} new, {expected['duplicates']:,} "
                 f"duplicates, {expected['rejected']:,} invalid",
             ])

@@ -86,6 +86,9 @@ def import_command(
     region: Annotated[str, typer.Option(help="Default region of phone numbers without a "
                                              "country code")] = DEFAULT_REGION,
     limit: Annotated[int, typer.Option(min=1, help="Rows shown by --show-rejected")] = 100,
+    test_email_domains: Annotated[bool, typer.Option(
+        "--test-email-domains", help="Accept e-mail addresses at .test domains (other "
+                                     "special-use domains are always refused)")] = False,
 ) -> None:
     """Import profiles from a file into the profiles database (resumable, idempotent)."""
     url = database_url(db)
@@ -101,8 +104,9 @@ def import_command(
                         "drop its files into the profile_import agent's inbox (data/imports/ "
                         "beside the state database) while `bga run` runs")
     with fewer_full_collections():
-        report = _run_import(path, url, force, ImportOptions(batch_size=batch_size,
-                                                             region=region.upper()), as_json)
+        report = _run_import(path, url, force, ImportOptions(
+            batch_size=batch_size, region=region.upper(),
+            test_email_domains=test_email_domains), as_json)
     if as_json:
         sys.stdout.write(json.dumps(report, sort_keys=True) + "\n")
     else:
@@ -183,6 +187,10 @@ def print_report(report: dict[str, Any]) -> None:
     console.print(f"accounting: read {report['read']:,} = inserted {report['inserted']:,} + "
                   f"updated {report['updated']:,} + unchanged {report['unchanged']:,} + rejected "
                   f"{report['rejected']:,}: {ok}")
+    lines = report.get("lines")
+    if lines:
+        ok = "[green]ok[/green]" if lines["ok"] else "[red]VIOLATED[/red]"
+        console.print(f"lines: {lines['detail']}: {ok}")
     if report.get("reasons"):
         reasons = ", ".join(f"{REASONS.get(code, code)} {n:,}"
                             for code, n in report["reasons"].items())

@@ -54,6 +54,7 @@ class ProfileImportSettings(AgentSettings):
     inbox: str | None = None
     patterns: tuple[str, ...] = PATTERNS
     region: str = DEFAULT_REGION
+    test_email_domains: bool = False  # accept e-mail addresses at .test domains
     work_fraction: float = Field(0.6, gt=0, le=0.95)
     settle_s: float = Field(2.0, ge=0)
     rejection_insight_pct: float = Field(5.0, ge=0, le=100)
@@ -85,7 +86,8 @@ class ProfileImportAgent(Agent):
     def _options(self) -> ImportOptions:
         s = self.settings
         return ImportOptions(batch_size=s.batch_size, region=s.region.upper(),
-                             limits=Limits(s.max_field_bytes, s.max_record_bytes))
+                             limits=Limits(s.max_field_bytes, s.max_record_bytes),
+                             test_email_domains=s.test_email_domains)
 
     def next_job(self, store: ProfileStore, inbox: Path) -> dict[str, Any] | None:
         """The job to work on: a paused one in the inbox first, then a new file."""

@@ -17,6 +17,7 @@ class ImportOptions:
     batch_size: int = DEFAULT_BATCH_SIZE
     region: str = DEFAULT_REGION
     limits: Limits = field(default_factory=Limits)
+    test_email_domains: bool = False  # accept e-mail addresses at .test domains
 
 
 @dataclass(frozen=True)

@@ -5,9 +5,12 @@ line count just past it. The import job stores that position in the same transac
 batch, so a resumed job seeks there and reads exactly the rows that were not committed.
 
 Bad input never stops the reader: a ragged row, a line that is not JSON, a line that is not
-UTF-8 or a row larger than ``max_record_bytes`` (e.g. one 50 MB field) becomes a record with
-reasons, quarantined by the job. Only problems that make the rest of the file unreadable (not
-UTF-8 at all, no header, missing identity columns, a broken JSON array) raise ``FileFailure``.
+UTF-8, a line with a NUL byte, a quote that never closes (see ``CsvReader``) or a row larger
+than ``max_record_bytes`` (e.g. one 50 MB field) becomes a record with reasons, quarantined by
+the job. Each record knows the physical lines it spans, and each reader counts the blank lines
+it skips, so the job can check that every line of the file was accounted for. Only problems
+that make the rest of the file unreadable (not UTF-8 at all, no header, missing identity
+columns, a broken JSON array) raise ``FileFailure``.
 Memory stays bounded by ``max_record_bytes`` whatever the file size.
 """
 
@@ -25,16 +28,18 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from nodes.profile_import.models import Reason, field_of
+from nodes.profile_import.models import Reason, clean_key, field_of
 
 BOM = codecs.BOM_UTF8
 SNIFF_BYTES = 64 * 1024
 MAX_RAW_CHARS = 4_000  # characters of a rejected row kept in the quarantine
 DEFAULT_MAX_FIELD_BYTES = 1 << 20  # csv.field_size_limit: one CSV field
-DEFAULT_MAX_RECORD_BYTES = 4 << 20  # one physical line / JSON element
+DEFAULT_MAX_RECORD_BYTES = 4 << 20  # one physical line / JSON element / CSV row
+DEFAULT_MAX_RECORD_LINES = 1_000  # physical lines of one CSV row (quoted line breaks)
 CSV_SUFFIXES = frozenset({".csv", ".tsv", ".txt", ".psv"})
 JSONL_SUFFIXES = frozenset({".jsonl", ".ndjson", ".jsonlines"})
 DELIMITERS = ",;\t|"
+_SEP_LINE = re.compile(rb"sep=([^\r\n])[ \t]*(?:\r\n|\n|\r)")
 
 
 class FileFailure(Exception):
@@ -53,6 +58,7 @@ class RawRecord:
     data: dict[str, Any] | None
     raw: str = ""
     errors: list[Reason] = field(default_factory=list)
+    lines: int = 1  # physical lines of the file this record spans
 
 
 @dataclass
@@ -71,6 +77,7 @@ class Layout:
 class Limits:
     max_field_bytes: int = DEFAULT_MAX_FIELD_BYTES
     max_record_bytes: int = DEFAULT_MAX_RECORD_BYTES
+    max_record_lines: int = DEFAULT_MAX_RECORD_LINES
 
 
 def _clip(text: str) -> str:
@@ -82,7 +89,11 @@ def _clip(text: str) -> str:
 
 def check_encoding(head: bytes, complete: bool) -> None:
     """Refuse anything but UTF-8 (with or without BOM) before a single row is imported."""
-    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or b"\x00" in head[:4096]:
+    sample = head[:4096]
+    # UTF-16/32 text without a BOM has a NUL in every other (or every) byte of ASCII text;
+    # a few NULs in UTF-8 text are bad rows (quarantined), not a bad file
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or \
+            sample.count(b"\x00") * 4 > len(sample):
         raise FileFailure("invalid_encoding", "the file is UTF-16/UTF-32 or binary, not UTF-8 "
                                               "text: save it as UTF-8 and import it again")
     try:
@@ -135,8 +146,11 @@ def sniff_dialect(sample: str) -> dict[str, Any]:
     return {"delimiter": delimiter, "quotechar": quotechar, "skipinitialspace": skipinitialspace}
 
 
-def discover(fh: BinaryIO, path: Path, limits: Limits) -> Layout:
-    """Format, encoding, dialect and header of a file; FileFailure if it cannot be imported."""
+def discover(fh: BinaryIO, path: Path, limits: Limits, *,
+             require_identity: bool = True) -> Layout:
+    """Format, encoding, dialect and header of a file; FileFailure if it cannot be imported
+    (``require_identity=False``: a CSV header without an e-mail or profile URL column is
+    accepted, for reading CSV as such)."""
     fh.seek(0)
     head = fh.read(SNIFF_BYTES)
     if not head:
@@ -153,21 +167,65 @@ def discover(fh: BinaryIO, path: Path, limits: Limits) -> Layout:
         body = head[start:]
         skipped = len(body) - len(body.lstrip())
         return Layout("json", start + skipped + 1, body[:skipped].count(b"\n"))
-    text = head[start:].decode("utf-8", errors="ignore")
+    body = head[start:]
+    # CR-only line breaks (old Mac exports): lines are split on CR instead of LF
+    terminator = "\r" if b"\r" in body and b"\n" not in body else "\n"
+    line = 0
+    sep = _SEP_LINE.match(body)  # Excel's "sep=;" first line names the delimiter
+    if sep is not None:
+        start += sep.end()
+        line = 1
+        body = head[start:]
+    text = body.decode("utf-8", errors="ignore")
+    if terminator == "\r":
+        text = text.replace("\r", "\n")
     dialect = sniff_dialect(text)
-    reader = CsvReader(fh, offset=start, line=0, dialect=dialect, header=None, limits=limits)
+    if sep is not None:
+        dialect["delimiter"] = sep[1].decode()
+    dialect["lineterminator"] = terminator
+    reader = CsvReader(fh, offset=start, line=line, dialect=dialect, header=None, limits=limits)
     first = reader.read(1)
     if not first or first[0].data is None:
         reasons = "; ".join(m for _, m in first[0].errors) if first else "no header row"
         raise FileFailure("no_header", f"cannot read the header row: {reasons}")
-    header = [str(v).strip() or f"column_{i + 1}" for i, v in enumerate(first[0].data["_row"])]
+    header, warnings = unique_header(
+        [str(v).strip() or f"column_{i + 1}" for i, v in enumerate(first[0].data["_row"])])
     fields = {field_of(h) for h in header}
-    if not fields & {"email", "profile_url"}:
+    if require_identity and not fields & {"email", "profile_url"}:
         raise FileFailure(
             "missing_columns",
             "missing required column: the header needs an e-mail or a profile URL column "
             f"(e.g. 'email', 'profile_url'); found: {', '.join(header)[:300]}")
-    return Layout("csv", reader.offset, reader.line, dialect, header)
+    if sep is not None:
+        warnings.insert(0, f"delimiter {dialect['delimiter']!r} taken from the file's "
+                           "'sep=' first line")
+    return Layout("csv", reader.offset, reader.line, dialect, header, warnings)
+
+
+def unique_header(names: list[str]) -> tuple[list[str], list[str]]:
+    """Column names made unique so no value is lost: a name seen before (compared as
+    ``clean_key`` spells it) becomes ``name_2``, ``name_3``... (kept in ``extra``), each
+    rename with a warning."""
+    seen: dict[str, int] = {}
+    taken = {clean_key(n) for n in names}
+    out: list[str] = []
+    warnings: list[str] = []
+    for i, name in enumerate(names):
+        key = clean_key(name)
+        if key not in seen:
+            seen[key] = i
+            out.append(name)
+            continue
+        n = 2
+        while f"{key}_{n}" in taken:
+            n += 1
+        renamed = f"{key}_{n}"
+        taken.add(renamed)
+        out.append(renamed)
+        warnings.append(f"duplicate column {name!r} (columns {seen[key] + 1} and {i + 1}): the "
+                        f"first feeds the field, column {i + 1} is kept in extra as "
+                        f"{renamed!r}")
+    return out, warnings
 
 
 def open_reader(fh: BinaryIO, layout: Layout, offset: int, line: int,
@@ -186,11 +244,13 @@ def open_reader(fh: BinaryIO, layout: Layout, offset: int, line: int,
 
 
 class Reader(abc.ABC):
-    """Common position bookkeeping: ``offset``/``line`` are just past the last record read."""
+    """Common position bookkeeping: ``offset``/``line`` are just past the last record read;
+    ``skipped`` counts the blank lines passed over (so records' lines + skipped = lines)."""
 
     offset: int
     line: int
     eof: bool = False
+    skipped: int = 0
 
     @abc.abstractmethod
     def read(self, n: int) -> list[RawRecord]:
@@ -207,41 +267,128 @@ def _drain_line(fh: BinaryIO) -> int:
             return skipped
 
 
+class _Unclosed(Exception):
+    """The csv parser asked for more lines inside a quoted field than the limits allow."""
+
+    def __init__(self, why: str) -> None:
+        super().__init__(why)
+        self.why = why
+
+
+class _Lines:
+    """Physical lines of a binary file, split on ``\\n`` (LF and CRLF files) or on ``\\r``
+    (CR-only files), each at most ``cap + 1`` bytes (a longer one is cut there)."""
+
+    CHUNK = 1 << 16
+
+    def __init__(self, fh: BinaryIO, terminator: bytes) -> None:
+        self.fh = fh
+        self.cr = terminator == b"\r"
+        self._buf = b""
+
+    def readline(self, cap: int) -> bytes:
+        if not self.cr:
+            return self.fh.readline(cap + 1)
+        while True:
+            end = self._buf.find(b"\r", 0, cap + 1)
+            if end >= 0 or len(self._buf) > cap:
+                cut = end + 1 if end >= 0 else cap + 1
+                line, self._buf = self._buf[:cut], self._buf[cut:]
+                return line
+            more = self.fh.read(self.CHUNK)
+            if not more:
+                line, self._buf = self._buf, b""
+                return line
+            self._buf += more
+
+    def drain(self) -> int:
+        """Skip the rest of an oversized physical line; returns the bytes skipped."""
+        skipped = 0
+        while True:
+            more = self.readline(1 << 20)
+            skipped += len(more)
+            if not more or more.endswith(b"\r" if self.cr else b"\n"):
+                return skipped
+
+
 class CsvReader(Reader):
     """CSV rows as dicts keyed by header; ragged and unreadable rows come back with reasons.
 
     Lines are fed to ``csv.reader`` one at a time from the binary file, so the byte offset
     after each row is exact (the csv module never reads ahead). Rows whose cells are all empty
-    are blank lines: skipped and not counted.
+    are blank lines: skipped and counted in ``skipped``.
+
+    A quoted field may span lines, but not without bound: when a row is still inside a quote
+    after ``max_record_lines`` lines or ``max_record_bytes`` bytes, at the end of the file, or
+    when a row spanning several lines comes out with the wrong number of fields (a stray quote
+    swallowed the lines after it), the row's first line is quarantined as ``unclosed_quote``
+    and parsing starts again on the next line: every later row is read as if the broken line
+    were not there.
     """
 
     def __init__(self, fh: BinaryIO, *, offset: int, line: int, dialect: dict[str, Any],
                  header: list[str] | None, limits: Limits) -> None:
         csv.field_size_limit(limits.max_field_bytes)
         self.fh = fh
-        self.offset, self.line = offset, line
         self.header = header
         self.limits = limits
+        self.dialect = dialect
+        self._terminator = dialect.get("lineterminator", "\n").encode()
+        self.skipped = 0
+        self._restart(offset, line)
+
+    def _restart(self, offset: int, line: int) -> None:
+        self.fh.seek(offset)
+        self.offset, self.line = offset, line
+        self._src = _Lines(self.fh, self._terminator)
         self._pending: Reason | None = None
         self._lines_of_row: list[str] = []
-        fh.seek(offset)
-        self._rows = csv.reader(self._feed(), delimiter=dialect.get("delimiter", ","),
-                                quotechar=dialect.get("quotechar", '"'), doublequote=True,
-                                skipinitialspace=bool(dialect.get("skipinitialspace", False)))
+        self._first_len = 0  # bytes of the current row's first line
+        self._row_bytes = 0
+        self._row_offset = offset  # where the current row starts
+        self._ended = True  # the last line read ended with the terminator
+        self._rows = csv.reader(self._feed(), strict=True, **self._csv_dialect())
+
+    def _csv_dialect(self) -> dict[str, Any]:
+        d = self.dialect
+        return {"delimiter": d.get("delimiter", ","), "quotechar": d.get("quotechar", '"'),
+                "doublequote": True, "skipinitialspace": bool(d.get("skipinitialspace", False))}
+
+    def _lenient(self, text: str) -> list[str] | None:
+        """One line read as csv does without ``strict`` (``a,"b"c`` -> ``['a', 'bc']``)."""
+        try:
+            return next(csv.reader([text], **self._csv_dialect()))
+        except (csv.Error, StopIteration):
+            return None
 
     def _feed(self) -> Iterator[str]:
-        readline, cap = self.fh.readline, self.limits.max_record_bytes
+        readline, cap = self._src.readline, self.limits.max_record_bytes
+        max_lines = self.limits.max_record_lines
         while True:
-            raw = readline(cap + 1)
+            mid_row = bool(self._lines_of_row)  # csv wants more: we are inside a quote
+            if mid_row and (len(self._lines_of_row) >= max_lines or self._row_bytes > cap):
+                raise _Unclosed(f"still open after {len(self._lines_of_row):,} lines "
+                                f"({self._row_bytes:,} bytes)")
+            raw = readline(cap)
             if not raw:
+                if mid_row and not self._ended:  # end the last line and see if csv is done
+                    self._ended = True
+                    yield "\n"
+                    continue
+                if mid_row:
+                    raise _Unclosed("still open at the end of the file")
                 return
+            self._ended = raw.endswith(self._terminator)
             self.offset += len(raw)
             self.line += 1
-            if len(raw) > cap and not raw.endswith(b"\n"):
-                self.offset += _drain_line(self.fh)
+            if not mid_row:
+                self._first_len = len(raw)
+            self._row_bytes += len(raw)
+            if len(raw) > cap and not raw.endswith(self._terminator):
+                self.offset += self._src.drain()
                 self._pending = ("row_too_large",
                                  f"line {self.line}: row is larger than {cap:,} bytes")
-                self._lines_of_row = [raw[:MAX_RAW_CHARS].decode("utf-8", "replace")]
+                self._lines_of_row.append(raw[:MAX_RAW_CHARS].decode("utf-8", "replace"))
                 yield "\n"
                 continue
             try:
@@ -250,11 +397,24 @@ class CsvReader(Reader):
                 self._pending = ("invalid_encoding",
                                  f"line {self.line}: byte 0x{raw[exc.start]:02X} at column "
                                  f"{exc.start + 1} is not valid UTF-8")
-                self._lines_of_row = [raw.decode("utf-8", "replace")]
+                self._lines_of_row.append(raw.decode("utf-8", "replace"))
                 yield "\n"
                 continue
             self._lines_of_row.append(text)
+            if "\x00" in text:
+                self._pending = ("nul_byte", f"line {self.line}: a NUL byte at column "
+                                             f"{text.index(chr(0)) + 1} (binary data?)")
+                yield "\n"
+                continue
             yield text
+
+    def _unclosed(self, start: int, why: str) -> RawRecord:
+        """Quarantine the first line of the row at ``start`` and parse again after it."""
+        first = self._lines_of_row[0] if self._lines_of_row else ""
+        self._restart(self._row_offset + self._first_len, start)
+        return RawRecord(start, None, _clip(first.rstrip("\r\n")), [(
+            "unclosed_quote", f"line {start}: a quoted field opened on this line is {why}: "
+                              "the line is set aside and the rows after it are read again")])
 
     def read(self, n: int) -> list[RawRecord]:
         out: list[RawRecord] = []
@@ -263,37 +423,61 @@ class CsvReader(Reader):
         while len(out) < n and not self.eof:
             start = self.line + 1
             self._lines_of_row = []
+            self._row_bytes = 0
+            self._row_offset = self.offset
             try:
                 row = next(self._rows)
             except StopIteration:
                 self.eof = True
                 break
-            except csv.Error as exc:
-                code = "field_too_large" if "field limit" in str(exc) else "malformed_csv"
-                msg = (f"a field is larger than {self.limits.max_field_bytes:,} bytes"
-                       if code == "field_too_large" else f"malformed CSV: {exc}")
-                out.append(RawRecord(start, None, _clip("".join(self._lines_of_row)),
-                                     [(code, f"line {start}: {msg}")]))
+            except _Unclosed as exc:
+                out.append(self._unclosed(start, exc.why))
                 continue
+            except csv.Error as exc:
+                # strict: text after a closing quote. Across lines that is a stray quote that
+                # joined lines (`a,"Ann` ... `b,"Bob`); on one line, read it leniently as before
+                too_large = "field limit" in str(exc)
+                if self.line > start:
+                    out.append(self._unclosed(start, f"still open after {self.line - start + 1:,}"
+                                                     " lines (a field over the size limit)"
+                                              if too_large else "closed only lines later, "
+                                              "where no field ends"))
+                    continue
+                lenient = None if too_large else self._lenient("".join(self._lines_of_row))
+                if lenient is None:
+                    code = "field_too_large" if too_large else "malformed_csv"
+                    msg = (f"a field is larger than {self.limits.max_field_bytes:,} bytes"
+                           if too_large else f"malformed CSV: {exc}")
+                    out.append(RawRecord(start, None, _clip("".join(self._lines_of_row)),
+                                         [(code, f"line {start}: {msg}")]))
+                    continue
+                row = lenient
+            lines = self.line - start + 1
             if self._pending is not None:
                 reason, self._pending = self._pending, None
                 out.append(RawRecord(start, None, _clip("".join(self._lines_of_row)),
-                                     [reason]))
+                                     [reason], lines))
                 continue
             if not any(cell.strip() for cell in row):
-                continue  # a blank line
+                self.skipped += lines  # a blank line
+                continue
             if header is None:
-                out.append(RawRecord(start, {"_row": row}))
+                out.append(RawRecord(start, {"_row": row}, lines=lines))
                 continue
             if len(row) != width and not (len(row) > width
                                           and not any(c.strip() for c in row[width:])):
+                if lines > 1:  # a stray quote joined lines into one malformed row
+                    out.append(self._unclosed(start, "not closed where a well-formed row "
+                                                     f"would end ({len(row)} fields over "
+                                                     f"{lines} lines)"))
+                    continue
                 out.append(RawRecord(
                     start, None, _clip("".join(self._lines_of_row)),
                     [("ragged_row", f"line {start}: row has {len(row)} fields, the header has "
                                     f"{width} (a stray or missing delimiter?)")]))
                 continue
             out.append(RawRecord(start, dict(zip(header, row, strict=False)),
-                                 "".join(self._lines_of_row)))
+                                 "".join(self._lines_of_row), lines=lines))
         return out
 
 
@@ -333,6 +517,7 @@ class JsonLinesReader(Reader):
                                        f"line {line}: row is larger than {cap:,} bytes")]))
                 continue
             if not raw.strip():
+                self.skipped += 1
                 continue
             try:
                 text = raw.decode("utf-8")

@@ -55,7 +55,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import orjson
 
 from nodes.profile_import.merge import INSERTED, UNCHANGED, UPDATED, Record, merge
-from nodes.profile_import.models import FIELDS, REASONS, Profile, Reason
+from nodes.profile_import.models import FIELDS, REASONS, Profile, Reason, normalize_email
 from state.backends.base import nul_free
 from state.redact import redact
 
@@ -67,9 +67,43 @@ CONNECT_TIMEOUT_S = 10
 _COLUMNS = (*FIELDS, "source_updated_at", "extra")
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
-# Append-only: each entry runs once, in order, recorded in bga_profile_migrations. Written in
-# SQLite's spelling; PostgresDb translates the types (see the module docstring).
-MIGRATIONS: tuple[str, ...] = (
+
+
+def _rekey_idna_emails(db: ProfilesDb) -> None:
+    """E-mail identities take the domain's one IDNA form (``normalize_email``): profiles keyed
+    by the punycode spelling (``email:jeff@xn--fiqq24b10vi0d.tw``, how ASCII addresses were
+    keyed before) move to the Unicode key. When both keys exist (the same person imported
+    under both spellings), the later-created profile is applied to the earlier one with the
+    merge policy, as if its row had come after, and removed."""
+    now = time.time()
+    for row in db.all("SELECT * FROM profiles WHERE identity LIKE ? ORDER BY id",
+                      ("email:%xn--%",)):
+        try:
+            email = normalize_email(row["identity"][len("email:"):], test_domains=True)
+        except ValueError:
+            continue  # not an address today: it keeps its old key
+        key = f"email:{email}"
+        if key == row["identity"]:
+            continue
+        other = db.one("SELECT * FROM profiles WHERE identity=?", (key,))
+        if other is None:
+            db.run("UPDATE profiles SET identity=?, email=?, updated_at=? WHERE id=?",
+                   (key, email, now, row["id"]))
+            continue
+        first, later = sorted((row, other), key=lambda r: (r["created_at"], r["id"]))
+        merged, _ = merge(_record_of(first), Profile.model_construct(**{
+            **{f: later[f] for f in FIELDS}, "updated_at": later["source_updated_at"],
+            "extra": orjson.loads(later["extra"])}))
+        merged["email"] = email
+        db.run("DELETE FROM profiles WHERE id=?", (later["id"],))
+        db.run(f"UPDATE profiles SET identity=?, {', '.join(f'{c}=?' for c in _COLUMNS)}, "
+               "updated_at=? WHERE id=?", (key, *_values_of(merged), now, first["id"]))
+
+
+# Append-only: each entry runs once, in order, recorded in bga_profile_migrations. SQL is
+# written in SQLite's spelling (PostgresDb translates the types, see the module docstring); a
+# function is a data migration, run in the same transaction.
+MIGRATIONS: tuple[str | Callable[[ProfilesDb], None], ...] = (
     """
     CREATE TABLE IF NOT EXISTS profiles (
         id INTEGER PRIMARY KEY,
@@ -116,6 +150,15 @@ MIGRATIONS: tuple[str, ...] = (
         finished_at REAL NOT NULL
     );
     """,
+    # line accounting: the physical lines of the file (counted while hashing it, split on LF
+    # and on CR) against the lines the records and skipped blank lines consumed
+    """
+    ALTER TABLE import_jobs ADD COLUMN record_lines INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE import_jobs ADD COLUMN blank_lines INTEGER NOT NULL DEFAULT 0;
+    ALTER TABLE import_jobs ADD COLUMN file_lines_lf INTEGER;
+    ALTER TABLE import_jobs ADD COLUMN file_lines_cr INTEGER;
+    """,
+    _rekey_idna_emails,
 )
 _MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS bga_profile_migrations "
                      "(version INTEGER NOT NULL PRIMARY KEY, applied_at REAL NOT NULL)")
@@ -164,12 +207,33 @@ _KEEP_ALIVE: dict[str, sqlite3.Connection] = {}  # in-memory databases live with
 _KEEP_ALIVE_LOCK = threading.Lock()
 
 
-def file_hash(path: Path) -> str:
+@dataclass(frozen=True)
+class FileFacts:
+    """What one read of the whole file tells before the import: its content hash and its
+    physical lines, counted independently of the parser (the line-accounting reference)."""
+
+    digest: str
+    lines_lf: int  # lines split on LF (LF and CRLF files)
+    lines_cr: int  # lines split on CR (CR-only files)
+
+
+def file_facts(path: Path) -> FileFacts:
     digest = hashlib.sha256()
+    lf = cr = 0
+    last = b""
     with path.open("rb") as fh:
         while chunk := fh.read(1 << 20):
             digest.update(chunk)
-    return digest.hexdigest()
+            lf += chunk.count(b"\n")
+            cr += chunk.count(b"\r")
+            last = chunk[-1:]
+    # an unterminated last line is a line too
+    return FileFacts(digest.hexdigest(), lf + (last not in (b"", b"\n")),
+                     cr + (last not in (b"", b"\r")))
+
+
+def file_hash(path: Path) -> str:
+    return file_facts(path).digest
 
 
 @dataclass
@@ -209,6 +273,19 @@ class ProfilesDb(abc.ABC):
     @abc.abstractmethod
     def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
 
+    def where_in(self, sql: str, values: Sequence[Any]) -> list[Row]:
+        """``sql`` ending in ``WHERE <column>`` completed with "is one of ``values``"."""
+        out: list[Row] = []
+        for i in range(0, len(values), 500):
+            chunk = values[i:i + 500]
+            out.extend(self.all(f"{sql} IN ({','.join('?' * len(chunk))})", chunk))
+        return out
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        """Insert ``rows`` (bulk)."""
+        self.many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
+                  f"({','.join('?' * len(columns))})", rows)
+
     @abc.abstractmethod
     def write(self) -> contextlib.AbstractContextManager[None]:
         """A transaction holding the database's write lock (one writer at a time)."""
@@ -229,8 +306,11 @@ class ProfilesDb(abc.ABC):
             for version, script in enumerate(MIGRATIONS, start=1):
                 if version in done:
                     continue
-                for statement in self.ddl(script):
-                    self.run(statement)
+                if callable(script):
+                    script(self)
+                else:
+                    for statement in self.ddl(script):
+                        self.run(statement)
                 self.run("INSERT INTO bga_profile_migrations VALUES (?, ?)",
                          (version, time.time()))
 
@@ -346,6 +426,17 @@ class PostgresDb(ProfilesDb):
         with self.conn.cursor() as cur:
             cur.executemany(sql.replace("?", "%s"), [nul_free(r) for r in rows])
 
+    def where_in(self, sql: str, values: Sequence[Any]) -> list[Row]:
+        # one statement with an array parameter, not one per 500 values
+        return self.conn.execute(f"{sql} = ANY(%s)", (list(nul_free(values)),)).fetchall()
+
+    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+        # COPY: one round trip for the batch (executemany costs one statement per row)
+        with self.conn.cursor() as cur, \
+                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(nul_free(row))
+
     @contextlib.contextmanager
     def write(self) -> Iterator[None]:
         with self.conn.transaction():
@@ -359,6 +450,21 @@ class PostgresDb(ProfilesDb):
 
     def close(self) -> None:
         self.conn.close()
+
+
+def _record_of(row: Row) -> Record:
+    """A stored profile as the merge policy sees it."""
+    record = {c: row[c] for c in _COLUMNS}
+    record["extra"] = orjson.loads(record["extra"])
+    return record
+
+
+def _values_of(record: Record) -> list[Any]:
+    """A record's values in ``_COLUMNS`` order, as stored."""
+    values = [record[f] for f in FIELDS]
+    values.append(record["source_updated_at"])
+    values.append(orjson.dumps(record["extra"], option=orjson.OPT_SORT_KEYS).decode())
+    return values
 
 
 def _decode_job(row: Row | None) -> dict[str, Any] | None:
@@ -431,7 +537,8 @@ class ProfileStore:
         same = self.seen(path, st.st_size, st.st_mtime_ns)
         if same is not None and same["status"] == "running":
             return Prepared(same, "resumed")
-        digest = file_hash(path)
+        facts = file_facts(path)
+        digest = facts.digest
         now = time.time()
         db = self.db
         with db.write():
@@ -439,9 +546,10 @@ class ProfileStore:
                          "content_hash=? ORDER BY started_at LIMIT 1", (digest,))
             if row is not None:
                 job_id, action = row["job_id"], "resumed"
-                db.run("UPDATE import_jobs SET path=?, name=?, size=?, mtime_ns=? "
-                       "WHERE job_id=?", (str(path), path.name, st.st_size, st.st_mtime_ns,
-                                          job_id))
+                db.run("UPDATE import_jobs SET path=?, name=?, size=?, mtime_ns=?, "
+                       "file_lines_lf=?, file_lines_cr=? WHERE job_id=?",
+                       (str(path), path.name, st.st_size, st.st_mtime_ns, facts.lines_lf,
+                        facts.lines_cr, job_id))
             else:
                 done = db.one("SELECT job_id FROM processed_files WHERE content_hash=?",
                               (digest,))
@@ -451,11 +559,12 @@ class ProfileStore:
                 db.run(
                     "INSERT INTO import_jobs (job_id, path, name, content_hash, size, "
                     "mtime_ns, status, forced, duplicate_of, started_at, updated_at, "
-                    "finished_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    "finished_at, file_lines_lf, file_lines_cr) "
+                    "VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                     (job_id, str(path), path.name, digest, st.st_size, st.st_mtime_ns,
                      "skipped" if skipped else "running", int(force),
                      done["job_id"] if done is not None else None, now, now,
-                     now if skipped else None))
+                     now if skipped else None, facts.lines_lf, facts.lines_cr))
         return Prepared(self.job(job_id) or {}, action)
 
     def set_layout(self, job_id: str, layout: dict[str, Any], offset: int, line: int,
@@ -487,20 +596,18 @@ class ProfileStore:
     def _existing(self, identities: Sequence[str]) -> dict[str, tuple[Record, int]]:
         out: dict[str, tuple[Record, int]] = {}
         cols = ", ".join(("id", "identity", *_COLUMNS))
-        for i in range(0, len(identities), 500):
-            chunk = identities[i:i + 500]
-            marks = ",".join("?" * len(chunk))
-            for row in self.db.all(f"SELECT {cols} FROM profiles WHERE identity IN ({marks})",
-                                   chunk):
-                record = {c: row[c] for c in _COLUMNS}
-                record["extra"] = orjson.loads(record["extra"])
-                out[row["identity"]] = (record, row["id"])
+        for row in self.db.where_in(f"SELECT {cols} FROM profiles WHERE identity", identities):
+            out[row["identity"]] = (_record_of(row), row["id"])
         return out
 
     def commit_batch(self, job_id: str, *, expected_offset: int, offset: int, line: int,
                      read: int, groups: dict[str, list[Profile]],
-                     rejected: Sequence[tuple[int, str, list[Reason]]]) -> dict[str, int]:
+                     rejected: Sequence[tuple[int, str, list[Reason]]],
+                     record_lines: int = 0, blank_lines: int = 0) -> dict[str, int]:
         """Apply one batch and move the job to ``offset`` atomically; returns the outcomes.
+
+        ``record_lines`` and ``blank_lines`` are the physical lines the batch's records span
+        and the blank lines skipped among them (the line accounting of ``line_check``).
 
         ``groups`` maps each identity to its rows in file order; every row is merged in turn
         (see ``merge``), so duplicates inside the batch count exactly as across batches.
@@ -519,27 +626,22 @@ class ProfileStore:
                     record, outcome = merge(record, profile)
                     counts[outcome] += 1
                 assert record is not None
-                values = [record[f] for f in FIELDS]
-                values.append(record["source_updated_at"])
-                values.append(orjson.dumps(record["extra"],
-                                           option=orjson.OPT_SORT_KEYS).decode())
+                values = _values_of(record)
                 if before is None:
                     inserts.append((identity, *values, now, now))
                 elif record != before:
                     updates.append((*values, now, row_id))
             if inserts:
-                db.many(
-                    f"INSERT INTO profiles (identity, {', '.join(_COLUMNS)}, created_at, "
-                    f"updated_at) VALUES ({','.join('?' * (len(_COLUMNS) + 3))})", inserts)
+                db.insert("profiles", ("identity", *_COLUMNS, "created_at", "updated_at"),
+                          inserts)
             if updates:
                 db.many(
                     f"UPDATE profiles SET {', '.join(f'{col}=?' for col in _COLUMNS)}, "
                     "updated_at=? WHERE id=?", updates)
             reasons: dict[str, int] = {}
             if rejected:
-                db.many(
-                    "INSERT INTO quarantine (job_id, line, raw, reasons, codes, at) "
-                    "VALUES (?, ?, ?, ?, ?, ?)",
+                db.insert(
+                    "quarantine", ("job_id", "line", "raw", "reasons", "codes", "at"),
                     [(job_id, line_no, raw, orjson.dumps([m for _, m in why]).decode(),
                       orjson.dumps(sorted({code for code, _ in why})).decode(), now)
                      for line_no, raw, why in rejected])
@@ -554,11 +656,12 @@ class ProfileStore:
                 "UPDATE import_jobs SET byte_offset=?, line_no=?, batches=batches+1, "
                 "rows_read=rows_read+?, inserted=inserted+?, updated=updated+?, "
                 "unchanged=unchanged+?, rejected=rejected+?, "
+                "record_lines=record_lines+?, blank_lines=blank_lines+?, "
                 "reasons=CASE WHEN ? THEN ? ELSE reasons END, updated_at=? "
                 "WHERE job_id=? AND byte_offset=? AND status='running'",
                 (offset, line, read, counts[INSERTED], counts[UPDATED], counts[UNCHANGED],
-                 len(rejected), bool(rejected), orjson.dumps(reasons).decode(), now, job_id,
-                 expected_offset))
+                 len(rejected), record_lines, blank_lines, bool(rejected),
+                 orjson.dumps(reasons).decode(), now, job_id, expected_offset))
             if changed != 1:
                 raise JobMoved(f"job {job_id} moved past byte {expected_offset} in another "
                                "process (or was finished there)")
@@ -585,6 +688,11 @@ class ProfileStore:
                 broken = (f"accounting invariant violated: read {job['rows_read']} != inserted "
                           f"{job['inserted']} + updated {job['updated']} + unchanged "
                           f"{job['unchanged']} + quarantined {quarantined}")
+                error = f"{broken}; {error}" if error else broken
+            lines = line_check(job, complete=status == "done")
+            if lines is not None and not lines["ok"]:
+                status = "failed"
+                broken = f"line accounting violated: {lines['detail']}"
                 error = f"{broken}; {error}" if error else broken
             db.run("UPDATE import_jobs SET status=?, error=?, finished_at=?, updated_at=? "
                    "WHERE job_id=?", (status, error, now, now, job_id))
@@ -628,6 +736,27 @@ class ProfileStore:
                 for r in self.db.all(f"SELECT {', '.join(cols)} FROM profiles ORDER BY id")]
 
 
+def line_check(job: dict[str, Any], *, complete: bool) -> dict[str, Any] | None:
+    """Every physical line consumed is in a record (imported or quarantined) or was a blank
+    line, and a complete job consumed every line of the file (as counted when it was hashed).
+    None for JSON arrays (an element may share lines with others) and before discovery."""
+    layout = job.get("layout") or {}
+    if layout.get("format") not in ("csv", "jsonl") or job.get("file_lines_lf") is None:
+        return None  # (a job started before lines were counted has nothing to check against)
+    first = int(layout.get("data_line") or 0)  # the header (and a sep= line)
+    consumed = first + job["record_lines"] + job["blank_lines"]
+    cr = (layout.get("dialect") or {}).get("lineterminator") == "\r"
+    in_file = job.get("file_lines_cr" if cr else "file_lines_lf")
+    ok = consumed == job["line_no"] and (not complete or in_file is None
+                                         or job["line_no"] == in_file)
+    detail = (f"{first:,} header + {job['record_lines']:,} in records + {job['blank_lines']:,} "
+              f"blank = {consumed:,} lines; parser at line {job['line_no']:,}"
+              + (f"; the file has {in_file:,}" if in_file is not None else ""))
+    return {"ok": ok, "header": first, "in_records": job["record_lines"],
+            "blank": job["blank_lines"], "consumed": job["line_no"], "in_file": in_file,
+            "detail": detail}
+
+
 def report_of(job: dict[str, Any], quarantined: int | None = None) -> dict[str, Any]:
     """The job report: counts, rates, grouped rejection reasons and the invariant check."""
     read = job["rows_read"]
@@ -643,6 +772,7 @@ def report_of(job: dict[str, Any], quarantined: int | None = None) -> dict[str, 
         "unchanged": job["unchanged"], "rejected": job["rejected"],
         "duplicates": job["updated"] + job["unchanged"],
         "invariant_ok": read == outcomes + rejected,
+        "lines": line_check(job, complete=job["status"] == "done"),
         "rejection_rate": round(job["rejected"] / read, 6) if read else 0.0,
         "duplicate_rate": round((job["updated"] + job["unchanged"]) / valid, 6) if valid else 0.0,
         "reasons": reasons,

@@ -148,6 +148,17 @@ async def test_batch_size_comes_from_the_config(shared: SharedState, inbox: Path
     assert job["status"] == "done" and job["batches"] == 4  # 200 rows / 50
 
 
+async def test_test_email_domains_come_from_the_config(shared: SharedState, inbox: Path,
+                                                      db_url: str) -> None:
+    write_csv(inbox / "qa.csv", [["QA", "qa@staging.test"]], header=["full_name", "email"])
+    await shared.update_config({"agents": {AGENT: {"options": {"test_email_domains": True}}}})
+    await tick(shared)
+    with store_of(db_url) as store:
+        [job] = store.jobs()
+        assert store.profile("email:qa@staging.test") is not None
+    assert (job["status"], job["inserted"], job["rejected"]) == ("done", 1, 0)
+
+
 async def test_files_still_being_written_wait_until_they_settle(
         shared: SharedState, inbox: Path, db_url: str) -> None:
     await shared.update_config({"agents": {AGENT: {"options": {

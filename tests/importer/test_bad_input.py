@@ -125,19 +125,29 @@ async def test_ragged_rows_are_quarantined(tmp_path: Path, url: str) -> None:
     assert "row has 4 fields" in rows[1]["reasons"][0]
 
 
-async def test_nul_characters_mid_file_are_stored_on_every_backend(
-        tmp_path: Path, url: str) -> None:
-    rows = people_rows(100)  # the NULs come after the 4 KB that the UTF-16 sniff looks at
-    rows.append(["Nul\x00Name", "nul@example.com", "", "Co\x00", "", "", ""])
-    rows.append(["Bad\x00", "bad@", "", "", "", "", ""])
+async def test_a_nul_byte_quarantines_its_row_not_the_file(tmp_path: Path, url: str) -> None:
+    rows = [["Nul\x00Name", "nul@example.com", "", "Co", "", "", ""],  # line 2: in the sniff
+            *people_rows(100),
+            ["Bad\x00", "bad@", "", "", "", "", ""]]                  # line 103
     report = await run_import(write_csv(tmp_path / "nul.csv", rows), url)
     assert report["status"] == "done" and report["read"] == 102 and balanced(report)
+    assert report["reasons"]["nul_byte"] == 2 and report["lines"]["ok"]
+    with store_of(url) as store:
+        assert store.profile("email:nul@example.com") is None
+        nul = [q for q in store.quarantined(report["job_id"]) if "nul_byte" in q["codes"]]
+    assert [q["line"] for q in nul] == [2, 103]
+    assert "a NUL byte at column 4" in nul[0]["reasons"][0]
+
+
+async def test_json_escaped_nul_is_stored_on_every_backend(tmp_path: Path, url: str) -> None:
+    path = tmp_path / "nul.jsonl"
+    path.write_text('{"email": "nul@example.com", "full_name": "Nul\\u0000Name"}\n')
+    report = await run_import(path, url)
+    assert (report["read"], report["inserted"]) == (1, 1)
     nul = "\ufffd" if url.startswith("postgresql://") else "\x00"  # PostgreSQL text has no NUL
     with store_of(url) as store:
         profile = store.profile("email:nul@example.com")
-        last = store.quarantined(report["job_id"])[-1]
     assert profile is not None and profile["full_name"] == f"Nul{nul}Name"
-    assert last["line"] == 103 and last["raw"].startswith(f"Bad{nul},bad@")
 
 
 async def test_invalid_json_lines_are_quarantined_with_line_numbers(

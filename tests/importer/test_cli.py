@@ -70,3 +70,19 @@ def test_human_report(tmp_path: Path, process_db_url: str) -> None:
     assert "accounting: read 120 = inserted 113 + updated 1 + unchanged 0 + rejected 6: ok" in out
     assert "rejected rows by reason: invalid e-mail 3, invalid JSON 2, not a JSON object 1" in out
     assert "bga import --show-rejected imp_" in out
+    blank = (SAMPLES / "02_leads.jsonl").read_bytes().count(b"\n\n")
+    assert f"lines: 0 header + 120 in records + {blank} blank = {120 + blank} lines; parser at " \
+           f"line {120 + blank}; the file has {120 + blank}: ok" in out
+
+
+def test_the_unclosed_quote_file_of_issue_14(tmp_path: Path) -> None:
+    """A quote left open on line 2 costs that line only: 100,000 rows after it import."""
+    path = tmp_path / "broken.csv"
+    path.write_text("email,full_name,company\nbroken@example.com,\"Ann,Acme\n"
+                    + "".join(f"p{i}@example.com,Person {i},Acme\n" for i in range(100_000)))
+    code, out = bga("import", str(path), "--db", f"sqlite:///{tmp_path / 'state.db'}", "--json")
+    report = json.loads(out)
+    assert code == 0 and report["status"] == "done"
+    assert (report["read"], report["inserted"], report["rejected"]) == (100_001, 100_000, 1)
+    assert report["reasons"] == {"unclosed_quote": 1} and report["invariant_ok"]
+    assert report["lines"]["ok"] and report["lines"]["consumed"] == 100_002
