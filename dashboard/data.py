@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
 import json
 import re
+import sqlite3
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -34,7 +36,7 @@ from state.models import PRIORITIES, InvalidInput
 from state.schema import TIER_WIDTH
 from state.settings import database_url
 
-__all__ = ["PRIORITIES", "InvalidInput", "Snapshot"]
+__all__ = ["PRIORITIES", "InvalidInput", "Snapshot", "Unavailable"]
 
 PRODUCER = "dashboard"
 LIVE_TTL_S = 1.0  # the live state is re-read at most once a second, whatever the sessions
@@ -42,6 +44,9 @@ CHECKPOINT_LIST_TTL_S = 30.0  # one new checkpoint per tick; listing reads every
 WINDOWS: dict[str, float] = {"1 h": 1, "24 h": 24, "7 d": 24 * 7}
 DEFAULT_INTERVAL_S = 60.0
 _UUID_EPOCH = 0x01B21DD213814000  # 1582-10-15 in 100 ns steps before the Unix epoch
+# The bridge mirrors the system's own runs (the local trace store, project "local") as series
+# ``langsmith_bridge/local/...``: useful to debug the runtime, noise to everyone else.
+INTERNAL_PREFIXES = ("langsmith_bridge/local/",)
 
 T = TypeVar("T")
 
@@ -57,6 +62,23 @@ class Snapshot:
     live: bool
     pending: int
     loaded_in_s: float
+    # values derived from this snapshot (shared by the views of one render and by every
+    # session reading the same cached snapshot); see ``_memo``
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+class Unavailable(Exception):
+    """The database cannot be read: missing (the dashboard never creates one), unreachable or
+    refused. The message says what was wrong and what to do; the pages show it instead of a
+    traceback."""
+
+
+def _memo(snap: Snapshot, key: Any, make: Callable[[], T]) -> T:
+    """``make()`` computed once per snapshot and key (a snapshot never changes)."""
+    try:
+        return snap.memo[key]  # type: ignore[no-any-return]
+    except KeyError:
+        return snap.memo.setdefault(key, make())  # type: ignore[no-any-return]
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -85,6 +107,22 @@ def _ts(iso: str) -> float:
 # -- loading ------------------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def _open(url: str, *, read_only: bool = True) -> AsyncIterator[SharedState]:
+    """``SharedState`` on an existing database only: a mistyped path or an unreachable server
+    is ``Unavailable`` with the reason, never a new empty database."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            shared = await stack.enter_async_context(SharedState.open(
+                url, producer=PRODUCER, read_only=read_only, must_exist=True))
+        except (ValueError, ConnectionError, OSError, sqlite3.DatabaseError) as exc:
+            raise Unavailable(f"Cannot open the state database {display_url(url)}: {exc}. "
+                              "Check `--db` / `BGA_DATABASE_URL`; the dashboard only opens "
+                              "an existing database (`bga run` or `bga demo` creates one) "
+                              "and retries on each refresh.") from None
+        yield shared
+
+
 async def _aload(url: str, checkpoint_id: str | None) -> Snapshot:
     started = time.perf_counter()
     with gc_paused():  # also around the queries' own allocations
@@ -92,7 +130,7 @@ async def _aload(url: str, checkpoint_id: str | None) -> Snapshot:
 
 
 async def _aload_state(url: str, checkpoint_id: str | None, started: float) -> Snapshot:
-    async with SharedState.open(url, producer=PRODUCER, read_only=True) as shared:
+    async with _open(url) as shared:
         if checkpoint_id is None:
             state = await shared.read()
             now = time.time()
@@ -149,7 +187,7 @@ def _id_time(checkpoint_id: str) -> float | None:
 
 async def _acheckpoints(url: str, limit: int | None) -> list[dict[str, Any]]:
     out = []
-    async with SharedState.open(url, producer=PRODUCER, read_only=True) as shared:
+    async with _open(url) as shared:
         lister = copy.copy(shared.backend.checkpointer)  # same connection, cheap serde
         lister.serde = _SkipValues()  # type: ignore[assignment]
         # naming the root namespace lets SQLite walk the primary key newest-first and stop at
@@ -187,7 +225,7 @@ def refresh() -> None:
 
 
 async def _write(url: str, action: str, *args: Any) -> Any:
-    async with SharedState.open(url, producer=PRODUCER) as shared:
+    async with _open(url, read_only=False) as shared:
         return await getattr(shared, action)(*args)
 
 
@@ -213,11 +251,17 @@ def request_optimization(url: str | None = None) -> None:
 
 
 def system_values(snap: Snapshot) -> dict[str, Any]:
-    return queries.system_state(snap.state, snap.now, snap.pending)["values"]
+    return summary(snap)["values"]
 
 
 def summary(snap: Snapshot) -> dict[str, Any]:
-    return queries.system_state(snap.state, snap.now, snap.pending)
+    return _memo(snap, "summary",
+                 lambda: queries.system_state(snap.state, snap.now, snap.pending))
+
+
+def is_internal(series: str) -> bool:
+    """A series of the system's own runs (hidden unless asked for)."""
+    return series.startswith(INTERNAL_PREFIXES)
 
 
 def _interval(agent: dict[str, Any], section: Any, now: float) -> float | None:
@@ -245,7 +289,7 @@ def agents(snap: Snapshot) -> list[dict[str, Any]]:
     config = queries.config_of(snap.state)
     lv = config.liveness
     errors = queries.error_patterns(snap.state, snap.now, time_window_hours=24 * 7)
-    series = queries.performance_summary(snap.state, 1, snap.now)["series"]
+    series = performance(snap, 1)["series"]
     rows = []
     for a in queries.agent_list(snap.state):
         last = a["last_heartbeat"] or a["registered_at"]
@@ -293,11 +337,23 @@ def liveness_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def performance(snap: Snapshot, hours: float) -> dict[str, Any]:
-    return queries.performance_summary(snap.state, hours, snap.now)
+    return _memo(snap, ("performance", hours),
+                 lambda: queries.performance_summary(snap.state, hours, snap.now))
 
 
 def series_points(snap: Snapshot, series: str, hours: float) -> list[dict[str, Any]]:
     return queries.series_points(snap.state, series, hours, snap.now)
+
+
+def bucket_width(snap: Snapshot, hours: float) -> int:
+    """Width in seconds of the buckets that serve a window of ``hours``."""
+    return TIER_WIDTH[queries.tier_for_window(snap.state, hours)]
+
+
+def last_sample(snap: Snapshot, series: str) -> float | None:
+    """Start of the newest bucket holding a sample of ``series`` (any tier), or None."""
+    tiers = ((snap.state.get("metrics") or {}).get(series) or {}).get("tiers") or {}
+    return max((float(b) for buckets in tiers.values() for b in buckets), default=None)
 
 
 def _bucket_starts(snap: Snapshot, hours: float) -> list[int]:

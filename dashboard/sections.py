@@ -59,13 +59,25 @@ def open_insights(snap: Snapshot) -> None:
         col.metric(f"Open {pri}", by_pri[pri], border=True)
 
 
+def series_label(series: str) -> str:
+    """``agent · metric`` for a series key ``agent/metric``."""
+    agent, _, name = series.partition("/")
+    return f"{agent} · {name}" if name else series
+
+
+def key_metric(agent: dict[str, Any]) -> dict[str, Any] | None:
+    """The agent's busiest series, its own ones before the internal ones."""
+    return min(agent["metrics"], key=lambda m: (data.is_internal(m["series"]), -m["count"]),
+               default=None)
+
+
 def agents_table(snap: Snapshot, agents: list[dict[str, Any]], *, full: bool = False) -> None:
     if not agents:
         ui.empty(NO_AGENTS)
         return
     rows = []
     for a in agents:
-        key = max(a["metrics"], key=lambda m: m["count"], default=None)
+        key = key_metric(a)
         row = {"agent": a["agent_id"], "liveness": a["liveness_now"], "status": a["status"],
                "last heartbeat": ui.age(a["heartbeat_age_s"])}
         if full:
@@ -75,11 +87,16 @@ def agents_table(snap: Snapshot, agents: list[dict[str, Any]], *, full: bool = F
                     if key else "—",
                     "activity (1 h)": a["activity"]}
         rows.append(row)
-    order = ["agent", "status", "liveness", "last heartbeat", "runs on", "last error",
-             "activity (1 h)", "key metric", "kind", "schedule", "heartbeats"]
+    # what matters first, the long free text last: at 1400 px everything up to "runs on" shows
+    order = ["agent", "status", "liveness", "last heartbeat", "kind", "schedule", "key metric",
+             "activity (1 h)", "runs on", "heartbeats", "last error"]
     config = {"activity (1 h)": st.column_config.BarChartColumn(
-                  y_min=0, help="samples reported per minute over the last hour"),
-              "last error": st.column_config.TextColumn(width="medium")}
+                  y_min=0, width="small", help="samples reported per minute over the last hour"),
+              "agent": st.column_config.TextColumn(pinned=True),
+              "key metric": st.column_config.TextColumn(
+                  help="p95 over the last hour of the agent's busiest series"),
+              "heartbeats": st.column_config.NumberColumn(width="small"),
+              "last error": st.column_config.TextColumn(width="large")}
     ui.table([{k: r[k] for k in order if k in r} for r in rows], status=("status", "liveness"),
              column_config=config)
 
@@ -96,37 +113,57 @@ def processes_table(rows: list[dict[str, Any]]) -> None:
                "agents": ", ".join(r["agents"]) or "—"} for r in rows])
 
 
-def agent_metrics(agents: list[dict[str, Any]], per_agent: int = 4) -> None:
-    """A card per agent and series (its busiest ``per_agent``): p95 over the last hour, and
-    p50 per minute as a line."""
-    cards = [(a["agent_id"], m) for a in agents
-             for m in sorted(a["metrics"], key=lambda m: -m["count"])[:per_agent]]
-    if not cards:
+def agent_metrics(agents: list[dict[str, Any]], *, internal: bool = False,
+                  per_agent: int = 8, per_row: int = 4) -> None:
+    """Per agent, a card per series (its busiest ``per_agent``): p95 over the last hour, and
+    p50 per minute as a line. Internal series only when ``internal``."""
+    shown = hidden = internal_hidden = 0
+    for a in agents:
+        own = [m for m in a["metrics"] if internal or not data.is_internal(m["series"])]
+        internal_hidden += len(a["metrics"]) - len(own)
+        own.sort(key=lambda m: -m["count"])
+        hidden += max(0, len(own) - per_agent)
+        if not own:
+            continue
+        shown += 1
+        st.markdown(f"**{a['agent_id']}** · {a['kind']} · {len(own)} series")
+        cards = own[:per_agent]
+        for row in range(0, len(cards), per_row):
+            cols = st.columns(per_row)
+            for col, m in zip(cols, cards[row:row + per_row], strict=False):
+                col.metric(
+                    m["name"], ui.num(m["p95"], m["unit"]),
+                    help=f"`{m['series']}`, p95 over the last hour: {m['count']:,} samples; "
+                         f"p50 {ui.num(m['p50'], m['unit'])}, p99 {ui.num(m['p99'], m['unit'])};"
+                         " the line is p50 per minute",
+                    chart_data=m["spark"] if len(m["spark"]) > 1 else None, border=True)
+    if not shown:
         ui.empty("No agent has reported a metric in the last hour.")
-    hidden = sum(len(a["metrics"]) for a in agents) - len(cards)
+    notes = []
     if hidden:
-        st.caption(f"The {per_agent} busiest series of each agent; {hidden} more on the "
-                   "Performance page.")
-    for row in range(0, len(cards), 4):
-        cols = st.columns(4)
-        for col, (agent_id, m) in zip(cols, cards[row:row + 4], strict=False):
-            col.metric(
-                f"{agent_id} · {m['name']} · p95", ui.num(m["p95"], m["unit"]),
-                help=f"last hour: {m['count']:,} samples; p50 {ui.num(m['p50'], m['unit'])}, "
-                     f"p99 {ui.num(m['p99'], m['unit'])}; the line is p50 per minute",
-                chart_data=m["spark"] if len(m["spark"]) > 1 else None, border=True)
+        notes.append(f"{hidden} quieter series are on the Performance page")
+    if internal_hidden:
+        notes.append(f"{internal_hidden} internal series hidden")
+    if notes:
+        st.caption("; ".join(notes) + ".")
 
 
-def performance_table(perf: dict[str, Any]) -> None:
+def performance_table(perf: dict[str, Any], *, hidden: int = 0) -> None:
+    """One row per series, grouped by agent (``hidden``: internal series left out)."""
     if not perf["series"]:
         ui.empty(NO_METRICS)
         return
-    rows = [{"series": name, "count": s["count"], "rate / s": s["rate"], "mean": s["mean"],
-             "p50": s["p50"], "p95": s["p95"], "p99": s["p99"], "min": s["min"],
-             "max": s["max"], "unit": s["unit"] or ""} for name, s in perf["series"].items()]
-    fmt = {k: st.column_config.NumberColumn(format="%.2f")
-           for k in ("rate / s", "mean", "p50", "p95", "p99", "min", "max")}
+    rows = [{"agent": s["source_agent"], "series": s["name"], "count": s["count"],
+             "rate / s": s["rate"], "mean": s["mean"], "p50": s["p50"], "p95": s["p95"],
+             "p99": s["p99"], "min": s["min"], "max": s["max"], "unit": s["unit"] or ""}
+            for _, s in sorted(perf["series"].items())]
+    fmt: dict[str, Any] = {k: st.column_config.NumberColumn(format="%.2f")
+                           for k in ("rate / s", "mean", "p50", "p95", "p99", "min", "max")}
+    fmt["agent"] = st.column_config.TextColumn(pinned=True)
+    fmt["series"] = st.column_config.TextColumn(width="medium")
     ui.table(rows, column_config=fmt)
+    if hidden:
+        st.caption(f"{hidden} internal series hidden.")
 
 
 def error_table(patterns: list[dict[str, Any]], hours: float) -> None:
@@ -173,4 +210,6 @@ def snapshot_view(snap: Snapshot) -> None:
     with tabs[2]:
         error_table(data.error_patterns(snap, 24), 24)
     with tabs[3]:
-        performance_table(data.performance(snap, 1))
+        perf = data.performance(snap, 1)
+        own = {n: s for n, s in perf["series"].items() if not data.is_internal(n)}
+        performance_table({**perf, "series": own}, hidden=len(perf["series"]) - len(own))
