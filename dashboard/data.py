@@ -28,7 +28,7 @@ import streamlit as st
 from croniter import croniter
 from langgraph.checkpoint.base.id import UUID as CheckpointUUID
 
-from state import queries
+from state import queries, sketch
 from state.api import SharedState
 from state.checkpoints import gc_paused, load_values
 from state.config import flatten
@@ -283,13 +283,15 @@ def _schedule(agent: dict[str, Any]) -> str:
     return "—"
 
 
-def agents(snap: Snapshot) -> list[dict[str, Any]]:
+def agents(snap: Snapshot, *, metrics: bool = True) -> list[dict[str, Any]]:
     """One row per agent, liveness judged now from heartbeat age (as the coordinator does), so
-    it is right even when no ticker is running; ``verdict`` is the coordinator's last word."""
+    it is right even when no ticker is running; ``verdict`` is the coordinator's last word.
+    ``metrics=False`` leaves out the per-series summaries (``metrics`` empty, ``activity``
+    zeros): the costly part with hundreds of series, not needed by a liveness table."""
     config = queries.config_of(snap.state)
     lv = config.liveness
     errors = queries.error_patterns(snap.state, snap.now, time_window_hours=24 * 7)
-    series = performance(snap, 1)["series"]
+    series = performance(snap, 1)["series"] if metrics else {}
     rows = []
     for a in queries.agent_list(snap.state):
         last = a["last_heartbeat"] or a["registered_at"]
@@ -304,25 +306,31 @@ def agents(snap: Snapshot) -> list[dict[str, Any]]:
             newest = max(own, key=lambda p: p["last_seen"], default=None)
             if newest is not None:
                 last_error = f"{newest['error_type']}: {newest['sample_message']}"
-        metrics = [_with_spark(snap, name, s) for name, s in series.items()
-                   if s["source_agent"] == a["agent_id"]]
-        activity = [sum(c) for c in zip(*(m["activity"] for m in metrics), strict=True)] \
+        own = [_with_activity(snap, name, s) for name, s in series.items()
+               if s["source_agent"] == a["agent_id"]]
+        activity = [sum(c) for c in zip(*(m["activity"] for m in own), strict=True)] \
             or [0] * len(_bucket_starts(snap, 1))
         rows.append({**a, "schedule_text": _schedule(a), "liveness_now": liveness,
                      "verdict": a["liveness"], "heartbeat_age_s": age,
                      "expected_interval_s": interval, "last_error": last_error or "",
-                     "metrics": metrics, "activity": activity})
+                     "metrics": own, "activity": activity})
     return rows
 
 
-def _with_spark(snap: Snapshot, series: str, stats: dict[str, Any]) -> dict[str, Any]:
-    """A series' last-hour summary plus per-minute p50 (``spark``) and counts (``activity``)."""
-    starts = _bucket_starts(snap, 1)
-    by_bucket = {p["bucket"]: p for p in queries.series_points(snap.state, series, 1, snap.now)}
-    points = [by_bucket.get(b) for b in starts]
+def _with_activity(snap: Snapshot, series: str, stats: dict[str, Any]) -> dict[str, Any]:
+    """A series' last-hour summary plus its sample count per bucket (``activity``), read off
+    the buckets without decoding a sketch (``spark`` gives the p50 line, on demand)."""
+    buckets = ((snap.state.get("metrics") or {}).get(series) or {}).get("tiers", {}).get(
+        queries.tier_for_window(snap.state, 1), {})
     return {"series": series, **stats,
-            "spark": [p["p50"] for p in points if p is not None],
-            "activity": [p["count"] if p is not None else 0 for p in points]}
+            "activity": [int(buckets[b][sketch.COUNT]) if b in buckets else 0
+                         for b in _bucket_starts(snap, 1)]}
+
+
+def spark(snap: Snapshot, series: str) -> list[float]:
+    """p50 per bucket over the last hour, oldest first (the line on a metric card)."""
+    return _memo(snap, ("spark", series), lambda: [
+        p["p50"] for p in queries.series_points(snap.state, series, 1, snap.now)])
 
 
 def processes(snap: Snapshot) -> list[dict[str, Any]]:

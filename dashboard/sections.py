@@ -113,7 +113,7 @@ def processes_table(rows: list[dict[str, Any]]) -> None:
                "agents": ", ".join(r["agents"]) or "—"} for r in rows])
 
 
-def agent_metrics(agents: list[dict[str, Any]], *, internal: bool = False,
+def agent_metrics(snap: Snapshot, agents: list[dict[str, Any]], *, internal: bool = False,
                   per_agent: int = 8, per_row: int = 4) -> None:
     """Per agent, a card per series (its busiest ``per_agent``): p95 over the last hour, and
     p50 per minute as a line. Internal series only when ``internal``."""
@@ -131,12 +131,13 @@ def agent_metrics(agents: list[dict[str, Any]], *, internal: bool = False,
         for row in range(0, len(cards), per_row):
             cols = st.columns(per_row)
             for col, m in zip(cols, cards[row:row + per_row], strict=False):
+                line = data.spark(snap, m["series"])
                 col.metric(
                     m["name"], ui.num(m["p95"], m["unit"]),
                     help=f"`{m['series']}`, p95 over the last hour: {m['count']:,} samples; "
                          f"p50 {ui.num(m['p50'], m['unit'])}, p99 {ui.num(m['p99'], m['unit'])};"
                          " the line is p50 per minute",
-                    chart_data=m["spark"] if len(m["spark"]) > 1 else None, border=True)
+                    chart_data=line if len(line) > 1 else None, border=True)
     if not shown:
         ui.empty("No agent has reported a metric in the last hour.")
     notes = []
@@ -193,23 +194,44 @@ def insight_rows(insights: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for i in insights]
 
 
+SNAPSHOT_PARTS = ("Agents", "Insights", "Error patterns (24 h)", "Performance (1 h)")
+
+
 def snapshot_view(snap: Snapshot) -> None:
-    """Everything about one snapshot, read-only (the time-travel page)."""
-    agents = data.agents(snap)
-    health(snap, agents)
+    """Everything about one snapshot, read-only (the time-travel page); one part at a time,
+    rendered when picked (a full state has hundreds of insights, patterns and series)."""
+    health(snap, data.agents(snap, metrics=False))
     open_insights(snap)
-    tabs = st.tabs(["Agents", "Insights", "Error patterns (24 h)", "Performance (1 h)"])
-    with tabs[0]:
-        agents_table(snap, agents, full=True)
-    with tabs[1]:
+    part = st.segmented_control("Show", SNAPSHOT_PARTS, default=SNAPSHOT_PARTS[0],
+                                key="tt_part", required=True) or SNAPSHOT_PARTS[0]
+    if part == "Agents":
+        agents_table(snap, data.agents(snap), full=True)
+    elif part == "Insights":
         rows = insight_rows(data.insights(snap))
         if rows:
-            ui.table(rows, status=("priority",))
+            paged(rows, key="tt_insights", status=("priority",))
         else:
             ui.empty("No insights in this checkpoint.")
-    with tabs[2]:
+    elif part.startswith("Error"):
         error_table(data.error_patterns(snap, 24), 24)
-    with tabs[3]:
+    else:
         perf = data.performance(snap, 1)
         own = {n: s for n, s in perf["series"].items() if not data.is_internal(n)}
         performance_table({**perf, "series": own}, hidden=len(perf["series"]) - len(own))
+
+
+PAGE_ROWS = 100
+
+
+def paged(rows: list[dict[str, Any]], *, key: str, status: tuple[str, ...] = (),
+          column_config: dict[str, Any] | None = None, size: int = PAGE_ROWS) -> None:
+    """A table of at most ``size`` rows with a page picker below it when there are more."""
+    pages = max(1, -(-len(rows) // size))
+    page = min(max(int(st.session_state.get(key, 1)), 1), pages)
+    st.session_state[key] = page  # before the widget: clamped when the rows shrank
+    ui.table(rows[(page - 1) * size:page * size], status=status, column_config=column_config)
+    if pages > 1:
+        c1, c2 = st.columns([1, 4], vertical_alignment="center")
+        c1.number_input("Page", min_value=1, max_value=pages, key=key)
+        c2.caption(f"rows {(page - 1) * size + 1}–{min(page * size, len(rows))} of "
+                   f"{len(rows):,}")

@@ -20,7 +20,7 @@ def body() -> None:
         internal = toggle.toggle("Show internal series", key="agents_internal",
                                  help="The system's own runs, mirrored by the bridge "
                                       "(`langsmith_bridge/local/...`).")
-        sections.agent_metrics(agents, internal=internal)
+        sections.agent_metrics(snap, agents, internal=internal)
     st.subheader("Processes")
     st.caption("The coordinator that led the last tick and every `bga worker`, on any host "
                "that shares this database.")

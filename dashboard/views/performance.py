@@ -152,9 +152,10 @@ def body() -> None:
     st.subheader("Charts")
     chosen = st.multiselect("Series to chart (default: the busiest)", names, key="perf_series",
                             format_func=sections.series_label)
-    for name in chosen:
-        st.markdown(f"**{sections.series_label(name)}**")
-        charts(snap, name, hours, end, series[name]["unit"])
+    for n, name in enumerate(chosen):
+        with st.container(key=f"perf_chart_{n}"):  # a stable handle for the browser test
+            st.markdown(f"**{sections.series_label(name)}**")
+            charts(snap, name, hours, end, series[name]["unit"])
     st.subheader("One series in detail")
     detail = st.selectbox("Series", names, index=None, key="perf_detail",
                           format_func=sections.series_label, placeholder="Pick a series")
