@@ -179,7 +179,7 @@ def error_table(patterns: list[dict[str, Any]], hours: float) -> None:
             for p in patterns]
     width = patterns[0]["trend_bucket_s"]
     per = "minute" if width == 60 else "hour" if width == 3600 else "day"
-    config = {"message": st.column_config.TextColumn(width="medium"),
+    config = {"message": st.column_config.TextColumn(width="large"),
               "count": st.column_config.NumberColumn(help=f"occurrences in the last {hours:g} h"),
               "total": st.column_config.NumberColumn(help="occurrences ever recorded"),
               "trend": st.column_config.BarChartColumn(f"trend (per {per})", y_min=0)}

@@ -38,7 +38,7 @@ def chart(rows: list[dict[str, Any]], start: float, end: float, *, kind: str, y:
     """A Vega-Lite chart from a spec (an Altair-built chart costs ~100 ms each to build).
 
     ``kind="quantiles"``: p50 / p95 / p99 lines with a point per bucket (at the bucket's
-    middle); ``kind="rate"``: one bar per bucket spanning it (``from`` to ``to``)."""
+    middle); ``kind="rate"``: one bar per bucket spanning it (``from`` to ``to``), from 0."""
     x = {"type": "temporal", **time_axis(start, end)}
     when = {"field": "from", "type": "temporal", "title": "bucket from",
             "format": "%Y-%m-%d %H:%M"}
@@ -53,10 +53,11 @@ def chart(rows: list[dict[str, Any]], start: float, end: float, *, kind: str, y:
     else:
         encoding = {
             "x": {"field": "from", **x}, "x2": {"field": "to"},
-            "y": {"field": "rate", "type": "quantitative", "title": y},
+            "y": {"field": "rate", "type": "quantitative", "title": y}, "y2": {"datum": 0},
             "tooltip": [when, {"field": "count", "title": "samples"},
                         {"field": "rate", "format": ",.3f", "title": "per second"}]}
-        mark = {"type": "bar", "clip": True, "binSpacing": 0}
+        # a rect from (from, 0) to (to, rate): a bar with x2 alone would lie on its side
+        mark = {"type": "rect", "clip": True}
     st.vega_lite_chart(rows, {"mark": mark, "encoding": encoding, "height": height},
                        width="stretch")
 

@@ -288,7 +288,8 @@ def test_performance_charts_span_their_window(tmp_path: Path, processes: Process
                 page.screenshot(path=str(tmp_path / f"performance-{window}.png"))
             page.get_by_role("radio", name="1 h", exact=True).click()
             sparse = page.locator(".st-key-perf_chart_1")
-            expect(sparse.locator("g.mark-symbol.role-mark path")).to_have_count(6)  # 2 buckets x 3 q
+            # two buckets x three quantiles
+            expect(sparse.locator("g.mark-symbol.role-mark path")).to_have_count(6)
             points = sparse.evaluate(CHART_MARKS_JS)[0]["points"]
             middles = sorted({round((a + b) / 2, 2) for a, b in points})
             # minute buckets drawn at their middle; the window's start is rounded to a minute
@@ -373,7 +374,7 @@ def test_screenshot_every_page(tmp_path: Path, processes: Processes) -> None:
         browser, page, outbound = open_browser(sync_api, pw)
         try:
             for name in PAGES:
-                page.goto(f"http://127.0.0.1:{port}/{name}")
+                page.goto(f"http://127.0.0.1:{port}/{'' if name == 'overview' else name}")
                 main = page.get_by_test_id("stMain")
                 expect(main.get_by_role("heading", level=1)).to_be_visible()
                 expect(main.get_by_test_id("stCaptionContainer").first).to_be_visible()
@@ -381,10 +382,14 @@ def test_screenshot_every_page(tmp_path: Path, processes: Processes) -> None:
                     expect(page.locator(".st-key-perf_chart_0 g.mark-symbol.role-mark path").first
                            ).to_be_attached()
                 if name == "time_travel":
-                    page.get_by_test_id("stSelectbox").first.click()
+                    main.get_by_test_id("stSelectbox").first.click()
                     page.get_by_role("option").first.click()
                     expect(main.get_by_test_id("stMetric").first).to_be_visible()
                 page.wait_for_load_state("networkidle")
+                # drawn, not placeholders of a script still running
+                expect(page.get_by_test_id("stStatusWidgetRunningIcon")).to_have_count(0)
+                expect(page.get_by_test_id("stSkeleton")).to_have_count(0)
+                expect(page.locator("[data-stale='true']")).to_have_count(0)
                 expect(page.get_by_test_id("stException")).to_have_count(0)
                 height = main.evaluate("m => m.scrollHeight")
                 page.set_viewport_size({"width": 1400, "height": max(1000, int(height))})
