@@ -401,3 +401,38 @@ def test_agents_page_shows_every_process_of_every_host(db_url: str, dash: Any) -
     assert table.loc[me, "role"] == "coordinator (leader), coordinator-only"
     agents = frame(at).set_index("agent")
     assert agents.loc["mirror", "runs on"] == "worker host-b:202"
+
+
+# -- a database the dashboard cannot read ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", ["overview", "agents", "performance", "errors", "insights",
+                                  "optimizations", "configuration", "time_travel", "export"])
+def test_a_mistyped_sqlite_path_is_a_message_and_creates_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: str) -> None:
+    missing = tmp_path / "no-such-dir" / "stat.db"
+    monkeypatch.setenv("BGA_DATABASE_URL", f"sqlite:///{missing}")
+    data.refresh()
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("Cannot open the state database"), errors
+    assert f"no state database at {missing}" in errors[0]
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_an_unreachable_server_is_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("BGA_DATABASE_URL", f"postgresql://postgres:s3cret@127.0.0.1:{port}/x")
+    data.refresh()
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    [error] = [e.value for e in at.error]
+    assert error.startswith("Cannot open the state database postgresql://postgres:***@")
+    assert "cannot connect to PostgreSQL" in error
+    assert "s3cret" not in error
