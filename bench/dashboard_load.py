@@ -51,6 +51,7 @@ PAGES: list[tuple[str, str, dict[str, str]]] = [
     ("overview", "overview", {}),
     ("agents", "agents", {}),
     ("performance, 1 h", "performance", {}),
+    ("performance, 24 h", "performance", {"perf_window": "24 h"}),
     ("performance, 7 d", "performance", {"perf_window": "7 d"}),
     ("error patterns, 24 h", "errors", {}),
     ("insights", "insights", {}),

@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures
+import contextlib
 import copy
 import json
 import re
+import sqlite3
 import time
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TypeVar
@@ -25,15 +27,15 @@ from typing import Any, TypeVar
 import streamlit as st
 from langgraph.checkpoint.base.id import UUID as CheckpointUUID
 
-from state import lifecycle, queries
+from state import lifecycle, queries, sketch
 from state.api import SharedState
 from state.checkpoints import gc_paused, load_values
-from state.config import flatten
+from state.config import RulesConfig, flatten
 from state.models import ACTIONABLE, InvalidInput
 from state.schema import TIER_WIDTH
 from state.settings import database_url
 
-__all__ = ["PRIORITIES", "InvalidInput", "Snapshot"]
+__all__ = ["PRIORITIES", "InvalidInput", "Snapshot", "Unavailable"]
 
 # Priorities the views count and filter as something to act on ("info" insights, such as an
 # import that completed, are listed but never counted as open work).
@@ -59,6 +61,23 @@ class Snapshot:
     live: bool
     pending: int
     loaded_in_s: float
+    # values derived from this snapshot (shared by the views of one render and by every
+    # session reading the same cached snapshot); see ``_memo``
+    memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+
+
+class Unavailable(Exception):
+    """The database cannot be read: missing (the dashboard never creates one), unreachable or
+    refused. The message says what was wrong and what to do; the pages show it instead of a
+    traceback."""
+
+
+def _memo(snap: Snapshot, key: Any, make: Callable[[], T]) -> T:
+    """``make()`` computed once per snapshot and key (a snapshot never changes)."""
+    try:
+        return snap.memo[key]  # type: ignore[no-any-return]
+    except KeyError:
+        return snap.memo.setdefault(key, make())  # type: ignore[no-any-return]
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -87,6 +106,22 @@ def _ts(iso: str) -> float:
 # -- loading ------------------------------------------------------------------------------------
 
 
+@contextlib.asynccontextmanager
+async def _open(url: str, *, read_only: bool = True) -> AsyncIterator[SharedState]:
+    """``SharedState`` on an existing database only: a mistyped path or an unreachable server
+    is ``Unavailable`` with the reason, never a new empty database."""
+    async with contextlib.AsyncExitStack() as stack:
+        try:
+            shared = await stack.enter_async_context(SharedState.open(
+                url, producer=PRODUCER, read_only=read_only, must_exist=True))
+        except (ValueError, ConnectionError, OSError, sqlite3.DatabaseError) as exc:
+            raise Unavailable(f"Cannot open the state database {display_url(url)}: {exc}. "
+                              "Check `--db` / `BGA_DATABASE_URL`; the dashboard only opens "
+                              "an existing database (`bga run` or `bga demo` creates one) "
+                              "and retries on each refresh.") from None
+        yield shared
+
+
 async def _aload(url: str, checkpoint_id: str | None) -> Snapshot:
     started = time.perf_counter()
     with gc_paused():  # also around the queries' own allocations
@@ -94,7 +129,7 @@ async def _aload(url: str, checkpoint_id: str | None) -> Snapshot:
 
 
 async def _aload_state(url: str, checkpoint_id: str | None, started: float) -> Snapshot:
-    async with SharedState.open(url, producer=PRODUCER, read_only=True) as shared:
+    async with _open(url) as shared:
         if checkpoint_id is None:
             state = await shared.read()
             now = time.time()
@@ -151,7 +186,7 @@ def _id_time(checkpoint_id: str) -> float | None:
 
 async def _acheckpoints(url: str, limit: int | None) -> list[dict[str, Any]]:
     out = []
-    async with SharedState.open(url, producer=PRODUCER, read_only=True) as shared:
+    async with _open(url) as shared:
         lister = copy.copy(shared.backend.checkpointer)  # same connection, cheap serde
         lister.serde = _SkipValues()  # type: ignore[assignment]
         # naming the root namespace lets SQLite walk the primary key newest-first and stop at
@@ -189,7 +224,7 @@ def refresh() -> None:
 
 
 async def _write(url: str, action: str, *args: Any) -> Any:
-    async with SharedState.open(url, producer=PRODUCER) as shared:
+    async with _open(url, read_only=False) as shared:
         return await getattr(shared, action)(*args)
 
 
@@ -242,11 +277,23 @@ def request_optimization(url: str | None = None) -> None:
 
 
 def system_values(snap: Snapshot) -> dict[str, Any]:
-    return queries.system_state(snap.state, snap.now, snap.pending)["values"]
+    return summary(snap)["values"]
 
 
 def summary(snap: Snapshot) -> dict[str, Any]:
-    return queries.system_state(snap.state, snap.now, snap.pending)
+    return _memo(snap, "summary",
+                 lambda: queries.system_state(snap.state, snap.now, snap.pending))
+
+
+def is_internal(series: str, snap: Snapshot | None = None) -> bool:
+    """A series of the system's own runs (``rules.internal_series`` of the snapshot's config,
+    or the default; hidden unless asked for)."""
+    if snap is None:
+        globs = RulesConfig().internal_series
+    else:
+        globs = _memo(snap, "internal_globs",
+                      lambda: queries.config_of(snap.state).rules.internal_series)
+    return queries.is_internal_series(series, globs)
 
 
 def _schedule(agent: dict[str, Any]) -> str:
@@ -257,12 +304,14 @@ def _schedule(agent: dict[str, Any]) -> str:
     return "—"
 
 
-def agents(snap: Snapshot) -> list[dict[str, Any]]:
+def agents(snap: Snapshot, *, metrics: bool = True) -> list[dict[str, Any]]:
     """One row per agent with the one liveness verdict (``queries.agent_liveness``, judged at
     the snapshot's time, so it is right even when no ticker is running); ``status`` never
-    contradicts it (a dead agent's status is ``dead``)."""
+    contradicts it (a dead agent's status is ``dead``). ``metrics=False`` leaves out the
+    per-series summaries (``metrics`` empty, ``activity`` zeros): the costly part with hundreds
+    of series, not needed by a liveness table."""
     errors = queries.error_patterns(snap.state, snap.now, time_window_hours=24 * 7)
-    series = queries.performance_summary(snap.state, 1, snap.now)["series"]
+    series = performance(snap, 1)["series"] if metrics else {}
     judged = queries.liveness(snap.state, snap.now)["agents"]
     rows = []
     for a in queries.agent_list(snap.state, snap.now):
@@ -272,14 +321,14 @@ def agents(snap: Snapshot) -> list[dict[str, Any]]:
             newest = max(own, key=lambda p: p["last_seen"], default=None)
             if newest is not None:
                 last_error = f"{newest['error_type']}: {newest['sample_message']}"
-        metrics = [_with_spark(snap, name, s) for name, s in series.items()
-                   if s["source_agent"] == a["agent_id"]]
-        activity = [sum(c) for c in zip(*(m["activity"] for m in metrics), strict=True)] \
+        own = [_with_activity(snap, name, s) for name, s in series.items()
+               if s["source_agent"] == a["agent_id"]]
+        activity = [sum(c) for c in zip(*(m["activity"] for m in own), strict=True)] \
             or [0] * len(_bucket_starts(snap, 1))
         rows.append({**a, "schedule_text": _schedule(a), "liveness_now": a["liveness"],
                      "verdict": a["liveness"], "heartbeat_age_s": judged[a["agent_id"]]["age_s"],
                      "last_error": last_error or "",
-                     "metrics": metrics, "activity": activity})
+                     "metrics": own, "activity": activity})
     return rows
 
 
@@ -288,14 +337,20 @@ def scheduler(snap: Snapshot) -> dict[str, Any]:
     return queries.liveness(snap.state, snap.now)["scheduler"]
 
 
-def _with_spark(snap: Snapshot, series: str, stats: dict[str, Any]) -> dict[str, Any]:
-    """A series' last-hour summary plus per-minute p50 (``spark``) and counts (``activity``)."""
-    starts = _bucket_starts(snap, 1)
-    by_bucket = {p["bucket"]: p for p in queries.series_points(snap.state, series, 1, snap.now)}
-    points = [by_bucket.get(b) for b in starts]
+def _with_activity(snap: Snapshot, series: str, stats: dict[str, Any]) -> dict[str, Any]:
+    """A series' last-hour summary plus its sample count per bucket (``activity``), read off
+    the buckets without decoding a sketch (``spark`` gives the p50 line, on demand)."""
+    buckets = ((snap.state.get("metrics") or {}).get(series) or {}).get("tiers", {}).get(
+        queries.tier_for_window(snap.state, 1), {})
     return {"series": series, **stats,
-            "spark": [p["p50"] for p in points if p is not None],
-            "activity": [p["count"] if p is not None else 0 for p in points]}
+            "activity": [int(buckets[b][sketch.COUNT]) if b in buckets else 0
+                         for b in _bucket_starts(snap, 1)]}
+
+
+def spark(snap: Snapshot, series: str) -> list[float]:
+    """p50 per bucket over the last hour, oldest first (the line on a metric card)."""
+    return _memo(snap, ("spark", series), lambda: [
+        p["p50"] for p in queries.series_points(snap.state, series, 1, snap.now)])
 
 
 def processes(snap: Snapshot) -> list[dict[str, Any]]:
@@ -310,11 +365,23 @@ def liveness_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
 
 
 def performance(snap: Snapshot, hours: float) -> dict[str, Any]:
-    return queries.performance_summary(snap.state, hours, snap.now)
+    return _memo(snap, ("performance", hours),
+                 lambda: queries.performance_summary(snap.state, hours, snap.now))
 
 
 def series_points(snap: Snapshot, series: str, hours: float) -> list[dict[str, Any]]:
     return queries.series_points(snap.state, series, hours, snap.now)
+
+
+def bucket_width(snap: Snapshot, hours: float) -> int:
+    """Width in seconds of the buckets that serve a window of ``hours``."""
+    return TIER_WIDTH[queries.tier_for_window(snap.state, hours)]
+
+
+def last_sample(snap: Snapshot, series: str) -> float | None:
+    """Start of the newest bucket holding a sample of ``series`` (any tier), or None."""
+    tiers = ((snap.state.get("metrics") or {}).get(series) or {}).get("tiers") or {}
+    return max((float(b) for buckets in tiers.values() for b in buckets), default=None)
 
 
 def _bucket_starts(snap: Snapshot, hours: float) -> list[int]:

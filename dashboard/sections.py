@@ -59,13 +59,25 @@ def open_insights(snap: Snapshot) -> None:
         col.metric(f"Open {pri}", by_pri[pri], border=True)
 
 
+def series_label(series: str) -> str:
+    """``agent · metric`` for a series key ``agent/metric``."""
+    agent, _, name = series.partition("/")
+    return f"{agent} · {name}" if name else series
+
+
+def key_metric(snap: Snapshot, agent: dict[str, Any]) -> dict[str, Any] | None:
+    """The agent's busiest series, its own ones before the internal ones."""
+    return min(agent["metrics"], key=lambda m: (data.is_internal(m["series"], snap), -m["count"]),
+               default=None)
+
+
 def agents_table(snap: Snapshot, agents: list[dict[str, Any]], *, full: bool = False) -> None:
     if not agents:
         ui.empty(NO_AGENTS)
         return
     rows = []
     for a in agents:
-        key = max(a["metrics"], key=lambda m: m["count"], default=None)
+        key = key_metric(snap, a)
         row = {"agent": a["agent_id"], "liveness": a["liveness_now"], "status": a["status"],
                "last heartbeat": ui.age(a["heartbeat_age_s"])}
         if full:
@@ -75,11 +87,16 @@ def agents_table(snap: Snapshot, agents: list[dict[str, Any]], *, full: bool = F
                     if key else "—",
                     "activity (1 h)": a["activity"]}
         rows.append(row)
-    order = ["agent", "status", "liveness", "last heartbeat", "runs on", "last error",
-             "activity (1 h)", "key metric", "kind", "schedule", "heartbeats"]
+    # what matters first, the long free text last: at 1400 px everything up to "runs on" shows
+    order = ["agent", "status", "liveness", "last heartbeat", "kind", "schedule", "key metric",
+             "activity (1 h)", "runs on", "heartbeats", "last error"]
     config = {"activity (1 h)": st.column_config.BarChartColumn(
-                  y_min=0, help="samples reported per minute over the last hour"),
-              "last error": st.column_config.TextColumn(width="medium")}
+                  y_min=0, width="small", help="samples reported per minute over the last hour"),
+              "agent": st.column_config.TextColumn(pinned=True),
+              "key metric": st.column_config.TextColumn(
+                  help="p95 over the last hour of the agent's busiest series"),
+              "heartbeats": st.column_config.NumberColumn(width="small"),
+              "last error": st.column_config.TextColumn(width="large")}
     ui.table([{k: r[k] for k in order if k in r} for r in rows], status=("status", "liveness"),
              column_config=config)
 
@@ -96,37 +113,58 @@ def processes_table(rows: list[dict[str, Any]]) -> None:
                "agents": ", ".join(r["agents"]) or "—"} for r in rows])
 
 
-def agent_metrics(agents: list[dict[str, Any]], per_agent: int = 4) -> None:
-    """A card per agent and series (its busiest ``per_agent``): p95 over the last hour, and
-    p50 per minute as a line."""
-    cards = [(a["agent_id"], m) for a in agents
-             for m in sorted(a["metrics"], key=lambda m: -m["count"])[:per_agent]]
-    if not cards:
+def agent_metrics(snap: Snapshot, agents: list[dict[str, Any]], *, internal: bool = False,
+                  per_agent: int = 8, per_row: int = 4) -> None:
+    """Per agent, a card per series (its busiest ``per_agent``): p95 over the last hour, and
+    p50 per minute as a line. Internal series only when ``internal``."""
+    shown = hidden = internal_hidden = 0
+    for a in agents:
+        own = [m for m in a["metrics"] if internal or not data.is_internal(m["series"], snap)]
+        internal_hidden += len(a["metrics"]) - len(own)
+        own.sort(key=lambda m: -m["count"])
+        hidden += max(0, len(own) - per_agent)
+        if not own:
+            continue
+        shown += 1
+        st.markdown(f"**{a['agent_id']}** · {a['kind']} · {len(own)} series")
+        cards = own[:per_agent]
+        for row in range(0, len(cards), per_row):
+            cols = st.columns(per_row)
+            for col, m in zip(cols, cards[row:row + per_row], strict=False):
+                line = data.spark(snap, m["series"])
+                col.metric(
+                    m["name"], ui.num(m["p95"], m["unit"]),
+                    help=f"`{m['series']}`, p95 over the last hour: {m['count']:,} samples; "
+                         f"p50 {ui.num(m['p50'], m['unit'])}, p99 {ui.num(m['p99'], m['unit'])};"
+                         " the line is p50 per minute",
+                    chart_data=line if len(line) > 1 else None, border=True)
+    if not shown:
         ui.empty("No agent has reported a metric in the last hour.")
-    hidden = sum(len(a["metrics"]) for a in agents) - len(cards)
+    notes = []
     if hidden:
-        st.caption(f"The {per_agent} busiest series of each agent; {hidden} more on the "
-                   "Performance page.")
-    for row in range(0, len(cards), 4):
-        cols = st.columns(4)
-        for col, (agent_id, m) in zip(cols, cards[row:row + 4], strict=False):
-            col.metric(
-                f"{agent_id} · {m['name']} · p95", ui.num(m["p95"], m["unit"]),
-                help=f"last hour: {m['count']:,} samples; p50 {ui.num(m['p50'], m['unit'])}, "
-                     f"p99 {ui.num(m['p99'], m['unit'])}; the line is p50 per minute",
-                chart_data=m["spark"] if len(m["spark"]) > 1 else None, border=True)
+        notes.append(f"{hidden} quieter series are on the Performance page")
+    if internal_hidden:
+        notes.append(f"{internal_hidden} internal series hidden")
+    if notes:
+        st.caption("; ".join(notes) + ".")
 
 
-def performance_table(perf: dict[str, Any]) -> None:
+def performance_table(perf: dict[str, Any], *, hidden: int = 0) -> None:
+    """One row per series, grouped by agent (``hidden``: internal series left out)."""
     if not perf["series"]:
         ui.empty(NO_METRICS)
         return
-    rows = [{"series": name, "count": s["count"], "rate / s": s["rate"], "mean": s["mean"],
-             "p50": s["p50"], "p95": s["p95"], "p99": s["p99"], "min": s["min"],
-             "max": s["max"], "unit": s["unit"] or ""} for name, s in perf["series"].items()]
-    fmt = {k: st.column_config.NumberColumn(format="%.2f")
-           for k in ("rate / s", "mean", "p50", "p95", "p99", "min", "max")}
+    rows = [{"agent": s["source_agent"], "series": s["name"], "count": s["count"],
+             "rate / s": s["rate"], "mean": s["mean"], "p50": s["p50"], "p95": s["p95"],
+             "p99": s["p99"], "min": s["min"], "max": s["max"], "unit": s["unit"] or ""}
+            for _, s in sorted(perf["series"].items())]
+    fmt: dict[str, Any] = {k: st.column_config.NumberColumn(format="%.2f")
+                           for k in ("rate / s", "mean", "p50", "p95", "p99", "min", "max")}
+    fmt["agent"] = st.column_config.TextColumn(pinned=True)
+    fmt["series"] = st.column_config.TextColumn(width="medium")
     ui.table(rows, column_config=fmt)
+    if hidden:
+        st.caption(f"{hidden} internal series hidden.")
 
 
 def error_table(patterns: list[dict[str, Any]], hours: float) -> None:
@@ -141,7 +179,7 @@ def error_table(patterns: list[dict[str, Any]], hours: float) -> None:
             for p in patterns]
     width = patterns[0]["trend_bucket_s"]
     per = "minute" if width == 60 else "hour" if width == 3600 else "day"
-    config = {"message": st.column_config.TextColumn(width="medium"),
+    config = {"message": st.column_config.TextColumn(width="large"),
               "count": st.column_config.NumberColumn(help=f"occurrences in the last {hours:g} h"),
               "total": st.column_config.NumberColumn(help="occurrences ever recorded"),
               "trend": st.column_config.BarChartColumn(f"trend (per {per})", y_min=0)}
@@ -156,21 +194,44 @@ def insight_rows(insights: list[dict[str, Any]]) -> list[dict[str, Any]]:
             for i in insights]
 
 
+SNAPSHOT_PARTS = ("Agents", "Insights", "Error patterns (24 h)", "Performance (1 h)")
+
+
 def snapshot_view(snap: Snapshot) -> None:
-    """Everything about one snapshot, read-only (the time-travel page)."""
-    agents = data.agents(snap)
-    health(snap, agents)
+    """Everything about one snapshot, read-only (the time-travel page); one part at a time,
+    rendered when picked (a full state has hundreds of insights, patterns and series)."""
+    health(snap, data.agents(snap, metrics=False))
     open_insights(snap)
-    tabs = st.tabs(["Agents", "Insights", "Error patterns (24 h)", "Performance (1 h)"])
-    with tabs[0]:
-        agents_table(snap, agents, full=True)
-    with tabs[1]:
+    part = st.segmented_control("Show", SNAPSHOT_PARTS, default=SNAPSHOT_PARTS[0],
+                                key="tt_part", required=True) or SNAPSHOT_PARTS[0]
+    if part == "Agents":
+        agents_table(snap, data.agents(snap), full=True)
+    elif part == "Insights":
         rows = insight_rows(data.insights(snap))
         if rows:
-            ui.table(rows, status=("priority",))
+            paged(rows, key="tt_insights", status=("priority",))
         else:
             ui.empty("No insights in this checkpoint.")
-    with tabs[2]:
+    elif part.startswith("Error"):
         error_table(data.error_patterns(snap, 24), 24)
-    with tabs[3]:
-        performance_table(data.performance(snap, 1))
+    else:
+        perf = data.performance(snap, 1)
+        own = {n: s for n, s in perf["series"].items() if not data.is_internal(n, snap)}
+        performance_table({**perf, "series": own}, hidden=len(perf["series"]) - len(own))
+
+
+PAGE_ROWS = 100
+
+
+def paged(rows: list[dict[str, Any]], *, key: str, status: tuple[str, ...] = (),
+          column_config: dict[str, Any] | None = None, size: int = PAGE_ROWS) -> None:
+    """A table of at most ``size`` rows with a page picker below it when there are more."""
+    pages = max(1, -(-len(rows) // size))
+    page = min(max(int(st.session_state.get(key, 1)), 1), pages)
+    st.session_state[key] = page  # before the widget: clamped when the rows shrank
+    ui.table(rows[(page - 1) * size:page * size], status=status, column_config=column_config)
+    if pages > 1:
+        c1, c2 = st.columns([1, 4], vertical_alignment="center")
+        c1.number_input("Page", min_value=1, max_value=pages, key=key)
+        c2.caption(f"rows {(page - 1) * size + 1}–{min(page * size, len(rows))} of "
+                   f"{len(rows):,}")

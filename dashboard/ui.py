@@ -5,6 +5,7 @@ No data access here: pages get their data from ``dashboard.data`` and pass it in
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -13,7 +14,7 @@ from typing import Any
 import pandas as pd
 import streamlit as st
 
-from dashboard.data import Snapshot
+from dashboard.data import Snapshot, Unavailable
 
 COLOURS: dict[str, str] = {
     "healthy": "green", "degraded": "orange", "critical": "red",
@@ -79,7 +80,21 @@ def live(body: Callable[[], None]) -> None:
     """Run ``body`` as a fragment that re-runs itself every ``refresh_every()`` seconds (the
     page does not reload; only this part re-renders)."""
     every = refresh_every()
-    st.fragment(body, run_every=every or None)()
+    st.fragment(guarded(body), run_every=every or None)()
+
+
+def guarded(body: Callable[[], None]) -> Callable[[], None]:
+    """``body`` that shows a database it cannot read as one message (no traceback on the
+    page or in the log); the next refresh tries again."""
+
+    @functools.wraps(body)  # the fragment's identity stays the page's body
+    def run() -> None:
+        try:
+            body()
+        except Unavailable as exc:
+            st.error(str(exc), icon=":material/database:")
+
+    return run
 
 
 def freshness(snap: Snapshot, *, refreshing: bool = True) -> None:

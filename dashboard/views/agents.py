@@ -15,8 +15,12 @@ def body() -> None:
     if agents:
         st.caption("Liveness is judged from the heartbeat age: stale after "
                    "`liveness.stale_factor` missed intervals, dead after `liveness.dead_factor`.")
-        st.subheader("Key metrics, last hour")
-        sections.agent_metrics(agents)
+        head, toggle = st.columns([3, 1], vertical_alignment="bottom")
+        head.subheader("Key metrics, p95 over the last hour")
+        internal = toggle.toggle("Show internal series", key="agents_internal",
+                                 help="The system's own runs, mirrored by the bridge "
+                                      "(`langsmith_bridge/local/...`).")
+        sections.agent_metrics(snap, agents, internal=internal)
     st.subheader("Processes")
     st.caption("The coordinator that led the last tick and every `bga worker`, on any host "
                "that shares this database.")

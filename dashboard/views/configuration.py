@@ -41,6 +41,8 @@ def editor(keys: dict[str, Any]) -> None:
             data.update_config({key: parse(raw)})
         except data.InvalidInput as exc:
             st.error(f"Refused, nothing was written: {exc}")
+        except data.Unavailable as exc:
+            st.error(str(exc))
         else:
             st.success(f"Saved {key} = {raw}")
 
@@ -63,4 +65,4 @@ def body() -> None:
 st.title("Configuration")
 st.caption("Values are validated against the whole configuration before anything is written; "
            "secrets never go here (use the environment or .env).")
-body()
+ui.guarded(body)()

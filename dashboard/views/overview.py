@@ -10,7 +10,7 @@ from dashboard import data, sections, ui
 def body() -> None:
     snap = data.load()
     ui.freshness(snap)
-    agents = data.agents(snap)
+    agents = data.agents(snap, metrics=False)
     sections.health(snap, agents)
     st.subheader("Open insights by priority")
     sections.open_insights(snap)

@@ -15,34 +15,38 @@ def label(c: dict) -> str:
     return f"{ui.when(c['at'])} · {what} · step {c['step']}"
 
 
-st.title("Time travel")
-everything = st.toggle("List every retained checkpoint (slower with a large state)",
-                       key="tt_all")
-history = data.checkpoints(limit=None if everything else NEWEST)
-if not history:
-    ui.empty("No checkpoint yet: each tick (`bga run`, `bga tick`) writes one, and the newest "
-             "`retention.checkpoints` are kept for time travel.")
-else:
-    what = "retained checkpoint(s)" if everything or len(history) < NEWEST else \
-        "newest checkpoints listed"
-    st.caption(f"{len(history)} {what}, from {ui.when(history[-1]['at'])} to "
-               f"{ui.when(history[0]['at'])}.")
-    by_id = {c["checkpoint_id"]: c for c in history}
-    chosen = st.selectbox("State as of", list(by_id), format_func=lambda cid: label(by_id[cid]),
-                          key="tt_checkpoint", index=None, placeholder="Pick a checkpoint")
-    if chosen is None:
-        st.caption("Pick a checkpoint to see agents, insights, error patterns and metrics as "
-                   "they were then.")
+def body() -> None:
+    everything = st.toggle("List every retained checkpoint (slower with a large state)",
+                           key="tt_all")
+    history = data.checkpoints(limit=None if everything else NEWEST)
+    if not history:
+        ui.empty("No checkpoint yet: each tick (`bga run`, `bga tick`) writes one, and the newest "
+                 "`retention.checkpoints` are kept for time travel.")
     else:
-        try:
-            snap = data.load(chosen)
-        except LookupError as exc:
-            st.warning(f"{exc}: pick another one.")
+        what = "retained checkpoint(s)" if everything or len(history) < NEWEST else \
+            "newest checkpoints listed"
+        st.caption(f"{len(history)} {what}, from {ui.when(history[-1]['at'])} to "
+                   f"{ui.when(history[0]['at'])}.")
+        by_id = {c["checkpoint_id"]: c for c in history}
+        chosen = st.selectbox("State as of", list(by_id), format_func=lambda cid: label(by_id[cid]),
+                              key="tt_checkpoint", index=None, placeholder="Pick a checkpoint")
+        if chosen is None:
+            st.caption("Pick a checkpoint to see agents, insights, error patterns and metrics as "
+                       "they were then.")
         else:
-            ui.freshness(snap)
-            sections.snapshot_view(snap)
-            st.download_button(
-                "Download this checkpoint as JSON",
-                lambda: data.export_json(snap),
-                file_name=f"bga-state-{chosen}.json",
-                mime="application/json", key="tt_download", icon=":material/download:")
+            try:
+                snap = data.load(chosen)
+            except LookupError as exc:
+                st.warning(f"{exc}: pick another one.")
+            else:
+                ui.freshness(snap)
+                sections.snapshot_view(snap)
+                st.download_button(
+                    "Download this checkpoint as JSON",
+                    lambda: data.export_json(snap),
+                    file_name=f"bga-state-{chosen}.json",
+                    mime="application/json", key="tt_download", icon=":material/download:")
+
+
+st.title("Time travel")
+ui.guarded(body)()

@@ -101,4 +101,10 @@ def state_db(page_db_url: str) -> StateFixture:
 
 @pytest.fixture
 def empty_db(page_db_url: str) -> str:
+    """A database with its tables and nothing else (the dashboard never creates one)."""
+
+    async def nothing(shared: SharedState) -> None:
+        return None
+
+    api(page_db_url, nothing)
     return page_db_url

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +16,7 @@ from streamlit.testing.v1 import AppTest
 
 from dashboard import data, ui
 from graph import runner
-from state import SharedState
+from state import PerformanceMetric, SharedState
 from tests.dashboard.conftest import StateFixture, api
 
 APP = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
@@ -122,7 +123,8 @@ def test_agents_page_rows_and_metric_cards(state_db: StateFixture, dash: Any) ->
     assert table.loc["importer", "last error"].startswith("ValueError: invalid email")
     assert sum(table.loc["importer", "activity (1 h)"]) == 100  # samples in the last hour
     latency = perf["series"]["importer/latency_ms"]
-    assert metrics(at)["importer · latency_ms · p95"] == ui.num(latency["p95"], "ms")
+    assert metrics(at)["latency_ms"] == ui.num(latency["p95"], "ms")  # under "importer"
+    assert any(m.value.startswith("**importer** · profile_import") for m in at.markdown)
     assert table.loc["importer", "key metric"] == f"latency_ms p95 {ui.num(latency['p95'], 'ms')}"
 
 
@@ -131,18 +133,68 @@ def test_performance_summary_and_window(state_db: StateFixture, dash: Any) -> No
     for label, hours in (("1 h", 1), ("24 h", 24), ("7 d", 168)):
         at.segmented_control(key="perf_window").set_value(label).run()
         perf = api(state_db.url, lambda s, h=hours: s.get_performance_summary(hours=h))
+        own = {n: s for n, s in perf["series"].items() if not data.is_internal(n)}
         assert any(h.value == f"Summary, last {label}" for h in at.subheader)
-        table = frame(at).set_index("series")
-        assert set(table.index) == set(perf["series"])
-        for name, s in perf["series"].items():
+        table = frame(at)
+        table.index = table["agent"] + "/" + table["series"]
+        assert set(table.index) == set(own)
+        assert list(table.index) == sorted(own)  # grouped by agent
+        for name, s in own.items():
             assert table.loc[name, "count"] == s["count"]
             assert table.loc[name, "p95"] == pytest.approx(s["p95"])
-        assert metrics(at)["Samples"] == f"{perf['overall']['count']:,}"
+        assert metrics(at)["Samples (all series)"] == f"{perf['overall']['count']:,}"
+        assert metrics(at)["Series shown"] == f"{len(own)} of {len(perf['series'])}"
     charted = at.multiselect(key="perf_series").value
-    counts = sorted((s["count"] for s in perf["series"].values()), reverse=True)
+    counts = sorted((s["count"] for s in own.values()), reverse=True)
     assert len(charted) == min(6, len(counts))  # the busiest series are charted by default
-    assert min(perf["series"][n]["count"] for n in charted) == counts[len(charted) - 1]
+    assert min(own[n]["count"] for n in charted) == counts[len(charted) - 1]
     assert "importer/latency_ms" in charted
+    assert len(at.get("vega_lite_chart")) == 2 * len(charted)
+
+
+def test_performance_internal_series_hidden_until_asked(state_db: StateFixture,
+                                                        dash: Any) -> None:
+    """The tick's own runs, mirrored by the bridge, are series ``langsmith_bridge/local/...``:
+    hidden by default, all there with the toggle."""
+    api(state_db.url, lambda sh: sh.add_performance_metrics(
+        PerformanceMetric(source_agent="langsmith_bridge", name=f"local/chain:{node}/latency_ms",
+                          value=float(i), unit="ms")
+        for node in ("route", "plan") for i in range(3)))
+    at = dash(state_db.url, "performance")
+    perf = api(state_db.url, lambda s: s.get_performance_summary(hours=1))
+    internal = [n for n in perf["series"] if data.is_internal(n)]
+    assert sorted(internal) == ["langsmith_bridge/local/chain:plan/latency_ms",
+                                "langsmith_bridge/local/chain:route/latency_ms"]
+    assert not set(internal) & set(at.multiselect(key="perf_series").options)
+    assert any(f"{len(internal)} internal series hidden" in c.value for c in at.caption)
+    at.toggle(key="perf_internal").set_value(True).run()
+    table = frame(at)
+    assert set(table["agent"] + "/" + table["series"]) == set(perf["series"])
+
+
+def test_performance_detail_and_custom_range(state_db: StateFixture, dash: Any) -> None:
+    """One series in detail: its numbers and one row per bucket; a custom range that holds
+    no sample says so and names the newest sample's time."""
+    at = dash(state_db.url, "performance")
+    at.selectbox(key="perf_detail").set_value("importer/latency_ms").run()
+    s = api(state_db.url, lambda sh: sh.get_performance_summary(hours=1))["series"][
+        "importer/latency_ms"]
+    assert metrics(at)["p95"] == ui.num(s["p95"], "ms")
+    assert metrics(at)["count"] == f"{s['count']:,}"
+    buckets = frame(at, len(at.dataframe) - 1)
+    assert buckets["count"].sum() == s["count"] == 100
+
+    at.segmented_control(key="perf_window").set_value("Custom").run()
+    now = datetime.now().replace(second=0, microsecond=0)
+    at.session_state["perf_from"] = now - timedelta(hours=5)
+    at.session_state["perf_to"] = now - timedelta(hours=4)
+    at.run()
+    assert not at.exception
+    assert any("No samples of importer/latency_ms between" in i.value
+               and "the newest is from" in i.value for i in at.info)
+    at.session_state["perf_to"] = now - timedelta(hours=6)  # before "From"
+    at.run()
+    assert any("must be before" in w.value for w in at.warning)
 
 
 # -- error patterns -------------------------------------------------------------------------------
@@ -425,3 +477,38 @@ def test_agents_page_shows_every_process_of_every_host(db_url: str, dash: Any) -
     assert table.loc[me, "role"] == "coordinator (leader), coordinator-only"
     agents = frame(at).set_index("agent")
     assert agents.loc["mirror", "runs on"] == "worker host-b:202"
+
+
+# -- a database the dashboard cannot read ---------------------------------------------------------
+
+
+@pytest.mark.parametrize("page", ["overview", "agents", "performance", "errors", "insights",
+                                  "optimizations", "configuration", "time_travel", "export"])
+def test_a_mistyped_sqlite_path_is_a_message_and_creates_nothing(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: str) -> None:
+    missing = tmp_path / "no-such-dir" / "stat.db"
+    monkeypatch.setenv("BGA_DATABASE_URL", f"sqlite:///{missing}")
+    data.refresh()
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    at.switch_page(f"views/{page}.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    errors = [e.value for e in at.error]
+    assert len(errors) == 1 and errors[0].startswith("Cannot open the state database"), errors
+    assert f"no state database at {missing}" in errors[0]
+    assert not missing.exists() and not missing.parent.exists()
+
+
+def test_an_unreachable_server_is_a_message(monkeypatch: pytest.MonkeyPatch) -> None:
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    monkeypatch.setenv("BGA_DATABASE_URL", f"postgresql://postgres:s3cret@127.0.0.1:{port}/x")
+    data.refresh()
+    at = AppTest.from_file(str(APP), default_timeout=60)
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    [error] = [e.value for e in at.error]
+    assert error.startswith("Cannot open the state database postgresql://postgres:***@")
+    assert "cannot connect to PostgreSQL" in error
+    assert "s3cret" not in error
