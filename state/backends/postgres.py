@@ -1,7 +1,7 @@
 """PostgreSQL backend (``postgresql://...`` or ``postgres://...``).
 
 Checkpoints go through LangGraph's ``AsyncPostgresSaver`` on a psycopg ``AsyncConnectionPool``,
-subclassed to add compare-and-swap for the root namespace (as ``CasSqliteSaver`` does); the
+subclassed to add compare-and-swap on the shared state's thread (as ``CasSqliteSaver`` does); the
 inbox, its streams and the quarantine are plain tables; the fold and leader locks are
 session-level advisory locks, each held on a dedicated connection, so the server releases the
 lock of a process that dies.

@@ -1,7 +1,8 @@
 """SQLite backend: checkpoints, inbox and quarantine in one WAL file; a file lock for folds.
 
 Inbox writes use their own ``sqlite3`` connection in a worker thread (one transaction per
-group commit); checkpoints go through ``AsyncSqliteSaver`` on an ``aiosqlite`` connection.
+group commit); checkpoints go through ``CasSqliteSaver`` (``AsyncSqliteSaver`` with compare-and-swap
+on the shared state's thread) on an ``aiosqlite`` connection.
 """
 
 from __future__ import annotations
