@@ -41,6 +41,10 @@ async def run_suite(url: str) -> tuple[CapabilityReport, BaseCheckpointSaver]:
 
     report = await validate(factory)
     report.print_report()
+    for name, result in sorted(report.results.items()):
+        state = "not implemented" if not result.detected else \
+            f"{result.tests_passed} passed, {result.tests_failed} failed"
+        print(f"  {report.checkpointer_name} / {name}: {state}")
     return report, seen[0]
 
 
