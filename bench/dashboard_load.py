@@ -54,6 +54,7 @@ PAGES: list[tuple[str, str, dict[str, str]]] = [
     ("performance, 7 d", "performance", {"perf_window": "7 d"}),
     ("error patterns, 24 h", "errors", {}),
     ("insights", "insights", {}),
+    ("insights, all states", "insights", {"ins_state": "All"}),
     ("optimizations", "optimizations", {}),
     ("configuration", "configuration", {}),
     ("time travel: list", "time_travel", {}),

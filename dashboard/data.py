@@ -3,9 +3,9 @@
 Reads open ``SharedState`` read-only on the configured URL and load either the latest state
 (last checkpoint with unfolded inbox rows laid over it, exactly what ``get_*`` returns) or one
 retained checkpoint of the system thread (time travel). Every number goes through the named
-read functions of ``state.queries``, so the dashboard, the CLI and the API agree. Writes (mark
-an insight acted upon, edit config, request an optimization cycle) go through the SharedState
-API, which validates them. The pages import only this module: no SQL, no backend, no
+read functions of ``state.queries``, so the dashboard, the CLI and the API agree. Writes
+(insight lifecycle actions, edit config, request an optimization cycle) go through the
+SharedState API, which validates them. The pages import only this module: no SQL, no backend, no
 checkpointer outside it.
 """
 
@@ -26,7 +26,7 @@ import streamlit as st
 from croniter import croniter
 from langgraph.checkpoint.base.id import UUID as CheckpointUUID
 
-from state import queries
+from state import lifecycle, queries
 from state.api import SharedState
 from state.checkpoints import gc_paused, load_values
 from state.config import flatten
@@ -192,10 +192,37 @@ async def _write(url: str, action: str, *args: Any) -> Any:
 
 
 def mark_acted_upon(insight_id: str, url: str | None = None) -> bool:
-    """False (nothing written) when the insight does not exist."""
+    """Acknowledge one insight; False (nothing written) when the insight does not exist."""
     done = run_sync(_write(configured_url(url), "mark_insight_acted_upon", insight_id))
     refresh()
     return bool(done)
+
+
+async def _write_as(url: str, by: str, action: str, *args: Any, **kwargs: Any) -> Any:
+    async with SharedState.open(url, producer=PRODUCER) as shared:
+        return await getattr(shared, action)(*args, by=by, **kwargs)
+
+
+def update_insights(insight_ids: list[str], action: str, by: str,
+                    duration_s: float | None = None, url: str | None = None) -> list[str]:
+    """A lifecycle action on many insights (one transaction), recorded as done by ``by`` (the
+    dashboard session); insights gone meanwhile are skipped. Returns the ids changed."""
+    done = run_sync(_write_as(configured_url(url), by, "update_insights", list(insight_ids),
+                              action, duration_s=duration_s, missing_ok=True))
+    refresh()
+    return list(done)
+
+
+def mute_insight_type(insight_type: str, duration_s: float | None, by: str,
+                      url: str | None = None) -> None:
+    """Mute every insight of a type for ``duration_s`` (None: unmute)."""
+    run_sync(_write_as(configured_url(url), by, "mute_insight_type", insight_type, duration_s))
+    refresh()
+
+
+def mark_insights_seen(viewer: str, url: str | None = None) -> None:
+    run_sync(_write(configured_url(url), "mark_insights_seen", viewer))
+    refresh()
 
 
 def update_config(updates: dict[str, Any], url: str | None = None) -> None:
@@ -322,10 +349,28 @@ def error_patterns(snap: Snapshot, hours: float) -> list[dict[str, Any]]:
 
 
 def insights(snap: Snapshot, priority: str | None = None, insight_type: str | None = None,
-             acted_upon: bool | None = None) -> list[dict[str, Any]]:
-    """Open ones first, then by priority and recency (as ``queries.insight_list``)."""
-    rows = queries.insight_list(snap.state, priority, insight_type, acted_upon)
-    return sorted(rows, key=lambda i: i["acted_upon"])
+             acted_upon: bool | None = None, status: list[str] | None = None
+             ) -> list[dict[str, Any]]:
+    """Active ones (open, regressed) first, then by priority and recency (as
+    ``queries.insight_list``), each with its lifecycle as of the snapshot."""
+    rows = queries.insight_list(snap.state, priority, insight_type, acted_upon,
+                                status=status, now=snap.now)
+    return sorted(rows, key=lambda i: not i["active"])
+
+
+def insight_counts(snap: Snapshot, viewer: str) -> dict[str, Any]:
+    """Counts by state and ``new`` since ``viewer`` last marked the insights seen."""
+    return queries.insight_counts(queries.insight_list(snap.state, now=snap.now),
+                                  lifecycle.seen_at(snap.state, viewer))
+
+
+def insights_seen_at(snap: Snapshot, viewer: str) -> float | None:
+    return lifecycle.seen_at(snap.state, viewer)
+
+
+def type_mutes(snap: Snapshot) -> list[dict[str, Any]]:
+    """Insight types muted now: type, until, by, at."""
+    return lifecycle.type_mute_records(snap.state, snap.now)
 
 
 def optimizations(snap: Snapshot, hours: float) -> list[dict[str, Any]]:

@@ -13,16 +13,14 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph import cli_bridge, cli_cluster, cli_import, runner, scheduler
+from graph import cli_bridge, cli_cluster, cli_errors, cli_import, runner, scheduler
 from graph.demo import sample_traffic, seed_sample_data
 from state.api import SharedState
-from state.backends import LockBusy
-from state.models import InvalidInput
 from state.redact import redact
 from state.settings import database_url, failover_s
 
-app = typer.Typer(help="Background Agents: a LangGraph-native runtime for background agents.",
-                  no_args_is_help=True, add_completion=False)
+app = cli_errors.Typer(help="Background Agents: a LangGraph-native runtime for background "
+                             "agents.", no_args_is_help=True, add_completion=False)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
 
@@ -30,12 +28,17 @@ DbOption = Annotated[str | None, typer.Option(
     "--db", help="Database URL (default: $BGA_DATABASE_URL, then sqlite:///./data/state.db)")]
 
 
+@app.callback()
+def main(debug: Annotated[bool, typer.Option(
+        "--debug", help="Show the traceback of a failure (also BGA_DEBUG=1)")] = False) -> None:
+    """Background Agents: a LangGraph-native runtime for background agents."""
+    cli_errors.set_debug(debug)
+
+
 def _run(coro) -> Any:
-    try:
-        return asyncio.run(coro)
-    except (InvalidInput, LockBusy, ValueError, PermissionError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    """Run a command's coroutine; failures go through the one error policy
+    (``graph.cli_errors``) that wraps every command."""
+    return asyncio.run(coro)
 
 
 def _age(ts: float | None) -> str:
@@ -72,7 +75,8 @@ def print_status(summary: dict, agents: list[dict], perf: dict,
     ins = summary["insights"]
     errs = summary["error_patterns"]
     console.print(f"insights: {ins['open']} open of {ins['total']} "
-                  f"({', '.join(f'{k} {v}' for k, v in ins['open_by_priority'].items() if v)})")
+                  f"({', '.join(f'{k} {v}' for k, v in ins['open_by_priority'].items() if v)}); "
+                  f"by status: {', '.join(f'{k} {v}' for k, v in ins['by_status'].items())}")
     console.print(f"error patterns: {errs['total']} ({errs['events_1h']} events in the last hour)")
     stats = summary["stats"]
     console.print(f"events folded: {int(stats.get('events_folded', 0))}, "
@@ -107,6 +111,8 @@ def export(db: DbOption = None,
            output: Annotated[Path | None, typer.Option("-o", "--output", help="File")] = None
            ) -> None:
     """Write a JSON snapshot of the state (secrets redacted) to a file or stdout."""
+    if output is not None:
+        cli_errors.writable_file(output)  # before reading anything
 
     async def go() -> dict:
         async with SharedState.open(database_url(db), producer="cli", read_only=True,
@@ -125,11 +131,16 @@ def export(db: DbOption = None,
 def restore(path: Path, db: DbOption = None,
             force: Annotated[bool, typer.Option(help="Replace a non-empty state")] = False) -> None:
     """Load a snapshot written by `bga export` into an empty database."""
+    hint = "give a JSON file written by `bga export`"
+    if path.is_dir():
+        cli_errors.fail(f"cannot read {path}: it is a directory", hint)
     try:
-        document = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        err.print(f"[red]error:[/red] cannot read {path}: {exc}")
-        raise typer.Exit(2) from None
+        document = json.loads(path.read_bytes().decode("utf-8"))
+    except FileNotFoundError:
+        cli_errors.fail(f"cannot read {path}: no such file", hint)
+    except (OSError, ValueError) as exc:  # not UTF-8, not JSON, unreadable
+        known = cli_errors.describe(exc)
+        cli_errors.fail(f"cannot read {path}: {known or exc}", hint)
 
     async def go() -> None:
         async with SharedState.open(database_url(db), producer="cli") as shared:
@@ -177,7 +188,9 @@ def run(db: DbOption = None,
                                     failover_s=failover_s(failover)) as shared:
             traffic = None
             if demo:
-                await seed_sample_data(shared)
+                if not await seed_sample_data(shared):
+                    console.print("sample data: already in this database (written once); "
+                                  "continuing the live sample traffic only")
                 traffic = asyncio.create_task(sample_traffic(shared, stop))
             console.print(f"scheduler running on {redact(url)}; Ctrl-C stops it after the "
                           "current tick")
@@ -213,8 +226,13 @@ def demo(db: DbOption = None) -> None:
                     await shared.get_performance_summary(hours=1))
 
     written, report, summary, agents, perf = _run(go())
-    console.print(f"wrote {written} events through the SharedState API to {redact(url)}; one tick "
-                  f"folded {report.events_folded} of them in {report.duration_s * 1000:.0f} ms")
+    if written:
+        console.print(f"wrote {written} events through the SharedState API to {redact(url)}; "
+                      f"one tick folded {report.events_folded} of them in "
+                      f"{report.duration_s * 1000:.0f} ms")
+    else:
+        console.print(f"the sample data is already in {redact(url)} (it is written once per "
+                      f"database); one tick took {report.duration_s * 1000:.0f} ms")
     print_status(summary, agents, perf)
     console.print("\nNext: `.venv/bin/bga status`, `.venv/bin/bga export -o state.json`.")
 

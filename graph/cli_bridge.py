@@ -8,17 +8,17 @@ import time
 from pathlib import Path
 from typing import Annotated, Any
 
+import orjson
 import typer
 from rich.console import Console
 from rich.table import Table
 
+from graph import cli_errors
 from nodes.langsmith_bridge.sync import AGENT_ID, SyncResult, sync
 from state.api import SharedState
-from state.backends import LockBusy
-from state.models import InvalidInput
 from state.settings import database_url
 
-bridge_app = typer.Typer(help="LangSmith Bridge: mirror runs (traces) into metrics, error "
+bridge_app = cli_errors.Typer(help="LangSmith Bridge: mirror runs (traces) into metrics, error "
                               "patterns and insights.", no_args_is_help=True)
 console = Console(soft_wrap=True)
 err = Console(stderr=True, soft_wrap=True)
@@ -29,6 +29,40 @@ def _series(perf: dict[str, Any], agent_id: str) -> dict[str, dict[str, Any]]:
     return {name: {"count": s["count"], "mean": s["mean"], "p95": s["p95"], "unit": s["unit"]}
             for name, s in perf["series"].items()
             if name.startswith(prefix) and name.count("/") >= 3}
+
+
+EXPORT_HINT = ("give a JSON Lines export of LangSmith runs: one JSON object per line, as "
+               "`Client.list_runs` returns them")
+FIRST_LINE_LIMIT = 16 << 20
+
+
+def check_export_file(path: Path) -> None:
+    """Refuse, before anything is written, a file that is not JSON Lines of runs: its first
+    non-empty line must be a JSON object (later bad lines are quarantined one by one)."""
+    cli_errors.readable_file(path, "an export file")
+    with path.open("rb") as f:
+        for n, raw in enumerate(iter(lambda: f.readline(FIRST_LINE_LIMIT), b""), 1):
+            if not raw.strip():
+                continue
+            try:
+                first = orjson.loads(raw)
+            except orjson.JSONDecodeError:
+                kind = "binary data" if b"\0" in raw or not _utf8(raw) else "not JSON"
+                cli_errors.fail(f"{path} is not a JSON Lines export of runs: line {n} is "
+                                f"{kind}; nothing was read", EXPORT_HINT)
+            if not isinstance(first, dict):
+                cli_errors.fail(f"{path} is not a JSON Lines export of runs: line {n} is a "
+                                f"JSON {type(first).__name__}, not an object; nothing was read",
+                                EXPORT_HINT)
+            return
+
+
+def _utf8(raw: bytes) -> bool:
+    try:
+        raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return False
+    return True
 
 
 @bridge_app.command("sync")
@@ -45,9 +79,8 @@ def sync_command(
     hours: Annotated[int, typer.Option(help="Window of the series summary")] = 24,
 ) -> None:
     """Run one mirroring pass now and print what it mirrored."""
-    if file is not None and not file.is_file():
-        err.print(f"[red]error:[/red] no such file: {file}")
-        raise typer.Exit(2)
+    if file is not None:
+        check_export_file(file)  # a CSV or a binary file would quarantine every line
     url = database_url(db)
 
     async def go() -> tuple[SyncResult, dict[str, Any], list[dict[str, Any]], float]:
@@ -62,11 +95,7 @@ def sync_command(
                         if i["source_agent"] == agent]
             return result, _series(perf, agent), insights, elapsed
 
-    try:
-        result, series, insights, elapsed = asyncio.run(go())
-    except (InvalidInput, LockBusy, ValueError, PermissionError) as exc:
-        err.print(f"[red]error:[/red] {exc}")
-        raise typer.Exit(2) from None
+    result, series, insights, elapsed = asyncio.run(go())  # failures: graph.cli_errors
     out = {**result.as_dict(), "seconds": round(elapsed, 3), "series": series,
            "insights": insights}
     if as_json:

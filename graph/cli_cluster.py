@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 from rich.console import Console
 
-from graph import scheduler, worker
+from graph import cli_errors, scheduler, worker
 from nodes.profile_import.store import ProfileStore, profiles_location
 from state.api import SharedState
 from state.queries import config_of
@@ -24,7 +24,7 @@ DbOption = Annotated[str | None, typer.Option(
 def register(app: typer.Typer) -> None:
     from graph.cli import _run  # one error policy for every command
 
-    db_app = typer.Typer(help="The state database's schema.", no_args_is_help=True)
+    db_app = cli_errors.Typer(help="The state database's schema.", no_args_is_help=True)
     app.add_typer(db_app, name="db")
 
     @app.command("worker")

@@ -33,6 +33,7 @@ from rich.progress import (
 )
 from rich.table import Table
 
+from graph import cli_errors
 from graph.import_job import import_file
 from nodes.profile_import.job import DEFAULT_BATCH_SIZE, BatchInfo, ImportOptions
 from nodes.profile_import.models import DEFAULT_REGION, REASONS
@@ -94,6 +95,11 @@ def import_command(
     if path is None:
         err.print("[red]error:[/red] give a file to import, or --show-rejected JOB")
         raise typer.Exit(2)
+    if path.is_dir():
+        cli_errors.fail(f"{path} is a directory, not a file",
+                        "give one CSV, JSON Lines or JSON file; to import a whole directory, "
+                        "drop its files into the profile_import agent's inbox (data/imports/ "
+                        "beside the state database) while `bga run` runs")
     with fewer_full_collections():
         report = _run_import(path, url, force, ImportOptions(batch_size=batch_size,
                                                              region=region.upper()), as_json)

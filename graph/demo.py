@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 from nodes.profile_import.store import default_inbox
+from state import events
 from state.api import SharedState
 from state.models import OptimizationRecord, PerformanceMetric
 
@@ -38,48 +39,60 @@ def copy_sample_imports(database_url: str) -> list[Path]:
     return copied
 
 
+SEEDED = "demo_seeded_at"  # system key: when the sample hour was written into this database
+
+
 async def seed_sample_data(shared: SharedState, *, seed: int = 7) -> int:
-    """Write a realistic hour of activity; returns how many events were written."""
-    copy_sample_imports(shared.backend.url)  # the profile_import agent imports them
+    """Write a realistic hour of activity, once per database; returns how many events were
+    written (0 when this database already has them: re-running `make run` only continues the
+    live traffic). The hour and its marker (system key ``demo_seeded_at``) are one
+    transaction, so an interrupted first run leaves neither."""
+    copy_sample_imports(shared.backend.url)  # the profile_import agent imports them (once)
+    if SEEDED in ((await shared.read()).get("system") or {}):
+        return 0
     rng = random.Random(seed)
     now = time.time()
-    await shared.register_agent("checkout_api", kind="service", interval_s=30)
-    await shared.register_agent("billing_worker", kind="worker", interval_s=60)
-    metrics = []
+    batch: list[events.Event] = [
+        events.registration("checkout_api", "service", 30, None, {}, now=now),
+        events.registration("billing_worker", "worker", 60, None, {}, now=now),
+    ]
     for minute in range(60):
         ts = now - (60 - minute) * 60 + rng.uniform(0, 59)
         slow = 1.8 if minute >= 50 else 1.0  # a latency regression in the last ten minutes
         for _ in range(20):
-            metrics.append(PerformanceMetric(
+            batch.append(events.metric(PerformanceMetric(
                 source_agent="checkout_api", name="batch_latency_ms", unit="ms",
-                value=rng.lognormvariate(3.0, 0.35) * slow, timestamp=ts))
-        metrics.append(PerformanceMetric(source_agent="checkout_api", name="requests_per_s",
-                                         value=rng.gauss(24_000, 1_500), timestamp=ts))
-        metrics.append(PerformanceMetric(source_agent="billing_worker", name="run_latency_ms",
-                                         unit="ms", value=rng.lognormvariate(6.0, 0.6),
-                                         timestamp=ts))
-    await shared.add_performance_metrics(metrics)
+                value=rng.lognormvariate(3.0, 0.35) * slow, timestamp=ts)))
+        batch.append(events.metric(PerformanceMetric(
+            source_agent="checkout_api", name="requests_per_s",
+            value=rng.gauss(24_000, 1_500), timestamp=ts)))
+        batch.append(events.metric(PerformanceMetric(
+            source_agent="billing_worker", name="run_latency_ms", unit="ms",
+            value=rng.lognormvariate(6.0, 0.6), timestamp=ts)))
     for i in range(12):
-        await shared.add_error_pattern("ValueError", f"invalid email 'user{i}@' on line {i * 7}",
-                                       "checkout_api")
+        batch.append(events.error("ValueError", f"invalid email 'user{i}@' on line {i * 7}",
+                                  "checkout_api", now=now))
     for i in range(3):
-        await shared.add_error_pattern(
-            "TimeoutError", f"payment gateway timed out after {i + 5} s", "billing_worker")
-    await shared.add_insight("latency_regression",
-                             {"key": "checkout_api/batch_latency_ms",
-                              "summary": "p95 batch latency up 80 % in the last 10 minutes"},
-                             "coordinator", priority="high")
-    await shared.add_insight("recurring_error", {"key": "invalid email",
-                                                 "summary": "12 rows rejected for invalid e-mail"},
-                             "coordinator", priority="medium")
-    await shared.add_optimization_record(OptimizationRecord(
+        batch.append(events.error("TimeoutError", f"payment gateway timed out after {i + 5} s",
+                                  "billing_worker", now=now))
+    batch.append(events.insight("latency_regression",
+                                {"key": "checkout_api/batch_latency_ms",
+                                 "summary": "p95 batch latency up 80 % in the last 10 minutes"},
+                                "coordinator", "high", now=now))
+    batch.append(events.insight("recurring_error",
+                                {"key": "invalid email",
+                                 "summary": "12 rows rejected for invalid e-mail"},
+                                "coordinator", "medium", now=now))
+    batch.append(events.optimization(OptimizationRecord(
+        record_id="opt_demo_checkout_batch_size",
         optimization_type="batch_size", target="checkout_api", before={"batch_size": 500},
         after={"batch_size": 1000}, outcome="kept", success=True,
-        details={"requests_per_s_before": 21_500, "requests_per_s_after": 24_100}))
+        details={"requests_per_s_before": 21_500, "requests_per_s_after": 24_100}), now=now))
     for agent in ("checkout_api", "billing_worker"):
-        await shared.update_agent_heartbeat(agent, {"status": "running"})
-    await shared.update_system_state({"mode": "demo"})
-    return len(metrics) + 12 + 3 + 2 + 1 + 2 + 2 + 1
+        batch.append(events.heartbeat(agent, {"status": "running"}, now=now))
+    batch.append(events.system_update({"mode": "demo", SEEDED: now}, now=now))
+    await shared.write_events(batch)
+    return len(batch)
 
 
 async def sample_traffic(shared: SharedState, stop: asyncio.Event, *, every_s: float = 2.0) -> int:

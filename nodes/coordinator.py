@@ -19,7 +19,7 @@ from nodes import rules
 from nodes.base import Emitter
 from nodes.registry import configured_agents
 from nodes.schedule import expected_interval, last_step_at, next_due
-from state import events
+from state import events, lifecycle
 from state.compact import compact
 from state.config import SystemConfig
 from state.folder import GROWING
@@ -103,13 +103,13 @@ def route(state: SystemState) -> list[Send] | Literal["review"]:
 
 def _clear_alarms(state: dict, agent_id: str, kinds: tuple[str, ...], now: float,
                   out: Emitter) -> None:
-    """Acknowledge an agent's open liveness alarms (only those that exist)."""
+    """Resolve an agent's unresolved liveness alarms (only those that exist)."""
     insights = state.get("insights") or {}
     for kind in kinds:
         iid = events.insight_id(f"agent_{kind}", COORDINATOR, f"agent_{kind}:{agent_id}")
         rec = insights.get(iid)
-        if rec and rec.get("body") and rec.get("acted_upon_at") is None:
-            out.emit(events.ack(iid, now=now))
+        if rec and rec.get("body") and lifecycle.view(rec, now, {})["status"] != "resolved":
+            out.emit(events.triage(iid, "resolve", COORDINATOR, now=now))
 
 
 def _liveness(state: dict, config: SystemConfig, now: float, out: Emitter
@@ -156,8 +156,9 @@ def _liveness(state: dict, config: SystemConfig, now: float, out: Emitter
 
 
 def _health(state: dict, counts: dict[str, int], now: float) -> dict[str, Any]:
+    mutes = lifecycle.type_mutes(state)
     open_ins = [r for r in (state.get("insights") or {}).values()
-                if r.get("body") and r.get("acted_upon_at") is None]
+                if lifecycle.is_active(r, now, mutes)]
     by_pri = {p: sum(1 for r in open_ins if r["body"]["priority"] == p)
               for p in ("critical", "high")}
     reasons, score = [], 100.0

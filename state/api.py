@@ -16,12 +16,13 @@ from typing import Any
 
 import orjson
 
-from state import events, queries
+from state import events, lifecycle, queries
 from state.backends import Backend, StaleCheckpoint, make_backend
 from state.backends.history import keep_linear
 from state.checkpoints import load_values
 from state.config import validate_updates
 from state.folder import FOLD_NODE, FoldReport, build_fold_graph, collect, pending_delta
+from state.lifecycle import STATES
 from state.models import (
     PRIORITIES,
     InvalidInput,
@@ -179,14 +180,44 @@ class SharedState:
         return event[1]["id"]
 
     async def mark_insight_acted_upon(self, insight_id: str) -> bool:
-        """False (and nothing written) if no such insight exists."""
-        event = events.ack(insight_id)
-        state = await self.read()
-        rec = (state.get("insights") or {}).get(event[1]["id"])
-        if rec is None or rec.get("body") is None:
-            return False
-        await self._send(event)
-        return True
+        """Acknowledge one insight (the seed's name); False (and nothing written) if no such
+        insight exists."""
+        return bool(await self.update_insights([insight_id], "acknowledge", missing_ok=True))
+
+    async def update_insights(
+        self, insight_ids: Iterable[str], action: str, *, duration_s: float | None = None,
+        by: str | None = None, missing_ok: bool = False,
+    ) -> list[str]:
+        """A lifecycle action on many insights at once, all in one transaction: ``acknowledge``,
+        ``resolve``, ``reopen``, ``mute`` (for ``duration_s``) or ``unmute``. ``by`` (default:
+        this producer) is recorded in each one's history. Returns the ids changed. An unknown
+        id raises ``InvalidInput`` and nothing is written (``missing_ok``: it is skipped)."""
+        if isinstance(insight_ids, str):
+            raise InvalidInput("insight_ids", "must be a list of insight ids, not one string")
+        by = self.producer if by is None else by
+        now = time.time()
+        batch = [events.triage(iid, action, by, duration_s=duration_s, now=now)
+                 for iid in dict.fromkeys(insight_ids)]
+        known = await self.read()
+        insights = known.get("insights") or {}
+        found = [e for e in batch if (insights.get(e[1]["id"]) or {}).get("body") is not None]
+        if len(found) < len(batch) and not missing_ok:
+            unknown = sorted({e[1]["id"] for e in batch} - {e[1]["id"] for e in found})
+            raise InvalidInput("insight_ids", f"no such insight: {', '.join(unknown[:5])}")
+        await self.write_events(found)
+        return [e[1]["id"] for e in found]
+
+    async def mute_insight_type(self, insight_type: str, duration_s: float | None, *,
+                                by: str | None = None) -> None:
+        """Mute every insight of ``insight_type``, present and future, for ``duration_s``
+        (None: unmute now). Muted insights do not count as open and do not alert."""
+        await self._send(events.mute_type(insight_type, self.producer if by is None else by,
+                                          duration_s))
+
+    async def mark_insights_seen(self, viewer: str | None = None) -> None:
+        """``viewer`` (default: this producer) has looked: the "new since you last looked"
+        count starts again from now."""
+        await self._send(events.insights_seen(self.producer if viewer is None else viewer))
 
     async def register_agent(
         self, agent: Any, kind: str | None = None, interval_s: float | None = None,
@@ -306,11 +337,28 @@ class SharedState:
 
     async def get_insights(
         self, priority: str | None = None, insight_type: str | None = None,
-        acted_upon: bool | None = None, limit: int | None = None,
+        acted_upon: bool | None = None, limit: int | None = None, *,
+        status: str | Iterable[str] | None = None,
     ) -> list:
+        """Insights with their lifecycle; ``status``: one or more of open, regressed,
+        acknowledged, resolved, muted."""
         if priority is not None and priority not in PRIORITIES:
             raise InvalidInput("priority", f"must be one of {', '.join(PRIORITIES)}")
-        return queries.insight_list(await self.read(), priority, insight_type, acted_upon, limit)
+        if status is not None:
+            for s in [status] if isinstance(status, str) else list(status):
+                if s not in STATES:
+                    raise InvalidInput("status", f"must be one of {', '.join(STATES)}, "
+                                                 f"got {s!r}")
+        return queries.insight_list(await self.read(), priority, insight_type, acted_upon,
+                                    limit, status=status, now=time.time())
+
+    async def get_insight_counts(self, viewer: str | None = None) -> dict:
+        """Counts by status, open by priority, and ``new``: open or regressed since
+        ``viewer`` (default: this producer) last marked them seen."""
+        state = await self.read()
+        viewer = self.producer if viewer is None else viewer
+        return queries.insight_counts(queries.insight_list(state, now=time.time()),
+                                      lifecycle.seen_at(state, viewer))
 
     async def export_state(self) -> dict:
         """JSON-serialisable snapshot (secrets redacted); ``restore_state`` takes it back."""

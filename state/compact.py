@@ -10,6 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 from state.config import RetentionConfig
+from state.lifecycle import settle
+from state.reducers import insight_status
 from state.schema import TIERS
 
 
@@ -63,11 +65,17 @@ def compact_error_patterns(patterns: dict, now: float, retention: RetentionConfi
     return _newest(out, retention.max_error_patterns, lambda p: p["last_seen"])
 
 
+def _changed_at(rec: dict) -> float:
+    status = insight_status(rec) or {}
+    return max(status.get("at") or 0, (rec.get("mute") or {}).get("at") or 0)
+
+
 def compact_insights(insights: dict, now: float, retention: RetentionConfig) -> dict:
-    """Cap insights; an acknowledgement whose insight never arrived expires with retention."""
+    """Record regressions (``lifecycle.settle``) and cap insights; a status change whose
+    insight never arrived expires with retention."""
     oldest = horizons(now, retention)["1d"]
-    kept = {i: v for i, v in insights.items()
-            if v.get("body") is not None or (v.get("acted_upon_at") or 0) >= oldest}
+    kept = {i: v for i, v in settle(insights).items()
+            if v.get("body") is not None or _changed_at(v) >= oldest}
     return _newest(kept, retention.max_insights, lambda v: v.get("last_seen") or 0)
 
 

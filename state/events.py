@@ -16,7 +16,6 @@ import orjson
 
 from state.fingerprint import fingerprint, normalize_message
 from state.fold import (
-    KIND_ACK,
     KIND_AGENT_DATA,
     KIND_CONFIG,
     KIND_ERROR,
@@ -26,7 +25,10 @@ from state.fold import (
     KIND_OPTIMIZATION,
     KIND_REGISTER,
     KIND_SYSTEM,
+    KIND_TRIAGE,
+    KIND_TRIAGE_KEY,
 )
+from state.lifecycle import ACTIONS, MAX_MUTE_S, MUTE_TYPE, SEEN
 from state.models import (
     PRIORITIES,
     InvalidInput,
@@ -93,8 +95,44 @@ def insight(insight_type: str, content: Any, source_agent: str, priority: str = 
                           "t": now or time.time()}
 
 
-def ack(insight_id_: str, now: float | None = None) -> Event:
-    return KIND_ACK, {"id": check_name("insight_id", insight_id_), "t": now or time.time()}
+def triage(insight_id_: str, action: str, by: str, *, duration_s: float | None = None,
+           now: float | None = None) -> Event:
+    """A lifecycle action on one insight (``state.lifecycle.ACTIONS``), by a producer or a
+    dashboard session; ``mute`` needs ``duration_s``."""
+    if action not in ACTIONS:
+        raise InvalidInput("action", f"must be one of {', '.join(ACTIONS)}, got {action!r}")
+    t = now or time.time()
+    payload: dict[str, Any] = {"id": check_name("insight_id", insight_id_), "action": action,
+                               "by": check_name("by", by), "t": t}
+    if action == "mute":
+        payload["until"] = t + _duration(duration_s)
+    return KIND_TRIAGE, payload
+
+
+def _duration(duration_s: object) -> float:
+    seconds = positive("duration_s", duration_s)
+    if seconds > MAX_MUTE_S:
+        raise InvalidInput("duration_s", f"at most {MAX_MUTE_S / 86400:.0f} days")
+    return seconds
+
+
+def ack(insight_id_: str, by: str = "api", now: float | None = None) -> Event:
+    return triage(insight_id_, "acknowledge", by, now=now)
+
+
+def mute_type(insight_type: str, by: str, duration_s: float | None,
+              now: float | None = None) -> Event:
+    """Mute every insight of a type for ``duration_s`` (None: unmute it now)."""
+    t = now or time.time()
+    until = t if duration_s is None else t + _duration(duration_s)
+    return KIND_TRIAGE_KEY, {"k": MUTE_TYPE + check_name("insight_type", insight_type),
+                             "v": {"until": until, "at": t, "by": check_name("by", by)}, "t": t}
+
+
+def insights_seen(viewer: str, now: float | None = None) -> Event:
+    """``viewer`` has looked at the insights now (the "new since you last looked" mark)."""
+    t = now or time.time()
+    return KIND_TRIAGE_KEY, {"k": SEEN + check_name("viewer", viewer), "v": {"at": t}, "t": t}
 
 
 def optimization(record: OptimizationRecord | Mapping[str, Any],

@@ -16,6 +16,7 @@ import orjson
 
 from state import reducers, sketch
 from state.config import effective
+from state.lifecycle import ACTIONS
 from state.models import PRIORITIES
 from state.schema import TIERS
 
@@ -29,6 +30,8 @@ KIND_REGISTER = "reg"
 KIND_SYSTEM = "sys"
 KIND_CONFIG = "cfg"
 KIND_AGENT_DATA = "data"
+KIND_TRIAGE = "triage"  # a lifecycle action on one insight (acknowledge, resolve, mute, ...)
+KIND_TRIAGE_KEY = "triage_kv"  # a type mute or a "last looked" marker (the triage channel)
 
 _MINUTE = TIERS[0][1]
 MAX_TIMESTAMP = 1e11  # unix seconds (year 5138)
@@ -85,6 +88,7 @@ class DeltaBuilder:
             "system": reducers.lww,
             "config": reducers.lww,
             "agent_data": reducers.lww,
+            "triage": reducers.lww,
         }
 
     # -- events ---------------------------------------------------------------------------
@@ -175,7 +179,29 @@ def _roll_up(minutes: dict[int, Any], merge_many) -> dict[str, dict[int, Any]]:
 
 # Field holding the map key each kind writes under: state keys must be strings (reads sort them).
 _KEY_FIELD = {KIND_METRIC: "s", KIND_INSIGHT: "id", KIND_ACK: "id", KIND_OPTIMIZATION: "record_id",
-              KIND_HEARTBEAT: "a", KIND_REGISTER: "a", KIND_AGENT_DATA: "a"}
+              KIND_HEARTBEAT: "a", KIND_REGISTER: "a", KIND_AGENT_DATA: "a",
+              KIND_TRIAGE: "id", KIND_TRIAGE_KEY: "k"}
+
+
+def _triage(builder: DeltaBuilder, iid: str, action: str, by: object, ts: float,
+            until: object, stamp: list) -> None:
+    if action not in ACTIONS:
+        raise ValueError(f"unknown insight action {action!r}")
+    if not isinstance(by, str):
+        raise ValueError("'by' is not a string")
+    entry: dict[str, Any] = {"action": action, "at": ts, "by": by, "stamp": stamp}
+    change: dict[str, Any] = {"history": [entry]}
+    if action in ("mute", "unmute"):
+        if action == "unmute":
+            until = ts
+        if not isinstance(until, int | float) or isinstance(until, bool) \
+                or not 0 < until < MAX_TIMESTAMP:
+            raise ValueError("mute 'until' is not a timestamp")
+        entry["until"] = until
+        change["mute"] = {"until": until, "at": ts, "by": by, "stamp": stamp}
+    else:
+        change["status"] = {"s": ACTIONS[action], "at": ts, "by": by, "stamp": stamp}
+    builder.put("insights", iid, change)
 
 
 def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
@@ -208,8 +234,14 @@ def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
                 "content": p["c"], "stamp": stamp}
         builder.put("insights", p["id"], {"body": body, "occurrences": 1,
                                           "first_seen": p["t"], "last_seen": p["t"]})
-    elif kind == KIND_ACK:
-        builder.put("insights", p["id"], {"acted_upon_at": p["t"]})
+    elif kind == KIND_ACK:  # written before the lifecycle existed: an acknowledgement
+        _triage(builder, p["id"], "acknowledge", p.get("by", "api"), ts, None, stamp)
+    elif kind == KIND_TRIAGE:
+        _triage(builder, p["id"], p["action"], p["by"], ts, p.get("until"), stamp)
+    elif kind == KIND_TRIAGE_KEY:
+        if not isinstance(p["v"], dict):
+            raise ValueError("triage value is not an object")
+        builder.put("triage", p["k"], {"value": p["v"], "stamp": stamp})
     elif kind == KIND_OPTIMIZATION:
         builder.put("optimizations", p["record_id"], {**p, "stamp": stamp})
     elif kind == KIND_HEARTBEAT:

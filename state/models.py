@@ -197,6 +197,15 @@ class Insight(BaseModel):
     last_seen: float
     occurrences: int
     acted_upon_at: float | None = None
+    acted_upon: bool = False
+    # lifecycle (``state.lifecycle.view``): decided status, shown state, since when, by whom
+    status: Literal["open", "regressed", "acknowledged", "resolved"] = "open"
+    state: Literal["open", "regressed", "acknowledged", "resolved", "muted"] = "open"
+    since: float | None = None
+    by: str | None = None
+    muted_until: float | None = None
+    active: bool = True
+    history: list[dict[str, Any]] = Field(default_factory=list)
 
 
 class ErrorPattern(BaseModel):

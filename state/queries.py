@@ -6,9 +6,11 @@ same thing everywhere. They are pure: state and ``now`` in, plain data out.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Iterable
 from typing import Any
 
-from state import sketch
+from state import lifecycle, sketch
 from state.config import SystemConfig, effective, unflatten
 from state.models import PRIORITIES
 from state.redact import redact_obj
@@ -203,31 +205,60 @@ def error_patterns(
 
 def insight_list(
     state: dict[str, Any], priority: str | None = None, insight_type: str | None = None,
-    acted_upon: bool | None = None, limit: int | None = None,
+    acted_upon: bool | None = None, limit: int | None = None, *,
+    status: str | Iterable[str] | None = None, now: float | None = None,
 ) -> list[dict[str, Any]]:
-    """Insights, highest priority then newest first."""
+    """Insights, highest priority then newest first, each with its lifecycle now
+    (``state.lifecycle.view``). ``status`` keeps those whose shown state (open, regressed,
+    acknowledged, resolved, muted) is one of the given; ``acted_upon`` those acknowledged or
+    resolved (True) or not (False)."""
+    now = time.time() if now is None else now
+    wanted = None if status is None else {status} if isinstance(status, str) else set(status)
+    mutes = lifecycle.type_mutes(state)
     out = []
     for iid, rec in (state.get("insights") or {}).items():
         body = rec.get("body")
         if body is None:
             continue
-        acted = rec.get("acted_upon_at") is not None
         if priority is not None and body["priority"] != priority:
             continue
         if insight_type is not None and body["insight_type"] != insight_type:
             continue
+        life = lifecycle.view(rec, now, mutes)
+        acted = life["status"] in ("acknowledged", "resolved")
         if acted_upon is not None and acted != acted_upon:
             continue
+        if wanted is not None and life["state"] not in wanted:
+            continue
+        register = lifecycle.status_register(rec) or {}
         out.append({
             "insight_id": iid, "insight_type": body["insight_type"],
             "source_agent": body["source_agent"], "priority": body["priority"],
             "content": body["content"], "first_seen": rec["first_seen"],
             "last_seen": rec["last_seen"], "occurrences": rec["occurrences"],
-            "acted_upon_at": rec.get("acted_upon_at"), "acted_upon": acted,
+            "acted_upon_at": register.get("at") if acted else None, "acted_upon": acted,
+            **life,
+            "history": [{k: v for k, v in e.items() if k != "stamp"}
+                        for e in rec.get("history") or []],
         })
     rank = {p: i for i, p in enumerate(PRIORITIES)}
     out.sort(key=lambda i: (-rank[i["priority"]], -i["last_seen"], i["insight_id"]))
     return out[:limit] if limit else out
+
+
+def insight_counts(insights: list[dict[str, Any]], seen: float | None = None) -> dict[str, Any]:
+    """Counts over ``insight_list`` rows: total, open (active: open or regressed, not muted),
+    open by priority, by shown state, and ``new`` (active and entered that state after
+    ``seen``; all active ones when never seen)."""
+    active = [i for i in insights if i["active"]]
+    return {
+        "total": len(insights), "open": len(active),
+        "open_by_priority": {p: sum(1 for i in active if i["priority"] == p)
+                             for p in PRIORITIES},
+        "by_status": {s: sum(1 for i in insights if i["state"] == s)
+                      for s in lifecycle.STATES},
+        "new": sum(1 for i in active if seen is None or (i["since"] or 0) > seen),
+    }
 
 
 def recent_optimizations(
@@ -251,8 +282,7 @@ def recent_optimizations(
 
 def system_state(state: dict[str, Any], now: float, pending: int = 0) -> dict[str, Any]:
     """The system's values plus a summary of every other part of the state."""
-    insights = insight_list(state)
-    open_insights = [i for i in insights if not i["acted_upon"]]
+    insights = insight_list(state, now=now)
     stats = dict(state.get("stats") or {})
     errors_1h = error_patterns(state, now, time_window_hours=1)
     return {
@@ -263,9 +293,7 @@ def system_state(state: dict[str, Any], now: float, pending: int = 0) -> dict[st
         "error_patterns": {"total": len(state.get("error_patterns") or {}),
                            "active_1h": len(errors_1h),
                            "events_1h": sum(p["frequency"] for p in errors_1h)},
-        "insights": {"total": len(insights), "open": len(open_insights),
-                     "open_by_priority": {p: sum(1 for i in open_insights if i["priority"] == p)
-                                          for p in PRIORITIES}},
+        "insights": insight_counts(insights),
         "optimizations": {"total": len(state.get("optimizations") or {})},
         "inbox": {"pending": pending},
         "stats": stats,

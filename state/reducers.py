@@ -116,19 +116,51 @@ def merge_error_patterns(a: dict | None, b: dict | None) -> dict:
     return merge_maps(a, b, merge_pattern)
 
 
+MAX_HISTORY = 20
+
+
+def merge_history(a: list[dict] | None, b: list[dict] | None) -> list[dict]:
+    """Bounded history of stamped entries: the newest ``MAX_HISTORY`` of the union (a set, so
+    re-applying an entry changes nothing; top-N of a union, so the merge order does not
+    matter), oldest first."""
+    entries = {_canon(e): e for e in (*(a or ()), *(b or ()))}
+    ranked = sorted(entries.items(), key=lambda kv: (kv[1].get("stamp") or [], kv[0]))
+    return [e for _, e in ranked[-MAX_HISTORY:]]
+
+
+def insight_status(rec: dict) -> dict | None:
+    """An insight's stamped lifecycle register; a record written before the lifecycle existed
+    (``acted_upon_at`` only) reads as acknowledged then."""
+    status = rec.get("status")
+    if status is None and rec.get("acted_upon_at") is not None:
+        at = rec["acted_upon_at"]
+        status = {"s": "acknowledged", "at": at, "by": "unknown", "stamp": [at, 0, 0]}
+    return status
+
+
 def merge_insight(x: dict, y: dict) -> dict:
-    """One insight: newest body wins, occurrences add up, latest acknowledgement wins."""
-    return {
+    """One insight: newest body wins, occurrences add up, first/last seen are min/max; the
+    lifecycle status and the mute are last-writer-wins registers, the history a bounded set."""
+    out = {
         "body": lww(x.get("body"), y.get("body")),
         "occurrences": x.get("occurrences", 0) + y.get("occurrences", 0),
         "first_seen": _min_opt(x.get("first_seen"), y.get("first_seen")),
         "last_seen": _max_opt(x.get("last_seen"), y.get("last_seen")),
-        "acted_upon_at": _max_opt(x.get("acted_upon_at"), y.get("acted_upon_at")),
     }
+    status = lww(insight_status(x), insight_status(y))
+    mute = lww(x.get("mute"), y.get("mute"))
+    history = merge_history(x.get("history"), y.get("history"))
+    if status is not None:
+        out["status"] = status
+    if mute is not None:
+        out["mute"] = mute
+    if history:
+        out["history"] = history
+    return out
 
 
 def merge_insights(a: dict | None, b: dict | None) -> dict:
-    """Insight id -> newest content; occurrences add up; acted-upon time is the latest ack."""
+    """Insight id -> newest content; occurrences add up; lifecycle status and mute are LWW."""
     return merge_maps(a, b, merge_insight)
 
 

@@ -46,8 +46,13 @@ class SystemState(TypedDict, total=False):
     min/max, the sample is the newest, source agents are a bounded sorted union."""
 
     insights: Annotated[dict[str, dict[str, Any]], reducers.merge_insights]
-    """Insight id (dedupe key) -> {"body", "occurrences", "first_seen", "last_seen",
-    "acted_upon_at"}: a repeated insight bumps occurrences instead of adding a row."""
+    """Insight id (dedupe key) -> {"body", "occurrences", "first_seen", "last_seen", "status",
+    "mute", "history"}: a repeated insight bumps occurrences instead of adding a row; status
+    and mute are LWW registers, history a bounded set (see ``state.lifecycle``)."""
+
+    triage: Annotated[dict[str, dict[str, Any]], reducers.merge_lww_map]
+    """``mute_type:<insight type>`` / ``seen:<viewer>`` -> {"value", "stamp"}: mutes of a whole
+    insight type and when each viewer last looked at the insights; last writer wins."""
 
     optimizations: Annotated[dict[str, dict[str, Any]], reducers.merge_records]
     """Record id -> newest version of an optimization record (LWW by stamp)."""
@@ -82,6 +87,7 @@ REDUCERS = {
     "metrics": reducers.merge_metrics,
     "error_patterns": reducers.merge_error_patterns,
     "insights": reducers.merge_insights,
+    "triage": reducers.merge_lww_map,
     "optimizations": reducers.merge_records,
     "system": reducers.merge_lww_map,
     "config": reducers.merge_lww_map,

@@ -162,10 +162,10 @@ def test_live_dashboard_in_chromium(tmp_path: Path, processes: Processes) -> Non
             page.goto(f"{base}/insights")
             box = page.locator(f".st-key-insight_{insight_id}")
             expect(box).to_contain_text("probe insight: queue stuck")
-            box.get_by_role("button", name="Mark acted upon").click()
-            expect(box).to_contain_text("Acted upon")
-            expect(box.get_by_role("button", name="Mark acted upon")).to_have_count(0)
             page.screenshot(path=str(tmp_path / "insights.png"), full_page=True)
+            box.get_by_role("button", name="Acknowledge", exact=True).click()
+            expect(page.get_by_text("Acknowledged 1 insight")).to_have_count(1)
+            expect(box).to_have_count(0)  # no longer needs attention
 
             page.goto(f"{base}/export")
             with page.expect_download() as download:

@@ -178,38 +178,114 @@ def test_error_patterns_table_filter_and_sort(state_db: StateFixture, dash: Any)
 # -- insights -------------------------------------------------------------------------------------
 
 
-def test_insights_counts_filters_and_evidence(state_db: StateFixture, dash: Any) -> None:
+def _shown(at: AppTest) -> set[str]:
+    """Insight ids with a card on the page (each card has a selection checkbox)."""
+    return {c.key.removeprefix("sel_") for c in at.checkbox if c.key and c.key.startswith("sel_")
+            and c.key != "sel_page"}
+
+
+def test_insights_counts_filters_and_evidence_on_demand(state_db: StateFixture,
+                                                        dash: Any) -> None:
     everything = api(state_db.url, SharedState.get_insights)
-    still_open = api(state_db.url, lambda s: s.get_insights(acted_upon=False))
+    active = [i for i in everything if i["active"]]
     at = dash(state_db.url, "insights")
-    assert metrics(at)["Insights shown"] == str(len(everything))
-    assert metrics(at)["Open"] == str(len(still_open))
+    assert metrics(at)["Open"] == str(len(active))
+    assert metrics(at)["Acknowledged"] == "1"
+    assert metrics(at)["New since you last looked"] == str(len(active))  # never looked
+    assert _shown(at) == {i["insight_id"] for i in active}  # "Needs attention" by default
     ack_buttons = {b.key for b in at.button if b.key and b.key.startswith("ack_")}
-    assert ack_buttons == {f"ack_{i['insight_id']}" for i in still_open}
+    assert ack_buttons == {f"ack_{i['insight_id']}" for i in active}
+    assert list(at.json) == []  # evidence is rendered on demand only
+    high = state_db.insight_ids["high"]
+    at.toggle(key=f"ev_{high}").set_value(True).run()
     evidence = [json.loads(j.value) for j in at.json]
-    assert {"summary": "p95 latency up 80 %", "p95_ms": 900} in evidence
+    assert evidence == [{"summary": "p95 latency up 80 %", "p95_ms": 900}]
 
-    at.segmented_control(key="ins_state").set_value("Acted upon").run()
-    assert metrics(at)["Insights shown"] == "1"
-    assert metrics(at)["Open"] == "0"
+    at.segmented_control(key="ins_state").set_value("Acknowledged").run()
+    assert _shown(at) == {state_db.insight_ids["medium"]}
     at.segmented_control(key="ins_state").set_value("All").run()
+    assert _shown(at) == {i["insight_id"] for i in everything}
     at.multiselect(key="ins_priority").select("critical").run()
-    assert metrics(at)["Insights shown"] == "1"
-    assert any("disk 99 % full" in m.value for m in at.markdown)
+    assert _shown(at) == {state_db.insight_ids["critical"]}
+    assert any("disk 99 % full" in t.value for t in at.text)
+    at.multiselect(key="ins_priority").unselect("critical").run()
+    at.text_input(key="ins_search").input("e-mails").run()
+    assert _shown(at) == {state_db.insight_ids["medium"]}
 
 
-def test_mark_acted_upon_changes_the_insight(state_db: StateFixture, dash: Any) -> None:
+def test_acknowledge_resolve_reopen_and_mute_from_the_page(state_db: StateFixture,
+                                                           dash: Any) -> None:
     target = state_db.insight_ids["critical"]
+
+    def row() -> dict[str, Any]:
+        [found] = [i for i in api(state_db.url, SharedState.get_insights)
+                   if i["insight_id"] == target]
+        return found
+
     at = dash(state_db.url, "insights")
     open_before = int(metrics(at)["Open"])
     at.button(key=f"ack_{target}").click().run()
     assert not at.exception
-    [after] = [i for i in api(state_db.url, SharedState.get_insights)
-               if i["insight_id"] == target]
-    assert after["acted_upon"] is True
+    assert row()["status"] == "acknowledged" and row()["by"].startswith("dashboard:")
     assert metrics(at)["Open"] == str(open_before - 1)
-    assert f"ack_{target}" not in {b.key for b in at.button}
-    assert any(s.value.startswith("Acted upon") for s in at.success)
+    assert target not in _shown(at)  # no longer needs attention
+    assert any(s.value.startswith("Acknowledged 1 insight") for s in at.success)
+    at.segmented_control(key="ins_state").set_value("All").run()
+    at.button(key=f"resolve_{target}").click().run()
+    assert row()["status"] == "resolved"
+    at.button(key=f"reopen_{target}").click().run()
+    assert row()["status"] == "open"
+    at.button(key=f"mute_3600_{target}").click().run()
+    assert row()["state"] == "muted"
+    assert metrics(at)["Muted"] == "1"
+    at.button(key=f"unmute_{target}").click().run()
+    assert row()["state"] == "open"
+    assert [h["action"] for h in row()["history"]] == [
+        "acknowledge", "resolve", "reopen", "mute", "unmute"]
+    at.toggle(key=f"ev_{target}").set_value(True).run()
+    history = frame(at)
+    assert list(history["change"]) == ["unmute", "mute", "reopen", "resolve", "acknowledge"]
+
+
+def test_bulk_actions_paging_and_new_since_last_looked(page_db_url: str, dash: Any) -> None:
+    async def many(shared: SharedState) -> list[str]:
+        return [await shared.add_insight("error_rate_spike", {"key": f"k{n}",
+                                                              "summary": f"spike {n}"},
+                                         "coordinator", priority="high") for n in range(45)]
+
+    ids = api(page_db_url, many)
+    at = dash(page_db_url, "insights")
+    assert metrics(at)["Open"] == "45"
+    assert len(_shown(at)) == 20  # a page
+    first_page = _shown(at)
+    at.number_input(key="ins_page").set_value(3).run()
+    assert len(_shown(at)) == 5 and not (_shown(at) & first_page)
+    at.number_input(key="ins_page").set_value(1).run()
+    at.button(key="sel_page").click().run()
+    at.button(key="bulk_acknowledge").click().run()
+    assert metrics(at)["Open"] == "25"
+    acked = {i["insight_id"] for i in
+             api(page_db_url, lambda s: s.get_insights(status="acknowledged"))}
+    assert acked == first_page
+    at.button(key="ins_seen").click().run()
+    assert metrics(at)["New since you last looked"] == "0"
+
+    n = ids.index(sorted(first_page)[0])
+
+    async def again(shared: SharedState) -> None:  # one of the acknowledged fires again
+        await shared.add_insight("error_rate_spike", {"key": f"k{n}", "summary": f"spike {n}"},
+                                 "coordinator", priority="high")
+
+    api(page_db_url, again)
+    rerun(at)
+    assert metrics(at)["Regressed"] == "1"
+    assert metrics(at)["Open"] == "26"
+    assert metrics(at)["New since you last looked"] == "1"
+    at.selectbox(key="mute_type_pick").set_value("error_rate_spike").run()
+    at.button(key="mute_type_go").click().run()
+    assert metrics(at)["Open"] == "0" and metrics(at)["Muted"] == "45"
+    at.button(key="unmute_type_error_rate_spike").click().run()
+    assert metrics(at)["Open"] == "26"
 
 
 # -- optimizations --------------------------------------------------------------------------------

@@ -372,7 +372,9 @@ async def test_insights_dedupe_priority_and_acted_upon(shared: SharedState) -> N
         assert [i["insight_id"] for i in await shared.get_insights(acted_upon=False)] == [c, k1, d]
         counts = (await shared.get_system_state())["insights"]
         assert counts == {"total": 4, "open": 3, "open_by_priority":
-                          {"low": 1, "medium": 1, "high": 0, "critical": 1}}
+                          {"low": 1, "medium": 1, "high": 0, "critical": 1},
+                          "by_status": {"open": 3, "regressed": 0, "acknowledged": 1,
+                                        "resolved": 0, "muted": 0}, "new": 3}
         await shared.flush()
 
 

@@ -2,9 +2,12 @@
 
 The server runs the uncompiled system graph with our checkpointer on ``BGA_DATABASE_URL``; the
 tests write through ``SharedState`` to the same file and read back both through the SDK and
-through ``SharedState``. The server must run from the project root (langgraph.json's
-checkpointer path is resolved against the working directory); ``--no-reload`` keeps other
-people's edits from restarting it mid-test.
+through ``SharedState``. The server runs in a temporary directory with a copy of
+langgraph.json whose paths point into the project (the checkpointer path is resolved against
+the working directory): the server keeps threads, runs and crons in ``./.langgraph_api``, so
+the working tree's own ``.langgraph_api`` (crons a developer made with ``make dev``) can
+neither fire into a test nor be changed by one. ``--no-reload`` keeps other people's edits
+from restarting it mid-test.
 """
 
 from __future__ import annotations
@@ -80,9 +83,11 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
         pytest.skip("langgraph-cli is not installed in this environment")
     directory = tmp_path_factory.mktemp("langgraph-dev")
     db_url = sqlite_url_of(directory / "state.db")
-    # the shipped langgraph.json plus a user's graph (paths resolve against the cwd, ROOT)
     config = json.loads((ROOT / "langgraph.json").read_text())
-    config["graphs"][USER_GRAPH] = "./tests/conformance/dev_graph.py:graph"
+    config["dependencies"] = [str(ROOT) if d == "." else d for d in config["dependencies"]]
+    config["graphs"] = {name: str(ROOT / path) for name, path in config["graphs"].items()}
+    config["graphs"][USER_GRAPH] = f"{ROOT / 'tests/conformance/dev_graph.py'}:graph"
+    config["checkpointer"]["path"] = str(ROOT / config["checkpointer"]["path"])
     (directory / "langgraph.json").write_text(json.dumps(config))
     port = free_port()
     log = directory / "server.log"
@@ -90,10 +95,9 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
                     LANGGRAPH_NO_VERSION_CHECK="true", LANGSMITH_TRACING="false")
     with open(log, "wb") as out:
         proc = subprocess.Popen(
-            [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port),
-             "--config", str(directory / "langgraph.json")],
-            cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-            start_new_session=True)
+            [str(langgraph), "dev", "--no-browser", "--no-reload", "--port", str(port)],
+            cwd=directory, env=env, stdout=out, stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL, start_new_session=True)
     dev = DevServer(f"http://127.0.0.1:{port}", db_url, log, proc)
     try:
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
@@ -120,10 +124,8 @@ def _no_langsmith_here(monkeypatch: pytest.MonkeyPatch) -> None:
 async def client(server: DevServer) -> AsyncIterator:
     sdk = langgraph_sdk.get_client(url=server.url, api_key=None)
     await sdk.threads.create(thread_id=THREAD, if_exists="do_nothing")
-    # The server keeps threads and crons in ./.langgraph_api across restarts: a cron left
-    # behind by an interrupted run would tick this thread behind the test's back.
-    for cron in await sdk.crons.search(thread_id=THREAD, limit=100):
-        await sdk.crons.delete(cron["cron_id"])
+    # A fresh state directory (see the module docstring): no cron can tick behind our back.
+    assert await sdk.crons.search(limit=100) == []
     yield sdk
 
 
@@ -132,6 +134,10 @@ async def _shared_view(db_url: str) -> tuple[dict, dict, int]:
         summary = await shared.get_system_state()
         perf = await shared.get_performance_summary(hours=1)
         return summary, perf, await shared.backend.pending_count()
+
+
+async def test_the_server_keeps_its_state_outside_the_working_tree(server: DevServer) -> None:
+    assert (Path(server.log).parent / ".langgraph_api").is_dir()
 
 
 async def test_info_reports_crons_enabled(server: DevServer) -> None:

@@ -140,7 +140,7 @@ def test_compact_keeps_only_covered_buckets_and_leaves_them_unchanged(sc):
     # Without caps, insights and optimizations lose only expired bare acknowledgements.
     assert out["optimizations"] == state["optimizations"]
     for iid, rec in state["insights"].items():
-        expired = rec.get("body") is None and rec["acted_upon_at"] < cut["1d"]
+        expired = rec.get("body") is None and rec["status"]["at"] < cut["1d"]
         assert (iid not in out["insights"]) == expired
 
 

@@ -22,7 +22,9 @@ BASE_TS = 1_700_000_000
 AGENTS = [f"agent-{i:02d}" for i in range(24)]
 SERIES = ["alpha/latency", "alpha/cpu", "beta/latency"]
 ERRORS = [("TimeoutError", "timeout after <num> s"), ("KeyError", "missing key <str>")]
-KINDS = ("metric", "error", "insight", "ack", "opt", "hb", "reg", "sys", "cfg")
+KINDS = ("metric", "error", "insight", "ack", "triage", "triage_kv", "opt", "hb", "reg", "sys",
+         "cfg")
+ACTIONS = ("acknowledge", "resolve", "reopen", "mute", "unmute")
 
 json_scalar = st.one_of(st.none(), st.booleans(), st.integers(-5, 5), st.text(max_size=4))
 json_value = st.one_of(json_scalar, st.dictionaries(st.sampled_from("xyz"), json_scalar,
@@ -66,6 +68,14 @@ def good_event(draw, kind: str | None = None) -> tuple[str, dict[str, Any]]:
              "c": {"k": draw(json_value)}, "t": t}
     elif kind == "ack":
         p = {"id": draw(st.sampled_from(["ins_a", "ins_b"])), "t": t}
+    elif kind == "triage":
+        p = {"id": draw(st.sampled_from(["ins_a", "ins_b"])), "t": t,
+             "action": draw(st.sampled_from(ACTIONS)), "by": draw(st.sampled_from(["u", "v"]))}
+        if p["action"] == "mute":
+            p["until"] = t + draw(st.integers(1, 10_000))
+    elif kind == "triage_kv":
+        p = {"k": draw(st.sampled_from(["mute_type:anomaly", "seen:dashboard"])), "t": t,
+             "v": {"until": t + 60, "at": t, "by": "u"}}
     elif kind == "opt":
         p = {"record_id": draw(st.sampled_from(["opt-1", "opt-2"])), "success": True,
              "optimization_type": "cache", "t": t}
@@ -106,6 +116,8 @@ REQUIRED = {
     "error": ("t", "id", "type", "norm", "msg", "a"),
     "insight": ("t", "id", "type", "a", "p", "c"),
     "ack": ("t", "id"),
+    "triage": ("t", "id", "action", "by"),
+    "triage_kv": ("t", "k", "v"),
     "opt": ("t", "record_id"),
     "hb": ("t", "a", "status", "d"),
     "reg": ("t", "a", "kind", "interval_s", "schedule", "meta"),
@@ -119,6 +131,8 @@ WRONG = {
     "error": {k: _NOT_STR for k in ("id", "type", "norm", "msg", "a")},
     "insight": {"id": _NOT_STR, "p": ["urgent", "", 1, None, ["low"]]},
     "ack": {"id": _NOT_STR},
+    "triage": {"id": _NOT_STR, "by": _NOT_STR, "action": ["ack", "", 1, None, ["resolve"]]},
+    "triage_kv": {"k": _NOT_STR, "v": [[], "x", 5, None, True]},
     "opt": {"record_id": _NOT_STR},
     "hb": {"a": _NOT_STR},
     "reg": {"a": _NOT_STR, "interval_s": ["5", True, [], {}, [5.0]]},
@@ -330,8 +344,26 @@ def test_good_rows_fold_into_what_each_channel_promises(rows):
         rec = delta["insights"][iid]
         assert rec["occurrences"] == len(seen)
         assert rec["body"]["stamp"] == max(s for s, _ in seen)
-        acks = [s[0] for s, p in _events(rows, "ack") if p["id"] == iid]
-        assert rec.get("acted_upon_at") == (max(acks) if acks else None)
+    statuses = {"acknowledge": "acknowledged", "resolve": "resolved", "reopen": "open"}
+    changes = [(s, p | {"action": "acknowledge", "by": "api"}) for s, p in _events(rows, "ack")]
+    changes += _events(rows, "triage")
+    for iid in {p["id"] for _, p in changes}:
+        mine = [(s, p) for s, p in changes if p["id"] == iid]
+        rec = delta["insights"][iid]
+        decided = [(s, p) for s, p in mine if p["action"] in statuses]
+        if decided:  # the newest decision is the status, with who and when
+            s, p = max(decided, key=lambda sp: sp[0])
+            assert rec["status"] == {"s": statuses[p["action"]], "at": p["t"], "by": p["by"],
+                                     "stamp": s}
+        else:
+            assert "status" not in rec
+        mutes = [(s, p) for s, p in mine if p["action"] in ("mute", "unmute")]
+        if mutes:
+            s, p = max(mutes, key=lambda sp: sp[0])
+            assert rec["mute"]["until"] == (p["until"] if p["action"] == "mute" else p["t"])
+        # every change is in the history, newest MAX_HISTORY of them, oldest first
+        want = sorted(s for s, _ in mine)[-reducers.MAX_HISTORY:]
+        assert [e["stamp"] for e in rec["history"]] == want
 
     for kind, channel in (("sys", "system"), ("cfg", "config")):
         latest: dict[str, tuple[list, Any]] = {}

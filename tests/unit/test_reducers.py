@@ -34,6 +34,7 @@ ERRORS = [("TimeoutError", "timeout after <num> s"), ("KeyError", "missing key <
           ("ValueError", "bad value <num>")]
 INSIGHT_IDS = ["ins_a", "ins_b", "ins_c"]
 RECORD_IDS = ["opt-1", "opt-2", "opt-3"]
+BY = ["dashboard:ab12", "cli", "coordinator"]
 SYSTEM_KEYS = ["mode", "load", "paused"]
 # Config updates the fold accepts (each key is validated against the config schema).
 config_update = st.one_of(
@@ -62,7 +63,8 @@ metric_value = st.one_of(
 @st.composite
 def event(draw) -> tuple[str, dict[str, Any]]:
     kind = draw(st.sampled_from(["metric", "metric", "metric", "error", "error", "insight",
-                                 "ack", "opt", "hb", "reg", "sys", "cfg"]))
+                                 "ack", "triage", "triage", "triage_kv", "opt", "hb", "reg",
+                                 "sys", "cfg"]))
     t = draw(timestamp)
     if kind == "metric":
         p = {"s": draw(st.sampled_from(SERIES)), "v": draw(metric_value), "t": t}
@@ -80,6 +82,15 @@ def event(draw) -> tuple[str, dict[str, Any]]:
              "c": {"k": draw(json_value)}, "t": t}
     elif kind == "ack":
         p = {"id": draw(st.sampled_from(INSIGHT_IDS)), "t": t}
+    elif kind == "triage":
+        p = {"id": draw(st.sampled_from(INSIGHT_IDS)), "t": t, "by": draw(st.sampled_from(BY)),
+             "action": draw(st.sampled_from(["acknowledge", "resolve", "reopen", "mute",
+                                             "unmute"]))}
+        if p["action"] == "mute":
+            p["until"] = t + draw(st.sampled_from([60, 3600]))
+    elif kind == "triage_kv":
+        p = {"k": draw(st.sampled_from(["mute_type:anomaly", "seen:dashboard"])), "t": t,
+             "v": {"until": t + 60, "at": t, "by": draw(st.sampled_from(BY))}}
     elif kind == "opt":
         p = {"record_id": draw(st.sampled_from(RECORD_IDS)), "optimization_type": "cache",
              "success": draw(st.booleans()), "details": draw(json_value), "t": t}
@@ -268,7 +279,7 @@ def test_reducers_do_not_mutate_their_inputs(parts):
     assert parts == before
 
 
-LWW_CHANNELS = ("optimizations", "system", "config", "agent_data", "tick", "inbox")
+LWW_CHANNELS = ("optimizations", "system", "config", "agent_data", "tick", "inbox", "triage")
 
 
 @SETTINGS
@@ -296,6 +307,39 @@ def test_agent_registration_heartbeat_and_liveness_are_idempotent(parts):
                 assert twice[aid].get(part) == rec.get(part), (aid, part)
             # The heartbeat count is additive (exactly-once is the watermarks' job).
             assert twice[aid]["heartbeats"] == 2 * rec.get("heartbeats", 0)
+
+
+INSIGHT_LWW_PARTS = ("body", "status", "mute", "history", "first_seen", "last_seen")
+
+
+@SETTINGS
+@given(channel_parts(2))
+def test_insight_lifecycle_parts_are_idempotent(parts):
+    """Status, mute, body and history survive re-applying an update; occurrences add up."""
+    a, b = parts
+    for x in (a["insights"], reducers.merge_insights(a["insights"], b["insights"])):
+        twice = reducers.merge_insights(x, x)
+        assert twice.keys() == x.keys()
+        for iid, rec in x.items():
+            for part in INSIGHT_LWW_PARTS:
+                assert twice[iid].get(part) == rec.get(part), (iid, part)
+            assert twice[iid]["occurrences"] == 2 * rec.get("occurrences", 0)
+
+
+@SETTINGS
+@given(channel_parts(2))
+def test_insight_history_is_the_newest_changes_of_both_sides(parts):
+    a, b = parts
+    merged = reducers.merge_insights(a["insights"], b["insights"])
+    for iid, rec in merged.items():
+        both = [e for x in (a, b) for e in (x["insights"].get(iid) or {}).get("history", [])]
+        stamps = sorted({tuple(e["stamp"]) for e in both})[-reducers.MAX_HISTORY:]
+        assert [tuple(e["stamp"]) for e in rec.get("history", [])] == stamps
+        assert len(rec.get("history", [])) <= reducers.MAX_HISTORY
+        statuses = [x["insights"][iid]["status"] for x in (a, b)
+                    if "status" in x["insights"].get(iid, {})]
+        if statuses:  # the newest decision wins, whichever side it came from
+            assert rec["status"] == max(statuses, key=lambda s: s["stamp"])
 
 
 @SETTINGS
@@ -406,3 +450,80 @@ def test_applying_deltas_to_a_state_in_any_order_gives_the_same_state(rows, data
     assert first.keys() == second.keys()
     for ch in first:
         assert_channel_close(ch, first[ch], second[ch])
+
+
+# --- the insight lifecycle (state.lifecycle) ------------------------------------------------------
+
+
+def _insight_rows(*events: tuple[str, dict]) -> dict[str, Any]:
+    rows = to_rows([(1, kind, payload) for kind, payload in events])
+    return fold_rows(rows).delta["insights"]
+
+
+def _fired(t: float) -> tuple[str, dict]:
+    return "insight", {"id": "ins_a", "type": "anomaly", "a": "coordinator", "p": "high",
+                       "c": {}, "t": t}
+
+
+def _did(action: str, t: float, by: str = "dashboard:ab12", **extra: Any) -> tuple[str, dict]:
+    return "triage", {"id": "ins_a", "action": action, "by": by, "t": t, **extra}
+
+
+def test_acknowledged_then_fired_again_is_regressed_and_settle_records_it():
+    from state import lifecycle
+
+    t = BASE_TS
+    acked = _insight_rows(_fired(t), _did("acknowledge", t + 10))
+    assert lifecycle.view(acked["ins_a"], t + 20, {})["status"] == "acknowledged"
+    again = reducers.merge_insights(acked, _insight_rows(_fired(t + 30)))
+    view = lifecycle.view(again["ins_a"], t + 40, {})
+    assert (view["status"], view["since"], view["by"], view["active"]) == \
+        ("regressed", t + 30, "coordinator", True)
+    settled = lifecycle.settle(again)
+    assert lifecycle.settle(settled) == settled  # idempotent
+    rec = settled["ins_a"]
+    assert rec["status"]["s"] == "regressed" and rec["status"]["at"] == t + 30
+    assert [(e["action"], e["by"]) for e in rec["history"]] == [
+        ("acknowledge", "dashboard:ab12"), ("regressed", "coordinator")]
+    # a person's later decision wins over the recorded regression
+    resolved = reducers.merge_insights(settled, _insight_rows(_did("resolve", t + 50)))
+    assert lifecycle.view(resolved["ins_a"], t + 60, {})["status"] == "resolved"
+    assert lifecycle.settle(resolved) == resolved
+
+
+def test_resolved_without_new_firing_stays_resolved_and_reopen_opens():
+    from state import lifecycle
+
+    t = BASE_TS
+    recs = _insight_rows(_fired(t), _did("resolve", t + 5))
+    assert lifecycle.settle(recs) == recs
+    assert lifecycle.view(recs["ins_a"], t + 99, {})["active"] is False
+    reopened = reducers.merge_insights(recs, _insight_rows(_did("reopen", t + 7)))
+    assert lifecycle.view(reopened["ins_a"], t + 99, {})["status"] == "open"
+
+
+def test_mutes_by_insight_and_by_type_expire_and_unmute_ends_them():
+    from state import lifecycle
+
+    t = BASE_TS
+    recs = _insight_rows(_fired(t), _did("mute", t + 1, until=t + 100))
+    view = lifecycle.view(recs["ins_a"], t + 50, {})
+    assert (view["state"], view["status"], view["active"]) == ("muted", "open", False)
+    assert lifecycle.view(recs["ins_a"], t + 100, {})["state"] == "open"  # expired
+    unmuted = reducers.merge_insights(recs, _insight_rows(_did("unmute", t + 2)))
+    assert lifecycle.view(unmuted["ins_a"], t + 50, {})["state"] == "open"
+    plain = _insight_rows(_fired(t))
+    assert lifecycle.view(plain["ins_a"], t + 50, {"anomaly": t + 60})["state"] == "muted"
+    assert lifecycle.view(plain["ins_a"], t + 50, {"other": t + 60})["state"] == "open"
+
+
+def test_an_acknowledgement_written_before_the_lifecycle_reads_as_acknowledged():
+    from state import lifecycle
+
+    t = BASE_TS
+    old = {"ins_a": {"body": {"insight_type": "x", "source_agent": "a", "priority": "low",
+                              "content": {}, "stamp": [t, 1, 1]}, "occurrences": 1,
+                     "first_seen": t, "last_seen": t, "acted_upon_at": t + 5}}
+    assert lifecycle.view(old["ins_a"], t + 9, {})["status"] == "acknowledged"
+    merged = reducers.merge_insights(old, _insight_rows(_fired(t + 8)))
+    assert lifecycle.view(merged["ins_a"], t + 9, {})["status"] == "regressed"
