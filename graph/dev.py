@@ -33,7 +33,9 @@ async def _backend() -> AsyncIterator[Backend]:
 
 @asynccontextmanager
 async def checkpointer() -> AsyncIterator[BaseCheckpointSaver]:
-    """The server's checkpointer: our compare-and-swap saver on the configured database."""
+    """The server's checkpointer on the configured database: compare-and-swap on the shared
+    state's thread, LangGraph's own behaviour (forks, replays, rollbacks, copies, pruning) on
+    every other thread, so graphs of your own can be served next to ``system``."""
     async with _backend() as backend:
         yield backend.checkpointer
 

@@ -18,6 +18,7 @@ import orjson
 
 from state import events, lifecycle, queries
 from state.backends import Backend, StaleCheckpoint, make_backend
+from state.backends.history import keep_linear
 from state.checkpoints import load_values
 from state.config import validate_updates
 from state.folder import FOLD_NODE, FoldReport, build_fold_graph, collect, pending_delta
@@ -49,6 +50,7 @@ class SharedState:
         self.producer = producer
         self.thread_name = thread_id
         self.thread_id = thread_uuid(thread_id)
+        keep_linear(backend.checkpointer, self.thread_id)  # its folds need a linear history
         self.read_only = read_only
         self.config = {"configurable": {"thread_id": self.thread_id}}
         self._graph = build_fold_graph(backend)

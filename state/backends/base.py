@@ -91,7 +91,9 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def prune_checkpoints(self, thread_id: str, keep: int) -> int:
-        """Delete all but the newest ``keep`` checkpoints of a thread; returns how many went."""
+        """Delete all but the newest ``keep`` root checkpoints of a thread, and in subgraph
+        namespaces what is older than the oldest of them (``history.prune_plan``); returns how
+        many checkpoints went."""
 
     @abc.abstractmethod
     async def is_empty(self) -> bool:

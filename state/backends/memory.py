@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from langgraph.checkpoint.memory import InMemorySaver
 
 from state.backends.base import Backend, InboxWrite
+from state.backends.history import DELTA_METADATA_KEYS, prune_plan, refuse_delta
 from state.fold import InboxRow, Quarantined
 
 
@@ -79,10 +80,28 @@ class MemoryBackend(Backend):
         return max(ids) if ids else None
 
     async def prune_checkpoints(self, thread_id: str, keep: int) -> int:
-        ns = self._store.saver.storage.get(thread_id, {}).get("", {})
-        doomed = sorted(ns)[:-keep] if len(ns) > keep else []
-        for cid in doomed:
-            del ns[cid]
+        """The retention prune (``prune_plan``) on InMemorySaver's dicts, with the writes and
+        blobs only the pruned checkpoints used."""
+        saver = self._store.saver
+        namespaces = saver.storage.get(thread_id, {})
+        meta = {(ns, cid): saver.serde.loads_typed(m)
+                for ns, cps in namespaces.items() for cid, (_, m, _) in cps.items()}
+        if any(k in m for m in meta.values() for k in DELTA_METADATA_KEYS):
+            refuse_delta([thread_id])
+        doomed, _ = prune_plan([(ns, cid, (m.get("parents") or {}).get(""))
+                                for (ns, cid), m in meta.items()], keep, history=True)
+        gone = set(doomed)
+        for ns, cid in doomed:
+            del namespaces[ns][cid]
+            saver.writes.pop((thread_id, ns, cid), None)
+        for ns, cps in namespaces.items():
+            for cid, (c, m, parent) in list(cps.items()):
+                if (ns, parent) in gone:
+                    cps[cid] = (c, m, None)
+        used = {(ns, ch, v) for ns, cps in namespaces.items() for (c, _, _) in cps.values()
+                for ch, v in saver.serde.loads_typed(c)["channel_versions"].items()}
+        for key in [k for k in saver.blobs if k[0] == thread_id and k[1:] not in used]:
+            del saver.blobs[key]
         return len(doomed)
 
     async def is_empty(self) -> bool:

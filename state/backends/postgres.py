@@ -1,7 +1,7 @@
 """PostgreSQL backend (``postgresql://...`` or ``postgres://...``).
 
 Checkpoints go through LangGraph's ``AsyncPostgresSaver`` on a psycopg ``AsyncConnectionPool``,
-subclassed to add compare-and-swap for the root namespace (as ``CasSqliteSaver`` does); the
+subclassed to add compare-and-swap on the shared state's thread (as ``CasSqliteSaver`` does); the
 inbox, its streams and the quarantine are plain tables; the fold and leader locks are
 session-level advisory locks, each held on a dedicated connection, so the server releases the
 lock of a process that dies.
@@ -32,13 +32,15 @@ from typing import Any
 import psycopg
 from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
+from langgraph.checkpoint.postgres.base import PRUNE_DELTA_THREADS_SQL
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg import AsyncConnection
 from psycopg.rows import dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from state.backends.base import Backend, InboxWrite, StaleCheckpoint
+from state.backends.base import Backend, InboxWrite
+from state.backends.history import LinearThreads, prune_plan, refuse_delta
 from state.fold import InboxRow, Quarantined
 from state.traces import PG_SCHEMA as TRACES_SCHEMA
 
@@ -110,19 +112,24 @@ def lock_key(schema: str, name: str) -> int:
     return int.from_bytes(digest, "big", signed=True)
 
 
-class CasPostgresSaver(AsyncPostgresSaver):
-    """AsyncPostgresSaver that refuses a checkpoint whose parent is no longer the newest one.
+class CasPostgresSaver(LinearThreads, AsyncPostgresSaver):
+    """AsyncPostgresSaver with compare-and-swap on the linear threads
+    (``state.backends.history``) and the optional methods ``langgraph dev`` uses:
+    adelete_for_runs and acopy_thread (``aprune`` is LangGraph's own).
 
-    The root-namespace write takes a per-thread transaction-scoped advisory lock, checks that
-    the thread's newest checkpoint is the writer's parent and writes blobs and checkpoint in
-    the same transaction; a writer working from a stale checkpoint gets StaleCheckpoint.
+    A linear thread's root-namespace write takes a per-thread transaction-scoped advisory
+    lock, checks that the thread's newest checkpoint is the writer's parent and writes blobs
+    and checkpoint in the same transaction; a writer working from a checkpoint that is not
+    the newest gets ForkRefused. Every other thread is written exactly as AsyncPostgresSaver
+    writes it.
     """
 
     async def aput(self, config, checkpoint, metadata, new_versions):
         conf = config["configurable"]
-        if conf.get("checkpoint_ns", ""):
+        thread_id = str(conf["thread_id"])
+        if conf.get("checkpoint_ns", "") or not self.is_linear(thread_id):
             return await super().aput(config, checkpoint, metadata, new_versions)
-        thread_id, parent = str(conf["thread_id"]), conf.get("checkpoint_id")
+        parent = conf.get("checkpoint_id")
         copy = checkpoint.copy()
         copy["channel_values"] = copy["channel_values"].copy()
         blob_values = {}
@@ -142,17 +149,83 @@ class CasPostgresSaver(AsyncPostgresSaver):
             await cur.execute(_THREAD_LOCK_SQL, (LOCK_SPACE, thread_id))
             await cur.execute("SELECT max(checkpoint_id) AS latest FROM checkpoints "
                               "WHERE thread_id=%s AND checkpoint_ns=''", (thread_id,))
-            latest = (await cur.fetchone())["latest"]
-            if latest is not None and latest != parent:
-                raise StaleCheckpoint(
-                    f"thread {thread_id!r} moved on to {latest} while this writer worked "
-                    f"from {parent}")
+            self.check_parent(thread_id, (await cur.fetchone())["latest"], parent)
             if blobs:
                 await cur.executemany(self.UPSERT_CHECKPOINT_BLOBS_SQL, blobs)
             await cur.execute(self.UPSERT_CHECKPOINTS_SQL,
                               (thread_id, "", checkpoint["id"], parent, Jsonb(copy), meta))
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
                                  "checkpoint_id": checkpoint["id"]}}
+
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (their writes, and blobs no other checkpoint uses) that runs
+        ``run_ids`` made, on every thread but a linear one (``langgraph dev`` calls this to
+        roll a cancelled run back)."""
+        run_ids = [str(r) for r in run_ids]
+        if not run_ids:
+            return
+        async with self._cursor() as cur, cur.connection.transaction():
+            await cur.execute("SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints "
+                              "WHERE metadata->>'run_id' = ANY(%s)", (run_ids,))
+            doomed = self.spare_linear((r["thread_id"], r["checkpoint_ns"], r["checkpoint_id"])
+                                       for r in await cur.fetchall())
+            await delete_checkpoints(cur, doomed)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint, blob and write of a thread, in all namespaces, to another
+        thread (metadata ``thread_id`` renamed); a linear thread cannot be the target."""
+        source, target = str(source_thread_id), str(target_thread_id)
+        self.refuse_copy_into(target)
+        async with self._cursor() as cur, cur.connection.transaction():
+            await cur.execute(
+                "INSERT INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
+                "parent_checkpoint_id, type, checkpoint, metadata) SELECT %s, checkpoint_ns, "
+                "checkpoint_id, parent_checkpoint_id, type, checkpoint, CASE WHEN metadata ? "
+                "'thread_id' THEN jsonb_set(metadata, '{thread_id}', to_jsonb(%s::text)) "
+                "ELSE metadata END FROM checkpoints WHERE thread_id=%s ON CONFLICT DO NOTHING",
+                (target, target, source))
+            await cur.execute(
+                "INSERT INTO checkpoint_blobs (thread_id, checkpoint_ns, channel, version, "
+                "type, blob) SELECT %s, checkpoint_ns, channel, version, type, blob FROM "
+                "checkpoint_blobs WHERE thread_id=%s ON CONFLICT DO NOTHING", (target, source))
+            await cur.execute(
+                "INSERT INTO checkpoint_writes (thread_id, checkpoint_ns, checkpoint_id, "
+                "task_id, task_path, idx, channel, type, blob) SELECT %s, checkpoint_ns, "
+                "checkpoint_id, task_id, task_path, idx, channel, type, blob FROM "
+                "checkpoint_writes WHERE thread_id=%s ON CONFLICT DO NOTHING",
+                (target, source))
+
+
+async def delete_checkpoints(cur: psycopg.AsyncCursor, keys: Sequence[tuple[str, str, str]]
+                             ) -> None:
+    """Delete checkpoints by (thread, namespace, id), with their writes and the blobs no
+    remaining checkpoint of their namespace uses; null the parent links that pointed at them.
+    Runs in the caller's transaction."""
+    if not keys:
+        return
+    doomed = "unnest(%s::text[], %s::text[], %s::text[]) AS d(t, ns, id)"
+    params = tuple(list(column) for column in zip(*keys, strict=True))
+    await cur.execute(f"DELETE FROM checkpoint_writes w USING {doomed} WHERE "
+                      "w.thread_id=d.t AND w.checkpoint_ns=d.ns AND w.checkpoint_id=d.id",
+                      params)
+    await cur.execute(
+        f"WITH gone AS (DELETE FROM checkpoints c USING {doomed} WHERE c.thread_id=d.t "
+        "AND c.checkpoint_ns=d.ns AND c.checkpoint_id=d.id RETURNING c.thread_id, "
+        "c.checkpoint_ns, c.checkpoint->'channel_versions' AS versions) "
+        "SELECT DISTINCT g.thread_id, g.checkpoint_ns, v.key, v.value FROM gone g "
+        "CROSS JOIN LATERAL jsonb_each_text(g.versions) AS v", params)
+    freed = await cur.fetchall()
+    if freed:  # a statement of its own: it must see the checkpoints deleted
+        await cur.execute(
+            "DELETE FROM checkpoint_blobs b USING unnest(%s::text[], %s::text[], %s::text[], "
+            "%s::text[]) AS f(t, ns, channel, version) WHERE b.thread_id=f.t AND "
+            "b.checkpoint_ns=f.ns AND b.channel=f.channel AND b.version=f.version AND NOT "
+            "EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id=f.t AND c.checkpoint_ns="
+            "f.ns AND c.checkpoint->'channel_versions'->>f.channel = f.version)",
+            tuple(list(column) for column in zip(*(r.values() for r in freed), strict=True)))
+    await cur.execute(f"UPDATE checkpoints c SET parent_checkpoint_id=NULL FROM {doomed} "
+                      "WHERE c.thread_id=d.t AND c.checkpoint_ns=d.ns "
+                      "AND c.parent_checkpoint_id=d.id", params)
 
 
 class PostgresBackend(Backend):
@@ -290,33 +363,25 @@ class PostgresBackend(Backend):
         return rows[0]["latest"] if rows else None
 
     async def prune_checkpoints(self, thread_id: str, keep: int) -> int:
-        """All but the newest ``keep`` root checkpoints, their writes and the blobs no kept
-        checkpoint references. The saver's ``aprune`` only knows "keep the latest one", so
-        this is SQL over its tables, under the same per-thread lock as the CAS write."""
-        keep = max(1, keep)
+        """The retention prune (``prune_plan``) as SQL over the saver's tables, in every
+        namespace, under the same per-thread lock as the compare-and-swap write."""
         async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             await cur.execute(_THREAD_LOCK_SQL, (LOCK_SPACE, thread_id))
-            await cur.execute(
-                "SELECT checkpoint_id FROM checkpoints WHERE thread_id=%s AND checkpoint_ns='' "
-                "ORDER BY checkpoint_id DESC LIMIT 1 OFFSET %s", (thread_id, keep - 1))
-            row = await cur.fetchone()
-            if row is None:
-                return 0
-            cutoff = row["checkpoint_id"]
-            await cur.execute("DELETE FROM checkpoints WHERE thread_id=%s AND checkpoint_ns='' "
-                              "AND checkpoint_id<%s", (thread_id, cutoff))
-            n = cur.rowcount
-            if n:
-                await cur.execute("DELETE FROM checkpoint_writes WHERE thread_id=%s "
-                                  "AND checkpoint_ns='' AND checkpoint_id<%s",
-                                  (thread_id, cutoff))
+            await cur.execute(PRUNE_DELTA_THREADS_SQL, ([thread_id], [thread_id]))
+            refuse_delta(r["thread_id"] for r in await cur.fetchall())
+            await cur.execute("SELECT checkpoint_ns, checkpoint_id, metadata->'parents'->>'' "
+                              "AS root FROM checkpoints WHERE thread_id=%s", (thread_id,))
+            doomed, cutoff = prune_plan(
+                [(r["checkpoint_ns"], r["checkpoint_id"], r["root"])
+                 for r in await cur.fetchall()], keep, history=True)
+            await delete_checkpoints(cur, [(thread_id, ns, i) for ns, i in doomed])
+            if cutoff is not None:  # writes whose checkpoint was never saved
                 await cur.execute(
-                    "DELETE FROM checkpoint_blobs b WHERE b.thread_id=%s "
-                    "AND b.checkpoint_ns='' AND NOT EXISTS (SELECT 1 FROM checkpoints c "
-                    "WHERE c.thread_id=b.thread_id AND c.checkpoint_ns='' "
-                    "AND c.checkpoint->'channel_versions'->>b.channel = b.version)",
-                    (thread_id,))
-            return n
+                    "DELETE FROM checkpoint_writes w WHERE w.thread_id=%s AND w.checkpoint_id<%s"
+                    " AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id=w.thread_id"
+                    " AND c.checkpoint_ns=w.checkpoint_ns AND c.checkpoint_id=w.checkpoint_id)",
+                    (thread_id, cutoff))
+            return len(doomed)
 
     async def is_empty(self) -> bool:
         rows = await self._fetch("SELECT EXISTS (SELECT 1 FROM checkpoints) AS cp, "

@@ -1,26 +1,35 @@
 """SQLite backend: checkpoints, inbox and quarantine in one WAL file; a file lock for folds.
 
 Inbox writes use their own ``sqlite3`` connection in a worker thread (one transaction per
-group commit); checkpoints go through ``AsyncSqliteSaver`` on an ``aiosqlite`` connection.
+group commit); checkpoints go through ``CasSqliteSaver`` (``AsyncSqliteSaver`` with compare-and-swap
+on the shared state's thread) on an ``aiosqlite`` connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import fcntl
 import json
 import os
 import socket
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import aiosqlite
 from langgraph.checkpoint.base import get_checkpoint_metadata
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from state.backends.base import Backend, InboxWrite, StaleCheckpoint
+from state.backends.base import Backend, InboxWrite
+from state.backends.history import (
+    DELTA_METADATA_KEYS,
+    LinearThreads,
+    check_strategy,
+    prune_plan,
+    refuse_delta,
+)
 from state.fold import InboxRow, Quarantined
 from state.traces import SCHEMA as TRACES_SCHEMA
 
@@ -86,66 +95,140 @@ def _migrate(conn: sqlite3.Connection) -> None:
         raise
 
 
-class CasSqliteSaver(AsyncSqliteSaver):
-    """AsyncSqliteSaver that refuses a checkpoint whose parent is no longer the newest one.
+class CasSqliteSaver(LinearThreads, AsyncSqliteSaver):
+    """AsyncSqliteSaver with compare-and-swap on the linear threads (``state.backends.history``)
+    and the optional methods ``langgraph dev`` uses: adelete_for_runs, acopy_thread, aprune.
 
-    LangGraph's savers have no compare-and-swap, so two processes writing one thread lose
-    updates. Here the check and the insert share one write transaction: a writer working from a
-    stale checkpoint fails with StaleCheckpoint instead of silently forking the thread.
+    On a linear thread the check and the insert share one write transaction: a writer working
+    from a checkpoint that is not the newest fails with ForkRefused instead of forking it.
+    Every other thread is written exactly as AsyncSqliteSaver writes it.
     """
 
     async def aput(self, config, checkpoint, metadata, new_versions):
         conf = config["configurable"]
-        if conf.get("checkpoint_ns", ""):
+        thread_id = str(conf["thread_id"])
+        if conf.get("checkpoint_ns", "") or not self.is_linear(thread_id):
             return await super().aput(config, checkpoint, metadata, new_versions)
-        await self.setup()
-        thread_id, parent = str(conf["thread_id"]), conf.get("checkpoint_id")
+        parent = conf.get("checkpoint_id")
         type_, blob = self.serde.dumps_typed(checkpoint)
         meta = json.dumps(get_checkpoint_metadata(config, metadata),
                           ensure_ascii=False).encode("utf-8", "ignore")
+        async with self._transaction():
+            cur = await self.conn.execute(
+                "SELECT max(checkpoint_id) FROM checkpoints "
+                "WHERE thread_id=? AND checkpoint_ns=''", (thread_id,))
+            self.check_parent(thread_id, (await cur.fetchone())[0], parent)
+            await self.conn.execute(
+                "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id,"
+                " parent_checkpoint_id, type, checkpoint, metadata) "
+                "VALUES (?, '', ?, ?, ?, ?, ?)",
+                (thread_id, checkpoint["id"], parent, type_, blob, meta))
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
+                                 "checkpoint_id": checkpoint["id"]}}
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[None]:
+        """One write transaction on the saver's connection (BEGIN IMMEDIATE: it waits for,
+        and then excludes, every other writer of the file)."""
+        await self.setup()
         async with self.lock:
             await self.conn.execute("BEGIN IMMEDIATE")
             try:
-                cur = await self.conn.execute(
-                    "SELECT max(checkpoint_id) FROM checkpoints "
-                    "WHERE thread_id=? AND checkpoint_ns=''", (thread_id,))
-                latest = (await cur.fetchone())[0]
-                if latest is not None and latest != parent:
-                    raise StaleCheckpoint(
-                        f"thread {thread_id!r} moved on to {latest} while this writer worked "
-                        f"from {parent}")
-                await self.conn.execute(
-                    "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id,"
-                    " parent_checkpoint_id, type, checkpoint, metadata) "
-                    "VALUES (?, '', ?, ?, ?, ?, ?)",
-                    (thread_id, checkpoint["id"], parent, type_, blob, meta))
+                yield
                 await self.conn.commit()
             except BaseException:
                 await self.conn.rollback()
                 raise
-        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
-                                 "checkpoint_id": checkpoint["id"]}}
 
-    async def aprune(self, thread_ids, *, strategy: str = "keep_latest") -> None:
-        """Drop old checkpoints of threads (``keep_latest``) or whole threads (``delete``)."""
+    async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
+        """Delete the checkpoints (and their writes) that runs ``run_ids`` made, on every
+        thread but a linear one (``langgraph dev`` calls this to roll a cancelled run back)."""
+        run_ids = [str(r) for r in run_ids]
+        if not run_ids:
+            return
+        async with self._transaction():
+            cur = await self.conn.execute(
+                "SELECT thread_id, checkpoint_ns, checkpoint_id FROM checkpoints WHERE "
+                "json_extract(CAST(metadata AS TEXT), '$.run_id') IN "
+                f"({','.join('?' * len(run_ids))})", run_ids)
+            doomed = self.spare_linear(await cur.fetchall())
+            for table in ("writes", "checkpoints"):
+                await self.conn.executemany(
+                    f"DELETE FROM {table} WHERE thread_id=? AND checkpoint_ns=? "
+                    "AND checkpoint_id=?", doomed)
+
+    async def acopy_thread(self, source_thread_id: str, target_thread_id: str) -> None:
+        """Copy every checkpoint and write of a thread, in all namespaces, to another thread
+        (metadata ``thread_id`` renamed); a linear thread cannot be the target."""
+        source, target = str(source_thread_id), str(target_thread_id)
+        self.refuse_copy_into(target)
+        async with self._transaction():
+            await self.conn.execute(
+                "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id, "
+                "parent_checkpoint_id, type, checkpoint, metadata) SELECT ?, checkpoint_ns, "
+                "checkpoint_id, parent_checkpoint_id, type, checkpoint, CASE WHEN "
+                "json_extract(CAST(metadata AS TEXT), '$.thread_id') IS NULL THEN metadata "
+                "ELSE CAST(json_set(CAST(metadata AS TEXT), '$.thread_id', ?) AS BLOB) END "
+                "FROM checkpoints WHERE thread_id=?", (target, target, source))
+            await self.conn.execute(
+                "INSERT OR REPLACE INTO writes (thread_id, checkpoint_ns, checkpoint_id, "
+                "task_id, task_path, idx, channel, type, value) SELECT ?, checkpoint_ns, "
+                "checkpoint_id, task_id, task_path, idx, channel, type, value FROM writes "
+                "WHERE thread_id=?", (target, source))
+
+    async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
+        """``keep_latest``: keep the newest checkpoint of every namespace (a subgraph call
+        goes with the root checkpoint it started from); ``delete``: delete the threads."""
+        thread_ids = check_strategy(thread_ids, strategy)
+        if not thread_ids:
+            return
+        if strategy == "delete":
+            async with self._transaction():
+                for table in ("checkpoints", "writes"):
+                    await self.conn.executemany(f"DELETE FROM {table} WHERE thread_id=?",
+                                                [(t,) for t in thread_ids])
+            return
+        await self._refuse_delta(thread_ids)
+        for thread_id in thread_ids:
+            await self._prune(thread_id, 1, history=False)
+
+    async def aprune_history(self, thread_id: str, keep: int) -> int:
+        """The retention prune (see ``prune_plan``); returns how many checkpoints went."""
+        await self._refuse_delta([thread_id])
+        return await self._prune(str(thread_id), keep, history=True)
+
+    async def _refuse_delta(self, thread_ids: Sequence[str]) -> None:
+        await self.setup()
         async with self.lock:
-            for thread_id in thread_ids:
-                if strategy == "delete":
-                    await self.conn.execute("DELETE FROM checkpoints WHERE thread_id=?",
-                                            (str(thread_id),))
-                    await self.conn.execute("DELETE FROM writes WHERE thread_id=?",
-                                            (str(thread_id),))
-                    continue
-                cur = await self.conn.execute(
-                    "SELECT max(checkpoint_id) FROM checkpoints WHERE thread_id=? "
-                    "AND checkpoint_ns=''", (str(thread_id),))
-                latest = (await cur.fetchone())[0]
-                if latest is not None:
-                    for table in ("checkpoints", "writes"):
-                        await self.conn.execute(
-                            f"DELETE FROM {table} WHERE thread_id=? AND checkpoint_id<?",
-                            (str(thread_id), latest))
-            await self.conn.commit()
+            cur = await self.conn.execute(
+                "SELECT DISTINCT thread_id FROM checkpoints WHERE thread_id IN "
+                f"({','.join('?' * len(thread_ids))}) AND ("
+                + " OR ".join(f"json_extract(CAST(metadata AS TEXT), '$.{k}') IS NOT NULL"
+                              for k in DELTA_METADATA_KEYS) + ")", list(thread_ids))
+            refuse_delta(t for (t,) in await cur.fetchall())
+
+    async def _prune(self, thread_id: str, keep: int, *, history: bool) -> int:
+        async with self._transaction():
+            cur = await self.conn.execute(
+                "SELECT checkpoint_ns, checkpoint_id, "
+                "json_extract(CAST(metadata AS TEXT), '$.parents.\"\"') "
+                "FROM checkpoints WHERE thread_id=?", (thread_id,))
+            doomed, cutoff = prune_plan(await cur.fetchall(), keep, history=history)
+            keys = [(thread_id, ns, i) for ns, i in doomed]
+            for table in ("writes", "checkpoints"):
+                await self.conn.executemany(
+                    f"DELETE FROM {table} WHERE thread_id=? AND checkpoint_ns=? "
+                    "AND checkpoint_id=?", keys)
+            await self.conn.executemany(  # a kept checkpoint's parent may be gone now
+                "UPDATE checkpoints SET parent_checkpoint_id=NULL WHERE thread_id=? "
+                "AND checkpoint_ns=? AND parent_checkpoint_id=?", keys)
+            if history and cutoff is not None:  # writes whose checkpoint was never saved
+                await self.conn.execute(
+                    "DELETE FROM writes WHERE thread_id=? AND checkpoint_id<? AND NOT EXISTS "
+                    "(SELECT 1 FROM checkpoints c WHERE c.thread_id=writes.thread_id AND "
+                    "c.checkpoint_ns=writes.checkpoint_ns AND "
+                    "c.checkpoint_id=writes.checkpoint_id)", (thread_id, cutoff))
+        return len(keys)
 
 
 class SqliteBackend(Backend):
@@ -158,7 +241,7 @@ class SqliteBackend(Backend):
         self._read_lock = asyncio.Lock()
         self._aconn: aiosqlite.Connection | None = None
         self._lock_fds: dict[str, int] = {}
-        self.checkpointer: AsyncSqliteSaver
+        self.checkpointer: CasSqliteSaver
 
     async def setup(self, *, create: bool = True) -> None:
         if not create and not await asyncio.to_thread(self.path.exists):
@@ -252,26 +335,10 @@ class SqliteBackend(Backend):
         return row[0] if row else None
 
     async def prune_checkpoints(self, thread_id: str, keep: int) -> int:
-        def run(conn: sqlite3.Connection) -> int:
-            row = conn.execute(
-                "SELECT checkpoint_id FROM checkpoints WHERE thread_id=? AND checkpoint_ns='' "
-                "ORDER BY checkpoint_id DESC LIMIT 1 OFFSET ?", (thread_id, keep - 1)).fetchone()
-            if row is None:
-                return 0
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                n = conn.execute("DELETE FROM checkpoints WHERE thread_id=? AND checkpoint_id<?",
-                                 (thread_id, row[0])).rowcount
-                conn.execute("DELETE FROM writes WHERE thread_id=? AND checkpoint_id<?",
-                             (thread_id, row[0]))
-                conn.execute("COMMIT")
-            except BaseException:
-                conn.execute("ROLLBACK")
-                raise
-            conn.execute("PRAGMA incremental_vacuum")
-            return n
-
-        return await self._on_write(run)
+        n = await self.checkpointer.aprune_history(thread_id, keep)
+        if n:
+            await self._on_write(lambda c: c.execute("PRAGMA incremental_vacuum"))
+        return n
 
     async def is_empty(self) -> bool:
         def run(conn: sqlite3.Connection) -> bool:

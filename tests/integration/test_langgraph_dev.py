@@ -37,6 +37,7 @@ pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 120.0
 THREAD = thread_uuid("system")
+USER_GRAPH = "user_log"
 
 
 def free_port() -> int:
@@ -85,6 +86,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DevServer]:
     config = json.loads((ROOT / "langgraph.json").read_text())
     config["dependencies"] = [str(ROOT) if d == "." else d for d in config["dependencies"]]
     config["graphs"] = {name: str(ROOT / path) for name, path in config["graphs"].items()}
+    config["graphs"][USER_GRAPH] = f"{ROOT / 'tests/conformance/dev_graph.py'}:graph"
     config["checkpointer"]["path"] = str(ROOT / config["checkpointer"]["path"])
     (directory / "langgraph.json").write_text(json.dumps(config))
     port = free_port()
@@ -211,3 +213,72 @@ async def test_a_cron_on_the_system_thread_is_accepted_and_deleted(
         await client.crons.delete(cron["cron_id"])
     assert cron["cron_id"] not in {c["cron_id"] for c in
                                    await client.crons.search(thread_id=THREAD, limit=100)}
+
+
+async def test_a_user_graph_forks_from_an_old_checkpoint_and_continues_from_the_fork(
+    server: DevServer, client
+) -> None:
+    thread = (await client.threads.create())["thread_id"]
+    done = await client.runs.wait(thread, USER_GRAPH, input={"log": ["in"]})
+    assert done["log"] == ["in", "a", "b"]
+    history = await client.threads.get_history(thread, limit=20)
+    (old,) = [h for h in history if h["values"].get("log") == ["in", "a"]]
+    assert old["next"] == ["b"]
+    head = history[0]["checkpoint"]["checkpoint_id"]
+
+    fork = await client.threads.update_state(thread, {"log": ["edit"]}, as_node="a",
+                                             checkpoint_id=old["checkpoint"]["checkpoint_id"])
+    forked = await client.threads.get_state(thread)
+    assert forked["checkpoint"]["checkpoint_id"] == fork["checkpoint"]["checkpoint_id"]
+    assert forked["parent_checkpoint"]["checkpoint_id"] == old["checkpoint"]["checkpoint_id"]
+    assert forked["values"]["log"] == ["in", "a", "edit"] and forked["next"] == ["b"]
+
+    continued = await client.runs.wait(thread, USER_GRAPH, input=None)
+
+    assert continued["log"] == ["in", "a", "edit", "b"]
+    assert (await client.threads.get_state(thread))["values"]["log"] == continued["log"]
+    left = await client.threads.get_state(thread, checkpoint_id=head)  # the old branch stays
+    assert left["values"]["log"] == ["in", "a", "b"]
+    copy = await client.threads.copy(thread)  # the saver's acopy_thread
+    assert (await client.threads.get_state(copy["thread_id"]))["values"] == \
+        {"log": continued["log"]}
+
+
+async def test_the_system_thread_refuses_a_fork_over_http_with_the_reason(
+    server: DevServer, client
+) -> None:
+    import httpx
+
+    for _ in range(2):
+        await client.runs.wait(THREAD, "system", input={})
+    history = await client.threads.get_history(THREAD, limit=10)
+    assert len(history) >= 2
+    head = await client.threads.get_state(THREAD)
+    old = history[1]["checkpoint"]["checkpoint_id"]
+
+    with pytest.raises(httpx.HTTPStatusError) as refused:
+        await client.threads.update_state(THREAD, {"stats": {"edits": 1}}, as_node="optimize",
+                                          checkpoint_id=old)
+    assert refused.value.response.status_code == 400
+    detail = refused.value.response.json()["detail"]
+    assert "linear history" in detail and "bga restore" in detail
+    assert old in detail and "undo the events folded since" in detail
+    with pytest.raises(Exception, match=r"ForkRefused: .*linear history.*bga restore"):
+        await client.runs.wait(THREAD, "system", input=None, checkpoint_id=old)  # a replay
+    after = await client.threads.get_state(THREAD)
+    assert after["checkpoint"] == head["checkpoint"] and after["values"] == head["values"]
+    # the newest checkpoint still takes an update, as on any thread
+    await client.threads.update_state(THREAD, {"stats": {"edits": 1}}, as_node="optimize")
+    assert (await client.threads.get_state(THREAD))["values"]["stats"]["edits"] == 1
+
+
+async def test_the_server_finds_every_optional_method_of_our_saver(
+    server: DevServer, client
+) -> None:
+    await client.runs.wait((await client.threads.create())["thread_id"], USER_GRAPH,
+                           input={"log": []})
+    log = server.log.read_text(errors="replace")
+    assert "Using custom checkpointer: CasSqliteSaver" in log, server.log_tail()
+    for missing in ("missing adelete_thread", "missing adelete_for_runs",
+                    "missing acopy_thread", "missing aprune"):
+        assert missing not in log

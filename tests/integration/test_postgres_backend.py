@@ -16,11 +16,12 @@ from graph import scheduler
 from state import SharedState
 from state.backends import LockBusy, StaleCheckpoint, make_backend
 from state.backends.postgres import MIGRATIONS
+from state.schema import SYSTEM_THREAD, thread_uuid
 from tests.integration.workers import ROOT
 
 pytestmark = pytest.mark.postgres
 
-THREAD = "t-cas"
+THREAD = thread_uuid(SYSTEM_THREAD)  # compare-and-swap guards the shared state's thread
 
 
 def config(parent: str | None) -> dict:
