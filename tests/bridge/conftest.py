@@ -15,9 +15,11 @@ AGENT = "langsmith_bridge"
 
 
 @pytest.fixture
-def fake() -> Iterator[FakeLangSmith]:
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangSmith]:
     server = FakeLangSmith().start()
     server.add_project("proj-a")
+    # the operator lists the fake as an endpoint the key may go to (state.policy)
+    monkeypatch.setenv("BGA_LANGSMITH_ENDPOINTS", server.url)
     try:
         yield server
     finally:
