@@ -30,8 +30,8 @@ class InvalidInput(ValueError):
     """Bad input to the SharedState API; ``field`` names what was wrong."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
-        self.field = field
+        super().__init__(redact(f"{field}: {message}"))  # an error never repeats a secret
+        self.field = redact(field)
 
 
 def check_name(field: str, value: object, *, allow_slash: bool = True) -> str:
@@ -46,7 +46,10 @@ def check_name(field: str, value: object, *, allow_slash: bool = True) -> str:
         raise InvalidInput(field, "must not contain '/'")
     if any(ord(c) < 32 for c in value):
         raise InvalidInput(field, "must not contain control characters")
-    return value
+    redacted = redact(value)  # names, ids, types and units are redacted like free text
+    if len(redacted) > MAX_NAME:
+        raise InvalidInput(field, f"longer than {MAX_NAME} characters once redacted")
+    return redacted
 
 
 def check_json(field: str, value: object, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:

@@ -97,7 +97,7 @@ def process_db_url(request: pytest.FixtureRequest) -> str:
     return request.getfixturevalue(f"{request.param}_url")
 
 
-TEST_AGENT_CLASSES = "tests.agents.example:*"
+TEST_AGENT_CLASSES = "tests.agents.example:*,tests.bridge.test_local_traces:LLMAgent"
 
 
 @pytest.fixture(autouse=True)

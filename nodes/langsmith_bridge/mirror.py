@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from nodes.base import AgentContext
@@ -27,6 +28,7 @@ from nodes.langsmith_bridge.records import RUN_TYPES, TraceRun, split_error
 from state import events, sketch
 from state.fold import KIND_METRIC
 from state.models import InvalidInput, PerformanceMetric
+from state.redact import redact
 
 METRIC_UNITS: dict[str, str | None] = {
     "latency_ms": "ms", "error": None, "prompt_tokens": "tokens", "completion_tokens": "tokens",
@@ -38,9 +40,12 @@ MAX_LABEL = 110
 MAX_NEW_PATTERN_INSIGHTS = 10
 
 
+@lru_cache(maxsize=4_096)  # run names repeat: redact each distinct one once
 def clean(text: str, limit: int) -> str:
-    """A series or source name part: no '/', no control characters, bounded length."""
-    out = "".join(ch for ch in text if ch >= " ").replace("/", "_").strip()
+    """A series or source name part: no '/', no control characters, bounded length.
+
+    Redacted first: turning '/' into '_' would hide a URL's password from the redactor."""
+    out = redact("".join(ch for ch in text if ch >= " ")).replace("/", "_").strip()
     return (out or "unnamed")[:limit]
 
 
