@@ -17,8 +17,9 @@ from dashboard import data, ui  # noqa: E402
 # first visitor of /insights on a fresh server would get that page without this entry page.
 PAGES = Path(__file__).parent / "views"
 
-st.set_page_config(page_title="Background Agents", page_icon=":material/monitoring:",
-                   layout="wide")
+# an emoji favicon is drawn locally; a :material: one (also a page's own icon, when it becomes
+# the favicon) is fetched from fonts.gstatic.com: no request may leave the viewer's browser
+st.set_page_config(page_title="Background Agents", page_icon="📈", layout="wide")
 page = st.navigation({
     "Now": [
         st.Page(PAGES / "overview.py", title="Overview", icon=":material/dashboard:",

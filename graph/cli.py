@@ -15,6 +15,7 @@ from rich.table import Table
 
 from graph import cli_bridge, cli_cluster, cli_import, runner, scheduler
 from graph.demo import sample_traffic, seed_sample_data
+from state import policy
 from state.api import SharedState
 from state.backends import LockBusy
 from state.models import InvalidInput
@@ -232,7 +233,12 @@ def dashboard_cmd(db: DbOption = None,
     cmd = [sys.executable, "-m", "streamlit", "run", str(script),
            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
            "--server.port", str(port), "--server.headless", "true",
-           "--client.toolbarMode", "minimal"]
+           "--client.toolbarMode", "minimal",
+           # refuse hostile pages: the websocket (all data and every edit) answers only to
+           # these Host names, and only to same-origin or local pages (state.policy)
+           "--server.enableCORS", "true", "--server.enableXsrfProtection", "true",
+           *(arg for host in policy.dashboard_hosts()
+             for arg in ("--server.allowedHosts", host))]
     console.print(f"dashboard: http://127.0.0.1:{port} (state: {redact(url)}); Ctrl-C stops it")
     proc = subprocess.Popen(cmd, env={**os.environ, "BGA_DATABASE_URL": url})
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())

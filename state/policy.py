@@ -135,3 +135,13 @@ def langsmith_endpoint(field: str, requested: str | None) -> str:
                         f"{redact(requested)!r} is not LANGSMITH_ENDPOINT nor listed in "
                         "BGA_LANGSMITH_ENDPOINTS; the API key only goes to endpoints set in the "
                         "environment next to it")
+
+
+DEFAULT_DASHBOARD_HOSTS = ("127.0.0.1", "localhost")
+
+
+def dashboard_hosts() -> list[str]:
+    """Host names the dashboard answers to: 127.0.0.1, localhost and ``BGA_DASHBOARD_HOSTS``
+    (a page on any other name, e.g. after DNS rebinding, is refused)."""
+    extra = [h.lower() for h in split_list(Settings().dashboard_hosts)]
+    return list(dict.fromkeys([*DEFAULT_DASHBOARD_HOSTS, *extra]))

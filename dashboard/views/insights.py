@@ -23,10 +23,11 @@ def card(i: dict[str, Any]) -> None:
         head, action = st.columns([4, 1])
         with head:
             ui.badge(i["priority"])
-            st.markdown(f"**{i['insight_type']}** · from `{i['source_agent']}` · "
+            st.markdown(f"**{ui.safe_text(i['insight_type'])}** · from "
+                        f"{ui.safe_text(i['source_agent'])} · "
                         f"{i['occurrences']}× · last seen {ui.when(i['last_seen'])}")
             if i["content"].get("summary"):
-                st.write(str(i["content"]["summary"]))
+                st.text(str(i["content"]["summary"]))  # as typed: never markdown
         with action:
             if i["acted_upon"]:
                 st.success("Acted upon", icon=":material/check:")
