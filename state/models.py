@@ -98,7 +98,9 @@ def check_text(field: str, value: object, *, limit: int = MAX_TEXT) -> str:
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # hide_input_in_errors: a ValidationError (and so a log line) never repeats a secret
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False,
+                              hide_input_in_errors=True)
 
     @classmethod
     def checked(cls, **data: Any) -> Any:

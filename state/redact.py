@@ -47,9 +47,9 @@ _SHAPES = re.compile(
 # a long random-looking word right after a word that names a secret ("api key 8f3kq02...",
 # "token is 9fz..."), even without "=" or ":" between them
 _AFTER_WORD = re.compile(
-    r"(?i:(?<![A-Za-z0-9])(?:api[ _-]?key|key|token|secret|password|passwd|pwd|pass|"
-    r"credential|auth)s?)(?![A-Za-z0-9])(?P<gap>[^A-Za-z0-9\n]{1,3}(?:(?i:is|was|of)"
-    r"[^A-Za-z0-9\n]{1,3})?)(?P<val>[A-Za-z0-9_+/=.~-]{12,})"
+    r"(?i:(?<![A-Za-z0-9_])(?:api[ _-]?key|key|token|secret|password|passwd|pwd|pass|"
+    r"credential|auth)s?)(?![A-Za-z0-9_])(?P<gap>[ \t:=,'\"()\[\]{}-]{1,3}(?:(?i:is|was|of)"
+    r"[ \t:=,'\"()\[\]{}-]{1,3})?)(?P<val>[A-Za-z0-9_+/=.~-]{12,})"
 )
 MIN_ENTROPY_BITS = 3.0  # per character: ``0123456789ab`` has 3.6, ``configuration`` 3.0
 _KEY_SEP = re.compile(
