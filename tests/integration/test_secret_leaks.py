@@ -262,7 +262,7 @@ def test_no_secret_reaches_the_database_export_status_logs_or_dashboard(
     assert_absent(cores, "the database (bridge)", stored_bytes(leak_url))
     # every (shape, location) pair once; the inbox rows are checked before any fold
     for location in LOCATIONS:
-        for shape, make in SHAPES.items():
+        for make in SHAPES.values():
             secret, core = make(rng)
             cores.append(core)
             asyncio.run(put(leak_url, location, embed(secret, "see", "now"), core))
