@@ -178,6 +178,16 @@ def to_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     return out
 
 
+def quarantine_text(data: Mapping[str, Any], raw: str) -> str:
+    """What is kept of a rejected row: its raw text, unless a column named like a secret has a
+    value (its cell is not recognisable in the raw line): then the row as JSON with that value
+    hidden. The store redacts credential shapes in either."""
+    if not any(isinstance(k, str) and is_secret_key(k) and not _is_empty(v)
+               for k, v in data.items()):
+        return raw
+    return orjson.dumps(redact_obj(dict(data)), default=str).decode()
+
+
 def _merge_extra(extra: dict[str, Any], value: Any) -> None:
     """An ``extra`` column: a JSON object (or its text) merged key by key."""
     if isinstance(value, str) and value.lstrip().startswith("{"):

@@ -25,7 +25,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from nodes.profile_import.models import Reason, field_of
+from nodes.profile_import.models import Reason, field_of, quarantine_text
 
 BOM = codecs.BOM_UTF8
 SNIFF_BYTES = 64 * 1024
@@ -287,8 +287,9 @@ class CsvReader(Reader):
                 continue
             if len(row) != width and not (len(row) > width
                                           and not any(c.strip() for c in row[width:])):
+                cells = {**dict(zip(header, row, strict=False)), "_cells": row[len(header):]}
                 out.append(RawRecord(
-                    start, None, _clip("".join(self._lines_of_row)),
+                    start, None, quarantine_text(cells, _clip("".join(self._lines_of_row))),
                     [("ragged_row", f"line {start}: row has {len(row)} fields, the header has "
                                     f"{width} (a stray or missing delimiter?)")]))
                 continue
