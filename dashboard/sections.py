@@ -111,7 +111,7 @@ def agent_metrics(agents: list[dict[str, Any]], per_agent: int = 4) -> None:
         cols = st.columns(4)
         for col, (agent_id, m) in zip(cols, cards[row:row + 4], strict=False):
             col.metric(
-                f"{agent_id} · {m['name']} · p95", ui.num(m["p95"], m["unit"]),
+                ui.safe_text(f"{agent_id} · {m['name']} · p95"), ui.num(m["p95"], m["unit"]),
                 help=f"last hour: {m['count']:,} samples; p50 {ui.num(m['p50'], m['unit'])}, "
                      f"p99 {ui.num(m['p99'], m['unit'])}; the line is p50 per minute",
                 chart_data=m["spark"] if len(m["spark"]) > 1 else None, border=True)

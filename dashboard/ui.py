@@ -31,18 +31,18 @@ DEFAULT_REFRESH_S = 5
 REFRESH_KEY = "refresh_s"
 
 
-# every character Markdown, GFM autolinks, Streamlit's :directives[...] or HTML could act on
-_MARKUP = re.compile(r"([\\`*_{}\[\]()<>#+\-.!|~:$&=\"'@/])")
-
-
+# the characters that make Markdown act (images, links, code spans, emphasis, math, HTML,
+# Streamlit's :colour[...] directives); "_" and "." stay as they are, so names look the same
+_MARKUP = re.compile(r"([\\`*\[\]()!<>|~$#])")
 WORD_JOINER = "\u2060"
 _AUTOLINK = re.compile(r"://|(?i:www)\.|@")
 
 
 def safe_text(value: object) -> str:
     """User-written text (insight content, error messages, agent names, sources) for
-    ``st.markdown``: every markup character escaped, so it shows as typed. No image is fetched,
-    no link is made (not even an autolinked URL), a backtick cannot end a code span."""
+    ``st.markdown`` and widget labels: markup characters escaped, so it shows as typed. No image
+    is fetched, no link is made (not even an autolinked URL), a backtick cannot end a code
+    span."""
     text = " ".join(str(value).split())  # no headings, lists or blocks from line breaks
     # GFM autolinks bare URLs, www. names and e-mail addresses even after escaping: an
     # invisible word joiner inside "://", "www." and "@" keeps them text

@@ -30,8 +30,9 @@ class InvalidInput(ValueError):
     """Bad input to the SharedState API; ``field`` names what was wrong."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(redact(f"{field}: {message}"))  # an error never repeats a secret
-        self.field = redact(field)
+        field = redact(field)  # an error never repeats a secret (each part on its own: the
+        super().__init__(f"{field}: {redact(message)}")  # message is no value of the field)
+        self.field = field
 
 
 def check_name(field: str, value: object, *, allow_slash: bool = True) -> str:

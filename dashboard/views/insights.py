@@ -27,7 +27,7 @@ def card(i: dict[str, Any]) -> None:
                         f"{ui.safe_text(i['source_agent'])} · "
                         f"{i['occurrences']}× · last seen {ui.when(i['last_seen'])}")
             if i["content"].get("summary"):
-                st.text(str(i["content"]["summary"]))  # as typed: never markdown
+                st.markdown(ui.safe_text(i["content"]["summary"]))
         with action:
             if i["acted_upon"]:
                 st.success("Acted upon", icon=":material/check:")

@@ -64,7 +64,7 @@ def body() -> None:
         else [n for n in names if n in busiest]
     chosen = st.multiselect("Series to chart (default: the busiest)", names, key="perf_series")
     for name in chosen:
-        st.markdown(f"**{name}**")
+        st.markdown(f"**{ui.safe_text(name)}**")
         charts(snap, name, hours, perf["series"][name]["unit"])
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from state import SharedState
+from state import PerformanceMetric, SharedState
 from tests.dashboard.conftest import api
 from tests.dashboard.test_browser import (
     CHROMIUM,
@@ -64,6 +64,10 @@ def http_status(port: int, host: str, origin: str | None = None) -> tuple[int, b
 
 
 async def write_hostile(shared: SharedState) -> str:
+    await shared.register_agent("probe", kind="probe", interval_s=3600)
+    await shared.add_performance_metrics(  # a series name shown on Agents and Performance
+        PerformanceMetric(source_agent="probe", name=f"![m](http://{EVIL}/m.png) lat",
+                          value=1.0) for _ in range(3))
     return await shared.add_insight(
         f"phish www.{EVIL} http://{EVIL}/t", {"summary": f"![pixel](http://{EVIL}/pixel.png) "
                              f"[Reset your password](http://{EVIL}/login) www.{EVIL}/x "
@@ -120,7 +124,8 @@ def test_foreign_host_or_origin_is_refused_and_hostile_insight_is_inert(
                 box = page.locator(f".st-key-insight_{insight_id}")
                 expect(box).to_contain_text("Reset your password")  # shown, as text
                 expect(box).to_contain_text("evil`agent")  # the backtick stays a character
-                expect(box).to_contain_text("![pixel](http://evil.example/pixel.png)")
+                expect(box).to_contain_text("![pixel](http:")  # as typed, not an image
+                expect(box).to_contain_text("evil.example/pixel.png) [Reset your password](")
                 assert box.locator("img").count() == 0
                 hrefs = [a.get_attribute("href") or "" for a in box.locator("a").all()]
                 assert not [h for h in hrefs if EVIL in h or h.startswith(("http", "//"))], \
@@ -128,6 +133,11 @@ def test_foreign_host_or_origin_is_refused_and_hostile_insight_is_inert(
                 codes = [c.text_content() for c in box.locator("code").all()]
                 assert codes == [insight_id], codes  # only the id's own code span
                 assert foreign == []  # not one request to another host
+                for path in ("agents", "performance"):
+                    page.goto(f"http://127.0.0.1:{port}/{path}")
+                    expect(page.get_by_text("evil.example/m.png) lat").first).to_be_visible()
+                    assert page.locator(f"img[src*='{EVIL}']").count() == 0, path
+                assert foreign == []
                 page.unroute("**/*")
 
                 # the same dashboard reached under a rebinding name: refused, page and all
