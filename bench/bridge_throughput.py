@@ -185,7 +185,8 @@ def main() -> None:
                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
             try:
                 url = server.stdout.readline().split()[1]  # type: ignore[union-attr]
-                env = {"BENCH_LANGSMITH_URL": url, "LANGSMITH_API_KEY": API_KEY,
+                env = {"BENCH_LANGSMITH_URL": url, "BGA_LANGSMITH_ENDPOINTS": url,
+                       "LANGSMITH_API_KEY": API_KEY,
                        "BGA_LANGSMITH_PROJECTS": PROJECT, "LANGSMITH_TRACING": "false"}
                 r = run_worker("server", n, tmp, args, env=env)
             finally:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import os
 import sqlite3
 import sys
 import time
@@ -75,7 +76,8 @@ def target_for(n_agents: int) -> float | None:
 
 
 async def configure_trivial(shared: SharedState, n: int) -> None:
-    if n:
+    if n:  # the operator allow-lists the bench's agent class (state.policy)
+        os.environ.setdefault("BGA_AGENT_CLASSES", TRIVIAL)
         await shared.update_config({"agents": {
             f"trivial_{i:03d}": {"class": TRIVIAL, "interval_s": TINY_INTERVAL}
             for i in range(n)}})

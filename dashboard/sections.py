@@ -126,16 +126,18 @@ def agent_metrics(snap: Snapshot, agents: list[dict[str, Any]], *, internal: boo
         if not own:
             continue
         shown += 1
-        st.markdown(f"**{a['agent_id']}** · {a['kind']} · {len(own)} series")
+        st.markdown(f"**{ui.safe_text(a['agent_id'])}** · {ui.safe_text(a['kind'])} · "
+                    f"{len(own)} series")
         cards = own[:per_agent]
         for row in range(0, len(cards), per_row):
             cols = st.columns(per_row)
             for col, m in zip(cols, cards[row:row + per_row], strict=False):
                 line = data.spark(snap, m["series"])
                 col.metric(
-                    m["name"], ui.num(m["p95"], m["unit"]),
-                    help=f"`{m['series']}`, p95 over the last hour: {m['count']:,} samples; "
-                         f"p50 {ui.num(m['p50'], m['unit'])}, p99 {ui.num(m['p99'], m['unit'])};"
+                    ui.safe_text(m["name"]), ui.num(m["p95"], m["unit"]),
+                    help=f"{ui.safe_text(m['series'])}, p95 over the last hour: "
+                         f"{m['count']:,} samples; p50 {ui.num(m['p50'], m['unit'])}, "
+                         f"p99 {ui.num(m['p99'], m['unit'])};"
                          " the line is p50 per minute",
                     chart_data=line if len(line) > 1 else None, border=True)
     if not shown:

@@ -6,6 +6,7 @@ No data access here: pages get their data from ``dashboard.data`` and pass it in
 from __future__ import annotations
 
 import functools
+import re
 import time
 from collections.abc import Callable
 from datetime import datetime
@@ -29,6 +30,25 @@ HEX: dict[str, str] = {"green": "#1e9e5a", "orange": "#d97706", "red": "#dc2626"
 REFRESH_CHOICES: tuple[int, ...] = (0, 2, 5, 10, 30, 60)
 DEFAULT_REFRESH_S = 5
 REFRESH_KEY = "refresh_s"
+
+
+# the characters that make Markdown act (images, links, code spans, emphasis, math, HTML,
+# Streamlit's :colour[...] directives); "_" and "." stay as they are, so names look the same
+_MARKUP = re.compile(r"([\\`*\[\]()!<>|~$#])")
+WORD_JOINER = "\u2060"
+_AUTOLINK = re.compile(r"://|(?i:www)\.|@")
+
+
+def safe_text(value: object) -> str:
+    """User-written text (insight content, error messages, agent names, sources) for
+    ``st.markdown`` and widget labels: markup characters escaped, so it shows as typed. No image
+    is fetched, no link is made (not even an autolinked URL), a backtick cannot end a code
+    span."""
+    text = " ".join(str(value).split())  # no headings, lists or blocks from line breaks
+    # GFM autolinks bare URLs, www. names and e-mail addresses even after escaping: an
+    # invisible word joiner inside "://", "www." and "@" keeps them text
+    text = _AUTOLINK.sub(lambda m: m.group(0)[:-1] + WORD_JOINER + m.group(0)[-1], text)
+    return _MARKUP.sub(r"\\\1", text)
 
 
 def colour(word: str | None) -> str:

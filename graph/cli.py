@@ -15,6 +15,7 @@ from rich.table import Table
 
 from graph import cli_bridge, cli_cluster, cli_errors, cli_import, runner, scheduler
 from graph.demo import sample_traffic, seed_sample_data
+from state import policy
 from state.api import SharedState
 from state.queries import is_internal_series
 from state.redact import redact
@@ -296,22 +297,49 @@ def demo(db: DbOption = None) -> None:
 @app.command("dashboard")
 def dashboard_cmd(db: DbOption = None,
                   port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 8501) -> None:
-    """Start the Streamlit dashboard on http://127.0.0.1:PORT (localhost only, no telemetry)."""
+    """Start the Streamlit dashboard on http://127.0.0.1:PORT (localhost only, no telemetry).
+
+    A small front (``graph.dashboard_front``) listens on PORT and refuses any request whose
+    Host or Origin is not an allowed name; Streamlit itself listens on an internal port."""
+    import asyncio
     import os
     import signal
+    import socket
     import subprocess
 
+    from graph import dashboard_front
+
     url = database_url(db)
+    hosts = policy.dashboard_hosts()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        internal = int(s.getsockname()[1])
     script = Path(__file__).resolve().parents[1] / "dashboard" / "app.py"
     cmd = [sys.executable, "-m", "streamlit", "run", str(script),
            "--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
-           "--server.port", str(port), "--server.headless", "true",
-           "--client.toolbarMode", "minimal"]
-    console.print(f"dashboard: http://127.0.0.1:{port} (state: {redact(url)}); Ctrl-C stops it")
+           "--server.port", str(internal), "--server.headless", "true",
+           "--client.toolbarMode", "minimal",
+           # behind the front too: the websocket (all data and every edit) answers only to
+           # these Host names, and only to same-origin or local pages (state.policy)
+           "--server.enableCORS", "true", "--server.enableXsrfProtection", "true",
+           *(arg for host in hosts for arg in ("--server.allowedHosts", host))]
+    console.print(f"dashboard: http://127.0.0.1:{port} (state: {redact(url)}; answers to "
+                  f"{', '.join(hosts)}); Ctrl-C stops it")
     proc = subprocess.Popen(cmd, env={**os.environ, "BGA_DATABASE_URL": url})
     signal.signal(signal.SIGTERM, lambda *_: proc.terminate())
+
+    async def serve() -> int:
+        server = await dashboard_front.start(port, internal, hosts)
+        async with server:
+            return await asyncio.to_thread(proc.wait)
+
     try:
-        code = proc.wait()
+        code = asyncio.run(serve())
+    except OSError as exc:  # the port is taken
+        proc.terminate()
+        proc.wait(timeout=15)
+        err.print(f"[red]error:[/red] cannot listen on 127.0.0.1:{port}: {exc}")
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:  # the child got the same SIGINT and is shutting down
         code = proc.wait(timeout=15)
     raise typer.Exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)

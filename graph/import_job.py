@@ -36,7 +36,7 @@ from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
 from nodes.profile_import.job import BatchInfo, ImportOptions
-from nodes.profile_import.models import Profile, Reason, validate_row
+from nodes.profile_import.models import Profile, Reason, quarantine_text, validate_row
 from nodes.profile_import.readers import (
     FileFailure,
     Layout,
@@ -167,8 +167,8 @@ def validate_node(state: ImportState, runtime: Runtime[ImportRun]) -> ImportStat
             continue
         profile, reasons = validate_row(rec.data, region, test_domains=test_domains)
         if profile is None:
-            rejected.append((rec.line, rec.raw[:4000], [(c, f"line {rec.line}: {m}")
-                                                        for c, m in reasons]))
+            rejected.append((rec.line, quarantine_text(rec.data, rec.raw)[:4000],
+                             [(c, f"line {rec.line}: {m}") for c, m in reasons]))
         else:
             valid.append((rec.line, profile))
     run.valid, run.rejected = valid, rejected

@@ -35,11 +35,10 @@ REVIEW = "review"
 
 
 def live_worker(state: dict, agent_id: str, config: SystemConfig, now: float) -> str | None:
-    """The worker process (``host:pid``) running this agent, if it has reported recently.
-
-    A worker's heartbeat names it; once the agent goes stale (the worker died or hangs), and
-    at least ``liveness.worker_claim_s`` after its last step, the claim lapses and the
-    coordinator runs the agent itself again, unless coordinator-only."""
+    """The worker process (``host:pid``) its heartbeats say runs this agent, if recent (for
+    display: once the agent goes stale, and at least ``liveness.worker_claim_s`` after its last
+    step, it is no longer shown). Whether a tick steps the agent is decided by the agent lock,
+    never by this field."""
     rec = (state.get("agents") or {}).get(agent_id) or {}
     hb = rec.get("hb") or {}
     worker = (hb.get("data") or {}).get("worker")
@@ -75,10 +74,11 @@ async def plan(state: SystemState, config: RunnableConfig) -> dict[str, Any]:
         out.emit(events.insight("agent_misconfigured", {"agent": agent_id, "reason": reason,
                                                         "summary": reason},
                                 COORDINATOR, "high", f"agent_misconfigured:{agent_id}", now=now))
+    # shown only: a heartbeat's "worker" field is a claim anyone can write. What keeps this
+    # tick off an agent a worker runs is the agent lock the worker holds (run_agent skips it)
     workers = {a: w for a in specs if (w := live_worker(st, a, cfg, now))}
     due = [] if coordinator_only else sorted(
-        a for a, spec in specs.items()
-        if a not in workers and next_due(spec.section, last_step_at(st, a)) <= now)
+        a for a, spec in specs.items() if next_due(spec.section, last_step_at(st, a)) <= now)
     previous = st.get("tick") or {}
     n = int(previous.get("n", 0)) + 1
     update = out.update()

@@ -2,7 +2,9 @@
 
 Adding an agent is one module (an ``Agent`` subclass) and one config line: either an entry
 point in the ``background_agents.agents`` group and ``agents.<id>.kind``, or
-``agents.<id>.class = "package.module:Class"``. The graph never changes.
+``agents.<id>.class = "package.module:Class"`` for a class the operator allow-listed in
+``BGA_AGENT_CLASSES`` (``state.policy``: the shared config never names code to import). The
+graph never changes.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ from functools import cache
 from importlib.metadata import entry_points
 
 from nodes.base import Agent
+from state import policy
 from state.config import AgentSection, SystemConfig
 
 ENTRY_POINT_GROUP = "background_agents.agents"
@@ -59,6 +62,11 @@ class AgentSpec:
 
 def resolve(agent_id: str, section: AgentSection) -> AgentSpec:
     if section.class_path:
+        try:
+            policy.agent_class(f"agents.{agent_id}.class", section.class_path,
+                               builtin_kinds().values())
+        except policy.PolicyRefused as exc:
+            raise AgentLoadError(str(exc)) from None
         return AgentSpec(agent_id, load_class(section.class_path), section)
     kind = section.kind or agent_id
     path = builtin_kinds().get(kind)

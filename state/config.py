@@ -13,7 +13,7 @@ from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from state.models import InvalidInput, check_json, check_name
-from state.redact import is_secret_key
+from state.redact import is_secret_key, redact
 
 
 class RetentionConfig(BaseModel):
@@ -180,6 +180,8 @@ def validate_updates(current_flat: dict[str, Any], updates: dict[str, Any],
         raise InvalidInput("updates", "must be a non-empty dict")
     flat = flatten(updates)
     for key in flat:
+        if redact(key) != key:  # InvalidInput redacts the key it names
+            raise InvalidInput(key, "a configuration key must not contain a credential")
         if any(is_secret_key(part) for part in key.split(".")):
             raise InvalidInput(
                 key, "secrets never go into shared state; set them in the environment or .env"

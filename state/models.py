@@ -33,7 +33,8 @@ class InvalidInput(ValueError):
     """Bad input to the SharedState API; ``field`` names what was wrong."""
 
     def __init__(self, field: str, message: str) -> None:
-        super().__init__(f"{field}: {message}")
+        field = redact(field)  # an error never repeats a secret (each part on its own: the
+        super().__init__(f"{field}: {redact(message)}")  # message is no value of the field)
         self.field = field
 
 
@@ -49,7 +50,10 @@ def check_name(field: str, value: object, *, allow_slash: bool = True) -> str:
         raise InvalidInput(field, "must not contain '/'")
     if any(ord(c) < 32 for c in value):
         raise InvalidInput(field, "must not contain control characters")
-    return value
+    redacted = redact(value)  # names, ids, types and units are redacted like free text
+    if len(redacted) > MAX_NAME:
+        raise InvalidInput(field, f"longer than {MAX_NAME} characters once redacted")
+    return redacted
 
 
 def check_json(field: str, value: object, *, limit: int = MAX_PAYLOAD_BYTES) -> Any:
@@ -98,7 +102,9 @@ def check_text(field: str, value: object, *, limit: int = MAX_TEXT) -> str:
 
 
 class _Record(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True, strict=False)
+    # hide_input_in_errors: a ValidationError (and so a log line) never repeats a secret
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=False,
+                              hide_input_in_errors=True)
 
     @classmethod
     def checked(cls, **data: Any) -> Any:

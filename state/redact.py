@@ -4,14 +4,20 @@ Everything an agent reports passes through here before it is stored, so redactio
 idempotent (stored data may be redacted again on export) and must leave ordinary text alone:
 token *counts* such as ``prompt_tokens`` are metrics, not credentials.
 
-Two stages: well-known credential shapes anywhere in free text (one alternation, so the
-leftmost match wins and overlapping shapes never split a key), then ``key=value`` /
-``key: value`` / ``"key": "value"`` where the key name looks secret, keeping the key.
+Three stages: well-known credential shapes anywhere in free text (one alternation, so the
+leftmost match wins and overlapping shapes never split a key: URL passwords, bearer tokens,
+LangSmith, OpenAI/Anthropic, AWS, GitHub, JWT, Slack, Google, Stripe, PEM private keys), then
+``key=value`` / ``key: value`` / ``"key": "value"`` where the key name looks secret (``x-api-key:``
+headers, ``DB_PASS=`` lines), keeping the key, then a high-entropy word right after a word such
+as key/token/secret/password. This module is the one owner of the rule: every string that
+enters the state (names, ids, keys and values alike) passes through ``redact``.
 """
 
 from __future__ import annotations
 
+import math
 import re
+from collections import Counter
 from itertools import pairwise
 
 SECRET_PLACEHOLDER = "[REDACTED]"
@@ -29,9 +35,29 @@ _SHAPES = re.compile(
             _A + r"(?:AKIA|ASIA)[0-9A-Z]{16}(?![A-Za-z0-9])",  # AWS access key id
             _A + r"(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_[A-Za-z0-9_]{20,})",  # GitHub
             _A + r"eyJ[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*",  # JWT
+            _A + r"xox[abposre]-[A-Za-z0-9-]{10,}",  # Slack bot / user / app tokens
+            _A + r"AIza[0-9A-Za-z_-]{30,}",  # Google API key
+            _A + r"(?:sk|rk)_(?:live|test)_[0-9A-Za-z]{10,}",  # Stripe secret / restricted
+            # PEM private key: to its END line, or to the end of a truncated text
+            r"(?s:-----BEGIN[A-Z0-9 ]{0,40}PRIVATE KEY-----.*?"
+            r"(?:-----END[A-Z0-9 ]{0,40}PRIVATE KEY-----|\Z))",
         )
     )
 )
+# a long random-looking word right after a word that names a secret ("api key 8f3kq02...",
+# "token is 9fz..."), even without "=" or ":" between them
+_AFTER_WORD = re.compile(
+    r"(?i:(?<![A-Za-z0-9_])(?:api[ _-]?key|key|token|secret|password|passwd|pwd|pass|"
+    r"credential|auth)s?)(?![A-Za-z0-9_])(?P<gap>[ \t:=,'\"()\[\]{}-]{1,3}(?:(?i:is|was|of)"
+    r"[ \t:=,'\"()\[\]{}-]{1,3})?)(?P<val>[A-Za-z0-9_+/=.~-]{12,})"
+)
+# every stage needs one of these: text without any (most names, ids and units) is returned
+# as it is after one cheap scan, which keeps redaction fast on the write path
+_TRIGGER = re.compile(
+    r"[:=@]|lsv2_|ls__|sk-|AKIA|ASIA|gh[pousr]_|github_pat_|eyJ|xox|AIza|_live_|_test_|"
+    r"-----BEGIN|(?i:bearer|key|token|secret|pass|pwd|credential|auth)"
+)
+MIN_ENTROPY_BITS = 3.0  # per character: ``0123456789ab`` has 3.6, ``configuration`` 3.0
 _KEY_SEP = re.compile(
     r"(?P<q>\\?[\"']|)(?<![\w.-])(?P<key>[A-Za-z_][\w.-]*)(?P=q)[ \t]*[:=][ \t]*"
 )
@@ -46,15 +72,17 @@ _VALUE = re.compile(
 _WORD_RE = re.compile(r"[A-Z]+(?=[A-Z][a-z])|[A-Z]?[a-z]+|[A-Z]+|[0-9]+")
 _SECRET_WORDS = frozenset(
     {"password", "passwd", "pwd", "secret", "secrets", "token", "apikey", "credential",
-     "credentials", "authorization", "passphrase", "passwords"}
+     "credentials", "authorization", "passphrase", "passwords", "pass", "pw"}
 )
+_QUALIFIED_WORDS = frozenset({"token", "pass"})  # "token_count", "pass_rate": not secrets
 _SECRET_SUFFIXES = ("password", "passwd", "secret", "apikey", "accesskey", "privatekey")
 _SECRET_PAIRS = frozenset({("api", "key"), ("access", "key"), ("private", "key")})
 # "token" next to one of these names a metric or a property of a token, not a credential.
 _TOKEN_QUALIFIERS = frozenset(
     {"count", "counts", "total", "usage", "limit", "limits", "max", "min", "num", "number",
      "budget", "used", "remaining", "estimate", "len", "length", "size", "rate", "cost",
-     "prompt", "completion", "input", "output", "type", "expiry", "expires", "ttl"}
+     "prompt", "completion", "input", "output", "type", "expiry", "expires", "ttl",
+     "fail", "failed", "pct", "percent", "ratio", "through", "by"}
 )
 
 
@@ -67,7 +95,7 @@ def is_secret_key(name: str) -> bool:
     if any(pair in _SECRET_PAIRS for pair in pairwise(words)):
         return True
     for word in words:
-        if word == "token":
+        if word in _QUALIFIED_WORDS:
             if not _TOKEN_QUALIFIERS.intersection(words):
                 return True
         elif word in _SECRET_WORDS or word.endswith(_SECRET_SUFFIXES):
@@ -84,6 +112,26 @@ def _shape(match: re.Match[str]) -> str:
             return match.group(0)
         return match.group("bearer") + SECRET_PLACEHOLDER
     return SECRET_PLACEHOLDER
+
+
+def entropy_bits(word: str) -> float:
+    """Shannon entropy per character of ``word``."""
+    n = len(word)
+    return -sum(c / n * math.log2(c / n) for c in Counter(word).values()) if n else 0.0
+
+
+def _random_looking(word: str) -> bool:
+    """Letters and digits mixed, high entropy: a generated credential, not a word or a number."""
+    has_digit = any(ch.isdigit() for ch in word)
+    has_alpha = any(ch.isalpha() for ch in word)
+    return has_digit and has_alpha and entropy_bits(word) >= MIN_ENTROPY_BITS
+
+
+def _after_word(match: re.Match[str]) -> str:
+    value = match.group("val")
+    if SECRET_PLACEHOLDER in value or not _random_looking(value):
+        return match.group(0)
+    return match.group(0)[: match.start("val") - match.start()] + SECRET_PLACEHOLDER
 
 
 def _redact_values(text: str) -> str:
@@ -117,7 +165,10 @@ def redact(text: str) -> str:
     matches never start or end inside a placeholder, so each changing pass lowers the number
     of characters outside placeholders, or else the number of placeholders.
     """
-    while (following := _redact_values(_SHAPES.sub(_shape, text))) != text:
+    if _TRIGGER.search(text) is None:
+        return text
+    while (following := _AFTER_WORD.sub(_after_word,
+                                        _redact_values(_SHAPES.sub(_shape, text)))) != text:
         text = following
     return text
 

@@ -16,6 +16,14 @@ class Settings(BaseSettings):
     failover_s: float = Field(DEFAULT_FAILOVER_S, ge=1, le=3600, validation_alias="BGA_FAILOVER_S")
     langsmith_api_key: SecretStr | None = Field(None, validation_alias="LANGSMITH_API_KEY")
     langsmith_projects: str = Field("", validation_alias="BGA_LANGSMITH_PROJECTS")
+    # operator policy (state/policy.py): what the shared configuration may choose among
+    langsmith_endpoint: str | None = Field(None, validation_alias="LANGSMITH_ENDPOINT")
+    langsmith_endpoints: str = Field("", validation_alias="BGA_LANGSMITH_ENDPOINTS")
+    agent_classes: str = Field("", validation_alias="BGA_AGENT_CLASSES")
+    import_runners: str = Field("", validation_alias="BGA_IMPORT_RUNNERS")
+    import_roots: str = Field("", validation_alias="BGA_IMPORT_ROOTS")
+    export_roots: str = Field("", validation_alias="BGA_EXPORT_ROOTS")
+    dashboard_hosts: str = Field("", validation_alias="BGA_DASHBOARD_HOSTS")
 
 
 def database_url(override: str | None = None) -> str:

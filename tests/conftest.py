@@ -95,3 +95,13 @@ def process_db_url(request: pytest.FixtureRequest) -> str:
     or a PostgreSQL schema (``postgres_url``, which skips without a server). Request it before
     the fixtures that start processes, so that the database outlives them."""
     return request.getfixturevalue(f"{request.param}_url")
+
+
+TEST_AGENT_CLASSES = "tests.agents.example:*,tests.bridge.test_local_traces:LLMAgent"
+
+
+@pytest.fixture(autouse=True)
+def operator_policy(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The operator allow-lists the test agents (``state.policy``): shared config may name
+    them in ``agents.<id>.class``; subprocesses inherit the setting."""
+    monkeypatch.setenv("BGA_AGENT_CLASSES", TEST_AGENT_CLASSES)

@@ -155,7 +155,7 @@ def body() -> None:
                             format_func=sections.series_label)
     for n, name in enumerate(chosen):
         with st.container(key=f"perf_chart_{n}"):  # a stable handle for the browser test
-            st.markdown(f"**{sections.series_label(name)}**")
+            st.markdown(f"**{ui.safe_text(sections.series_label(name))}**")
             charts(snap, name, hours, end, series[name]["unit"])
     st.subheader("One series in detail")
     detail = st.selectbox("Series", names, index=None, key="perf_detail",

@@ -24,6 +24,7 @@ from nodes.langsmith_bridge.base import Limits, RunSource, SourceUnavailable
 from nodes.langsmith_bridge.export_file import ExportFileSource
 from nodes.langsmith_bridge.local import LocalTraceSource
 from nodes.langsmith_bridge.mirror import MAX_PROJECT, Mirror, clean
+from state import policy
 from state.models import MAX_PAYLOAD_BYTES
 from state.settings import Settings
 from state.traces import open_store
@@ -37,11 +38,13 @@ class BridgeSettings(AgentSettings):
     ``budget_s`` are the section's own (tunable) fields."""
 
     source: Literal["auto", "langsmith", "local", "file"] = "auto"
-    path: str | None = Field(None, description="JSON Lines export file (source 'file')")
+    path: str | None = Field(None, description="JSON Lines export file (source 'file'), "
+                             "inside $BGA_EXPORT_ROOTS (state.policy)")
     project: str | None = Field(None, description="project name for runs from a file")
     projects: list[str] | None = Field(None, description="LangSmith projects; default "
                                        "$BGA_LANGSMITH_PROJECTS")
-    api_url: str | None = Field(None, description="LangSmith API; default $LANGSMITH_ENDPOINT")
+    api_url: str | None = Field(None, description="LangSmith API: $LANGSMITH_ENDPOINT or one "
+                                "of $BGA_LANGSMITH_ENDPOINTS (state.policy)")
     web_url: str | None = Field(None, description="LangSmith UI, for links to runs")
     api_version: Literal["auto", "v1", "v2"] = "auto"
     page_size: int = Field(100, ge=1, le=100)
@@ -85,7 +88,9 @@ def make_source(settings: BridgeSettings, database_url: str | None,
     if kind == "file":
         if not settings.path:
             raise ValueError("source 'file' needs options.path")
-        return ExportFileSource(settings.path, project=settings.project,
+        path = policy.confine("options.path", settings.path, policy.export_roots(),
+                              "BGA_EXPORT_ROOTS")
+        return ExportFileSource(path, project=settings.project,
                                 host_url=settings.web_url)
     if kind == "langsmith":
         if env.langsmith_api_key is None:
@@ -94,7 +99,8 @@ def make_source(settings: BridgeSettings, database_url: str | None,
 
         return LangSmithSource(
             api_key=env.langsmith_api_key, projects=configured_projects(settings, env),
-            api_url=settings.api_url, web_url=settings.web_url, page_size=settings.page_size,
+            api_url=policy.langsmith_endpoint("options.api_url", settings.api_url),
+            web_url=settings.web_url, page_size=settings.page_size,
             child_run_types=settings.child_run_types, backfill_s=settings.backfill_s,
             settle_s=settings.settle_s, max_open=settings.max_open,
             max_open_age_s=settings.max_open_age_s, timeout_s=settings.timeout_s,

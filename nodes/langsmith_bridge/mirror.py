@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import heapq
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Any
 
 from nodes import rules
@@ -31,6 +32,7 @@ from state import events, sketch
 from state.fold import KIND_METRIC
 from state.models import InvalidInput, PerformanceMetric
 from state.queries import config_of, span_agg
+from state.redact import redact
 
 METRIC_UNITS: dict[str, str | None] = {
     "latency_ms": "ms", "error": None, "prompt_tokens": "tokens", "completion_tokens": "tokens",
@@ -42,9 +44,12 @@ MAX_LABEL = 110
 MAX_NEW_PATTERN_INSIGHTS = 10
 
 
+@lru_cache(maxsize=4_096)  # run names repeat: redact each distinct one once
 def clean(text: str, limit: int) -> str:
-    """A series or source name part: no '/', no control characters, bounded length."""
-    out = "".join(ch for ch in text if ch >= " ").replace("/", "_").strip()
+    """A series or source name part: no '/', no control characters, bounded length.
+
+    Redacted first: turning '/' into '_' would hide a URL's password from the redactor."""
+    out = redact("".join(ch for ch in text if ch >= " ")).replace("/", "_").strip()
     return (out or "unnamed")[:limit]
 
 

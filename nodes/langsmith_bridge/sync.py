@@ -19,6 +19,7 @@ from nodes.agent_step import run_step
 from nodes.langsmith_bridge.agent import cursor_key
 from nodes.langsmith_bridge.export_file import ExportFileSource, signature
 from nodes.langsmith_bridge.mirror import Report
+from state import policy
 from state.api import SharedState
 from state.backends import StaleCheckpoint
 from state.config import AgentSection
@@ -68,10 +69,12 @@ async def sync(shared: SharedState, *, agent_id: str = AGENT_ID, path: str | Pat
 
     Holds the agent's lock throughout: a ``bga worker`` stepping the same bridge would mirror
     from the same cursor (LockBusy after ``lock_wait`` names it)."""
+    granted = (Path(path).expanduser().resolve(),) if path is not None else ()
     async with shared.backend.agent_lock(agent_id, wait=lock_wait):
-        return await _sync(shared, agent_id=agent_id, path=path, project=project,
-                           max_steps=max_steps, max_runs_per_step=max_runs_per_step,
-                           budget_s=budget_s, lock_wait=lock_wait)
+        with policy.operator_roots(*granted):  # a file named by the caller, not the config
+            return await _sync(shared, agent_id=agent_id, path=path, project=project,
+                               max_steps=max_steps, max_runs_per_step=max_runs_per_step,
+                               budget_s=budget_s, lock_wait=lock_wait)
 
 
 async def _sync(shared: SharedState, *, agent_id: str, path: str | Path | None,

@@ -39,9 +39,11 @@ from nodes.profile_import.store import (
     iter_files,
     profiles_location,
 )
+from state import policy
 from state.backends import make_backend
 from state.settings import Settings as ProcessSettings
 
+RUNNER = "graph.import_job:run_job"  # the built-in job graph; others need BGA_IMPORT_RUNNERS
 PATTERNS = ("*.csv", "*.tsv", "*.jsonl", "*.ndjson", "*.json")
 MAX_ERROR_EVENTS = 50  # per step: grouped reasons, not one event per rejected row
 
@@ -60,7 +62,7 @@ class ProfileImportSettings(AgentSettings):
     rejection_insight_pct: float = Field(5.0, ge=0, le=100)
     max_field_bytes: int = Field(1 << 20, ge=1024)
     max_record_bytes: int = Field(4 << 20, ge=1024)
-    runner: str = "graph.import_job:run_job"
+    runner: str = RUNNER
 
 
 def summary_of(report: dict[str, Any]) -> str:
@@ -80,7 +82,9 @@ class ProfileImportAgent(Agent):
     settings: ProfileImportSettings
 
     def _runner(self) -> Any:
-        module, _, name = self.settings.runner.partition(":")
+        runner = policy.import_runner(f"agents.{self.agent_id}.options.runner",
+                                      self.settings.runner, (RUNNER,))
+        module, _, name = runner.partition(":")
         return getattr(importlib.import_module(module), name)
 
     def _options(self) -> ImportOptions:
@@ -130,7 +134,10 @@ class ProfileImportAgent(Agent):
     async def step(self, ctx: AgentContext) -> None:
         s = self.settings
         url = ctx.database_url or ProcessSettings().database_url
-        inbox = Path(s.inbox) if s.inbox else default_inbox(url)
+        default = default_inbox(url)
+        inbox = policy.confine(f"agents.{self.agent_id}.options.inbox", s.inbox,
+                               policy.import_roots(default), "BGA_IMPORT_ROOTS") \
+            if s.inbox else default
         ctx.progress = {"inbox": str(inbox) if inbox else None}
         if inbox is None or not inbox.is_dir():
             ctx.progress["idle"] = "no inbox folder"

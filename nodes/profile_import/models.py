@@ -47,6 +47,8 @@ from pydantic import (
 )
 from pydantic_core import PydanticCustomError
 
+from state.redact import is_secret_key, redact, redact_obj
+
 TEXT_FIELDS = ("full_name", "company", "title", "location", "source")
 FIELDS = ("full_name", "email", "phone", "company", "title", "location", "profile_url", "source")
 MAX_TEXT = 1_000  # characters of one text field
@@ -136,6 +138,7 @@ def _is_empty(value: Any) -> bool:
 
 
 _FIELD_CACHE: dict[Any, str | None] = {}
+SECRET_COLUMN = "\0secret"  # a column whose header looks like a credential: dropped
 
 
 def to_fields(data: Mapping[str, Any]) -> dict[str, Any]:
@@ -151,8 +154,12 @@ def to_fields(data: Mapping[str, Any]) -> dict[str, Any]:
             field = _FIELD_CACHE[key]
         except KeyError:
             field = field_of(key) if isinstance(key, str) else None
+            if isinstance(key, str) and (is_secret_key(key) or redact(key) != key):
+                field = SECRET_COLUMN  # api_key, password, token...: never stored
             if len(_FIELD_CACHE) < 10_000:
                 _FIELD_CACHE[key] = field
+        if field is SECRET_COLUMN:
+            continue
         if field is None:
             if not _is_empty(value):
                 extra[clean_key(str(key)) or "column"] = value
@@ -176,6 +183,16 @@ def to_fields(data: Mapping[str, Any]) -> dict[str, Any]:
     if extra:
         out["extra"] = extra
     return out
+
+
+def quarantine_text(data: Mapping[str, Any], raw: str) -> str:
+    """What is kept of a rejected row: its raw text, unless a column named like a secret has a
+    value (its cell is not recognisable in the raw line): then the row as JSON with that value
+    hidden. The store redacts credential shapes in either."""
+    if not any(isinstance(k, str) and is_secret_key(k) and not _is_empty(v)
+               for k, v in data.items()):
+        return raw
+    return orjson.dumps(redact_obj(dict(data)), default=str).decode()
 
 
 def _merge_extra(extra: dict[str, Any], value: Any) -> None:
@@ -457,7 +474,7 @@ class Profile(BaseModel):
         if len(blob) > MAX_EXTRA_BYTES:
             raise PydanticCustomError("extra_too_large", "extra fields are larger than {n} bytes",
                                       {"n": MAX_EXTRA_BYTES})
-        return dict(value)
+        return redact_obj(dict(value))  # free-form columns: secrets redacted, keys and values
 
     @model_validator(mode="after")
     def _identity(self) -> Profile:

@@ -28,7 +28,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from nodes.profile_import.models import Reason, clean_key, field_of
+from nodes.profile_import.models import Reason, clean_key, field_of, quarantine_text
 
 BOM = codecs.BOM_UTF8
 SNIFF_BYTES = 64 * 1024
@@ -471,8 +471,9 @@ class CsvReader(Reader):
                                                      f"would end ({len(row)} fields over "
                                                      f"{lines} lines)"))
                     continue
+                cells = {**dict(zip(header, row, strict=False)), "_cells": row[len(header):]}
                 out.append(RawRecord(
-                    start, None, _clip("".join(self._lines_of_row)),
+                    start, None, quarantine_text(cells, _clip("".join(self._lines_of_row))),
                     [("ragged_row", f"line {start}: row has {len(row)} fields, the header has "
                                     f"{width} (a stray or missing delimiter?)")]))
                 continue

@@ -642,7 +642,8 @@ class ProfileStore:
             if rejected:
                 db.insert(
                     "quarantine", ("job_id", "line", "raw", "reasons", "codes", "at"),
-                    [(job_id, line_no, raw, orjson.dumps([m for _, m in why]).decode(),
+                    [(job_id, line_no, redact(raw),  # rejected rows are raw text: redacted
+                      orjson.dumps([redact(m) for _, m in why]).decode(),
                       orjson.dumps(sorted({code for code, _ in why})).decode(), now)
                      for line_no, raw, why in rejected])
                 for _, _, why in rejected:

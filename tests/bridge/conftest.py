@@ -14,10 +14,19 @@ from tests.bridge.fake_langsmith import API_KEY, FakeLangSmith
 AGENT = "langsmith_bridge"
 
 
+def allow_endpoints(monkeypatch: pytest.MonkeyPatch, *servers: FakeLangSmith) -> None:
+    """The operator lists fake servers as endpoints the key may go to (state.policy)."""
+    import os
+
+    listed = [u for u in os.environ.get("BGA_LANGSMITH_ENDPOINTS", "").split(",") if u]
+    monkeypatch.setenv("BGA_LANGSMITH_ENDPOINTS", ",".join([*listed, *(s.url for s in servers)]))
+
+
 @pytest.fixture
-def fake() -> Iterator[FakeLangSmith]:
+def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangSmith]:
     server = FakeLangSmith().start()
     server.add_project("proj-a")
+    allow_endpoints(monkeypatch, server)
     try:
         yield server
     finally:

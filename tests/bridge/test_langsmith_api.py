@@ -20,7 +20,15 @@ from nodes.langsmith_bridge.agent import BridgeSettings, LangSmithBridgeAgent
 from nodes.langsmith_bridge.sync import sync
 from state import SharedState
 from state.traces import open_store
-from tests.bridge.conftest import AGENT, agent_data, ago, api_options, configure, series
+from tests.bridge.conftest import (
+    AGENT,
+    agent_data,
+    ago,
+    allow_endpoints,
+    api_options,
+    configure,
+    series,
+)
 from tests.bridge.fake_langsmith import FakeLangSmith, iso, parse_time
 
 pytestmark = pytest.mark.usefixtures("langsmith_env")
@@ -85,8 +93,9 @@ async def test_page_size_from_config_and_new_runs_between_polls(
 
 
 async def test_overlapping_pages_and_polls_are_skipped_not_double_counted(
-        shared: SharedState) -> None:
+        shared: SharedState, monkeypatch: pytest.MonkeyPatch) -> None:
     sloppy = FakeLangSmith(overlap_s=900).start()  # also returns runs from 15 min too early
+    allow_endpoints(monkeypatch, sloppy)
     try:
         sloppy.add_project("proj-a")
         first = [sloppy.run("proj-a", name="agent", start=ago(600) + i, latency_s=0.25)
@@ -289,9 +298,11 @@ async def test_child_runs_give_per_node_latency_tokens_and_the_slowest_node(
     assert slowest["content"]["runner_up"][0]["node"] == "retriever:retrieve"
 
 
-async def test_v2_query_path_when_the_instance_serves_smithdb(shared: SharedState) -> None:
+async def test_v2_query_path_when_the_instance_serves_smithdb(
+        shared: SharedState, monkeypatch: pytest.MonkeyPatch) -> None:
     v2 = FakeLangSmith(instance_flags={"ch_query_enabled": False,
                                        "sdb_query_enabled": True}).start()
+    allow_endpoints(monkeypatch, v2)
     try:
         v2.add_project("proj-a")
         for i in range(130):
@@ -328,13 +339,14 @@ async def test_unknown_project_is_reported_and_others_still_mirror(
 
 async def test_api_key_never_reaches_state_exports_or_logs(
         shared: SharedState, fake: FakeLangSmith, langsmith_env: str,
-        caplog: pytest.LogCaptureFixture) -> None:
+        caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch) -> None:
     caplog.set_level(logging.DEBUG)
     add_runs(fake, 5, first=ago(100))
     fake.fail("POST", "/runs/query", status=500)
     await configure(shared, **api_options(fake, child_run_types=[]))
     await sync(shared)
     wrong = FakeLangSmith().start()  # a server that rejects the key: the error is reported
+    allow_endpoints(monkeypatch, wrong)
     try:
         wrong.add_project("proj-a")
         await configure(shared, **api_options(wrong, child_run_types=[]))

@@ -217,6 +217,7 @@ async def test_bridge_polling_an_unreachable_langsmith_fails_within_budget_then_
     monkeypatch.setenv("LANGSMITH_API_KEY", "lsv2_pt_0000000000000000_bridge_test")
     monkeypatch.setenv("LANGSMITH_TRACING", "false")
     monkeypatch.setenv("BGA_LANGSMITH_PROJECTS", "proj-a")
+    monkeypatch.setenv("BGA_LANGSMITH_ENDPOINTS", blackhole.url)
     async with SharedState.open(sqlite_url, producer="tests") as shared:
         await shared.update_config({"agents": {
             "echo": {"class": ECHO, "interval_s": 0.001},

@@ -27,9 +27,10 @@ AGENT = "profile_import"
 
 
 @pytest.fixture
-def inbox(tmp_path: Path) -> Path:
+def inbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     folder = tmp_path / "inbox"
     folder.mkdir()
+    monkeypatch.setenv("BGA_IMPORT_ROOTS", str(folder))  # the operator's root (state.policy)
     return folder
 
 

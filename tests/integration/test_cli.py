@@ -43,10 +43,11 @@ def bga_command() -> list[str]:
 
 
 def child_env(*, keep_tracing: bool = False, **extra: str) -> dict[str, str]:
-    """A copy of this process's environment without BGA_* (and LangSmith settings unless
-    ``keep_tracing``), plus ``extra``."""
+    """A copy of this process's environment without BGA_* but the agent allow-list (and
+    LangSmith settings unless ``keep_tracing``), plus ``extra``."""
     prefixes = ("BGA_",) if keep_tracing else _SCRUBBED_PREFIXES
-    env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith(prefixes) or k == "BGA_AGENT_CLASSES"}  # the operator's policy
     env.update(extra)
     return env
 

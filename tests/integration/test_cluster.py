@@ -75,10 +75,16 @@ async def test_worker_steps_its_agents_and_the_coordinator_leaves_them_to_it(db_
         assert hb["data"]["worker"] == me and hb["data"]["pid"] == os.getpid()
         assert hb["data"]["tick"] is None and hb["status"] == "ok"
 
-        await runner.tick(shared, wait=30)  # echo's worker is alive: only `other` runs here
+        other = make_backend(db_url)  # echo's worker is alive: it holds echo's agent lock
+        await other.setup()
+        try:
+            async with other.agent_lock("echo", wait=0):
+                await runner.tick(shared, wait=30)  # so only `other` runs here
+        finally:
+            await other.aclose()
         values = await shared.read()
         assert values["tick"]["workers"] == {"echo": me}
-        assert "other" in values["tick"]["due"] and "echo" not in values["tick"]["due"]
+        assert "other" in values["tick"]["due"]
         assert counter_of(values, "echo") == 3 and counter_of(values, "other") == 1
         assert values["system"]["last_tick"]["value"]["agents_on_workers"] == {"echo": me}
 
@@ -103,6 +109,20 @@ async def test_a_stale_worker_claim_lapses_and_the_coordinator_runs_the_agent(db
         assert values["tick"]["workers"] == {}
         assert "echo" in values["tick"]["due"]
         assert counter_of(values, "echo") == 1
+        assert "worker" not in values["agents"]["echo"]["hb"]["data"]  # the graph ran it
+
+
+async def test_a_heartbeat_naming_a_worker_is_no_claim_without_its_agent_lock(db_url: str
+                                                                              ) -> None:
+    """Anyone can write ``{"worker": "ghost:1"}`` into a heartbeat: it must not make the
+    coordinator skip the agent. A claim is the agent lock a worker holds."""
+    async with SharedState.open(db_url, producer="tests") as shared:
+        await configure(shared, echo={"class": ECHO, "interval_s": 1})
+        await shared.update_agent_heartbeat("echo", {"status": "ok", "worker": "ghost:1"})
+        for _ in range(3):
+            await runner.tick(shared, wait=30)
+        values = await shared.read()
+        assert counter_of(values, "echo") >= 1  # stepped although a "worker" was reported
         assert "worker" not in values["agents"]["echo"]["hb"]["data"]  # the graph ran it
 
 

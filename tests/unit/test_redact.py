@@ -118,7 +118,9 @@ def test_redact_obj_returns_scalars_unchanged(scalar: object) -> None:
 
 _FRAGMENTS = ["password", "token", "api_key", "Bearer ", "Basic ", "sk-", "lsv2_pt_", "eyJ",
               "AKIA", "ghp_", "http://", "u:", "@", "=", ": ", " ", "'", '"', "\\", R, "[",
-              "{", "a", "0", "ABCDEFGHIJ", "abcdefghij0123456789", ".", "-", "_", "\n", ","]
+              "{", "a", "0", "ABCDEFGHIJ", "abcdefghij0123456789", ".", "-", "_", "\n", ",",
+              "xoxb-", "AIza", "sk_live_", "-----BEGIN PRIVATE KEY-----", "DB_PASS=", "key ",
+              "token is ", "-----END PRIVATE KEY-----"]
 texts = st.one_of(st.text(), st.lists(st.sampled_from(_FRAGMENTS), max_size=30).map("".join))
 
 
@@ -177,3 +179,47 @@ def test_generated_secrets_never_survive(
 def test_generated_secrets_never_survive_redact_obj(secret: str, key: str) -> None:
     out = redact_obj({key: [f"value {secret}"], "nested": {key: secret}})
     assert secret not in repr(out)
+
+
+# --- the broader pattern set (issue 15) ------------------------------------------------------
+
+PEM = ("-----BEGIN RSA PRIVATE KEY-----\nMIIEowIBAAKCAQEA7bq9\nZ2x4c3Rh\n"
+       "-----END RSA PRIVATE KEY-----")
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("bot xoxb-1234567890-abcdefghijkl ok", f"bot {R} ok"),
+        ("user xoxp-1234-5678-abcdefABCDEF ok", f"user {R} ok"),
+        ("maps AIzaSyD-0123456789abcdefghijklmnopqrstu", f"maps {R}"),
+        ("pay sk_live_4eC39HqLyjWDarjtT1zdp7dc.", f"pay {R}."),
+        ("pay rk_live_4eC39HqLyjWDarjtT1zdp7dc", f"pay {R}"),
+        (f"key {PEM} end", f"key {R} end"),
+        ("cut -----BEGIN PRIVATE KEY-----\nMIIEvQIBADANBgkqhkiG9w0", f"cut {R}"),  # truncated
+        ("X-API-Key: 0a1b2c3d4e5f", f"X-API-Key: {R}"),
+        ("DB_PASS=s3cr3t-pw\nDB_USER=app", f"DB_PASS={R}\nDB_USER=app"),
+        ("MYSQL_PWD=abc PGPASSWORD=def", f"MYSQL_PWD={R} PGPASSWORD={R}"),
+        ("my api key 8f3kq02jd93kdl20x here", f"my api key {R} here"),
+        ("the token is Zm9vYmFyYmF6cXV4MTIz", f"the token is {R}"),
+        ("secret (a9Fk2LmQ8zXc7VbN)", f"secret ({R})"),
+    ],
+)
+def test_redact_replaces_the_broader_shapes(text: str, expected: str) -> None:
+    assert redact(text) == expected
+
+
+@pytest.mark.parametrize(
+    "text",
+    ["pass_rate=0.97 pass_count: 12", "the key is configuration_value",
+     "token counts rose to 1234567890123", "see file:/tmp/test_no_secret_here0/runs.jsonl",
+     "monkey 8f3kq02jd93kdl20x", "api key rotation scheduled for tomorrow",
+     "password reset link sent"],
+)
+def test_the_broader_shapes_leave_ordinary_text_alone(text: str) -> None:
+    assert redact(text) == text
+
+
+@pytest.mark.parametrize("name", ["DB_PASS", "smtp_pass", "PW"])
+def test_pass_names_are_secret(name: str) -> None:
+    assert is_secret_key(name)
