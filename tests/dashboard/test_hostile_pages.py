@@ -131,7 +131,7 @@ def test_foreign_host_or_origin_is_refused_and_hostile_insight_is_inert(
                 assert not [h for h in hrefs if EVIL in h or h.startswith(("http", "//"))], \
                     hrefs  # no clickable link out of the page
                 codes = [c.text_content() for c in box.locator("code").all()]
-                assert codes == [insight_id], codes  # only the id's own code span
+                assert set(codes) <= {insight_id}, codes  # no code span of the user's text
                 assert foreign == []  # not one request to another host
                 for path in ("agents", "performance"):
                     page.goto(f"http://127.0.0.1:{port}/{path}")
