@@ -20,6 +20,7 @@ from state import events, queries
 from state.backends import Backend, StaleCheckpoint, make_backend
 from state.checkpoints import load_values
 from state.config import validate_updates
+from state.fold import check_payload
 from state.folder import FOLD_NODE, FoldReport, build_fold_graph, collect, pending_delta
 from state.models import (
     PRIORITIES,
@@ -38,6 +39,21 @@ _Item = tuple[str, bytes]
 
 def _dumps(payload: dict[str, Any]) -> bytes:
     return orjson.dumps(payload)
+
+
+def checked(batch: Sequence[events.Event]) -> Sequence[events.Event]:
+    """Events for ``write_events``: each a (kind, payload) pair matching its kind's schema."""
+    if not isinstance(batch, list | tuple):
+        raise InvalidInput("batch", "must be a list of (kind, payload) events")
+    for i, event in enumerate(batch):
+        if not isinstance(event, tuple | list) or len(event) != 2 \
+                or not isinstance(event[0], str) or not isinstance(event[1], dict):
+            raise InvalidInput(f"batch[{i}]", "must be a (kind, payload dict) pair")
+        try:
+            check_payload(event[0], event[1])
+        except ValueError as exc:
+            raise InvalidInput(f"batch[{i}]", str(exc)) from None
+    return batch
 
 
 class SharedState:
@@ -67,6 +83,9 @@ class SharedState:
         ``sqlite:///./data/state.db``); ``must_exist`` refuses to create a new database;
         ``failover_s`` bounds how long a dead host's locks outlive it (see ``Backend``)."""
         producer = check_name("producer", producer)
+        check_name("thread_id", thread_id)
+        if failover_s is not None:
+            failover_s = events.positive("failover_s", failover_s)
         backend = make_backend(url or database_url(), failover_s=failover_s)
         await backend.setup(create=not must_exist)
         shared = cls(backend, producer=producer, thread_id=thread_id, read_only=read_only)
@@ -141,7 +160,7 @@ class SharedState:
         """Events made by ``state.events`` (already validated), committed together: all or
         none. A worker writes one agent step this way, its reports and new cursor at once."""
         if batch:
-            await self._submit([(kind, _dumps(payload)) for kind, payload in batch])
+            await self._submit([(kind, _dumps(payload)) for kind, payload in checked(batch)])
 
     async def add_performance_metric(self, metric: PerformanceMetric | Mapping[str, Any]) -> None:
         await self._send(events.metric(metric))
@@ -150,6 +169,8 @@ class SharedState:
         self, metrics: Iterable[PerformanceMetric | Mapping[str, Any]]
     ) -> int:
         """Batch form: validates all first, then writes all in one transaction."""
+        if isinstance(metrics, str | bytes | Mapping) or not isinstance(metrics, Iterable):
+            raise InvalidInput("metrics", "must be a list of metrics")
         now = time.time()
         items = [(kind, _dumps(payload))
                  for kind, payload in (events.metric(m, now) for m in metrics)]
@@ -229,6 +250,8 @@ class SharedState:
         and finishing the inbox scan, state + rows above its watermarks is exact. Otherwise
         read again. The scan pages through the inbox into one bounded delta.
         """
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 < attempts <= 1000:
+            raise InvalidInput("attempts", "must be an integer from 1 to 1000")
         for _ in range(attempts):
             before = await self.backend.latest_checkpoint_id(self.thread_id)
             current, state, _ = await load_values(self.backend.checkpointer, self.config)
@@ -246,6 +269,8 @@ class SharedState:
 
     async def flush(self, *, wait: float | None = None) -> FoldReport:
         """Fold everything pending now (takes the fold lock; waits for a running tick)."""
+        if wait is not None:
+            wait = events.positive("wait", wait)
         total = FoldReport()
         async with self.backend.fold_lock(wait):
             while True:
@@ -306,8 +331,15 @@ class SharedState:
         self, priority: str | None = None, insight_type: str | None = None,
         acted_upon: bool | None = None, limit: int | None = None,
     ) -> list:
-        if priority is not None and priority not in PRIORITIES:
+        if priority is not None and (not isinstance(priority, str) or priority not in PRIORITIES):
             raise InvalidInput("priority", f"must be one of {', '.join(PRIORITIES)}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise InvalidInput("limit", "must be an integer >= 1")
+        if insight_type is not None and not isinstance(insight_type, str):
+            raise InvalidInput("insight_type", "must be a string")
+        if acted_upon is not None and not isinstance(acted_upon, bool):
+            raise InvalidInput("acted_upon", "must be true or false")
         return queries.insight_list(await self.read(), priority, insight_type, acted_upon, limit)
 
     async def export_state(self) -> dict:
@@ -318,7 +350,12 @@ class SharedState:
         """Load an exported snapshot; refuses a non-empty database unless ``force``."""
         from langgraph.types import Overwrite
 
-        values = queries.state_from_document(document)
+        try:
+            values = queries.state_from_document(document)
+        except InvalidInput:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidInput("document", str(exc) or type(exc).__name__) from None
         async with self.backend.fold_lock(wait=30):
             if not force and not await self.backend.is_empty():
                 raise InvalidInput("database", "is not empty; restore with force to replace it")
