@@ -33,12 +33,18 @@ from state.schema import SYSTEM_THREAD, apply_update, thread_uuid
 from state.settings import database_url
 
 GROUP_COMMIT_MAX = 20_000
+RESOLVE_S = 30.0  # how long a writer keeps asking whether a batch whose reply it lost committed
 OVERLAY_LIMIT = 100_000
 _Item = tuple[str, bytes]
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:
     return orjson.dumps(payload)
+
+
+class CommitUnknown(ConnectionError):
+    """A write failed and the database could not be asked whether it committed; the handle
+    asks again before its next write (never writing over it, never writing it twice)."""
 
 
 def checked(batch: Sequence[events.Event]) -> Sequence[events.Event]:
@@ -72,6 +78,7 @@ class SharedState:
         self._queue: asyncio.Queue[tuple[list[_Item], asyncio.Future] | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._starting = asyncio.Lock()  # concurrent first writes must open one stream only
+        self._unsure: int | None = None  # last seq of a batch whose commit outcome is unknown
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -132,6 +139,19 @@ class SharedState:
                     break
                 batch.append(nxt)
                 size += len(nxt[0])
+            await self._write_batch(batch)
+            if stop:
+                return
+
+    async def _write_batch(self, batch: list[tuple[list[_Item], asyncio.Future]]) -> None:
+        """One group commit. After an error its outcome is looked up (the stream's committed
+        sequence) before anything else is written: a batch that committed although its reply
+        was lost is acknowledged, one that did not is refused, so callers may retry."""
+        error: BaseException | None = None
+        if self._unsure is not None and await self._resolve(self._unsure) is None:
+            error = CommitUnknown(f"the outcome of an earlier write to {self.backend.where} is "
+                                  "still unknown (database unreachable); nothing written")
+        else:
             rows = []
             seq = self._seq
             for items, _ in batch:
@@ -140,17 +160,38 @@ class SharedState:
                     rows.append((seq, kind, payload))
             try:
                 await self.backend.append(self._stream, rows)
-            except Exception as exc:  # nothing committed: seq not advanced, callers told
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-            else:
                 self._seq = seq
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_result(None)
-            if stop:
-                return
+            except Exception as exc:
+                committed = await self._resolve(seq)
+                if committed is None:
+                    self._unsure = seq
+                    error = CommitUnknown(f"write to {self.backend.where} failed ({exc}) and "
+                                          "whether it committed is unknown")
+                elif not committed:
+                    error = exc  # nothing committed: seq not advanced, callers may retry
+        for _, fut in batch:
+            if not fut.done():
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+
+    async def _resolve(self, upto: int) -> bool | None:
+        """Whether this stream's rows up to ``upto`` committed (None: cannot tell yet)."""
+        delay = 0.05
+        deadline = time.monotonic() + RESOLVE_S
+        while True:
+            try:
+                committed = await self.backend.committed_seq(self._stream)
+            except Exception:
+                if time.monotonic() + delay > deadline:
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self._unsure = None
+            self._seq = committed  # one writer per stream: nothing else moves it
+            return committed >= upto
 
     async def _send(self, event: events.Event) -> None:
         kind, payload = event

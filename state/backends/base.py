@@ -67,7 +67,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
-        """Insert rows in one transaction (group commit); all or nothing."""
+        """Insert rows in one transaction (group commit); all or nothing. The same transaction
+        records the stream's highest sequence number (``committed_seq``)."""
+
+    @abc.abstractmethod
+    async def committed_seq(self, stream: int) -> int:
+        """Highest sequence number of ``stream`` whose batch committed (``append`` records it
+        in the same transaction): how a writer learns the outcome of a commit whose reply it
+        never got."""
 
     @abc.abstractmethod
     async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:

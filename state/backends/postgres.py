@@ -43,6 +43,7 @@ from state.fold import InboxRow, Quarantined
 from state.traces import PG_SCHEMA as TRACES_SCHEMA
 
 CONNECT_TIMEOUT_S = 10
+LOCK_TIMEOUT_S = 5  # a lookup of a commit's outcome waits this long for its row lock
 POOL_MAX = 4
 SPARE_LOCK_CONNS = 4  # idle lock sessions kept for reuse (a tick locks each agent step)
 LOCK_SPACE = 0x42474101  # first key of the two-int advisory locks (threads, migrations)
@@ -68,6 +69,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     TRACES_SCHEMA,  # the local trace store (state/traces.py)
+    # each stream's highest committed sequence number (a lost commit reply is looked up)
+    "ALTER TABLE bga_streams ADD COLUMN IF NOT EXISTS last_seq BIGINT NOT NULL DEFAULT 0",
 )
 
 _CONN_KWARGS = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
@@ -247,10 +250,23 @@ class PostgresBackend(Backend):
     async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
         if not rows:
             return
-        async with self._conn() as conn, conn.transaction(), conn.cursor() as cur, \
-                cur.copy("COPY bga_inbox (stream_id, seq, kind, payload) FROM STDIN") as copy:
-            for seq, kind, payload in rows:  # COPY: one round trip, no per-row statement
-                await copy.write_row((stream, seq, kind, payload))
+        async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            async with cur.copy("COPY bga_inbox (stream_id, seq, kind, payload) "
+                                "FROM STDIN") as copy:
+                for seq, kind, payload in rows:  # COPY: one round trip, no per-row statement
+                    await copy.write_row((stream, seq, kind, payload))
+            await cur.execute("UPDATE bga_streams SET last_seq=%s WHERE stream_id=%s",
+                              (rows[-1][0], stream))
+
+    async def committed_seq(self, stream: int) -> int:
+        # FOR SHARE waits for an append whose COMMIT is still in flight (it holds the row
+        # lock from its UPDATE until it commits or aborts): the answer is final, not early.
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
+            cur = await conn.execute("SELECT last_seq FROM bga_streams WHERE stream_id=%s "
+                                     "FOR SHARE", (stream,))
+            row = await cur.fetchone()
+        return int(row["last_seq"]) if row else 0
 
     async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
         rows = await self._fetch(
