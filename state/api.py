@@ -310,7 +310,7 @@ class SharedState:
 
     async def flush(self, *, wait: float | None = None) -> FoldReport:
         """Fold everything pending now (takes the fold lock; waits for a running tick)."""
-        if wait is not None:
+        if wait is not None and wait != 0:  # 0: do not wait for a running tick
             wait = events.positive("wait", wait)
         total = FoldReport()
         async with self.backend.fold_lock(wait):

@@ -209,7 +209,8 @@ class SqliteBackend(Backend):
                                  (rows[-1][0], stream))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # disk full: SQLite has already rolled it back
+                    conn.execute("ROLLBACK")
                 raise
 
         await self._on_write(run)
