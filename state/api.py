@@ -17,7 +17,7 @@ from typing import Any
 import orjson
 
 from state import events, queries
-from state.backends import Backend, StaleCheckpoint, make_backend
+from state.backends import Backend, LockBusy, StaleCheckpoint, make_backend
 from state.checkpoints import load_values
 from state.config import validate_updates
 from state.fold import check_payload
@@ -293,6 +293,7 @@ class SharedState:
         """
         if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 < attempts <= 1000:
             raise InvalidInput("attempts", "must be an integer from 1 to 1000")
+        folded = False
         for _ in range(attempts):
             before = await self.backend.latest_checkpoint_id(self.thread_id)
             current, state, _ = await load_values(self.backend.checkpointer, self.config)
@@ -301,9 +302,14 @@ class SharedState:
             pending, delta = await pending_delta(self.backend, state.get("inbox") or {})
             if await self.backend.latest_checkpoint_id(self.thread_id) != before:
                 continue  # a fold committed meanwhile: rows and state may not pair up
-            if pending > OVERLAY_LIMIT and not self.read_only:
-                await self.flush()  # cheaper for every later read
-                continue
+            if pending > OVERLAY_LIMIT and not self.read_only and not folded:
+                folded = True
+                try:  # cheaper for every later read; never waits for a running tick
+                    await self.flush(wait=0)
+                except LockBusy:
+                    pass  # a tick is folding them now: this read keeps its overlay
+                else:
+                    continue
             self._pending = pending
             return apply_update(state, delta) if pending else state
         raise TimeoutError("state kept changing while reading; try again")

@@ -89,6 +89,18 @@ def keepalives(failover_s: float) -> dict[str, int]:
             "tcp_user_timeout": int(failover_s * 1000 * 2 / 3)}
 
 
+def server_keepalives_sql(failover_s: float) -> str:
+    """The same bounds on the server's side of a lock session: the server's own keepalives
+    (its default waits 2 h before the first probe, so a vanished host kept its locks), and
+    timeouts so a lock session never sits in a statement or an open transaction."""
+    k = keepalives(failover_s)
+    ms = int(failover_s * 1000)
+    return (f"SET tcp_keepalives_idle = {k['keepalives_idle']}; "
+            f"SET tcp_keepalives_interval = {k['keepalives_interval']}; "
+            f"SET tcp_keepalives_count = {k['keepalives_count']}; "
+            f"SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}")
+
+
 async def try_session_lock(conn: AsyncConnection, key: int, wait: float | None) -> bool:
     """Take session-level advisory lock ``key`` on ``conn``, polling with back-off (``wait``
     None: until taken; 0: once). Polled, never a blocking ``pg_advisory_lock()``: a blocked
@@ -191,7 +203,9 @@ class PostgresBackend(Backend):
                     raise ValueError(f"no state database at {self.where} (wrong --db? "
                                      "nothing has run yet? `bga run` or `bga demo` creates it)")
             self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=POOL_MAX,
-                                             kwargs=dict(_CONN_KWARGS), open=False,
+                                             kwargs={**_CONN_KWARGS,  # a dead link errors
+                                                     **keepalives(self.failover_s)},
+                                             open=False,
                                              timeout=60)
             await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 3)
             self.checkpointer = CasPostgresSaver(self._pool)
@@ -351,7 +365,14 @@ class PostgresBackend(Backend):
                 return conn
             except psycopg.Error:
                 await conn.close()
-        return await self._connect(**keepalives(self.failover_s))
+        conn = await self._connect(**keepalives(self.failover_s))
+        try:
+            for statement in server_keepalives_sql(self.failover_s).split("; "):
+                await conn.execute(statement)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def _acquire(self, name: str, wait: float | None) -> bool:
         if name in self._lock_conns:

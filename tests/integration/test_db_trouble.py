@@ -74,3 +74,24 @@ def test_cannot_rollback_means_the_disk_is_full() -> None:
     line = describe_trouble(sqlite3.OperationalError("cannot rollback - no transaction is "
                                                      "active"), "sqlite:///x.db")
     assert line.startswith("disk full")
+
+
+async def test_a_read_never_waits_for_the_fold_lock(
+    db_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Many pending rows make a read fold them first, but only if the fold lock is free: a
+    tick holding it (here another handle) leaves the read its overlay, never a wait."""
+    from state import api
+
+    monkeypatch.setattr(api, "OVERLAY_LIMIT", 5)
+    async with SharedState.open(db_url, producer="w") as shared, \
+            SharedState.open(db_url, producer="ticker") as ticker:
+        await shared.add_performance_metrics(
+            [{"source_agent": "w", "name": "n", "value": 1.0}] * 20)
+        async with ticker.backend.fold_lock(wait=0):
+            summary = await asyncio.wait_for(shared.get_performance_summary(), timeout=120)
+            assert summary["series"]["w/n"]["count"] == 20
+            assert shared.pending == 20  # not folded: the lock was busy
+        await shared.get_performance_summary()  # the lock is free: this read folds them
+        assert shared.pending == 0
+        assert (await shared.get_performance_summary())["series"]["w/n"]["count"] == 20
