@@ -17,10 +17,28 @@ from contextlib import AbstractAsyncContextManager
 
 from graph import runner
 from state.api import SharedState
-from state.backends import LockBusy, StaleCheckpoint
+from state.backends import LockBusy, StaleCheckpoint, describe_trouble
 from state.queries import config_of
 
 Notify = Callable[[str], None]
+BACKOFF_S = (0.5, 30.0)  # first and longest wait after database trouble
+
+
+class Backoff:
+    """Doubling waits after trouble, reset by a success; says what went wrong in one line."""
+
+    def __init__(self, notify: Notify, where: str) -> None:
+        self.notify, self.where = notify, where
+        self.delay = BACKOFF_S[0]
+
+    async def trouble(self, exc: BaseException, stop: asyncio.Event, doing: str) -> None:
+        self.notify(f"{doing}: {describe_trouble(exc, self.where)}; retrying in "
+                    f"{self.delay:g} s")
+        await _sleep_until(stop, self.delay)
+        self.delay = min(self.delay * 2, BACKOFF_S[1])
+
+    def ok(self) -> None:
+        self.delay = BACKOFF_S[0]
 
 
 async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:
@@ -64,20 +82,25 @@ async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = prin
     ticking and stands by again: by then another scheduler may lead."""
     backend = shared.backend
     ticks = 0
+    backoff = Backoff(notify, backend.where)
     while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
-        leader = await hold_or_stand_by(
-            lambda wait: backend.leader_lock(wait=wait), stop, notify,
-            f"another scheduler is running on {backend.where}; standing by to take over",
-            "took over as the scheduler")
+        try:
+            leader = await hold_or_stand_by(
+                lambda wait: backend.leader_lock(wait=wait), stop, notify,
+                f"another scheduler is running on {backend.where}; standing by to take over",
+                "took over as the scheduler")
+        except Exception as exc:  # server down, lock file unwritable: wait and compete again
+            await backoff.trouble(exc, stop, "cannot compete for the scheduler lock")
+            continue
         if leader is None:
             break
         try:
             while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
-                if not await backend.holds("leader"):
-                    notify("lost the scheduler lock with its database session; standing by")
-                    break
-                started = time.monotonic()
                 try:
+                    if not await backend.holds("leader"):
+                        notify("lost the scheduler lock with its database session; standing by")
+                        break
+                    started = time.monotonic()
                     report = await runner.tick(shared, wait=None,
                                                coordinator_only=coordinator_only)
                 except StaleCheckpoint:
@@ -85,15 +108,24 @@ async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = prin
                     # checkpoint refused this tick, nothing was written; tick again from it
                     notify("tick refused: the state moved on under it; ticking again")
                     continue
+                except Exception as exc:  # database trouble: stand down, back off, compete
+                    await backoff.trouble(exc, stop, "tick failed; standing down")
+                    break
+                backoff.ok()
                 ticks += 1
                 if on_tick is not None:
                     result = on_tick(report)
                     if asyncio.iscoroutine(result):
                         await result
-                every = interval_s or config_of(await shared.read()).ticker.interval_s
+                try:
+                    every = interval_s or config_of(await shared.read()).ticker.interval_s
+                except Exception as exc:
+                    await backoff.trouble(exc, stop, "cannot read the tick interval")
+                    continue
                 await _sleep_until(stop, every - (time.monotonic() - started))
         finally:
-            await leader.__aexit__(None, None, None)
+            with contextlib.suppress(Exception):  # its session may be gone already
+                await leader.__aexit__(None, None, None)
     return ticks
 
 

@@ -16,8 +16,8 @@ from typing import Any
 from nodes.base import Emitter
 from state import events, sketch
 from state.config import SystemConfig
-from state.models import OptimizationRecord
-from state.queries import config_of, span_agg
+from state.models import TUNABLE_PARAMS, OptimizationRecord, check_tuning
+from state.queries import config_of, each, span_agg
 from state.schema import TIER_WIDTH, SystemState
 
 SOURCE = "optimizer"
@@ -75,45 +75,59 @@ def _improvement(t: Tunable, before: float, after: float) -> float:
     return change if t.higher_is_better else -change
 
 
+BY_PARAM = {t.param: t for t in TUNABLES}
+assert set(BY_PARAM) == set(TUNABLE_PARAMS), "state.models.TUNABLE_PARAMS names the tunables"
+
+
 def verify(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
-    """Judge applied changes whose verification window has passed; returns how many."""
+    """Judge applied changes whose verification window has passed; returns how many.
+
+    A record the optimizer cannot judge (an old or hand-written one that slipped past the
+    typed schema) is skipped, counted and logged by ``queries.each``: never a failed tick."""
     opt = config.optimizer
-    judged = 0
-    for rec in (state.get("optimizations") or {}).values():
+
+    def judge(record_id: str, rec: dict) -> bool | None:
         details = rec.get("details") or {}
-        if rec.get("outcome") != "applied" or "verify_after" not in details:
-            continue
+        if rec.get("outcome") != "applied" or not isinstance(details, dict) \
+                or check_tuning(rec["optimization_type"], rec["before"], details) is None:
+            return None
         if now < details["verify_after"]:
-            continue
-        t = next(t for t in TUNABLES if t.param == details["param"])
+            return None
+        t = BY_PARAM[details["param"]]
         series = f"{rec['target']}/{t.metric}"
         after, n = mean_since_change(state, series, details)
         if n < opt.min_samples and now < details["applied_at"] + 3 * opt.verify_s:
-            continue  # not enough evidence yet; wait up to three windows
-        gain = _improvement(t, details["baseline"], after) if after is not None else None
-        keep = gain is not None and n >= opt.min_samples and gain >= opt.min_improvement
-        if not keep:
-            out.emit(events.config_update(
-                {f"agents.{rec['target']}.{t.param}": rec["before"][t.param]}, now=now))
-        out.emit(events.optimization(OptimizationRecord(
-            record_id=rec["record_id"], optimization_type=rec["optimization_type"],
-            target=rec["target"], before=rec["before"],
-            after={**rec["after"], t.metric: after, "samples": n},
-            outcome="kept" if keep else "rolled_back", success=keep, source_agent=SOURCE,
-            details={**details, "gain": gain, "judged_at": now,
-                     "reason": "improved" if keep else
-                     ("too few samples" if n < opt.min_samples else "no improvement")}),
-            now=now))
-        judged += 1
-    return judged
+            return None  # not enough evidence yet; wait up to three windows
+        return _judge(rec, details, t, after, n, opt, now, out)
+
+    return len(each("optimizations", (state.get("optimizations") or {}).items(), judge))
+
+
+def _judge(rec: dict, details: dict, t: Tunable, after: float | None, n: int, opt: Any,
+           now: float, out: Emitter) -> bool:
+    gain = _improvement(t, details["baseline"], after) if after is not None else None
+    keep = gain is not None and n >= opt.min_samples and gain >= opt.min_improvement
+    verdict = events.optimization(OptimizationRecord(  # built first: all emitted or none
+        record_id=rec["record_id"], optimization_type=rec["optimization_type"],
+        target=rec["target"], before=rec["before"],
+        after={**rec["after"], t.metric: after, "samples": n},
+        outcome="kept" if keep else "rolled_back", success=keep, source_agent=SOURCE,
+        details={**details, "gain": gain, "judged_at": now,
+                 "reason": "improved" if keep else
+                 ("too few samples" if n < opt.min_samples else "no improvement")}),
+        now=now)
+    if not keep:
+        out.emit(events.config_update(
+            {f"agents.{rec['target']}.{t.param}": rec["before"][t.param]}, now=now))
+    out.emit(verdict)
+    return True
 
 
 def propose(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
     """Start one change per tunable setting that has no change under verification."""
     opt = config.optimizer
-    records = list((state.get("optimizations") or {}).values())
-    busy = {(r["target"], (r.get("details") or {}).get("param")) for r in records
-            if r.get("outcome") == "applied"}
+    records = each("optimizations", (state.get("optimizations") or {}).items(), _tuning)
+    busy = {(r["target"], r["details"]["param"]) for r in records if r["outcome"] == "applied"}
     started = 0
     for agent_id, section in sorted(config.agents.items()):
         if not section.enabled:
@@ -126,11 +140,11 @@ def propose(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
             if baseline is None or n < opt.min_samples:
                 continue
             last = max((r for r in records if r["target"] == agent_id
-                        and (r.get("details") or {}).get("param") == t.param),
+                        and r["details"]["param"] == t.param),
                        key=lambda r: r["stamp"][0], default=None)
             upward = True
-            if last is not None and last.get("outcome") == "rolled_back":
-                upward = not (last.get("details") or {}).get("upward", True)
+            if last is not None and last["outcome"] == "rolled_back":
+                upward = not last["details"].get("upward", True)
             new = t.propose(value, upward)
             if new == value:  # at a bound: try the other way
                 upward = not upward
@@ -151,6 +165,15 @@ def propose(state: dict, config: SystemConfig, now: float, out: Emitter) -> int:
                          "mark": {"minute": minute, "count": count, "sum": total}}), now=now))
             started += 1
     return started
+
+
+def _tuning(record_id: str, rec: dict) -> dict | None:
+    """A tuning record as ``propose`` reads it, or None for history-only records."""
+    if check_tuning(rec["optimization_type"], rec["before"], rec.get("details") or {}) is None:
+        return None
+    if not isinstance(rec["target"], str) or not isinstance(rec["stamp"][0], int | float):
+        raise TypeError("target or stamp of the wrong type")
+    return rec
 
 
 async def optimize(state: SystemState) -> dict[str, Any]:

@@ -17,10 +17,11 @@ from typing import Any
 import orjson
 
 from state import events, lifecycle, queries
-from state.backends import Backend, StaleCheckpoint, make_backend
+from state.backends import Backend, LockBusy, StaleCheckpoint, make_backend
 from state.backends.history import keep_linear
 from state.checkpoints import load_values
 from state.config import validate_updates
+from state.fold import check_payload
 from state.folder import FOLD_NODE, FoldReport, build_fold_graph, collect, pending_delta
 from state.lifecycle import STATES
 from state.models import (
@@ -34,12 +35,33 @@ from state.schema import SYSTEM_THREAD, apply_update, thread_uuid
 from state.settings import database_url
 
 GROUP_COMMIT_MAX = 20_000
+RESOLVE_S = 30.0  # how long a writer keeps asking whether a batch whose reply it lost committed
 OVERLAY_LIMIT = 100_000
 _Item = tuple[str, bytes]
 
 
 def _dumps(payload: dict[str, Any]) -> bytes:
     return orjson.dumps(payload)
+
+
+class CommitUnknown(ConnectionError):
+    """A write failed and the database could not be asked whether it committed; the handle
+    asks again before its next write (never writing over it, never writing it twice)."""
+
+
+def checked(batch: Sequence[events.Event]) -> Sequence[events.Event]:
+    """Events for ``write_events``: each a (kind, payload) pair matching its kind's schema."""
+    if not isinstance(batch, list | tuple):
+        raise InvalidInput("batch", "must be a list of (kind, payload) events")
+    for i, event in enumerate(batch):
+        if not isinstance(event, tuple | list) or len(event) != 2 \
+                or not isinstance(event[0], str) or not isinstance(event[1], dict):
+            raise InvalidInput(f"batch[{i}]", "must be a (kind, payload dict) pair")
+        try:
+            check_payload(event[0], event[1])
+        except ValueError as exc:
+            raise InvalidInput(f"batch[{i}]", str(exc)) from None
+    return batch
 
 
 class SharedState:
@@ -59,6 +81,7 @@ class SharedState:
         self._queue: asyncio.Queue[tuple[list[_Item], asyncio.Future] | None] = asyncio.Queue()
         self._writer: asyncio.Task | None = None
         self._starting = asyncio.Lock()  # concurrent first writes must open one stream only
+        self._unsure: int | None = None  # last seq of a batch whose commit outcome is unknown
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -70,6 +93,9 @@ class SharedState:
         ``sqlite:///./data/state.db``); ``must_exist`` refuses to create a new database;
         ``failover_s`` bounds how long a dead host's locks outlive it (see ``Backend``)."""
         producer = check_name("producer", producer)
+        check_name("thread_id", thread_id)
+        if failover_s is not None:
+            failover_s = events.positive("failover_s", failover_s)
         backend = make_backend(url or database_url(), failover_s=failover_s)
         await backend.setup(create=not must_exist)
         shared = cls(backend, producer=producer, thread_id=thread_id, read_only=read_only)
@@ -116,6 +142,19 @@ class SharedState:
                     break
                 batch.append(nxt)
                 size += len(nxt[0])
+            await self._write_batch(batch)
+            if stop:
+                return
+
+    async def _write_batch(self, batch: list[tuple[list[_Item], asyncio.Future]]) -> None:
+        """One group commit. After an error its outcome is looked up (the stream's committed
+        sequence) before anything else is written: a batch that committed although its reply
+        was lost is acknowledged, one that did not is refused, so callers may retry."""
+        error: BaseException | None = None
+        if self._unsure is not None and await self._resolve(self._unsure) is None:
+            error = CommitUnknown(f"the outcome of an earlier write to {self.backend.where} is "
+                                  "still unknown (database unreachable); nothing written")
+        else:
             rows = []
             seq = self._seq
             for items, _ in batch:
@@ -124,17 +163,38 @@ class SharedState:
                     rows.append((seq, kind, payload))
             try:
                 await self.backend.append(self._stream, rows)
-            except Exception as exc:  # nothing committed: seq not advanced, callers told
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(exc)
-            else:
                 self._seq = seq
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_result(None)
-            if stop:
-                return
+            except Exception as exc:
+                committed = await self._resolve(seq)
+                if committed is None:
+                    self._unsure = seq
+                    error = CommitUnknown(f"write to {self.backend.where} failed ({exc}) and "
+                                          "whether it committed is unknown")
+                elif not committed:
+                    error = exc  # nothing committed: seq not advanced, callers may retry
+        for _, fut in batch:
+            if not fut.done():
+                if error is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(error)
+
+    async def _resolve(self, upto: int) -> bool | None:
+        """Whether this stream's rows up to ``upto`` committed (None: cannot tell yet)."""
+        delay = 0.05
+        deadline = time.monotonic() + RESOLVE_S
+        while True:
+            try:
+                committed = await self.backend.committed_seq(self._stream)
+            except Exception:
+                if time.monotonic() + delay > deadline:
+                    return None
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 2.0)
+                continue
+            self._unsure = None
+            self._seq = committed  # one writer per stream: nothing else moves it
+            return committed >= upto
 
     async def _send(self, event: events.Event) -> None:
         kind, payload = event
@@ -144,7 +204,7 @@ class SharedState:
         """Events made by ``state.events`` (already validated), committed together: all or
         none. A worker writes one agent step this way, its reports and new cursor at once."""
         if batch:
-            await self._submit([(kind, _dumps(payload)) for kind, payload in batch])
+            await self._submit([(kind, _dumps(payload)) for kind, payload in checked(batch)])
 
     async def add_performance_metric(self, metric: PerformanceMetric | Mapping[str, Any]) -> None:
         await self._send(events.metric(metric))
@@ -153,6 +213,8 @@ class SharedState:
         self, metrics: Iterable[PerformanceMetric | Mapping[str, Any]]
     ) -> int:
         """Batch form: validates all first, then writes all in one transaction."""
+        if isinstance(metrics, str | bytes | Mapping) or not isinstance(metrics, Iterable):
+            raise InvalidInput("metrics", "must be a list of metrics")
         now = time.time()
         items = [(kind, _dumps(payload))
                  for kind, payload in (events.metric(m, now) for m in metrics)]
@@ -262,6 +324,9 @@ class SharedState:
         and finishing the inbox scan, state + rows above its watermarks is exact. Otherwise
         read again. The scan pages through the inbox into one bounded delta.
         """
+        if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 < attempts <= 1000:
+            raise InvalidInput("attempts", "must be an integer from 1 to 1000")
+        folded = False
         for _ in range(attempts):
             before = await self.backend.latest_checkpoint_id(self.thread_id)
             current, state, _ = await load_values(self.backend.checkpointer, self.config)
@@ -270,15 +335,22 @@ class SharedState:
             pending, delta = await pending_delta(self.backend, state.get("inbox") or {})
             if await self.backend.latest_checkpoint_id(self.thread_id) != before:
                 continue  # a fold committed meanwhile: rows and state may not pair up
-            if pending > OVERLAY_LIMIT and not self.read_only:
-                await self.flush()  # cheaper for every later read
-                continue
+            if pending > OVERLAY_LIMIT and not self.read_only and not folded:
+                folded = True
+                try:  # cheaper for every later read; never waits for a running tick
+                    await self.flush(wait=0)
+                except LockBusy:
+                    pass  # a tick is folding them now: this read keeps its overlay
+                else:
+                    continue
             self._pending = pending
             return apply_update(state, delta) if pending else state
         raise TimeoutError("state kept changing while reading; try again")
 
     async def flush(self, *, wait: float | None = None) -> FoldReport:
         """Fold everything pending now (takes the fold lock; waits for a running tick)."""
+        if wait is not None and wait != 0:  # 0: do not wait for a running tick
+            wait = events.positive("wait", wait)
         total = FoldReport()
         async with self.backend.fold_lock(wait):
             while True:
@@ -343,9 +415,18 @@ class SharedState:
     ) -> list:
         """Insights with their lifecycle; ``status``: one or more of open, regressed,
         acknowledged, resolved, muted."""
-        if priority is not None and priority not in PRIORITIES:
+        if priority is not None and (not isinstance(priority, str) or priority not in PRIORITIES):
             raise InvalidInput("priority", f"must be one of {', '.join(PRIORITIES)}")
+        if limit is not None and (isinstance(limit, bool) or not isinstance(limit, int)
+                                  or limit < 1):
+            raise InvalidInput("limit", "must be an integer >= 1")
+        if insight_type is not None and not isinstance(insight_type, str):
+            raise InvalidInput("insight_type", "must be a string")
+        if acted_upon is not None and not isinstance(acted_upon, bool):
+            raise InvalidInput("acted_upon", "must be true or false")
         if status is not None:
+            if not isinstance(status, str | list | tuple | set | frozenset):
+                raise InvalidInput("status", f"must be one of {', '.join(STATES)} or a list")
             for s in [status] if isinstance(status, str) else list(status):
                 if s not in STATES:
                     raise InvalidInput("status", f"must be one of {', '.join(STATES)}, "
@@ -369,7 +450,12 @@ class SharedState:
         """Load an exported snapshot; refuses a non-empty database unless ``force``."""
         from langgraph.types import Overwrite
 
-        values = queries.state_from_document(document)
+        try:
+            values = queries.state_from_document(document)
+        except InvalidInput:
+            raise
+        except (ValueError, TypeError, KeyError, AttributeError) as exc:
+            raise InvalidInput("document", str(exc) or type(exc).__name__) from None
         async with self.backend.fold_lock(wait=30):
             if not force and not await self.backend.is_empty():
                 raise InvalidInput("database", "is not empty; restore with force to replace it")

@@ -12,7 +12,7 @@ from typing import Any
 from croniter import croniter
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
-from state.models import InvalidInput, check_json, check_name
+from state.models import MAX_AGE_DAYS, InvalidInput, check_json, check_name
 from state.redact import is_secret_key, redact
 
 
@@ -21,7 +21,7 @@ class RetentionConfig(BaseModel):
 
     minute_buckets: int = Field(120, ge=1, le=10_080, description="1-minute buckets kept")
     hour_buckets: int = Field(168, ge=1, le=8_760, description="1-hour buckets kept")
-    day_buckets: int = Field(30, ge=1, le=3_650, description="1-day buckets kept")
+    day_buckets: int = Field(30, ge=1, le=MAX_AGE_DAYS, description="1-day buckets kept")
     max_series: int = Field(500, ge=1, le=100_000)
     max_error_patterns: int = Field(500, ge=1, le=100_000)
     max_insights: int = Field(500, ge=1, le=100_000)
@@ -160,6 +160,10 @@ def unflatten(flat: dict[str, Any]) -> dict[str, Any]:
         *parents, leaf = dotted.split(".")
         for p in parents:
             node = node.setdefault(p, {})
+            if not isinstance(node, dict):
+                raise InvalidInput(dotted, f"{p!r} is a value here, not a section")
+        if isinstance(node.get(leaf), dict) and not isinstance(value, dict):
+            raise InvalidInput(dotted, "is a section here, not a value")
         node[leaf] = value
     return out
 

@@ -43,10 +43,14 @@ from state.redact import is_secret_key
 Event = tuple[str, dict[str, Any]]
 
 
-def positive(field: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not value > 0 \
-            or value == float("inf"):
-        raise InvalidInput(field, f"must be a positive finite number, got {value!r}")
+MAX_POSITIVE = 1e9  # seconds, minutes or hours: far beyond any window or interval kept
+
+
+def positive(field: str, value: object, limit: float = MAX_POSITIVE) -> float:
+    """A positive number up to ``limit`` (windows and intervals: beyond it, times overflow)."""
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= limit:
+        raise InvalidInput(field, f"must be a positive finite number up to {limit:g}, "
+                           f"got {repr(value)[:40]}")
     return float(value)
 
 
@@ -57,11 +61,17 @@ def insight_id(insight_type: str, source_agent: str, basis: object) -> str:
     return f"ins_{digest.hexdigest()}"
 
 
+def _fields(field: str, data: Mapping[Any, Any]) -> dict[str, Any]:
+    if any(not isinstance(k, str) for k in data):
+        raise InvalidInput(field, "field names must be strings")
+    return dict(data)
+
+
 def metric(m: PerformanceMetric | Mapping[str, Any], now: float | None = None) -> Event:
     if not isinstance(m, PerformanceMetric):
         if not isinstance(m, Mapping):
             raise InvalidInput("metric", f"expected PerformanceMetric, got {type(m).__name__}")
-        m = PerformanceMetric.checked(**m)
+        m = PerformanceMetric.checked(**_fields("metric", m))
     ts = m.timestamp if m.timestamp is not None else (now or time.time())
     payload: dict[str, Any] = {"s": m.series, "v": m.value, "t": ts}
     if m.unit:
@@ -84,11 +94,15 @@ def insight(insight_type: str, content: Any, source_agent: str, priority: str = 
             dedupe_key: str | None = None, now: float | None = None) -> Event:
     insight_type = check_name("insight_type", insight_type)
     source_agent = check_name("source_agent", source_agent, allow_slash=False)
-    if priority not in PRIORITIES:
+    if not isinstance(priority, str) or priority not in PRIORITIES:
         raise InvalidInput("priority", f"must be one of {', '.join(PRIORITIES)}, got {priority!r}")
     if not isinstance(content, dict):
         raise InvalidInput("content", f"must be a dict, got {type(content).__name__}")
     content = check_json("content", content)
+    if dedupe_key is not None and not isinstance(dedupe_key, str):
+        raise InvalidInput("dedupe_key", f"must be a string, got {type(dedupe_key).__name__}")
+    if dedupe_key is not None:
+        check_text("dedupe_key", dedupe_key)
     key = dedupe_key if dedupe_key is not None else content.get("key")
     basis = key if key is not None else orjson.dumps(content, option=orjson.OPT_SORT_KEYS)
     return KIND_INSIGHT, {"id": insight_id(insight_type, source_agent, basis),
@@ -141,7 +155,7 @@ def optimization(record: OptimizationRecord | Mapping[str, Any],
     if not isinstance(record, OptimizationRecord):
         if not isinstance(record, Mapping):
             raise InvalidInput("record", f"expected OptimizationRecord, got {type(record)}")
-        record = OptimizationRecord.checked(**record)
+        record = OptimizationRecord.checked(**_fields("record", record))
     payload = record.model_dump()
     payload["t"] = payload.pop("timestamp") or now or time.time()
     return KIND_OPTIMIZATION, payload

@@ -13,11 +13,11 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
+from pydantic import ValidationError
 
-from state import reducers, sketch
+from state import payloads, reducers, sketch
 from state.config import effective
 from state.lifecycle import ACTIONS
-from state.models import PRIORITIES
 from state.schema import TIERS
 
 KIND_METRIC = "metric"
@@ -34,7 +34,6 @@ KIND_TRIAGE = "triage"  # a lifecycle action on one insight (acknowledge, resolv
 KIND_TRIAGE_KEY = "triage_kv"  # a type mute or a "last looked" marker (the triage channel)
 
 _MINUTE = TIERS[0][1]
-MAX_TIMESTAMP = 1e11  # unix seconds (year 5138)
 
 
 @dataclass
@@ -181,12 +180,6 @@ def _roll_up(minutes: dict[int, Any], merge_many) -> dict[str, dict[int, Any]]:
     return tiers
 
 
-# Field holding the map key each kind writes under: state keys must be strings (reads sort them).
-_KEY_FIELD = {KIND_METRIC: "s", KIND_INSIGHT: "id", KIND_ACK: "id", KIND_OPTIMIZATION: "record_id",
-              KIND_HEARTBEAT: "a", KIND_REGISTER: "a", KIND_AGENT_DATA: "a",
-              KIND_TRIAGE: "id", KIND_TRIAGE_KEY: "k"}
-
-
 def _triage(builder: DeltaBuilder, iid: str, action: str, by: object, ts: float,
             until: object, stamp: list) -> None:
     if action not in ACTIONS:
@@ -199,7 +192,7 @@ def _triage(builder: DeltaBuilder, iid: str, action: str, by: object, ts: float,
         if action == "unmute":
             until = ts
         if not isinstance(until, int | float) or isinstance(until, bool) \
-                or not 0 < until < MAX_TIMESTAMP:
+                or not 0 < until < payloads.MAX_TIMESTAMP:
             raise ValueError("mute 'until' is not a timestamp")
         entry["until"] = until
         change["mute"] = {"until": until, "at": ts, "by": by, "stamp": stamp}
@@ -208,35 +201,39 @@ def _triage(builder: DeltaBuilder, iid: str, action: str, by: object, ts: float,
     builder.put("insights", iid, change)
 
 
+# Each kind's typed payload schema (``state.payloads``): a row that does not match is quarantined.
+_SCHEMA = {KIND_METRIC: payloads.MetricPayload, KIND_ERROR: payloads.ErrorPayload,
+           KIND_INSIGHT: payloads.InsightPayload, KIND_ACK: payloads.AckPayload,
+           KIND_HEARTBEAT: payloads.HeartbeatPayload, KIND_REGISTER: payloads.RegisterPayload,
+           KIND_AGENT_DATA: payloads.AgentDataPayload, KIND_SYSTEM: payloads.UpdatesPayload,
+           KIND_CONFIG: payloads.UpdatesPayload, KIND_TRIAGE: payloads.TriagePayload,
+           KIND_TRIAGE_KEY: payloads.TriageKeyPayload}
+
+
+def check_payload(kind: str, p: dict[str, Any]) -> None:
+    """Raise ValueError naming the field if ``p`` does not match ``kind``'s schema."""
+    try:
+        if kind == KIND_OPTIMIZATION:
+            payloads.check_optimization(p)
+        elif kind in _SCHEMA:
+            _SCHEMA[kind].model_validate(p)
+        else:
+            raise ValueError(f"unknown event kind {kind!r}")
+    except ValidationError as exc:
+        raise ValueError(payloads.reason(exc)) from None
+
+
 def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
     kind = row.kind
+    check_payload(kind, p)
     ts = p["t"]
-    if not isinstance(ts, int | float) or isinstance(ts, bool):
-        raise ValueError("timestamp is not a number")
-    if not 0 < ts < MAX_TIMESTAMP:  # a huge one cannot even be checkpointed: every fold fails
-        raise ValueError("timestamp out of range")
-    key_field = _KEY_FIELD.get(kind)
-    if key_field is not None and not isinstance(p[key_field], str):
-        raise ValueError(f"{key_field!r} is not a string")
     stamp = [ts, row.stream, row.seq]
     if kind == KIND_METRIC:
-        value = p["v"]
-        if not isinstance(value, int | float) or isinstance(value, bool):
-            raise ValueError("metric value is not a number")
-        unit = p.get("u")
-        if unit is not None and not isinstance(unit, str):
-            raise ValueError("metric unit is not a string")
-        builder.metric(p["s"], float(value), p["t"], unit)
+        builder.metric(p["s"], float(p["v"]), ts, p.get("u"))
     elif kind == KIND_ERROR:
-        if not all(isinstance(p[k], str) for k in ("id", "type", "norm", "msg", "a")):
-            raise ValueError("error event fields must be strings")
-        fp = p.get("fp", 1)  # rows written before fingerprint versions are version 1
-        if not isinstance(fp, int) or isinstance(fp, bool):
-            raise ValueError("fingerprint version is not an integer")
-        builder.error(p["id"], p["type"], p["norm"], p["msg"], p["a"], p["t"], stamp, fp)
+        builder.error(p["id"], p["type"], p["norm"], p["msg"], p["a"], p["t"], stamp,
+                      p.get("fp", 1))  # rows written before fingerprint versions are version 1
     elif kind == KIND_INSIGHT:
-        if p["p"] not in PRIORITIES:  # reads rank insights by priority
-            raise ValueError(f"unknown priority {p['p']!r}")
         body = {"insight_type": p["type"], "source_agent": p["a"], "priority": p["p"],
                 "content": p["c"], "stamp": stamp}
         builder.put("insights", p["id"], {"body": body, "occurrences": 1,
@@ -256,27 +253,17 @@ def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
         builder.put("agents", p["a"], {"hb": hb, "heartbeats": 1})
     elif kind == KIND_REGISTER:
         reg = {k: p[k] for k in ("kind", "interval_s", "schedule", "meta")}
-        interval = reg["interval_s"]  # liveness multiplies it: a string would break every tick
-        if interval is not None and (not isinstance(interval, int | float)
-                                     or isinstance(interval, bool)):
-            raise ValueError("interval_s is not a number")
         builder.put("agents", p["a"], {"reg": {**reg, "at": p["t"], "stamp": stamp},
                                        "heartbeats": 0})
     elif kind == KIND_AGENT_DATA:
-        if not isinstance(p["v"], dict):
-            raise ValueError("agent data is not an object")
         builder.put("agent_data", p["a"], {"value": p["v"], "stamp": stamp})
     elif kind in (KIND_SYSTEM, KIND_CONFIG):
         channel = "system" if kind == KIND_SYSTEM else "config"
-        if not isinstance(p["u"], dict):
-            raise ValueError("updates are not an object")
         if kind == KIND_CONFIG:  # a stored bad value would break every later read
             for key, value in p["u"].items():  # all checked before any is put
                 effective({key: value})
         for key, value in p["u"].items():
             builder.put(channel, key, {"value": value, "stamp": stamp})
-    else:
-        raise ValueError(f"unknown event kind {kind!r}")
 
 
 def fold_rows(rows: Iterable[InboxRow], builder: DeltaBuilder | None = None, *,

@@ -12,7 +12,14 @@ import uuid
 from typing import Any, Literal
 
 import orjson
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from state.redact import redact, redact_obj
 
@@ -20,6 +27,7 @@ MAX_NAME = 200
 MAX_TEXT = 4_000
 MAX_PAYLOAD_BYTES = 16_384
 FUTURE_SKEW_S = 300.0
+MAX_AGE_DAYS = 3650  # the longest retention (day buckets): an older timestamp is never counted
 MAX_METRIC = 1e18
 
 Priority = Literal["info", "low", "medium", "high", "critical"]
@@ -38,9 +46,18 @@ class InvalidInput(ValueError):
         self.field = field
 
 
+def _utf8(field: str, value: str) -> None:
+    """Refuse what no database or JSON document can store (lone surrogates)."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise InvalidInput(field, "is not valid Unicode (lone surrogate)") from None
+
+
 def check_name(field: str, value: object, *, allow_slash: bool = True) -> str:
     if not isinstance(value, str):
         raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
+    _utf8(field, value)
     value = value.strip()
     if not value:
         raise InvalidInput(field, "must not be empty")
@@ -84,12 +101,18 @@ def check_timestamp(field: str, value: object, now: float | None = None) -> floa
         return time.time() if now is None else now
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise InvalidInput(field, f"must be a unix timestamp, got {type(value).__name__}")
-    value = float(value)
+    try:
+        value = float(value)
+    except OverflowError:
+        raise InvalidInput(field, "must be a positive finite unix timestamp") from None
     if not math.isfinite(value) or value <= 0:
         raise InvalidInput(field, "must be a positive finite unix timestamp")
     limit = (time.time() if now is None else now) + FUTURE_SKEW_S
     if value > limit:
         raise InvalidInput(field, "is more than 5 minutes in the future")
+    if value < limit - FUTURE_SKEW_S - MAX_AGE_DAYS * 86_400:
+        raise InvalidInput(field, f"is more than {MAX_AGE_DAYS} days old (it would never be "
+                           "counted)")
     return value
 
 
@@ -98,6 +121,7 @@ def check_text(field: str, value: object, *, limit: int = MAX_TEXT) -> str:
         raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
     if len(value) > limit:
         raise InvalidInput(field, f"longer than {limit} characters")
+    _utf8(field, value)
     return redact(value)
 
 
@@ -112,6 +136,9 @@ class _Record(BaseModel):
             return cls(**data)
         except ValidationError as exc:
             err = exc.errors()[0]
+            cause = (err.get("ctx") or {}).get("error")
+            if isinstance(cause, InvalidInput):  # a whole-record check names its own field
+                raise InvalidInput(cause.field, str(cause).partition(": ")[2]) from None
             field = ".".join(str(p) for p in err["loc"]) or cls.__name__
             raise InvalidInput(field, err["msg"]) from None
 
@@ -140,6 +167,8 @@ class PerformanceMetric(_Record):
     def _value(cls, v: object) -> float:
         if isinstance(v, bool) or not isinstance(v, int | float):
             raise ValueError(f"must be a number, got {type(v).__name__}")
+        if isinstance(v, int) and abs(v) > MAX_METRIC:  # float() of a huge int overflows
+            raise ValueError(f"magnitude above {MAX_METRIC:g} (sums would overflow)")
         if not math.isfinite(float(v)):
             raise ValueError("must be finite (no NaN or infinity)")
         if abs(float(v)) > MAX_METRIC:
@@ -192,6 +221,71 @@ class OptimizationRecord(_Record):
     @classmethod
     def _ts(cls, v: object) -> float | None:
         return None if v is None else check_timestamp("timestamp", v)
+
+    @model_validator(mode="after")
+    def _typed(self) -> OptimizationRecord:
+        check_tuning(self.optimization_type, self.before, self.details)
+        return self
+
+
+# Agent settings the optimizer tunes (``agents.<id>.<param>`` in the config). A record whose
+# details carry any verification field (``param``, ``verify_after``, ...) is a tuning record:
+# the optimizer judges it later, so its details must be complete and typed, and must change the
+# parameter its ``optimization_type`` names (``batch_size`` / ``tune_batch_size``), or it is
+# refused here and quarantined at the fold. Any other record is history only (free-form).
+TUNABLE_PARAMS: tuple[str, ...] = ("batch_size", "page_size")
+_TUNING_KEYS = ("param", "verify_after", "mark", "baseline", "applied_at")
+
+
+class TuningMark(BaseModel):
+    model_config = ConfigDict(strict=True, extra="forbid")
+    minute: int = Field(ge=0)
+    count: int = Field(ge=0)
+    sum: float = Field(allow_inf_nan=False)
+
+
+class TuningDetails(BaseModel):
+    """Details of a tuning record: what changed, the baseline and when to judge it."""
+
+    model_config = ConfigDict(strict=True, extra="allow")
+    param: Literal["batch_size", "page_size"]
+    metric: str
+    baseline: float = Field(allow_inf_nan=False)
+    applied_at: float = Field(gt=0, allow_inf_nan=False)
+    verify_after: float = Field(gt=0, allow_inf_nan=False)
+    mark: TuningMark
+    upward: bool = True
+    baseline_samples: int = Field(0, ge=0)
+
+
+def tuning_param(optimization_type: str, details: dict[str, Any]) -> str | None:
+    """The parameter a tuning record changes, or None for a record that is history only."""
+    if not any(k in details for k in _TUNING_KEYS):
+        return None
+    named = optimization_type.removeprefix("tune_")
+    return named if named in TUNABLE_PARAMS else str(details.get("param"))
+
+
+def check_tuning(optimization_type: str, before: dict[str, Any],
+                 details: dict[str, Any]) -> TuningDetails | None:
+    """Typed details of a tuning record (None if it is not one); InvalidInput names the field."""
+    param = tuning_param(optimization_type, details)
+    if param is None:
+        return None
+    try:
+        typed = TuningDetails.model_validate(details)
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        loc = ".".join(str(p) for p in err["loc"])
+        raise InvalidInput(f"details.{loc}", f"{err['msg']} (a {optimization_type!r} record "
+                           "is a tuning record)") from None
+    if typed.param != param:
+        raise InvalidInput("details.param", f"{typed.param!r} does not match "
+                           f"optimization_type {optimization_type!r}")
+    value = before.get(param)
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidInput(f"before.{param}", "must be the number the change replaced")
+    return typed
 
 
 class Insight(BaseModel):

@@ -6,20 +6,68 @@ same thing everywhere. They are pure: state and ``now`` in, plain data out.
 
 from __future__ import annotations
 
+import logging
 import time
-from collections.abc import Iterable
+from collections import Counter
+from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
 from typing import Any
 
 from croniter import croniter
 
-from state import lifecycle, sketch
+from state import lifecycle, payloads, sketch
 from state.config import AgentSection, SystemConfig, effective, unflatten
 from state.models import ACTIONABLE, PRIORITIES
 from state.redact import redact_obj
 from state.schema import CHANNELS, TIER_WIDTH, TIERS
 
 EXPORT_FORMAT = "background-agents/state@1"
+
+log = logging.getLogger("bga.state")
+SKIPPED: Counter[str] = Counter()
+"""Malformed state entries skipped by readers and nodes in this process, per channel."""
+_LOGGED: set[tuple[str, str]] = set()
+_BAD_ENTRY = (KeyError, TypeError, ValueError, AttributeError, IndexError)
+
+
+def skip(channel: str, key: object, exc: BaseException) -> None:
+    """Count a malformed entry a reader or node skipped; log it once per entry."""
+    SKIPPED[channel] += 1
+    mark = (channel, str(key)[:200])
+    if mark not in _LOGGED and len(_LOGGED) < 10_000:
+        _LOGGED.add(mark)
+        log.warning("skipped malformed %s entry %r: %s: %s", channel, mark[1],
+                    type(exc).__name__, exc)
+
+
+def each(channel: str, items: Iterable[tuple[Any, Any]],
+         row: Callable[[Any, Any], Any]) -> list[Any]:
+    """``row(key, entry)`` for every entry; one that raises on a malformed entry is skipped
+    (counted, logged once), never a failed read or tick. None results are left out."""
+    out = []
+    for key, entry in items:
+        try:
+            value = row(key, entry)
+        except _BAD_ENTRY as exc:
+            skip(channel, key, exc)
+            continue
+        if value is not None:
+            out.append(value)
+    return out
+
+
+def _obj(value: Any, what: str) -> dict[str, Any]:
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise TypeError(f"{what} is a {type(value).__name__}, not an object")
+    return value
+
+
+def _num(value: Any, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise TypeError(f"{what} is not a number")
+    return value
 
 
 def config_flat(state: dict[str, Any]) -> dict[str, Any]:
@@ -120,8 +168,9 @@ def liveness(state: dict[str, Any], now: float, config: SystemConfig | None = No
              ) -> dict[str, Any]:
     """The scheduler's and every agent's verdict at ``now``, and counts per verdict."""
     config = config or config_of(state)
-    agents = {a: agent_liveness(a, rec, config, now)
-              for a, rec in sorted((state.get("agents") or {}).items())}
+    agents = dict(each("agents", sorted((state.get("agents") or {}).items(),
+                                        key=lambda kv: str(kv[0])),
+                       lambda a, rec: (a, agent_liveness(a, rec, config, now))))
     counts = dict.fromkeys(VERDICTS, 0)
     for v in agents.values():
         counts[v["verdict"]] += 1
@@ -129,37 +178,42 @@ def liveness(state: dict[str, Any], now: float, config: SystemConfig | None = No
             "counts": counts}
 
 
+def _agent_row(agent_id: str, rec: dict[str, Any], verdict: dict[str, Any]) -> dict[str, Any]:
+    reg = _obj(rec.get("reg"), "registration")
+    hb = _obj(rec.get("hb"), "heartbeat")
+    live = _obj(rec.get("liveness"), "liveness")
+    data = _obj(hb.get("data"), "heartbeat data")
+    at = hb.get("at")
+    interval = reg.get("interval_s")
+    reported = str(hb.get("status", "registered" if reg else "unknown"))
+    return {
+        "agent_id": str(agent_id),
+        "kind": str(reg.get("kind", "unknown")),
+        "interval_s": None if interval is None else _num(interval, "interval_s"),
+        "schedule": reg.get("schedule"),
+        "registered_at": reg.get("at"),
+        "meta": _obj(reg.get("meta"), "meta"),
+        "last_heartbeat": None if at is None else _num(at, "heartbeat time"),
+        "status": verdict["verdict"] if verdict.get("verdict") in ("stale", "dead")
+        else reported,
+        "reported_status": reported,
+        "heartbeat": data,
+        "runs_on": runs_on(data),
+        "heartbeats": _num(rec.get("heartbeats", 0), "heartbeats"),
+        "liveness": verdict.get("verdict", live.get("value")),
+        "expected_interval_s": verdict.get("expected_interval_s"),
+    }
+
+
 def agent_list(state: dict[str, Any], now: float | None = None) -> list[dict[str, Any]]:
-    """Agents with their registration and last heartbeat. With ``now``, each is judged
-    (``liveness``, ``expected_interval_s``; the age is in ``liveness()``) and ``status`` never
-    contradicts it: a stale or dead agent's status is its verdict, whatever it last said
-    (``reported_status``)."""
+    """Agents with their registration and last heartbeat (a malformed entry is skipped). With
+    ``now``, each is judged (``liveness``, ``expected_interval_s``; the age is in
+    ``liveness()``) and ``status`` never contradicts it: a stale or dead agent's status is its
+    verdict, whatever it last said (``reported_status``)."""
+    agents = state.get("agents") or {}
     judged = liveness(state, now)["agents"] if now is not None else {}
-    out = []
-    for agent_id, rec in sorted((state.get("agents") or {}).items()):
-        reg = rec.get("reg") or {}
-        hb = rec.get("hb") or {}
-        live = rec.get("liveness") or {}
-        verdict = judged.get(agent_id) or {}
-        reported = hb.get("status", "registered" if reg else "unknown")
-        out.append({
-            "agent_id": agent_id,
-            "kind": reg.get("kind", "unknown"),
-            "interval_s": reg.get("interval_s"),
-            "schedule": reg.get("schedule"),
-            "registered_at": reg.get("at"),
-            "meta": reg.get("meta") or {},
-            "last_heartbeat": hb.get("at"),
-            "status": verdict["verdict"] if verdict.get("verdict") in ("stale", "dead")
-            else reported,
-            "reported_status": reported,
-            "heartbeat": hb.get("data") or {},
-            "runs_on": runs_on(hb.get("data") or {}),
-            "heartbeats": rec.get("heartbeats", 0),
-            "liveness": verdict.get("verdict", live.get("value")),
-            "expected_interval_s": verdict.get("expected_interval_s"),
-        })
-    return out
+    return each("agents", sorted(agents.items(), key=lambda kv: str(kv[0])),
+                lambda a, rec: _agent_row(a, rec, judged.get(a) or {}))
 
 
 def runs_on(heartbeat: dict[str, Any]) -> str:
@@ -254,14 +308,18 @@ def performance_summary(state: dict[str, Any], hours: float, now: float) -> dict
     series_out: dict[str, Any] = {}
     aggs = []
     tier = tier_for_window(state, hours)
-    for series, data in sorted((state.get("metrics") or {}).items()):
+
+    def row(series: str, data: dict[str, Any]) -> None:
         agg = window_agg(state, series, hours, now, tier)
         if agg is None:
-            continue
+            return
+        stats = _stats(agg, seconds)
         aggs.append(agg)
         source, _, name = series.partition("/")
         series_out[series] = {"source_agent": source, "name": name, "unit": data.get("unit"),
-                              **_stats(agg, seconds)}
+                              **stats}
+
+    each("metrics", sorted((state.get("metrics") or {}).items(), key=lambda kv: str(kv[0])), row)
     return {"window_hours": hours, "tier": tier,
             "series": series_out, "overall": _stats(sketch.merge_all(aggs), seconds)}
 
@@ -274,13 +332,15 @@ def series_points(state: dict[str, Any], series: str, hours: float, now: float) 
     tier = tier_for_window(state, hours)
     width = TIER_WIDTH[tier]
     start = _window_start(now, hours, width)
-    out = []
-    for b, agg in sorted(data["tiers"].get(tier, {}).items()):
-        if start <= b <= now:
-            out.append({"bucket": b, "count": agg[sketch.COUNT], "rate": agg[sketch.COUNT] / width,
-                        "mean": sketch.mean(agg), "p50": sketch.quantile(agg, 0.5),
-                        "p95": sketch.quantile(agg, 0.95), "p99": sketch.quantile(agg, 0.99)})
-    return out
+
+    def point(b: int, agg: sketch.Agg) -> dict[str, Any] | None:
+        if not start <= b <= now:
+            return None
+        return {"bucket": b, "count": agg[sketch.COUNT], "rate": agg[sketch.COUNT] / width,
+                "mean": sketch.mean(agg), "p50": sketch.quantile(agg, 0.5),
+                "p95": sketch.quantile(agg, 0.95), "p99": sketch.quantile(agg, 0.99)}
+
+    return each("metrics", sorted(data["tiers"].get(tier, {}).items()), point)
 
 
 def error_patterns(
@@ -290,20 +350,23 @@ def error_patterns(
     """Patterns seen at least ``min_frequency`` times in the window, most frequent first."""
     tier = tier_for_window(state, time_window_hours)
     start = _window_start(now, time_window_hours, TIER_WIDTH[tier])
-    out = []
-    for pid, p in (state.get("error_patterns") or {}).items():
+
+    def row(pid: str, p: dict[str, Any]) -> dict[str, Any] | None:
         if error_type is not None and p["error_type"] != error_type:
-            continue
-        freq = sum(c for b, c in p["tiers"].get(tier, {}).items() if start <= b <= now)
+            return None
+        freq = sum(_num(c, "count") for b, c in p["tiers"].get(tier, {}).items()
+                   if start <= b <= now)
         if freq < min_frequency or freq == 0:
-            continue
-        sample = p.get("sample") or {}
-        out.append({
+            return None
+        sample = _obj(p.get("sample"), "sample")
+        return {
             "pattern_id": pid, "error_type": p["error_type"],
             "normalized_message": p["normalized"], "sample_message": sample.get("message", ""),
             "count": p["count"], "frequency": freq, "first_seen": p["first_seen"],
-            "last_seen": p["last_seen"], "source_agents": list(p["sources"]),
-        })
+            "last_seen": _num(p["last_seen"], "last_seen"), "source_agents": list(p["sources"]),
+        }
+
+    out = each("error_patterns", (state.get("error_patterns") or {}).items(), row)
     out.sort(key=lambda p: (-p["frequency"], -p["last_seen"], p["pattern_id"]))
     return out
 
@@ -316,37 +379,41 @@ def insight_list(
     """Insights, highest priority then newest first, each with its lifecycle now
     (``state.lifecycle.view``). ``status`` keeps those whose shown state (open, regressed,
     acknowledged, resolved, muted) is one of the given; ``acted_upon`` those acknowledged or
-    resolved (True) or not (False)."""
+    resolved (True) or not (False). A malformed entry is skipped."""
     now = time.time() if now is None else now
     wanted = None if status is None else {status} if isinstance(status, str) else set(status)
     mutes = lifecycle.type_mutes(state)
-    out = []
-    for iid, rec in (state.get("insights") or {}).items():
+    rank = {p: i for i, p in enumerate(PRIORITIES)}
+
+    def row(iid: str, rec: dict[str, Any]) -> dict[str, Any] | None:
         body = rec.get("body")
         if body is None:
-            continue
+            return None
+        if body["priority"] not in rank:
+            raise ValueError(f"unknown priority {body['priority']!r}")
         if priority is not None and body["priority"] != priority:
-            continue
+            return None
         if insight_type is not None and body["insight_type"] != insight_type:
-            continue
+            return None
         life = lifecycle.view(rec, now, mutes)
         acted = life["status"] in ("acknowledged", "resolved")
         if acted_upon is not None and acted != acted_upon:
-            continue
+            return None
         if wanted is not None and life["state"] not in wanted:
-            continue
+            return None
         register = lifecycle.status_register(rec) or {}
-        out.append({
+        return {
             "insight_id": iid, "insight_type": body["insight_type"],
             "source_agent": body["source_agent"], "priority": body["priority"],
-            "content": body["content"], "first_seen": rec["first_seen"],
-            "last_seen": rec["last_seen"], "occurrences": rec["occurrences"],
+            "content": _obj(body["content"], "content"), "first_seen": rec["first_seen"],
+            "last_seen": _num(rec["last_seen"], "last_seen"), "occurrences": rec["occurrences"],
             "acted_upon_at": register.get("at") if acted else None, "acted_upon": acted,
             **life,
             "history": [{k: v for k, v in e.items() if k != "stamp"}
                         for e in rec.get("history") or []],
-        })
-    rank = {p: i for i, p in enumerate(PRIORITIES)}
+        }
+
+    out = each("insights", (state.get("insights") or {}).items(), row)
     out.sort(key=lambda i: (-rank[i["priority"]], -i["last_seen"], i["insight_id"]))
     return out[:limit] if limit else out
 
@@ -374,16 +441,19 @@ def recent_optimizations(
     success_only: bool = False,
 ) -> list[dict[str, Any]]:
     oldest = now - hours * 3600
-    out = []
-    for rec in (state.get("optimizations") or {}).values():
-        ts = rec["stamp"][0]
+
+    def row(rid: str, rec: dict[str, Any]) -> dict[str, Any] | None:
+        ts = _num(rec["stamp"][0], "stamp")
         if ts < oldest:
-            continue
+            return None
         if optimization_type is not None and rec["optimization_type"] != optimization_type:
-            continue
+            return None
         if success_only and not rec["success"]:
-            continue
-        out.append({k: v for k, v in rec.items() if k != "stamp"} | {"timestamp": ts})
+            return None
+        return {k: v for k, v in rec.items() if k != "stamp"} | {"timestamp": ts,
+                                                                  "record_id": str(rid)}
+
+    out = each("optimizations", (state.get("optimizations") or {}).items(), row)
     out.sort(key=lambda r: (-r["timestamp"], r["record_id"]))
     return out
 
@@ -442,9 +512,16 @@ def state_from_document(doc: dict[str, Any]) -> dict[str, Any]:
     if not isinstance(channels, dict) or set(channels) - set(EXPORTED):
         raise ValueError("document channels are missing or unknown")
     out = {c: dict(channels.get(c) or {}) for c in EXPORTED}
-    out["metrics"] = {s: {**d, "tiers": _tiers_from_json(d["tiers"])}
-                      for s, d in out["metrics"].items()}
-    out["error_patterns"] = {p: {**d, "tiers": _tiers_from_json(d["tiers"])}
-                             for p, d in out["error_patterns"].items()}
+    try:
+        out["metrics"] = {s: {**d, "tiers": _tiers_from_json(d["tiers"])}
+                          for s, d in out["metrics"].items()}
+        out["error_patterns"] = {p: {**d, "tiers": _tiers_from_json(d["tiers"])}
+                                 for p, d in out["error_patterns"].items()}
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise ValueError(f"channels.metrics/error_patterns: malformed tiers ({exc})") from None
+    for channel, entries in out.items():  # the stored schemas: a reader could not skip these
+        if channel != "tick":
+            for key, entry in entries.items():
+                payloads.check_entry(channel, key, entry)
     effective(unflatten({k: v["value"] for k, v in out["config"].items()}))  # validates
     return out

@@ -3,7 +3,13 @@
 
 from __future__ import annotations
 
-from state.backends.base import DEFAULT_FAILOVER_S, Backend, LockBusy, StaleCheckpoint
+from state.backends.base import (
+    DEFAULT_FAILOVER_S,
+    Backend,
+    LockBusy,
+    StaleCheckpoint,
+    describe_trouble,
+)
 
 DEFAULT_URL = "sqlite:///./data/state.db"
 
@@ -35,4 +41,4 @@ def make_backend(url: str, *, failover_s: float | None = None) -> Backend:
 
 
 __all__ = ["DEFAULT_FAILOVER_S", "DEFAULT_URL", "Backend", "LockBusy", "StaleCheckpoint",
-           "make_backend"]
+           "describe_trouble", "make_backend"]

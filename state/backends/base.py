@@ -39,6 +39,35 @@ class LockBusy(RuntimeError):
 
 DEFAULT_FAILOVER_S = 15.0
 
+_TROUBLE = (  # (what a driver says, what it means), first match wins
+    ("database or disk is full", "disk full"),
+    ("cannot rollback - no transaction is active", "disk full (SQLite rolled the write back)"),
+    ("no space left on device", "disk full"),
+    ("database disk image is malformed", "database file is corrupt"),
+    ("file is not a database", "database file is corrupt"),
+    ("unexpected end of file", "database file is corrupt (truncated)"),
+    ("database is locked", "database is locked by another process"),
+    ("terminating connection due to administrator command", "server shut the connection down"),
+    ("the database system is shutting down", "server is shutting down"),
+    ("the database system is starting up", "server is starting up"),
+    ("connection refused", "server unreachable"),
+    ("server closed the connection", "connection to the server lost"),
+    ("connection is lost", "connection to the server lost"),
+    ("the connection is closed", "connection to the server lost"),
+    ("couldn't get a connection", "server unreachable (no connection within the timeout)"),
+)
+
+
+def describe_trouble(exc: BaseException, where: str) -> str:
+    """One line saying what went wrong with the database at ``where`` (disk full, corrupt
+    file, server gone, ...), for logs and operators; never a traceback."""
+    text = " ".join(str(exc).split())[:300] or type(exc).__name__
+    low = text.lower()
+    meaning = next((m for needle, m in _TROUBLE if needle in low), None)
+    if meaning is None:
+        return f"database error at {where}: {type(exc).__name__}: {text}"
+    return f"{meaning} at {where}: {text}"
+
 
 class Backend(abc.ABC):
     url: str
@@ -67,7 +96,14 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
-        """Insert rows in one transaction (group commit); all or nothing."""
+        """Insert rows in one transaction (group commit); all or nothing. The same transaction
+        records the stream's highest sequence number (``committed_seq``)."""
+
+    @abc.abstractmethod
+    async def committed_seq(self, stream: int) -> int:
+        """Highest sequence number of ``stream`` whose batch committed (``append`` records it
+        in the same transaction): how a writer learns the outcome of a commit whose reply it
+        never got."""
 
     @abc.abstractmethod
     async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:

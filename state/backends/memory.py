@@ -23,6 +23,7 @@ class _Store:
     inbox: dict[tuple[int, int], InboxRow] = field(default_factory=dict)
     quarantine: list[dict] = field(default_factory=list)
     next_stream: int = 1
+    last_seq: dict[int, int] = field(default_factory=dict)
     locks: set[str] = field(default_factory=set)
 
 
@@ -55,6 +56,11 @@ class MemoryBackend(Backend):
             raise ValueError("duplicate inbox sequence number")
         for seq, kind, payload in rows:
             self._store.inbox[(stream, seq)] = InboxRow(stream, seq, kind, payload)
+        if rows:
+            self._store.last_seq[stream] = rows[-1][0]
+
+    async def committed_seq(self, stream: int) -> int:
+        return self._store.last_seq.get(stream, 0)
 
     async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
         keys = sorted(k for k in self._store.inbox if k > after)[:limit]

@@ -45,6 +45,7 @@ from state.fold import InboxRow, Quarantined
 from state.traces import PG_SCHEMA as TRACES_SCHEMA
 
 CONNECT_TIMEOUT_S = 10
+LOCK_TIMEOUT_S = 5  # a lookup of a commit's outcome waits this long for its row lock
 POOL_MAX = 4
 SPARE_LOCK_CONNS = 4  # idle lock sessions kept for reuse (a tick locks each agent step)
 LOCK_SPACE = 0x42474101  # first key of the two-int advisory locks (threads, migrations)
@@ -70,6 +71,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     TRACES_SCHEMA,  # the local trace store (state/traces.py)
+    # each stream's highest committed sequence number (a lost commit reply is looked up)
+    "ALTER TABLE bga_streams ADD COLUMN IF NOT EXISTS last_seq BIGINT NOT NULL DEFAULT 0",
 )
 
 _CONN_KWARGS = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
@@ -86,6 +89,18 @@ def keepalives(failover_s: float) -> dict[str, int]:
     return {"keepalives": 1, "keepalives_idle": max(1, int(failover_s / 3)),
             "keepalives_interval": max(1, int(failover_s / 6)), "keepalives_count": 3,
             "tcp_user_timeout": int(failover_s * 1000 * 2 / 3)}
+
+
+def server_keepalives_sql(failover_s: float) -> str:
+    """The same bounds on the server's side of a lock session: the server's own keepalives
+    (its default waits 2 h before the first probe, so a vanished host kept its locks), and
+    timeouts so a lock session never sits in a statement or an open transaction."""
+    k = keepalives(failover_s)
+    ms = int(failover_s * 1000)
+    return (f"SET tcp_keepalives_idle = {k['keepalives_idle']}; "
+            f"SET tcp_keepalives_interval = {k['keepalives_interval']}; "
+            f"SET tcp_keepalives_count = {k['keepalives_count']}; "
+            f"SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}")
 
 
 async def try_session_lock(conn: AsyncConnection, key: int, wait: float | None) -> bool:
@@ -261,7 +276,9 @@ class PostgresBackend(Backend):
                     raise ValueError(f"no state database at {self.where} (wrong --db? "
                                      "nothing has run yet? `bga run` or `bga demo` creates it)")
             self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=POOL_MAX,
-                                             kwargs=dict(_CONN_KWARGS), open=False,
+                                             kwargs={**_CONN_KWARGS,  # a dead link errors
+                                                     **keepalives(self.failover_s)},
+                                             open=False,
                                              timeout=60)
             await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 3)
             self.checkpointer = CasPostgresSaver(self._pool)
@@ -320,10 +337,23 @@ class PostgresBackend(Backend):
     async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
         if not rows:
             return
-        async with self._conn() as conn, conn.transaction(), conn.cursor() as cur, \
-                cur.copy("COPY bga_inbox (stream_id, seq, kind, payload) FROM STDIN") as copy:
-            for seq, kind, payload in rows:  # COPY: one round trip, no per-row statement
-                await copy.write_row((stream, seq, kind, payload))
+        async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
+            async with cur.copy("COPY bga_inbox (stream_id, seq, kind, payload) "
+                                "FROM STDIN") as copy:
+                for seq, kind, payload in rows:  # COPY: one round trip, no per-row statement
+                    await copy.write_row((stream, seq, kind, payload))
+            await cur.execute("UPDATE bga_streams SET last_seq=%s WHERE stream_id=%s",
+                              (rows[-1][0], stream))
+
+    async def committed_seq(self, stream: int) -> int:
+        # FOR SHARE waits for an append whose COMMIT is still in flight (it holds the row
+        # lock from its UPDATE until it commits or aborts): the answer is final, not early.
+        async with self._conn() as conn, conn.transaction():
+            await conn.execute(f"SET LOCAL lock_timeout = '{int(LOCK_TIMEOUT_S * 1000)}ms'")
+            cur = await conn.execute("SELECT last_seq FROM bga_streams WHERE stream_id=%s "
+                                     "FOR SHARE", (stream,))
+            row = await cur.fetchone()
+        return int(row["last_seq"]) if row else 0
 
     async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
         rows = await self._fetch(
@@ -400,7 +430,14 @@ class PostgresBackend(Backend):
                 return conn
             except psycopg.Error:
                 await conn.close()
-        return await self._connect(**keepalives(self.failover_s))
+        conn = await self._connect(**keepalives(self.failover_s))
+        try:
+            for statement in server_keepalives_sql(self.failover_s).split("; "):
+                await conn.execute(statement)
+        except BaseException:
+            await conn.close()
+            raise
+        return conn
 
     async def _acquire(self, name: str, wait: float | None) -> bool:
         if name in self._lock_conns:

@@ -55,6 +55,8 @@ MIGRATIONS: tuple[str, ...] = (
     );
     """,
     TRACES_SCHEMA,  # the local trace store (state/traces.py)
+    # each stream's highest committed sequence number (a lost commit reply is looked up)
+    "ALTER TABLE bga_streams ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
 )
 
 
@@ -285,12 +287,24 @@ class SqliteBackend(Backend):
             try:
                 conn.executemany("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)",
                                  [(stream, seq, kind, payload) for seq, kind, payload in rows])
+                if rows:
+                    conn.execute("UPDATE bga_streams SET last_seq=? WHERE stream_id=?",
+                                 (rows[-1][0], stream))
                 conn.execute("COMMIT")
             except BaseException:
-                conn.execute("ROLLBACK")
+                if conn.in_transaction:  # disk full: SQLite has already rolled it back
+                    conn.execute("ROLLBACK")
                 raise
 
         await self._on_write(run)
+
+    async def committed_seq(self, stream: int) -> int:
+        def run(conn: sqlite3.Connection) -> int:
+            row = conn.execute("SELECT last_seq FROM bga_streams WHERE stream_id=?",
+                               (stream,)).fetchone()
+            return int(row[0]) if row else 0
+
+        return await self._on_read(run)
 
     async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
         def run(conn: sqlite3.Connection) -> list[InboxRow]:

@@ -20,7 +20,7 @@ import pytest
 
 from graph import runner, worker
 from nodes.profile_import.store import ProfileStore, profiles_location
-from state import SharedState, events
+from state import InvalidInput, SharedState, events
 from state.backends import LockBusy, make_backend
 from state.queries import config_of
 from tests.agents.example import ECHO
@@ -167,7 +167,7 @@ async def test_bridge_sync_refuses_while_a_worker_steps_the_bridge(db_url: str,
 async def test_write_events_is_all_or_nothing(db_url: str) -> None:
     async with SharedState.open(db_url, producer="tests") as shared:
         good = events.agent_data("echo", {"counter": 1})
-        with pytest.raises(TypeError):  # an unencodable payload fails before anything commits
+        with pytest.raises(InvalidInput, match=r"batch\[1\]"):  # fails before anything commits
             await shared.write_events([good, ("data", {"a": "echo", "v": object(), "t": 1.0})])
         assert counter_of(await shared.read(), "echo") == 0
         await shared.write_events([good])

@@ -66,7 +66,7 @@ def event(draw, now: int) -> tuple[str, dict[str, Any]]:
         p = {"id": draw(st.sampled_from(INSIGHTS)), "t": t}
     else:
         p = {"record_id": draw(st.sampled_from(RECORDS)), "optimization_type": "cache",
-             "success": True, "t": t}
+             "target": "agent0", "success": True, "t": t}
     return kind, p
 
 

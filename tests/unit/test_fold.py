@@ -78,7 +78,7 @@ def good_event(draw, kind: str | None = None) -> tuple[str, dict[str, Any]]:
              "v": {"until": t + 60, "at": t, "by": "u"}}
     elif kind == "opt":
         p = {"record_id": draw(st.sampled_from(["opt-1", "opt-2"])), "success": True,
-             "optimization_type": "cache", "t": t}
+             "optimization_type": "cache", "target": "profile_import", "t": t}
     elif kind == "hb":
         p = {"a": draw(st.sampled_from(AGENTS[:3])), "status": "running",
              "d": {"n": draw(st.integers(0, 9))}, "t": t}
@@ -118,7 +118,7 @@ REQUIRED = {
     "ack": ("t", "id"),
     "triage": ("t", "id", "action", "by"),
     "triage_kv": ("t", "k", "v"),
-    "opt": ("t", "record_id"),
+    "opt": ("t", "record_id", "target", "optimization_type"),
     "hb": ("t", "a", "status", "d"),
     "reg": ("t", "a", "kind", "interval_s", "schedule", "meta"),
     "sys": ("t", "u"),
@@ -129,12 +129,16 @@ _NOT_NUMBER = ["1700000000", "1.5", None, True, False, [], {}, [1]]
 WRONG = {
     "metric": {"s": _NOT_STR, "v": _NOT_NUMBER, "u": [5, True, [], {}, ["ms"]]},
     "error": {k: _NOT_STR for k in ("id", "type", "norm", "msg", "a")},
-    "insight": {"id": _NOT_STR, "p": ["urgent", "", 1, None, ["low"]]},
+    "insight": {"id": _NOT_STR, "p": ["urgent", "", 1, None, ["low"]],
+                "c": ["a string", 5, None, [], ["x"]]},  # the Insights page renders a dict
     "ack": {"id": _NOT_STR},
     "triage": {"id": _NOT_STR, "by": _NOT_STR, "action": ["ack", "", 1, None, ["resolve"]]},
     "triage_kv": {"k": _NOT_STR, "v": [[], "x", 5, None, True]},
-    "opt": {"record_id": _NOT_STR},
-    "hb": {"a": _NOT_STR},
+    "opt": {"record_id": _NOT_STR, "target": _NOT_STR, "success": ["yes", [], None],
+            # a tuning record (its details say so) the optimizer could not judge
+            "details": [{"verify_after": 1}, {"param": "no_such_knob", "verify_after": 1},
+                        {"param": "batch_size", "verify_after": "soon"}, "x", []]},
+    "hb": {"a": _NOT_STR, "d": [[], ["a"], "x", 5, None]},  # agent lists read it as a dict
     "reg": {"a": _NOT_STR, "interval_s": ["5", True, [], {}, [5.0]]},
     "sys": {"u": [[], ["a"], "x", 5, None, True]},
     "cfg": {"u": [
@@ -248,7 +252,7 @@ def test_known_malformed_rows_are_quarantined(kind, raw):
     assert [q.row for q in result.quarantined] == [bad]
     assert result.quarantined[0].reason.split(":")[0] in (
         "ValueError", "KeyError", "TypeError", "AttributeError", "JSONDecodeError",
-        "ValidationError")
+        "ValidationError", "InvalidInput")
     assert result.delta == fold_rows([good]).delta
     assert result.watermarks == {1: 1, 2: 9}
 

@@ -93,7 +93,8 @@ def event(draw) -> tuple[str, dict[str, Any]]:
              "v": {"until": t + 60, "at": t, "by": draw(st.sampled_from(BY))}}
     elif kind == "opt":
         p = {"record_id": draw(st.sampled_from(RECORD_IDS)), "optimization_type": "cache",
-             "success": draw(st.booleans()), "details": draw(json_value), "t": t}
+             "target": "alpha", "success": draw(st.booleans()),
+             "details": {"v": draw(json_value)}, "t": t}
     elif kind == "hb":
         p = {"a": draw(st.sampled_from(AGENTS[:4])), "status": draw(st.sampled_from(
             ["running", "idle"])), "d": {"n": draw(st.integers(0, 9))}, "t": t}

@@ -1,0 +1,147 @@
+"""A write whose commit reply is lost neither wedges the handle nor counts twice (PostgreSQL).
+
+A TCP proxy in front of the server cuts the connection right after it forwarded a COMMIT
+(the server commits, the client never hears) or instead of forwarding it (nothing commits).
+Either way the handle looks up its stream's committed sequence before writing again: the
+first write is acknowledged, the second refused (so the caller retries), and every later write
+goes through (before: ``UniqueViolation bga_inbox_pkey`` forever).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+from state import SharedState
+
+WRITES = 30
+CUT_AT = (5, 17)
+
+
+class CommitCutter:
+    """asyncio TCP proxy on a free localhost port; ``arm(mode)`` cuts the next COMMIT."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.target = (host, port)
+        self.mode: str | None = None
+        self.cuts = 0
+        self.server: asyncio.Server | None = None
+        self.port = 0
+
+    async def start(self) -> CommitCutter:
+        self.server = await asyncio.start_server(self._client, "127.0.0.1", 0)
+        self.port = self.server.sockets[0].getsockname()[1]
+        return self
+
+    def arm(self, mode: str) -> None:
+        assert mode in ("after_commit", "instead_of_commit")
+        self.mode = mode
+
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+
+    async def _client(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter):
+        s_reader, s_writer = await asyncio.open_connection(*self.target)
+        cut = asyncio.Event()
+
+        async def upstream() -> None:
+            while not cut.is_set() and (chunk := await c_reader.read(65536)):
+                if self.mode is not None and b"COMMIT" in chunk:
+                    mode, self.mode = self.mode, None
+                    self.cuts += 1
+                    if mode == "after_commit":
+                        s_writer.write(chunk)  # the server gets it and commits ...
+                        await s_writer.drain()
+                    cut.set()  # ... the client never hears back
+                    break
+                s_writer.write(chunk)
+                await s_writer.drain()
+
+        async def downstream() -> None:
+            while not cut.is_set() and (chunk := await s_reader.read(65536)):
+                if cut.is_set():
+                    break
+                c_writer.write(chunk)
+                await c_writer.drain()
+
+        tasks = [asyncio.ensure_future(upstream()), asyncio.ensure_future(downstream())]
+        with contextlib.suppress(ConnectionError, OSError):
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for t in tasks:
+            t.cancel()
+        for w in (c_writer, s_writer):
+            w.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await w.wait_closed()
+
+
+def _through(url: str, port: int) -> str:
+    parts = urlsplit(url)
+    user = f"{parts.username}@" if parts.username else ""
+    return urlunsplit(parts._replace(netloc=f"{user}127.0.0.1:{port}"))
+
+
+@pytest.mark.parametrize("mode", ["after_commit", "instead_of_commit"])
+async def test_a_lost_commit_reply_neither_wedges_nor_doubles(postgres_url: str, mode: str):
+    parts = urlsplit(postgres_url)
+    proxy = await CommitCutter(parts.hostname or "127.0.0.1", parts.port or 5432).start()
+    try:
+        async with SharedState.open(_through(postgres_url, proxy.port), producer="w") as shared:
+            refused = 0
+            for i in range(WRITES):
+                if i in CUT_AT:
+                    proxy.arm(mode)
+                metric = {"source_agent": "w", "name": "n", "value": float(i)}
+                try:
+                    await shared.add_performance_metric(metric)
+                except Exception:  # nothing committed: the caller retries, as a worker does
+                    refused += 1
+                    await shared.add_performance_metric(metric)
+            assert proxy.cuts == len(CUT_AT)
+            assert refused == (0 if mode == "after_commit" else len(CUT_AT))
+            await shared.flush()
+            [series] = (await shared.get_performance_summary(hours=1))["series"].values()
+            assert series["count"] == WRITES  # none lost, none doubled
+            assert series["mean"] == sum(range(WRITES)) / WRITES
+            assert await shared.backend.committed_seq(shared._stream) == WRITES
+    finally:
+        await proxy.close()
+
+
+@pytest.mark.parametrize("committed", [True, False])
+async def test_every_backend_looks_up_an_unknown_outcome(
+    db_url: str, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    """The same rule on every backend, with the lost reply injected into ``append``."""
+    async with SharedState.open(db_url, producer="w") as shared:
+        real = shared.backend.append
+        failures = iter([4, 9])
+        at = {"next": next(failures)}
+        calls = {"n": 0}
+
+        async def flaky(stream: int, rows) -> None:
+            calls["n"] += 1
+            if calls["n"] == at["next"]:
+                at["next"] = next(failures, -1)
+                if committed:
+                    await real(stream, rows)
+                raise ConnectionError("connection lost before the reply")
+            await real(stream, rows)
+
+        monkeypatch.setattr(shared.backend, "append", flaky)
+        refused = 0
+        for i in range(12):
+            metric = {"source_agent": "w", "name": "n", "value": float(i)}
+            try:
+                await shared.add_performance_metric(metric)
+            except ConnectionError:
+                refused += 1
+                await shared.add_performance_metric(metric)
+        assert refused == (0 if committed else 2)
+        [series] = (await shared.get_performance_summary(hours=1))["series"].values()
+        assert series["count"] == 12
