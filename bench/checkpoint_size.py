@@ -37,7 +37,7 @@ from _common import (
     temp_dir,
 )
 
-from state import PerformanceMetric, SharedState
+from state import PerformanceMetric, SharedState, sketch
 
 TARGET_BYTES = 2 * 1024 * 1024
 SERIES = series_names()
@@ -92,7 +92,7 @@ def bucket_counts(state: dict[str, Any]) -> dict[str, int]:
         for tier, b in data["tiers"].items():
             counts[tier] = counts.get(tier, 0) + len(b)
             for agg in b.values():
-                bins += len(agg[6]) + len(agg[8])
+                bins += sketch.bin_count(agg)
                 buckets += 1
     counts["bins_per_bucket"] = round(bins / buckets, 1) if buckets else 0
     return counts
@@ -120,7 +120,8 @@ async def measure(path: Path, n: int, args: Any, rng: random.Random) -> dict[str
     db, wal = file_sizes(path)
     sizes = sql_sizes(path, thread_id)
     counts = bucket_counts(state)
-    folded = sum(a[0] for d in state["metrics"].values() for a in d["tiers"]["1d"].values())
+    folded = sum(a[sketch.COUNT] for d in state["metrics"].values()
+                 for a in d["tiers"]["1d"].values())
     return {"n": n, "series": len(state.get("metrics") or {}), **counts, **sizes, "db": db,
             "wal": wal, "write_s": t_write, "flush_s": t_flush, "kept_events": folded}
 

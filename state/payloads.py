@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 
+from state import sketch
 from state.models import MAX_METRIC, InvalidInput, OptimizationRecord, Priority
 
 Number = Annotated[float, Field(allow_inf_nan=False)]
@@ -209,9 +210,10 @@ def check_entry(channel: str, key: object, entry: object) -> None:
     if channel == "metrics":
         for buckets in entry["tiers"].values():
             for agg in buckets.values():
-                if len(agg) != 9 or not all(isinstance(x, int | float) and math.isfinite(x)
-                                            for x in agg[:4]):
-                    raise InvalidInput(where, "a bucket is not a sketch")
+                try:
+                    sketch.load(agg)
+                except ValueError as exc:
+                    raise InvalidInput(where, f"a bucket is not a sketch: {exc}") from None
 
 
 def reason(exc: ValidationError) -> str:

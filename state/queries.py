@@ -497,6 +497,19 @@ def _tiers_from_json(tiers: dict[str, dict[str, Any]]) -> dict[str, dict[int, An
     return {name: {int(b): v for b, v in buckets.items()} for name, buckets in tiers.items()}
 
 
+def _sketches_from_json(series: str, tiers: dict[str, dict[str, Any]]
+                        ) -> dict[str, dict[int, Any]]:
+    """A series' tiers with every sketch validated (and older formats migrated)."""
+    out = _tiers_from_json(tiers)
+    for name, buckets in out.items():
+        for b, agg in buckets.items():
+            try:
+                buckets[b] = sketch.load(agg)
+            except ValueError as exc:
+                raise ValueError(f"metrics {series!r} tier {name} bucket {b}: {exc}") from None
+    return out
+
+
 def export_document(state: dict[str, Any]) -> dict[str, Any]:
     """JSON-serialisable snapshot: every channel but the inbox bookkeeping, secrets redacted."""
     channels = {c: _keys_to_str(state.get(c) or {}) for c in EXPORTED}
@@ -513,7 +526,7 @@ def state_from_document(doc: dict[str, Any]) -> dict[str, Any]:
         raise ValueError("document channels are missing or unknown")
     out = {c: dict(channels.get(c) or {}) for c in EXPORTED}
     try:
-        out["metrics"] = {s: {**d, "tiers": _tiers_from_json(d["tiers"])}
+        out["metrics"] = {s: {**d, "tiers": _sketches_from_json(s, d["tiers"])}
                           for s, d in out["metrics"].items()}
         out["error_patterns"] = {p: {**d, "tiers": _tiers_from_json(d["tiers"])}
                                  for p, d in out["error_patterns"].items()}

@@ -1,56 +1,177 @@
-"""Mergeable quantile sketch (DDSketch-style log buckets) stored as plain lists.
+"""Mergeable quantile sketch (DDSketch-style log bins, stored sparsely) as plain lists.
 
 Plain lists keep checkpoints small (msgpack, no class tags) and make merging a pure function.
-An aggregate is ``[count, sum, min, max, zeros, pos_off, pos_bins, neg_off, neg_bins]``:
-``pos_bins[i]`` counts values ``v > 0`` with ``ceil(log(v) / log(GAMMA)) == pos_off + i``
-(``neg_*`` likewise for ``-v``). Any quantile is within ``RELATIVE_ACCURACY`` of the true
-value while the store spans at most ``MAX_BINS`` indices; beyond that the lowest bins are
-collapsed, which keeps high quantiles (p95, p99) exact to the accuracy and bounds the size.
+An aggregate is ``[count, sum, min, max, zeros, pos, neg]``. ``pos`` holds the non-empty bins
+of the values ``v > 0``, bin ``k`` holding the values with ``GAMMA**(k-1) < v <= GAMMA**k``,
+as one flat list of ints: the lowest key, then one token per non-empty bin (its gap to the
+previous bin and its count; see ``_encode``), so a bin costs about one byte of msgpack and an
+empty one nothing. ``neg`` does the same for the magnitudes ``-v`` of the values ``v < 0``;
+zeros are counted apart.
 
-Merging is associative and commutative (exactly for count, bins, min and max; up to float
-rounding for ``sum``): the collapse threshold depends only on the highest index present.
+The guarantee: ``quantile(agg, q)`` is within ``RELATIVE_ACCURACY`` (2 %) of the exact
+nearest-rank q-quantile (the smallest stored value with at least ``q * count`` values <= it)
+whenever the magnitudes of each sign span at most ``MAX_BINS`` bins, i.e. a max/min ratio up to
+``GAMMA ** (MAX_BINS - 1)`` (about 3.6e35 : 1, far beyond 1e9 : 1), whatever the shape: bursts
+of one value, rare outliers, zeros and negatives. Beyond that span the bins of the smallest
+magnitudes of that sign merge into the lowest kept bin: quantiles whose exact value lies in the
+kept range keep the guarantee, lower ones are pulled towards the kept range (never past the
+exact ``min``/``max``, to which every estimate is clamped). Count, min, max and zeros are exact.
+
+Merging is exact (counts, bins, min, max, zeros; ``sum`` up to float rounding), associative and
+commutative: the collapse threshold depends only on the highest key present. Aggregates in the
+older dense format ``[count, sum, min, max, zeros, pos_off, pos_bins, neg_off, neg_bins]``
+(checkpoints written before the sparse one) are read by every function here; ``merge`` and
+``merge_all`` always return the sparse format, and ``migrate`` converts one explicitly. Code
+outside this module reads ``COUNT``, ``SUM``, ``MIN``, ``MAX`` by index and everything else
+through these functions, so this module is the one owner of the format.
 """
 
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
+from collections.abc import Iterable
 from itertools import islice
-from operator import add
+from typing import Any
 
 RELATIVE_ACCURACY = 0.02
 GAMMA = (1 + RELATIVE_ACCURACY) / (1 - RELATIVE_ACCURACY)
 _INV_LOG_GAMMA = 1.0 / math.log(GAMMA)
-MAX_BINS = 128
+MAX_BINS = 2048  # per sign: the span of bin keys kept before the lowest bins collapse
+MAX_RATIO = GAMMA ** (MAX_BINS - 1)  # magnitudes within this max/min ratio never collapse
 
-Agg = list  # [count, sum, min, max, zeros, pos_off, pos_bins, neg_off, neg_bins]
+Agg = list  # [count, sum, min, max, zeros, pos, neg]
 
-COUNT, SUM, MIN, MAX, ZEROS, POS_OFF, POS_BINS, NEG_OFF, NEG_BINS = range(9)
+COUNT, SUM, MIN, MAX, ZEROS, POS, NEG = range(7)
+_LENGTH = 7
+_LEGACY_LENGTH = 9  # [count, sum, min, max, zeros, pos_off, pos_bins, neg_off, neg_bins]
+_LEGACY_POS_OFF, _LEGACY_POS_BINS, _LEGACY_NEG_OFF, _LEGACY_NEG_BINS = 5, 6, 7, 8
 
 
 def bin_index(magnitude: float) -> int:
-    """Index of the log bucket holding a positive magnitude."""
+    """Key of the log bin holding a positive magnitude."""
     return math.ceil(math.log(magnitude) * _INV_LOG_GAMMA)
 
 
-def _bin_value(index: int) -> float:
-    """Representative value of a bucket: relative error at most RELATIVE_ACCURACY."""
+def bin_value(index: int) -> float:
+    """Representative value of a bin: within RELATIVE_ACCURACY of every value in it."""
     return 2.0 * GAMMA**index / (GAMMA + 1.0)
 
 
-def _dense(bins: dict[int, int]) -> tuple[int, list[int]]:
+# --- one sign's bins: [first key, token, token, ...] --------------------------------------------
+#
+# A cursor starts one below the first key. A token t >= 0 is one non-empty bin: the cursor
+# moves up by ``(t & 3) + 1`` (a gap of 1..4 keys) and that bin holds ``(t >> 2) + 1`` values.
+# A token t < 0 moves the cursor up by ``-t`` more keys (a gap wider than 4). So a bin with up
+# to 32 values next to the previous one costs one byte of msgpack.
+
+_GAP_BITS = 2
+_GAP_MASK = (1 << _GAP_BITS) - 1
+_MAX_GAP = _GAP_MASK + 1
+
+
+def _encode(keys: list[int], counts: list[int]) -> list[int]:
+    """Ascending keys and their (non-zero) counts -> the store."""
+    if not keys:
+        return []
+    out = [keys[0]]
+    append = out.append
+    prev = keys[0] - 1
+    for k, c in zip(keys, counts, strict=True):
+        gap = k - prev
+        if gap > _MAX_GAP:
+            append(_MAX_GAP - gap)
+            gap = _MAX_GAP
+        append(((c - 1) << _GAP_BITS) | (gap - 1))
+        prev = k
+    return out
+
+
+def _add_into(bins: dict[int, int], store: list[int]) -> None:
+    """Add a store's counts into ``{key: count}``."""
+    get = bins.get
+    k = store[0] - 1
+    for t in islice(store, 1, None):
+        if t < 0:
+            k -= t
+        else:
+            k += (t & _GAP_MASK) + 1
+            bins[k] = get(k, 0) + (t >> _GAP_BITS) + 1
+
+
+def _decode(store: list[int]) -> tuple[list[int], list[int]]:
+    """Store -> (ascending keys, counts)."""
+    keys: list[int] = []
+    counts: list[int] = []
+    if store:
+        k = store[0] - 1
+        for t in islice(store, 1, None):
+            if t < 0:
+                k -= t
+            else:
+                k += (t & _GAP_MASK) + 1
+                keys.append(k)
+                counts.append((t >> _GAP_BITS) + 1)
+    return keys, counts
+
+
+def _store_from(bins: dict[int, int]) -> list[int]:
+    """``{key: count}`` -> store, collapsing keys below ``highest - MAX_BINS + 1`` into it."""
     if not bins:
-        return 0, []
-    lo, hi = min(bins), max(bins)
-    if hi - lo >= MAX_BINS:
-        cut = hi - MAX_BINS + 1
-        low = sum(c for i, c in bins.items() if i < cut)
-        bins = {i: c for i, c in bins.items() if i >= cut}
-        bins[cut] = bins.get(cut, 0) + low
-        lo = cut
-    dense = [0] * (hi - lo + 1)
-    for i, c in bins.items():
-        dense[i - lo] += c
-    return lo, dense
+        return []
+    keys = sorted(bins)
+    counts = list(map(bins.__getitem__, keys))
+    if keys[-1] - keys[0] >= MAX_BINS:
+        cut = keys[-1] - MAX_BINS + 1
+        j = bisect_left(keys, cut)
+        low = sum(counts[:j])
+        keys, counts = keys[j:], counts[j:]
+        if keys[0] == cut:
+            counts[0] += low
+        else:
+            keys.insert(0, cut)
+            counts.insert(0, low)
+    return _encode(keys, counts)
+
+
+def _legacy_store(off: int, dense: list[int]) -> list[int]:
+    keys = [off + i for i, c in enumerate(dense) if c]
+    return _encode(keys, [c for c in dense if c])
+
+
+def _stores(agg: Agg) -> tuple[list[int], list[int]]:
+    """(pos, neg) stores of an aggregate in either format."""
+    if len(agg) == _LEGACY_LENGTH:
+        return (_legacy_store(agg[_LEGACY_POS_OFF], agg[_LEGACY_POS_BINS]),
+                _legacy_store(agg[_LEGACY_NEG_OFF], agg[_LEGACY_NEG_BINS]))
+    return agg[POS], agg[NEG]
+
+
+def _merge_stores(a: list[int], b: list[int]) -> list[int]:
+    if not b:
+        return list(a)
+    if not a:
+        return list(b)
+    bins: dict[int, int] = {}
+    _add_into(bins, a)
+    _add_into(bins, b)
+    return _store_from(bins)
+
+
+def _merge_many(stores: list[list[int]]) -> list[int]:
+    """One store from many, collapsing once at the end: the same as the pairwise fold, because
+    collapsing below a lower threshold first only moves counts to keys that the final
+    threshold collapses as well."""
+    live = [s for s in stores if s]
+    if len(live) <= 1:
+        return list(live[0]) if live else []
+    bins: dict[int, int] = {}
+    for s in live:
+        _add_into(bins, s)
+    return _store_from(bins)
+
+
+# --- building -----------------------------------------------------------------------------------
 
 
 class Accumulator:
@@ -84,93 +205,36 @@ class Accumulator:
             self.zeros += 1
 
     def freeze(self) -> Agg:
-        pos_off, pos = _dense(self.pos)
-        neg_off, neg = _dense(self.neg)
-        return [self.count, self.sum, self.min, self.max, self.zeros, pos_off, pos, neg_off, neg]
+        return [self.count, self.sum, self.min, self.max, self.zeros,
+                _store_from(self.pos), _store_from(self.neg)]
 
 
-def from_values(values: list[float]) -> Agg:
+def from_values(values: Iterable[float]) -> Agg:
     acc = Accumulator()
     for v in values:
         acc.add(v)
     return acc.freeze()
 
 
-def _merge_bins(off_a: int, a: list[int], off_b: int, b: list[int]) -> tuple[int, list[int]]:
-    if not a:
-        return off_b, list(b)
-    if not b:
-        return off_a, list(a)
-    lo = min(off_a, off_b)
-    hi = max(off_a + len(a), off_b + len(b)) - 1
-    if hi - lo < MAX_BINS:
-        out = [0] * (hi - lo + 1)
-        start = off_a - lo
-        out[start:start + len(a)] = map(add, out[start:start + len(a)], a)
-        start = off_b - lo
-        out[start:start + len(b)] = map(add, out[start:start + len(b)], b)
-        return lo, out
-    merged: dict[int, int] = {}
-    for off, bins in ((off_a, a), (off_b, b)):
-        for i, c in enumerate(bins):
-            if c:
-                merged[off + i] = merged.get(off + i, 0) + c
-    return _dense(merged)
+# --- merging ------------------------------------------------------------------------------------
 
 
 def merge(a: Agg, b: Agg) -> Agg:
-    """Pure merge of two aggregates."""
-    pos_off, pos = _merge_bins(a[POS_OFF], a[POS_BINS], b[POS_OFF], b[POS_BINS])
-    neg_off, neg = _merge_bins(a[NEG_OFF], a[NEG_BINS], b[NEG_OFF], b[NEG_BINS])
+    """Pure merge of two aggregates (either format in, the sparse format out)."""
+    a_pos, a_neg = _stores(a)
+    b_pos, b_neg = _stores(b)
     return [
         a[COUNT] + b[COUNT],
         a[SUM] + b[SUM],
         min(a[MIN], b[MIN]),
         max(a[MAX], b[MAX]),
         a[ZEROS] + b[ZEROS],
-        pos_off,
-        pos,
-        neg_off,
-        neg,
+        _merge_stores(a_pos, b_pos),
+        _merge_stores(a_neg, b_neg),
     ]
 
 
-def _merge_bins_all(stores: list[tuple[int, list[int]]]) -> tuple[int, list[int]]:
-    """``_merge_bins`` folded left to right over ``stores``, in one pass.
-
-    Stores built here never start or end with a zero count; for those, collapsing once at the
-    final highest index gives exactly what collapsing step by step gives. Any other shape takes
-    the step-by-step path, so the result is always identical to the pairwise fold.
-    """
-    live = [(off, bins) for off, bins in stores if bins]
-    if not live:
-        return stores[-1][0], []
-    if len(live) == 1:
-        return live[0][0], list(live[0][1])
-    if not all(bins[0] and bins[-1] for _, bins in live):
-        off, bins = live[0]
-        for off_b, b in islice(live, 1, None):
-            off, bins = _merge_bins(off, bins, off_b, b)
-        return off, bins
-    lo = min(off for off, _ in live)
-    hi = max(off + len(bins) for off, bins in live) - 1
-    cut = hi - MAX_BINS + 1 if hi - lo >= MAX_BINS else lo
-    out = [0] * (hi - cut + 1)
-    low = 0
-    for off, bins in live:
-        start = off - cut
-        if start < 0:  # below the collapse threshold: counted into the lowest kept bin
-            low += sum(bins[:-start])
-            bins = bins[-start:]
-            start = 0
-        if bins:
-            end = start + len(bins)
-            out[start:end] = map(add, out[start:end], bins)
-    out[0] += low
-    return cut, out
-
-
-def merge_all(aggs: list[Agg]) -> Agg | None:
+def merge_all(aggs: Iterable[Agg]) -> Agg | None:
     """``merge`` folded left to right over ``aggs`` (None if empty), in one pass: the same
     result, bit for bit, at a fraction of the cost for many aggregates (reads, roll-ups)."""
     if not isinstance(aggs, list):
@@ -178,7 +242,7 @@ def merge_all(aggs: list[Agg]) -> Agg | None:
     if not aggs:
         return None
     if len(aggs) == 1:
-        return aggs[0]
+        return migrate(aggs[0])
     first = aggs[0]
     count, total, lo, hi, zeros = first[COUNT], first[SUM], first[MIN], first[MAX], first[ZEROS]
     for a in islice(aggs, 1, None):
@@ -187,13 +251,95 @@ def merge_all(aggs: list[Agg]) -> Agg | None:
         lo = min(lo, a[MIN])
         hi = max(hi, a[MAX])
         zeros = zeros + a[ZEROS]
-    pos_off, pos = _merge_bins_all([(a[POS_OFF], a[POS_BINS]) for a in aggs])
-    neg_off, neg = _merge_bins_all([(a[NEG_OFF], a[NEG_BINS]) for a in aggs])
-    return [count, total, lo, hi, zeros, pos_off, pos, neg_off, neg]
+    stores = [_stores(a) for a in aggs]
+    return [count, total, lo, hi, zeros,
+            _merge_many([s[0] for s in stores]), _merge_many([s[1] for s in stores])]
+
+
+def migrate(agg: Agg) -> Agg:
+    """The aggregate in the sparse format (itself if it already is)."""
+    if len(agg) != _LEGACY_LENGTH:
+        return agg
+    pos, neg = _stores(agg)
+    return [agg[COUNT], agg[SUM], agg[MIN], agg[MAX], agg[ZEROS], pos, neg]
+
+
+def load(obj: Any) -> Agg:
+    """Validate an aggregate from outside (a restored export, either format) and return it in
+    the sparse format; raises ValueError naming what is wrong."""
+    if not isinstance(obj, list) or len(obj) not in (_LENGTH, _LEGACY_LENGTH):
+        raise ValueError(f"a sketch is a list of {_LENGTH} (or {_LEGACY_LENGTH}) items")
+    count, total, lo, hi, zeros = obj[:5]
+    if not all(_is_int(x) and x >= 0 for x in (count, zeros)):
+        raise ValueError("sketch count and zeros must be non-negative integers")
+    if not all(_is_number(x) for x in (total, lo, hi)):
+        raise ValueError("sketch sum, min and max must be numbers")
+    if len(obj) == _LEGACY_LENGTH:
+        for off, dense in ((obj[5], obj[6]), (obj[7], obj[8])):
+            if not _is_int(off) or not isinstance(dense, list) or not all(
+                    _is_int(c) and c >= 0 for c in dense):
+                raise ValueError("legacy sketch bins must be an integer offset and counts")
+        agg = migrate(obj)
+    else:
+        agg = list(obj)
+    stores, in_bins = [], 0
+    for store in (agg[POS], agg[NEG]):
+        if not isinstance(store, list) or not all(_is_int(x) for x in store) or (
+                store and (len(store) < 2 or store[-1] < 0)):
+            raise ValueError("sketch bins must be a list of integers: a key, then tokens")
+        keys, counts = _decode(store)
+        if keys and keys[-1] - keys[0] >= MAX_BINS:
+            raise ValueError(f"sketch bins span more than {MAX_BINS} keys")
+        stores.append(_encode(keys, counts))  # the canonical form, so merges compare equal
+        in_bins += sum(counts)
+    if in_bins + zeros != count:
+        raise ValueError("sketch bin counts and zeros do not add up to its count")
+    if count and not lo <= hi:
+        raise ValueError("sketch min is above its max")
+    return [count, total, lo, hi, zeros, stores[0], stores[1]]
+
+
+def _is_int(x: Any) -> bool:
+    return isinstance(x, int) and not isinstance(x, bool)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, int | float) and not isinstance(x, bool)
+
+
+# --- reading ------------------------------------------------------------------------------------
+
+
+def bins(agg: Agg) -> tuple[list[tuple[int, int]], list[tuple[int, int]]]:
+    """The non-empty bins ``(key, count)`` of each sign, keys ascending: (positive, negative)."""
+    pos, neg = (list(zip(*_decode(s), strict=True)) for s in _stores(agg))
+    return pos, neg
+
+
+def is_agg(obj: Any) -> bool:
+    """Whether ``obj`` has the shape of an aggregate (either format)."""
+    if not isinstance(obj, list):
+        return False
+    if len(obj) == _LENGTH:
+        return isinstance(obj[POS], list) and isinstance(obj[NEG], list)
+    return len(obj) == _LEGACY_LENGTH and isinstance(obj[_LEGACY_POS_BINS], list) and \
+        isinstance(obj[_LEGACY_NEG_BINS], list)
+
+
+def bin_count(agg: Agg) -> int:
+    """Number of non-empty bins stored (both signs)."""
+    return sum(sum(1 for t in islice(s, 1, None) if t >= 0) for s in _stores(agg))
+
+
+def nearest_rank(q: float, count: int) -> int:
+    """1-based rank of the nearest-rank q-quantile of ``count`` values: ``ceil(q * count)``
+    computed exactly for the float ``q`` (integer arithmetic), within ``1..count``."""
+    num, den = q.as_integer_ratio()
+    return min(count, max(1, -(-num * count // den)))
 
 
 def quantile(agg: Agg, q: float) -> float | None:
-    """Estimated q-quantile (0 <= q <= 1), clamped to the exact min and max."""
+    """Estimated nearest-rank q-quantile (0 <= q <= 1), clamped to the exact min and max."""
     count = agg[COUNT]
     if count <= 0:
         return None
@@ -201,21 +347,28 @@ def quantile(agg: Agg, q: float) -> float | None:
         return float(agg[MIN])
     if q >= 1:
         return float(agg[MAX])
-    rank = q * (count - 1)
+    rank = nearest_rank(q, count)
+    pos, neg = _stores(agg)
     seen = 0
-    neg_off, neg = agg[NEG_OFF], agg[NEG_BINS]
-    for i in range(len(neg) - 1, -1, -1):  # most negative first
-        seen += neg[i]
-        if seen > rank:
-            return _clamp(-_bin_value(neg_off + i), agg)
+    if neg:
+        keys, counts = _decode(neg)
+        for i in range(len(keys) - 1, -1, -1):  # most negative first
+            seen += counts[i]
+            if seen >= rank:
+                return _clamp(-bin_value(keys[i]), agg)
     seen += agg[ZEROS]
-    if seen > rank:
-        return 0.0
-    pos_off, pos = agg[POS_OFF], agg[POS_BINS]
-    for i, c in enumerate(pos):
-        seen += c
-        if seen > rank:
-            return _clamp(_bin_value(pos_off + i), agg)
+    if seen >= rank:
+        return _clamp(0.0, agg)
+    if pos:
+        k = pos[0] - 1
+        for t in islice(pos, 1, None):
+            if t < 0:
+                k -= t
+                continue
+            k += (t & _GAP_MASK) + 1
+            seen += (t >> _GAP_BITS) + 1
+            if seen >= rank:
+                return _clamp(bin_value(k), agg)
     return float(agg[MAX])
 
 
