@@ -4,6 +4,7 @@ again and comes back as regressed on its own, resolve, reopen; every step record
 from __future__ import annotations
 
 import concurrent.futures
+import time
 from pathlib import Path
 
 import pytest
@@ -28,6 +29,12 @@ async def fire(shared: SharedState) -> str:
     return await shared.add_insight("queue_stuck", {"key": "orders",
                                                     "summary": "probe: orders queue stuck"},
                                     "probe_agent", priority="critical")
+
+
+def _history(url: str, insight_id: str) -> list[dict]:
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:  # Playwright's loop runs here
+        rows = pool.submit(api, url, SharedState.get_insights).result()
+    return next(i["history"] for i in rows if i["insight_id"] == insight_id)
 
 
 def test_acknowledge_regress_resolve_reopen_in_chromium(
@@ -65,6 +72,12 @@ def test_acknowledge_regress_resolve_reopen_in_chromium(
             expect(box).to_contain_text("regressed")  # back on its own (live refresh)
             expect(box).to_contain_text("fired again after it was closed")
             page.screenshot(path=str(tmp_path / "insights-regressed.png"), full_page=True)
+            # the page reads the regression at once; its history entry is written by the next
+            # fold: wait for it (bounded), so the resolve below comes after it
+            deadline = time.monotonic() + WAIT_MS / 1000
+            while not any(h["action"] == "regressed" for h in _history(url, insight_id)):
+                assert time.monotonic() < deadline, "the regression was never recorded"
+                time.sleep(0.2)
 
             box.get_by_role("button", name="Resolve", exact=True).click()
             expect(box).to_have_count(0)
