@@ -25,7 +25,7 @@ from state.compact import compact
 from state.config import SystemConfig
 from state.fingerprint import rekey_patterns
 from state.folder import GROWING
-from state.queries import agent_liveness, config_of
+from state.queries import agent_liveness, config_of, each
 from state.reducers import merge_agents, merge_insights, merge_pattern
 from state.schema import SystemState
 
@@ -182,15 +182,20 @@ def _health(state: dict, live: dict[str, dict[str, Any]], now: float) -> dict[st
         if verdict in ("dead", "stale"):
             deductions.append({"points": HEALTH_WEIGHTS[verdict], "kind": f"{verdict}_agent",
                                "ref": agent_id, "reason": f"agent {agent_id} is {verdict}"})
-    for iid, rec in sorted((state.get("insights") or {}).items()):
+
+    def insight_deduction(iid: str, rec: dict[str, Any]) -> dict[str, Any] | None:
         body = rec.get("body")
         if not body or body["priority"] not in ("critical", "high") \
                 or not lifecycle.is_active(rec, now, mutes):
-            continue
+            return None
         summary = (body.get("content") or {}).get("summary") or body["insight_type"]
-        deductions.append({"points": HEALTH_WEIGHTS[body["priority"]],
-                           "kind": f"{body['priority']}_insight", "ref": iid,
-                           "reason": f"open {body['priority']} insight: {summary}"[:200]})
+        return {"points": HEALTH_WEIGHTS[body["priority"]],
+                "kind": f"{body['priority']}_insight", "ref": iid,
+                "reason": f"open {body['priority']} insight: {summary}"[:200]}
+
+    # a malformed entry is skipped (counted, logged once), never a failed tick
+    deductions += each("insights", sorted((state.get("insights") or {}).items(),
+                                          key=lambda kv: str(kv[0])), insight_deduction)
     deductions.sort(key=lambda d: (-d["points"], d["kind"], d["ref"]))
     score = max(0.0, 100.0 - sum(d["points"] for d in deductions))
     counts: dict[str, int] = {}

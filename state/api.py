@@ -254,8 +254,11 @@ class SharedState:
         ``resolve``, ``reopen``, ``mute`` (for ``duration_s``) or ``unmute``. ``by`` (default:
         this producer) is recorded in each one's history. Returns the ids changed. An unknown
         id raises ``InvalidInput`` and nothing is written (``missing_ok``: it is skipped)."""
-        if isinstance(insight_ids, str):
-            raise InvalidInput("insight_ids", "must be a list of insight ids, not one string")
+        if isinstance(insight_ids, str) or not isinstance(insight_ids, list | tuple | set
+                                                          | frozenset):
+            raise InvalidInput("insight_ids", "must be a list of insight ids")
+        if not all(isinstance(iid, str) for iid in insight_ids):
+            raise InvalidInput("insight_ids", "every insight id must be a string")
         by = self.producer if by is None else by
         now = time.time()
         batch = [events.triage(iid, action, by, duration_s=duration_s, now=now)
@@ -437,6 +440,8 @@ class SharedState:
     async def get_insight_counts(self, viewer: str | None = None) -> dict:
         """Counts by status, open by priority, and ``new``: open or regressed since
         ``viewer`` (default: this producer) last marked them seen."""
+        if viewer is not None and not isinstance(viewer, str):
+            raise InvalidInput("viewer", "must be a string")
         state = await self.read()
         viewer = self.producer if viewer is None else viewer
         return queries.insight_counts(queries.insight_list(state, now=time.time()),

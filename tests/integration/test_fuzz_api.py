@@ -76,6 +76,12 @@ CALLS: dict[str, Any] = {
     "get_recent_optimizations": st.tuples(scalar, scalar, scalar).map(lambda a: (a, {})),
     "get_insights": st.tuples(scalar | st.just("high"), scalar, scalar, scalar).map(
         lambda a: (a, {})),
+    "update_insights": st.tuples(st.lists(scalar, max_size=3) | value, scalar | st.sampled_from(
+        ["acknowledge", "resolve", "mute"]), scalar).map(
+        lambda a: ((a[0], a[1]), {"duration_s": a[2]})),
+    "mute_insight_type": st.tuples(name, scalar).map(lambda a: (a, {})),
+    "mark_insights_seen": st.tuples(scalar).map(lambda a: (a, {})),
+    "get_insight_counts": st.tuples(scalar).map(lambda a: (a, {})),
     "export_state": st.just(((), {})),
     "restore_state": st.tuples(value | st.fixed_dictionaries(
         {"format": st.just("background-agents/state@1"),
