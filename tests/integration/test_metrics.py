@@ -9,6 +9,7 @@ import json
 import math
 import os
 import random
+import re
 import shutil
 import socket
 import subprocess
@@ -20,7 +21,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from graph import metrics
+from graph import metrics, runner
 from state.api import SharedState
 
 SERIES = "worker/latency_ms"
@@ -131,6 +132,25 @@ async def test_promtool_finds_the_exposition_clean(db_url: str) -> None:
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "bga_series_window_p95" in text
+
+
+GRAFANA = Path(__file__).resolve().parents[2] / "samples" / "grafana" / "bga-dashboard.json"
+
+
+async def test_grafana_dashboard_queries_only_exported_metrics(sqlite_url: str) -> None:
+    """Every metric name a panel or variable of the shipped dashboard queries is one that
+    ``/metrics`` serves (a renamed metric would leave an empty panel)."""
+    doc = json.loads(GRAFANA.read_text())
+    exprs = [t["expr"] for p in doc["panels"] for t in p["targets"]]
+    exprs += [v["definition"] for v in doc["templating"]["list"] if "definition" in v]
+    used = set(re.findall(r"\bbga_[a-z0-9_]+", " ".join(exprs)))
+    await write_fixture(sqlite_url)
+    async with SharedState.open(sqlite_url, producer="test") as shared:
+        await runner.tick(shared)  # the tick metrics exist once a tick has run
+    async with metrics.serve(sqlite_url, 0) as port:
+        served = {f.name for f in text_string_to_metric_families(await scrape(port))}
+    served |= {f"{name}_total" for name in served}  # the parser drops a counter's _total
+    assert used and used <= served, sorted(used - served)
 
 
 def _query(prom: int, expr: str) -> list[dict]:
