@@ -23,6 +23,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from graph.cli_errors import CommandError
 from state import queries
 from state.api import SharedState
 from state.lifecycle import STATES
@@ -167,7 +168,11 @@ async def serve(url: str, port: int, *, host: str = "127.0.0.1",
                                  must_exist=True) as shared:
         registry = CollectorRegistry(auto_describe=False)
         registry.register(StateCollector(shared, asyncio.get_running_loop(), clock))
-        httpd, thread = start_http_server(port, addr=host, registry=registry)
+        try:
+            httpd, thread = start_http_server(port, addr=host, registry=registry)
+        except OSError as exc:  # the port is taken, or not ours to bind
+            raise CommandError(f"cannot serve metrics on {host}:{port}: {exc.strerror or exc}",
+                               "choose a free --port (0 picks one)") from exc
         try:
             yield httpd.server_address[1]
         finally:

@@ -20,8 +20,10 @@ from pathlib import Path
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
+from typer.testing import CliRunner
 
 from graph import metrics, runner
+from graph.cli import app
 from state.api import SharedState
 
 SERIES = "worker/latency_ms"
@@ -132,6 +134,19 @@ async def test_promtool_finds_the_exposition_clean(db_url: str) -> None:
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "bga_series_window_p95" in text
+
+
+def test_a_taken_port_is_one_clear_error(sqlite_url: str) -> None:
+    asyncio.run(write_fixture(sqlite_url))
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        result = CliRunner().invoke(app, ["metrics", "--db", sqlite_url, "--port", str(port)])
+    text = " ".join(result.output.split())
+    assert result.exit_code == 2, text
+    assert f"cannot serve metrics on 127.0.0.1:{port}" in text
+    assert "Traceback" not in text
 
 
 GRAFANA = Path(__file__).resolve().parents[2] / "samples" / "grafana" / "bga-dashboard.json"
