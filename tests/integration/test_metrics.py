@@ -62,7 +62,7 @@ async def write_fixture(url: str) -> tuple[list[float], float, float]:
     """Two agents, a skewed series, a repeated error, insights; one event left unfolded.
     Returns the values written, the worker's and the sleeper's heartbeat times."""
     rng = random.Random(18)
-    # skewed, with zeros; within the 128 log bins the sketch keeps exact (a span of ~168x)
+    # skewed (1 to 150, most near 1), with zeros
     values = [1 + 149 * rng.random() ** 3 for _ in range(500)] + [0.0] * 3
     async with SharedState.open(url, producer="test") as shared:
         await shared.register_agent("worker", kind="demo", interval_s=60)
