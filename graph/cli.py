@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import sys
 import time
@@ -343,6 +344,24 @@ def dashboard_cmd(db: DbOption = None,
     except KeyboardInterrupt:  # the child got the same SIGINT and is shutting down
         code = proc.wait(timeout=15)
     raise typer.Exit(0 if code in (0, -signal.SIGINT, -signal.SIGTERM) else code)
+
+
+@app.command("metrics")
+def metrics_cmd(db: DbOption = None,
+                port: Annotated[int, typer.Option(help="Port on 127.0.0.1")] = 9464) -> None:
+    """Serve the state as Prometheus metrics on http://127.0.0.1:PORT/metrics."""
+    from graph import metrics
+
+    url = database_url(db)
+
+    async def go() -> None:
+        async with metrics.serve(url, port) as bound:
+            console.print(f"metrics: http://127.0.0.1:{bound}/metrics (state: {redact(url)}); "
+                          "Ctrl-C stops it")
+            await asyncio.Event().wait()
+
+    with contextlib.suppress(KeyboardInterrupt):
+        _run(go())
 
 
 cli_bridge.register(app)  # bga bridge sync

@@ -263,10 +263,11 @@ def active_agents(state: dict[str, Any], now: float, max_age_minutes: float = 5)
 
 def _stats(agg: sketch.Agg | None, seconds: float) -> dict[str, Any]:
     if agg is None:
-        return {"count": 0, "rate": 0.0, "mean": None, "min": None, "max": None,
+        return {"count": 0, "sum": 0.0, "rate": 0.0, "mean": None, "min": None, "max": None,
                 "p50": None, "p95": None, "p99": None}
     return {
         "count": agg[sketch.COUNT],
+        "sum": agg[sketch.SUM],
         "rate": agg[sketch.COUNT] / seconds,
         "mean": sketch.mean(agg),
         "min": agg[sketch.MIN],
@@ -303,7 +304,7 @@ def window_agg(state: dict[str, Any], series: str, hours: float, now: float,
 
 
 def performance_summary(state: dict[str, Any], hours: float, now: float) -> dict[str, Any]:
-    """Per series and overall: count, rate (/s), mean, min, max, p50, p95, p99."""
+    """Per series and overall: count, sum, rate (/s), mean, min, max, p50, p95, p99."""
     seconds = hours * 3600
     series_out: dict[str, Any] = {}
     aggs = []

@@ -51,6 +51,7 @@ COMMANDS: dict[str, list[str]] = {
     "bridge sync --file": ["bridge", "sync", "--file", "{runs}"],
     "import": ["import", "{profiles}"],
     "import --show-rejected": ["import", "--show-rejected", "job_x"],
+    "metrics": ["metrics", "--port", "0"],
 }
 
 
