@@ -22,9 +22,11 @@ dev: $(STAMP)
 	LANGGRAPH_CLI_NO_ANALYTICS=1 LANGGRAPH_NO_VERSION_CHECK=true LANGSMITH_TRACING=$${LANGSMITH_TRACING:-false} \
 	  $(VENV)/bin/langgraph dev --no-browser --port $${PORT:-2024}
 
-# the browser tests drive Debian's chromium (Playwright never downloads a browser here)
+# the browser tests drive Debian's chromium (Playwright never downloads a browser here); the
+# Prometheus tests scrape with Debian's prometheus and check with its promtool
 browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
+	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 
 test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider
