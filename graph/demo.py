@@ -1,6 +1,16 @@
-"""Sample activity for a first run: two agents, an hour of metrics, errors and insights.
+"""Sample activity for a first run: two agents, an hour of metrics and errors, with two
+simulated faults the insight rules find on the first tick.
 
-Written through the public SharedState API, exactly as an outside service would.
+Written through the public SharedState API, exactly as an outside service would. The demo
+writes no insight itself: every insight comes from the coordinator's rules, so what the
+dashboard lists after a demo is what the rules make of the faults below.
+
+The simulated faults (``FAULTS``):
+
+- ``checkout_api/batch_latency_ms`` is 1.8x slower in the last ten minutes of the sample hour
+  (a latency regression);
+- ``checkout_api`` rejects rows for invalid e-mails, and ``billing_worker`` sees payment
+  gateway timeouts (error patterns, new and then recurring).
 """
 
 from __future__ import annotations
@@ -75,14 +85,6 @@ async def seed_sample_data(shared: SharedState, *, seed: int = 7) -> int:
     for i in range(3):
         batch.append(events.error("TimeoutError", f"payment gateway timed out after {i + 5} s",
                                   "billing_worker", now=now))
-    batch.append(events.insight("latency_regression",
-                                {"key": "checkout_api/batch_latency_ms",
-                                 "summary": "p95 batch latency up 80 % in the last 10 minutes"},
-                                "coordinator", "high", now=now))
-    batch.append(events.insight("recurring_error",
-                                {"key": "invalid email",
-                                 "summary": "12 rows rejected for invalid e-mail"},
-                                "coordinator", "medium", now=now))
     batch.append(events.optimization(OptimizationRecord(
         record_id="opt_demo_checkout_batch_size",
         optimization_type="batch_size", target="checkout_api", before={"batch_size": 500},

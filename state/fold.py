@@ -237,7 +237,8 @@ def _apply(builder: DeltaBuilder, row: InboxRow, p: dict[str, Any]) -> None:
         body = {"insight_type": p["type"], "source_agent": p["a"], "priority": p["p"],
                 "content": p["c"], "stamp": stamp}
         builder.put("insights", p["id"], {"body": body, "occurrences": 1,
-                                          "first_seen": p["t"], "last_seen": p["t"]})
+                                          "first_seen": p["t"], "last_seen": p["t"],
+                                          "fired": [[p["t"], p["a"]]]})
     elif kind == KIND_ACK:  # written before the lifecycle existed: an acknowledgement
         _triage(builder, p["id"], "acknowledge", p.get("by", "api"), ts, None, stamp)
     elif kind == KIND_TRIAGE:

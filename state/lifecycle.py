@@ -5,6 +5,8 @@ What is stored (``state.fold`` writes it, ``state.reducers.merge_insight`` merge
 
 - ``status``: a last-writer-wins register ``{"s", "at", "by", "stamp"}`` set by an action
   (acknowledge, resolve, reopen) or by :func:`settle` when the insight regressed;
+- ``fired``: in a delta only, its earliest firings ``[ts, producer]``; :func:`settle` replays
+  them with the status changes, records each regression, and drops them;
 - ``mute``: a register ``{"until", "at", "by", "stamp"}`` (unmute sets ``until`` to its time);
 - ``history``: the newest ``reducers.MAX_HISTORY`` state changes, who and when;
 - type mutes and "last looked" markers live in the ``triage`` channel (``mute_type:<type>``,
@@ -95,22 +97,65 @@ def is_active(rec: dict[str, Any], now: float, mutes: dict[str, float]) -> bool:
     return rec.get("body") is not None and view(rec, now, mutes)["active"]
 
 
+# History actions that set the status, and the status each sets (mute / unmute do not).
+_SETS: dict[str, str] = {**{a: st for a, st in ACTIONS.items() if st is not None},
+                         "regressed": "regressed"}
+CLOSED = frozenset({"acknowledged", "resolved"})
+
+
+def regressions(rec: dict[str, Any]) -> list[tuple[float, str, str]]:
+    """``(at, by, was)`` for each time ``rec`` fired after it was closed (acknowledged or
+    resolved, ``was``), replaying its recorded status changes and the firings it knows in time
+    order: ``fired`` (a delta's firings, kept until this is applied) and its ``last_seen``. A
+    status change and a firing at the same instant: the change comes first, and a firing must
+    be strictly after a close to reopen it."""
+    changes: dict[tuple, str] = {}
+    for h in rec.get("history") or ():
+        if h.get("action") in _SETS and h.get("stamp"):
+            changes[tuple(h["stamp"])] = _SETS[h["action"]]
+    register = status_register(rec)
+    if register is not None:
+        changes.setdefault(tuple(register["stamp"]), register["s"])
+    firings = {(float(t), str(by)) for t, by in rec.get("fired") or ()}
+    if rec.get("last_seen") is not None:
+        firings.add((float(rec["last_seen"]), str((rec.get("body") or {}).get("source_agent"))))
+    timeline = sorted([(float(stamp[0]), 0, stamp, s) for stamp, s in changes.items()]
+                      + [(t, 1, (t,), by) for t, by in firings])
+    out = []
+    current: tuple[str, float] | None = None
+    for t, kind, _, what in timeline:
+        if kind == 0:
+            current = (what, t)
+        elif current is not None and current[0] in CLOSED and t > current[1]:
+            out.append((t, what, current[0]))
+            current = ("regressed", t)
+    return out
+
+
 def settle(insights: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """Record regressions: an acknowledged or resolved insight that fired again after it gets
-    the status ``regressed`` (at its last occurrence, by the producer that fired it) and a
-    history entry. Pure and idempotent; deterministic stamps, so the fold and the coordinator
-    may both apply it. A person's later action (stamped later) still wins."""
+    """Record regressions: each time an acknowledged or resolved insight fired again after
+    it (``regressions``) gets a ``regressed`` history entry (at that firing, by the producer
+    that fired it) and, unless a later change overrides it, the status ``regressed``; the
+    delta's ``fired`` list is dropped. So every state change is recorded, even a regression
+    folded in the same batch as a person's later resolve. Pure and idempotent; deterministic
+    stamps, so the fold and the coordinator may both apply it. A person's later action
+    (stamped later) still wins."""
     out = None
     for iid, rec in insights.items():
-        status = status_register(rec)
-        if rec.get("body") is None or not _regressed(rec, status):
+        if rec.get("body") is None or (
+                "fired" not in rec and not _regressed(rec, status_register(rec))):
             continue
-        at = rec["last_seen"]
-        by = rec["body"]["source_agent"]
-        register = {"s": "regressed", "at": at, "by": by, "stamp": [at, 0, 0]}
-        entry = {"action": "regressed", "at": at, "by": by,
-                 "note": f"fired again after it was {status['s']}", "stamp": [at, 0, 0]}
+        known = {h.get("at") for h in rec.get("history") or () if h.get("action") == "regressed"}
+        entries, registers = [], []
+        for at, by, was in regressions(rec):
+            if at in known:
+                continue
+            registers.append({"s": "regressed", "at": at, "by": by, "stamp": [at, 0, 0]})
+            entries.append({"action": "regressed", "at": at, "by": by,
+                            "note": f"fired again after it was {was}", "stamp": [at, 0, 0]})
+        base = {k: v for k, v in rec.items() if k != "fired"}
         if out is None:
             out = dict(insights)
-        out[iid] = reducers.merge_insight(rec, {"status": register, "history": [entry]})
+        out[iid] = reducers.merge_insight(base, {"status": registers[-1], "history": entries}) \
+            if entries else base
     return insights if out is None else out

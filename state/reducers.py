@@ -134,6 +134,24 @@ def merge_history(a: list[dict] | None, b: list[dict] | None) -> list[dict]:
     return [e for _, e in ranked[-MAX_HISTORY:]]
 
 
+MAX_FIRED = 64
+
+
+def merge_fired(a: list | None, b: list | None) -> list | None:
+    """The earliest ``MAX_FIRED`` distinct firings ``[ts, producer]`` of two sorted lists.
+
+    Carried by a delta only (``state.lifecycle.settle`` turns it into recorded regressions and
+    drops it), so a regression folded in the same batch as a later status change is still
+    recorded. Earliest-N of a union: associative, commutative, idempotent."""
+    if not a:
+        return b or None
+    if not b:
+        return a
+    if len(a) >= MAX_FIRED and tuple(b[0]) >= tuple(a[-1]):
+        return a  # the usual case past the cap: later firings change nothing
+    return [list(f) for f in sorted({tuple(f) for f in (*a, *b)})[:MAX_FIRED]]
+
+
 def insight_status(rec: dict) -> dict | None:
     """An insight's stamped lifecycle register; a record written before the lifecycle existed
     (``acted_upon_at`` only) reads as acknowledged then."""
@@ -146,7 +164,8 @@ def insight_status(rec: dict) -> dict | None:
 
 def merge_insight(x: dict, y: dict) -> dict:
     """One insight: newest body wins, occurrences add up, first/last seen are min/max; the
-    lifecycle status and the mute are last-writer-wins registers, the history a bounded set."""
+    lifecycle status and the mute are last-writer-wins registers, the history a bounded set,
+    ``fired`` (a delta's firings, see ``merge_fired``) the earliest of a union."""
     out = {
         "body": lww(x.get("body"), y.get("body")),
         "occurrences": x.get("occurrences", 0) + y.get("occurrences", 0),
@@ -156,8 +175,11 @@ def merge_insight(x: dict, y: dict) -> dict:
     status = lww(insight_status(x), insight_status(y))
     mute = lww(x.get("mute"), y.get("mute"))
     history = merge_history(x.get("history"), y.get("history"))
+    fired = merge_fired(x.get("fired"), y.get("fired"))
     if status is not None:
         out["status"] = status
+    if fired:
+        out["fired"] = fired
     if mute is not None:
         out["mute"] = mute
     if history:
