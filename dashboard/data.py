@@ -3,7 +3,13 @@
 Reads open ``SharedState`` read-only on the configured URL and load either the latest state
 (last checkpoint with unfolded inbox rows laid over it, exactly what ``get_*`` returns) or one
 retained checkpoint of the system thread (time travel). Every number goes through the named
-read functions of ``state.queries``, so the dashboard, the CLI and the API agree. Writes
+read functions of ``state.queries``, so the dashboard, the CLI and the API agree.
+
+What costs is cached in the Streamlit process, shared by every session: a checkpoint's values
+by checkpoint id (while no tick commits a new one, a re-read reads only the inbox), each value
+derived from a snapshot (``_memo``, once per snapshot), and the costly derivations (window
+summaries, sparklines) by the channels they read and the buckets their window covers
+(``_derived``), so they are computed again only when those channels or buckets change. Writes
 (insight lifecycle actions, edit config, request an optimization cycle) go through the
 SharedState API, which validates them. The pages import only this module: no SQL, no backend, no
 checkpointer outside it.
@@ -18,7 +24,9 @@ import copy
 import json
 import re
 import sqlite3
+import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable, Coroutine
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -64,6 +72,8 @@ class Snapshot:
     # values derived from this snapshot (shared by the views of one render and by every
     # session reading the same cached snapshot); see ``_memo``
     memo: dict[Any, Any] = field(default_factory=dict, compare=False, repr=False)
+    # where ``_derived`` keeps values that outlive the snapshot (None: not kept)
+    derived: _Derived | None = field(default=None, compare=False, repr=False)
 
 
 class Unavailable(Exception):
@@ -78,6 +88,61 @@ def _memo(snap: Snapshot, key: Any, make: Callable[[], T]) -> T:
         return snap.memo[key]  # type: ignore[no-any-return]
     except KeyError:
         return snap.memo.setdefault(key, make())  # type: ignore[no-any-return]
+
+
+class _Derived:
+    """Derived values of one database that outlive a snapshot: each kept with the channel
+    objects it was made from and its clock key (the newest ``MAX_DERIVED``, least recently
+    used dropped). Channels are never mutated (a new checkpoint or overlay makes new ones),
+    so "same objects" means "same inputs"."""
+
+    MAX_DERIVED = 256
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.values: OrderedDict[Any, tuple[tuple[Any, ...], Any, Any]] = OrderedDict()
+
+    def get(self, key: Any, inputs: tuple[Any, ...], clock: Any) -> tuple[bool, Any]:
+        with self.lock:
+            hit = self.values.get(key)
+            if hit is None or hit[1] != clock or len(hit[0]) != len(inputs) \
+                    or any(a is not b for a, b in zip(hit[0], inputs, strict=True)):
+                return False, None
+            self.values.move_to_end(key)
+            return True, hit[2]
+
+    def put(self, key: Any, inputs: tuple[Any, ...], clock: Any, value: Any) -> None:
+        with self.lock:
+            self.values[key] = (inputs, clock, value)
+            self.values.move_to_end(key)
+            while len(self.values) > self.MAX_DERIVED:
+                self.values.popitem(last=False)
+
+
+def _derived(snap: Snapshot, key: Any, channels: tuple[str, ...], clock: Any,
+             make: Callable[[], T]) -> T:
+    """``make()`` once per snapshot, and across snapshots while the ``channels`` it reads are
+    the same objects and ``clock`` (what of the snapshot's time it depends on, e.g. the
+    buckets a window covers) is equal."""
+    def once() -> T:
+        if snap.derived is None:
+            return make()
+        inputs = tuple(snap.state.get(c) for c in channels)
+        found, value = snap.derived.get(key, inputs, clock)
+        if not found:
+            value = make()
+            snap.derived.put(key, inputs, clock, value)
+        return value  # type: ignore[no-any-return]
+
+    return _memo(snap, key, once)
+
+
+def window_clock(snap: Snapshot, hours: float) -> tuple[str, int, int]:
+    """What a window's numbers depend on of the clock: its tier, first bucket and newest
+    bucket (``queries.window_agg`` sums the buckets started in ``[start, now]``)."""
+    tier = queries.tier_for_window(snap.state, hours)
+    width = TIER_WIDTH[tier]
+    return tier, queries._window_start(snap.now, hours, width), int(snap.now) // width
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -122,16 +187,25 @@ async def _open(url: str, *, read_only: bool = True) -> AsyncIterator[SharedStat
         yield shared
 
 
-async def _aload(url: str, checkpoint_id: str | None) -> Snapshot:
+@dataclass
+class _Cache:
+    """What the live reads of one database keep between snapshots (see the module doc)."""
+
+    checkpoint: dict[str, Any] = field(default_factory=dict)  # ``SharedState.read(cache=)``
+    derived: _Derived = field(default_factory=_Derived)
+
+
+async def _aload(url: str, checkpoint_id: str | None, cache: _Cache | None = None) -> Snapshot:
     started = time.perf_counter()
     with gc_paused():  # also around the queries' own allocations
-        return await _aload_state(url, checkpoint_id, started)
+        return await _aload_state(url, checkpoint_id, started, cache)
 
 
-async def _aload_state(url: str, checkpoint_id: str | None, started: float) -> Snapshot:
+async def _aload_state(url: str, checkpoint_id: str | None, started: float,
+                       cache: _Cache | None = None) -> Snapshot:
     async with _open(url) as shared:
         if checkpoint_id is None:
-            state = await shared.read()
+            state = await shared.read(cache=None if cache is None else cache.checkpoint)
             now = time.time()
             pending = shared.pending  # rows above the watermarks, not folded rows awaiting GC
             current = await shared.backend.latest_checkpoint_id(shared.thread_id)
@@ -143,7 +217,8 @@ async def _aload_state(url: str, checkpoint_id: str | None, started: float) -> S
                 raise LookupError(f"checkpoint {checkpoint_id} is no longer retained")
             now, pending, current = _ts(ts), 0, checkpoint_id
     return Snapshot(url, state, now, current, checkpoint_id is None, pending,
-                    time.perf_counter() - started)
+                    time.perf_counter() - started,
+                    derived=None if cache is None else cache.derived)
 
 
 def load_uncached(checkpoint_id: str | None = None, url: str | None = None) -> Snapshot:
@@ -151,9 +226,14 @@ def load_uncached(checkpoint_id: str | None = None, url: str | None = None) -> S
     return run_sync(_aload(configured_url(url), checkpoint_id))
 
 
+@st.cache_resource(max_entries=4, show_spinner=False)
+def _cache(url: str) -> _Cache:
+    return _Cache()
+
+
 @st.cache_resource(ttl=LIVE_TTL_S, max_entries=4, show_spinner=False)
 def _live(url: str) -> Snapshot:
-    return run_sync(_aload(url, None))
+    return run_sync(_aload(url, None, _cache(url)))
 
 
 @st.cache_resource(max_entries=16, show_spinner=False)
@@ -184,7 +264,11 @@ def _id_time(checkpoint_id: str) -> float | None:
     return (uid.time - _UUID_EPOCH) / 1e7 if uid.version == 6 else None
 
 
-async def _acheckpoints(url: str, limit: int | None) -> list[dict[str, Any]]:
+async def _acheckpoints(url: str, limit: int | None, known: list[dict[str, Any]]
+                       ) -> list[dict[str, Any]]:
+    """The newest ``limit`` retained checkpoints (None: all), newest first: those newer than
+    the newest of ``known`` read now, the older ones taken from ``known``."""
+    seen = {c["checkpoint_id"] for c in known}
     out = []
     async with _open(url) as shared:
         lister = copy.copy(shared.backend.checkpointer)  # same connection, cheap serde
@@ -194,28 +278,55 @@ async def _acheckpoints(url: str, limit: int | None) -> list[dict[str, Any]]:
         root = {"configurable": {"thread_id": shared.thread_id, "checkpoint_ns": ""}}
         async for tup in lister.alist(root, limit=limit):
             conf, meta = tup.config["configurable"], tup.metadata or {}
+            if conf["checkpoint_id"] in seen:  # newest first: the rest is known
+                out += [c for c in known if c["checkpoint_id"] <= conf["checkpoint_id"]]
+                break
             out.append({"checkpoint_id": conf["checkpoint_id"],
                         "at": _id_time(conf["checkpoint_id"]), "step": meta.get("step"),
                         "source": meta.get("source"), "tick": meta.get("tick")})
     out.sort(key=lambda c: c["checkpoint_id"], reverse=True)
-    return out
+    return out[:limit] if limit else out
+
+
+class _Listing:
+    """The checkpoints listed last, per database and ``limit``: listing reads each row (a few
+    MB at full retention), so only checkpoints newer than those are read again."""
+
+    def __init__(self) -> None:
+        self.lock = threading.Lock()
+        self.rows: dict[int | None, list[dict[str, Any]]] = {}
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _listing(url: str) -> _Listing:
+    return _Listing()
 
 
 @st.cache_resource(ttl=CHECKPOINT_LIST_TTL_S, max_entries=8, show_spinner=False)
-def _checkpoint_list(url: str, limit: int | None) -> list[dict[str, Any]]:
-    return run_sync(_acheckpoints(url, limit))
+def _checkpoint_list(url: str, limit: int | None, newest: str | None, keep: int
+                     ) -> list[dict[str, Any]]:
+    listing = _listing(url)
+    with listing.lock:
+        known = listing.rows.get(limit, [])
+        rows = run_sync(_acheckpoints(url, limit, known))[:keep]
+        listing.rows[limit] = rows
+    return rows
 
 
 def checkpoints(url: str | None = None, limit: int | None = None) -> list[dict[str, Any]]:
     """Retained checkpoints of the system thread (the newest ``limit``, or all), newest first,
     with their time. Listing reads each checkpoint row (a few MB at full retention) without
-    decoding it: about 7 ms a checkpoint, so the page lists the newest few by default."""
-    return _checkpoint_list(configured_url(url), limit)
+    decoding it, about 7 ms a checkpoint: a list is kept per newest checkpoint, and after a
+    tick only the new checkpoints are read."""
+    url = configured_url(url)
+    snap = load(url=url)
+    keep = _memo(snap, "retained", lambda: queries.config_of(snap.state).retention.checkpoints)
+    return _checkpoint_list(url, limit, snap.checkpoint_id, keep)
 
 
 def refresh() -> None:
     """Forget cached reads (after a write, or on "Refresh now")."""
-    _live.clear()
+    _live.clear()  # the checkpoint and derived caches stay: they are keyed by what they read
     _checkpoint_list.clear()
     _historic.clear()
 
@@ -310,8 +421,9 @@ def agents(snap: Snapshot, *, metrics: bool = True) -> list[dict[str, Any]]:
     contradicts it (a dead agent's status is ``dead``). ``metrics=False`` leaves out the
     per-series summaries (``metrics`` empty, ``activity`` zeros): the costly part with hundreds
     of series, not needed by a liveness table."""
-    errors = queries.error_patterns(snap.state, snap.now, time_window_hours=24 * 7)
-    series = performance(snap, 1)["series"] if metrics else {}
+    errors = _memo(snap, "errors_7d", lambda: queries.error_patterns(
+        snap.state, snap.now, time_window_hours=24 * 7))
+    per_agent = _agent_series(snap) if metrics else {}
     judged = queries.liveness(snap.state, snap.now)["agents"]
     rows = []
     for a in queries.agent_list(snap.state, snap.now):
@@ -321,8 +433,7 @@ def agents(snap: Snapshot, *, metrics: bool = True) -> list[dict[str, Any]]:
             newest = max(own, key=lambda p: p["last_seen"], default=None)
             if newest is not None:
                 last_error = f"{newest['error_type']}: {newest['sample_message']}"
-        own = [_with_activity(snap, name, s) for name, s in series.items()
-               if s["source_agent"] == a["agent_id"]]
+        own = per_agent.get(a["agent_id"], [])
         activity = [sum(c) for c in zip(*(m["activity"] for m in own), strict=True)] \
             or [0] * len(_bucket_starts(snap, 1))
         rows.append({**a, "schedule_text": _schedule(a), "liveness_now": a["liveness"],
@@ -330,6 +441,17 @@ def agents(snap: Snapshot, *, metrics: bool = True) -> list[dict[str, Any]]:
                      "last_error": last_error or "",
                      "metrics": own, "activity": activity})
     return rows
+
+
+def _agent_series(snap: Snapshot) -> dict[str, list[dict[str, Any]]]:
+    """Agent -> its series' last-hour summaries with their activity."""
+    def make() -> dict[str, list[dict[str, Any]]]:
+        out: dict[str, list[dict[str, Any]]] = {}
+        for name, s in performance(snap, 1)["series"].items():
+            out.setdefault(s["source_agent"], []).append(_with_activity(snap, name, s))
+        return out
+
+    return _derived(snap, "agent_series", SERIES_INPUTS, window_clock(snap, 1), make)
 
 
 def scheduler(snap: Snapshot) -> dict[str, Any]:
@@ -349,7 +471,7 @@ def _with_activity(snap: Snapshot, series: str, stats: dict[str, Any]) -> dict[s
 
 def spark(snap: Snapshot, series: str) -> list[float]:
     """p50 per bucket over the last hour, oldest first (the line on a metric card)."""
-    return _memo(snap, ("spark", series), lambda: [
+    return _derived(snap, ("spark", series), SERIES_INPUTS, window_clock(snap, 1), lambda: [
         p["p50"] for p in queries.series_points(snap.state, series, 1, snap.now)])
 
 
@@ -364,9 +486,12 @@ def liveness_counts(rows: list[dict[str, Any]]) -> dict[str, int]:
     return counts
 
 
+SERIES_INPUTS = ("metrics", "config")  # what a series' numbers are derived from
+
+
 def performance(snap: Snapshot, hours: float) -> dict[str, Any]:
-    return _memo(snap, ("performance", hours),
-                 lambda: queries.performance_summary(snap.state, hours, snap.now))
+    return _derived(snap, ("performance", hours), SERIES_INPUTS, window_clock(snap, hours),
+                    lambda: queries.performance_summary(snap.state, hours, snap.now))
 
 
 def series_points(snap: Snapshot, series: str, hours: float) -> list[dict[str, Any]]:
@@ -394,6 +519,10 @@ def _bucket_starts(snap: Snapshot, hours: float) -> list[int]:
 
 def error_patterns(snap: Snapshot, hours: float) -> list[dict[str, Any]]:
     """Patterns seen in the window, each with ``trend``: its count per bucket, oldest first."""
+    return _memo(snap, ("error_patterns", hours), lambda: _error_patterns(snap, hours))
+
+
+def _error_patterns(snap: Snapshot, hours: float) -> list[dict[str, Any]]:
     tier = queries.tier_for_window(snap.state, hours)
     starts = _bucket_starts(snap, hours)
     raw = snap.state.get("error_patterns") or {}
@@ -410,15 +539,16 @@ def insights(snap: Snapshot, priority: str | None = None, insight_type: str | No
              ) -> list[dict[str, Any]]:
     """Active ones (open, regressed) first, then by priority and recency (as
     ``queries.insight_list``), each with its lifecycle as of the snapshot."""
-    rows = queries.insight_list(snap.state, priority, insight_type, acted_upon,
-                                status=status, now=snap.now)
-    return sorted(rows, key=lambda i: not i["active"])
+    key = ("insights", priority, insight_type, acted_upon, tuple(status or ()) or None)
+    return _memo(snap, key, lambda: sorted(
+        queries.insight_list(snap.state, priority, insight_type, acted_upon, status=status,
+                             now=snap.now), key=lambda i: not i["active"]))
 
 
 def insight_counts(snap: Snapshot, viewer: str) -> dict[str, Any]:
     """Counts by state and ``new`` since ``viewer`` last marked the insights seen."""
-    return queries.insight_counts(queries.insight_list(snap.state, now=snap.now),
-                                  lifecycle.seen_at(snap.state, viewer))
+    return _memo(snap, ("insight_counts", viewer), lambda: queries.insight_counts(
+        insights(snap), lifecycle.seen_at(snap.state, viewer)))
 
 
 def insights_seen_at(snap: Snapshot, viewer: str) -> float | None:

@@ -319,22 +319,32 @@ class SharedState:
         await self.update_system_state({"optimization_requested": True})
 
     # -- reads ----------------------------------------------------------------------------
-    async def read(self, *, attempts: int = 20) -> dict[str, Any]:
+    async def read(self, *, attempts: int = 20,
+                   cache: dict[str, Any] | None = None) -> dict[str, Any]:
         """Latest checkpoint values with every unfolded inbox row laid over them.
 
         Consistent without a shared transaction: folds delete only rows the newest committed
         checkpoint already holds, so if no checkpoint was committed between loading the state
         and finishing the inbox scan, state + rows above its watermarks is exact. Otherwise
         read again. The scan pages through the inbox into one bounded delta.
+
+        ``cache`` (a dict the caller keeps, e.g. the dashboard's): the last checkpoint's
+        values, by checkpoint id; while no new checkpoint is committed only the inbox is read.
+        The values are shared with later reads: never mutate them.
         """
         if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 < attempts <= 1000:
             raise InvalidInput("attempts", "must be an integer from 1 to 1000")
         folded = False
         for _ in range(attempts):
             before = await self.backend.latest_checkpoint_id(self.thread_id)
-            current, state, _ = await load_values(self.backend.checkpointer, self.config)
+            if cache is not None and before is not None and cache.get("id") == before:
+                current, state = before, cache["values"]
+            else:
+                current, state, _ = await load_values(self.backend.checkpointer, self.config)
             if current != before:
                 continue
+            if cache is not None:
+                cache.update(id=current, values=state)
             pending, delta = await pending_delta(self.backend, state.get("inbox") or {})
             if await self.backend.latest_checkpoint_id(self.thread_id) != before:
                 continue  # a fold committed meanwhile: rows and state may not pair up

@@ -1,9 +1,21 @@
 """A state written through the real SharedState API, for the dashboard tests: every page test
-runs on a SQLite file and on a PostgreSQL schema (skipped without a server, required in CI)."""
+runs on a SQLite file and on a PostgreSQL schema (skipped without a server, required in CI).
+
+Also the one way the browser tests (and ``bench/dashboard_load.py``) start things: ``bga``
+processes with their logs (``Processes``), a dashboard that answers (``wait_healthy``), and
+headless Chromium, Debian's package driven by Playwright (``require_browser``,
+``launch_chromium``, ``open_page``; Playwright's own browser download is never used).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -108,3 +120,122 @@ def empty_db(page_db_url: str) -> str:
 
     api(page_db_url, nothing)
     return page_db_url
+
+
+# -- processes and the browser (the browser tests and bench/dashboard_load.py) -----------------
+
+CHROMIUM = Path("/usr/bin/chromium")
+CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
+                 "--disable-background-networking", "--disable-component-update",
+                 "--disable-sync", "--no-first-run"]
+ROOT = Path(__file__).resolve().parents[2]
+VIEWPORT = {"width": 1400, "height": 1000}
+STARTUP_TIMEOUT_S = 90.0
+WAIT_MS = 45_000
+# what a page may load: the dashboard itself (no font, favicon or script from elsewhere)
+LOCAL = ("http://127.0.0.1:", "ws://127.0.0.1:", "data:", "blob:")
+
+
+def in_ci() -> bool:
+    return os.environ.get("CI", "").lower() in ("true", "1") or os.environ.get("BGA_CI") == "1"
+
+
+def require_browser() -> Any:
+    """The Playwright sync API, or skip (fail in CI) with the reason."""
+    problem = None
+    if not CHROMIUM.exists():
+        problem = f"{CHROMIUM} is missing: install Debian's chromium (`make test` does)"
+    else:
+        try:
+            from playwright import sync_api
+        except ImportError:
+            problem = "the playwright package is missing: pip install -e '.[test]'"
+        else:
+            return sync_api
+    if in_ci():
+        pytest.fail(f"browser test cannot run in CI: {problem}")
+    pytest.skip(problem)
+
+
+def launch_chromium(pw: Any, *extra_args: str) -> Any:
+    """Headless Chromium (``/usr/bin/chromium``) from a ``sync_playwright()`` context, with
+    ``extra_args`` after the usual ones."""
+    return pw.chromium.launch(executable_path=str(CHROMIUM), args=[*CHROMIUM_ARGS, *extra_args])
+
+
+def open_page(browser: Any, outbound: list[str] | None = None, **options: Any) -> Any:
+    """A new page (a new dashboard session) at 1400x1000 unless ``viewport`` says otherwise;
+    every request leaving 127.0.0.1 is appended to ``outbound``."""
+    page = browser.new_page(**{"viewport": VIEWPORT, **options})
+    page.set_default_timeout(WAIT_MS)
+    if outbound is not None:
+        page.on("request", lambda r: outbound.append(r.url)
+                if not r.url.startswith(LOCAL) else None)
+    return page
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class Processes:
+    """``bga`` commands in their own processes, each logging to ``log_dir/NAME.log``."""
+
+    def __init__(self, log_dir: Path) -> None:
+        self.log_dir = log_dir
+        self.procs: dict[str, subprocess.Popen] = {}
+
+    def start(self, name: str, *args: str) -> subprocess.Popen:
+        env = {**os.environ, "LANGSMITH_TRACING": "false", "PYTHONUNBUFFERED": "1"}
+        with open(self.log_dir / f"{name}.log", "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "graph.cli", *args], cwd=ROOT,
+                                    env=env, stdout=log, stderr=subprocess.STDOUT)
+        self.procs[name] = proc
+        return proc
+
+    def log(self, name: str) -> str:
+        return (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.terminate()
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def processes(tmp_path: Path) -> Iterator[Processes]:
+    procs = Processes(tmp_path)
+    try:
+        yield procs
+    finally:
+        procs.stop()
+
+
+def dashboard_up(procs: Processes, port: int) -> str | None:
+    """Wait until ``procs``' dashboard answers on ``port``; None, or why it did not."""
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if procs.procs["dashboard"].poll() is not None:
+            return f"dashboard exited:\n{procs.log('dashboard')}"
+        try:
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
+                                        timeout=2) as reply:
+                if reply.status == 200:
+                    return None
+        except OSError:
+            time.sleep(0.25)
+    return f"dashboard did not come up:\n{procs.log('dashboard')}"
+
+
+def wait_healthy(procs: Processes, port: int) -> None:
+    problem = dashboard_up(procs, port)
+    if problem:
+        pytest.fail(problem)

@@ -9,15 +9,9 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import random
 import re
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -26,95 +20,21 @@ import pytest
 from graph import runner
 from graph.demo import seed_sample_data
 from state import PerformanceMetric, SharedState
-from tests.dashboard.conftest import api
+from tests.dashboard import conftest
+from tests.dashboard.conftest import (
+    ROOT,
+    VIEWPORT,
+    WAIT_MS,
+    Processes,
+    api,
+    free_port,
+    launch_chromium,
+    open_page,
+    require_browser,
+    wait_healthy,
+)
 
 pytestmark = pytest.mark.slow
-
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu",
-                 "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
-ROOT = Path(__file__).resolve().parents[2]
-STARTUP_TIMEOUT_S = 90.0
-WAIT_MS = 45_000
-
-
-def in_ci() -> bool:
-    return os.environ.get("CI", "").lower() in ("true", "1") or os.environ.get("BGA_CI") == "1"
-
-
-def require_browser() -> Any:
-    """The Playwright sync API, or skip (fail in CI) with the reason."""
-    problem = None
-    if not CHROMIUM.exists():
-        problem = f"{CHROMIUM} is missing: install Debian's chromium (`make test` does)"
-    else:
-        try:
-            from playwright import sync_api
-        except ImportError:
-            problem = "the playwright package is missing: pip install -e '.[test]'"
-        else:
-            return sync_api
-    if in_ci():
-        pytest.fail(f"browser test cannot run in CI: {problem}")
-    pytest.skip(problem)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-class Processes:
-    def __init__(self, log_dir: Path) -> None:
-        self.log_dir = log_dir
-        self.procs: dict[str, subprocess.Popen] = {}
-
-    def start(self, name: str, *args: str) -> subprocess.Popen:
-        env = {**os.environ, "LANGSMITH_TRACING": "false", "PYTHONUNBUFFERED": "1"}
-        with open(self.log_dir / f"{name}.log", "wb") as log:
-            proc = subprocess.Popen([sys.executable, "-m", "graph.cli", *args], cwd=ROOT,
-                                    env=env, stdout=log, stderr=subprocess.STDOUT)
-        self.procs[name] = proc
-        return proc
-
-    def log(self, name: str) -> str:
-        return (self.log_dir / f"{name}.log").read_text(errors="replace")[-3000:]
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.terminate()
-        for proc in self.procs.values():
-            try:
-                proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
-
-
-@pytest.fixture
-def processes(tmp_path: Path) -> Iterator[Processes]:
-    procs = Processes(tmp_path)
-    try:
-        yield procs
-    finally:
-        procs.stop()
-
-
-def wait_healthy(procs: Processes, port: int) -> None:
-    deadline = time.monotonic() + STARTUP_TIMEOUT_S
-    while time.monotonic() < deadline:
-        assert procs.procs["dashboard"].poll() is None, procs.log("dashboard")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{port}/_stcore/health",
-                                        timeout=2) as reply:
-                if reply.status == 200:
-                    return
-        except OSError:
-            time.sleep(0.25)
-    pytest.fail(f"dashboard did not come up:\n{procs.log('dashboard')}")
 
 
 async def write_probe(shared: SharedState) -> str:
@@ -147,11 +67,10 @@ def test_live_dashboard_in_chromium(tmp_path: Path, processes: Processes) -> Non
     base = f"http://127.0.0.1:{port}"
 
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         try:
-            page = browser.new_page(viewport={"width": 1500, "height": 1100},
-                                    accept_downloads=True)
-            page.set_default_timeout(WAIT_MS)
+            page = open_page(browser, viewport={"width": 1500, "height": 1100},
+                             accept_downloads=True)
 
             page.goto(f"{base}/agents")  # a deep link on a fresh server: the app, not a bare page
             expect(page.get_by_test_id("stSidebar")).to_contain_text("Refresh every")
@@ -189,7 +108,7 @@ def test_live_dashboard_in_chromium(tmp_path: Path, processes: Processes) -> Non
 
 def test_missing_chromium_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyPatch,
                                                      tmp_path: Path) -> None:
-    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", tmp_path / "no-chromium")
+    monkeypatch.setattr(conftest, "CHROMIUM", tmp_path / "no-chromium")
     monkeypatch.delenv("CI", raising=False)
     monkeypatch.delenv("BGA_CI", raising=False)
     with pytest.raises(pytest.skip.Exception, match="no-chromium is missing"):
@@ -204,8 +123,6 @@ def test_missing_chromium_skips_here_and_fails_in_ci(monkeypatch: pytest.MonkeyP
 # -- charts, outbound requests, a missing database, screenshots ----------------------------------
 
 SCREENSHOTS = ROOT / "test-output" / "screenshots"
-VIEWPORT = {"width": 1400, "height": 1000}
-LOCAL = ("http://127.0.0.1:", "ws://127.0.0.1:", "data:", "blob:")
 
 # Each chart's marks relative to its plot frame (Streamlit draws Vega-Lite as SVG): the left
 # and right edge of every point / bar as a fraction of the frame's width, and the x labels.
@@ -252,12 +169,9 @@ async def write_chart_series(shared: SharedState, now: float) -> None:
 
 def open_browser(sync_api: Any, pw: Any) -> tuple[Any, Any, list[str]]:
     """A 1400x1000 page that records every request leaving 127.0.0.1."""
-    browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-    page = browser.new_page(viewport=VIEWPORT)
-    page.set_default_timeout(WAIT_MS)
+    browser = launch_chromium(pw)
     outbound: list[str] = []
-    page.on("request", lambda r: outbound.append(r.url) if not r.url.startswith(LOCAL) else None)
-    return browser, page, outbound
+    return browser, open_page(browser, outbound), outbound
 
 
 def test_performance_charts_span_their_window(tmp_path: Path, processes: Processes) -> None:

@@ -10,14 +10,13 @@ from pathlib import Path
 import pytest
 
 from state import SharedState
-from tests.dashboard.conftest import api
-from tests.dashboard.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
+from tests.dashboard.conftest import (
     WAIT_MS,
     Processes,
+    api,
     free_port,
-    processes,  # noqa: F401  (fixture)
+    launch_chromium,
+    open_page,
     require_browser,
     wait_healthy,
 )
@@ -38,7 +37,7 @@ def _history(url: str, insight_id: str) -> list[dict]:
 
 
 def test_acknowledge_regress_resolve_reopen_in_chromium(
-        tmp_path: Path, processes: Processes) -> None:  # noqa: F811
+        tmp_path: Path, processes: Processes) -> None:
     sync_api = require_browser()
     expect = sync_api.expect
     expect.set_options(timeout=WAIT_MS)
@@ -50,10 +49,9 @@ def test_acknowledge_regress_resolve_reopen_in_chromium(
     insight_id = api(url, fire, producer="probe")
 
     with sync_api.sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        browser = launch_chromium(pw)
         try:
-            page = browser.new_page(viewport={"width": 1400, "height": 1000})
-            page.set_default_timeout(WAIT_MS)
+            page = open_page(browser)
             page.goto(f"http://127.0.0.1:{port}/insights")
             box = page.locator(f".st-key-insight_{insight_id}")
             expect(box).to_contain_text("probe: orders queue stuck")

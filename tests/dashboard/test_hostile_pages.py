@@ -17,13 +17,13 @@ from pathlib import Path
 import pytest
 
 from state import PerformanceMetric, SharedState
-from tests.dashboard.conftest import api
-from tests.dashboard.test_browser import (
-    CHROMIUM,
-    CHROMIUM_ARGS,
+from tests.dashboard.conftest import (
     WAIT_MS,
     Processes,
+    api,
     free_port,
+    launch_chromium,
+    open_page,
     require_browser,
     wait_healthy,
 )
@@ -102,12 +102,9 @@ def test_foreign_host_or_origin_is_refused_and_hostile_insight_is_inert(
                 .endswith("101 Switching Protocols"), name
 
         with sync_api.sync_playwright() as pw:
-            browser = pw.chromium.launch(
-                executable_path=str(CHROMIUM),
-                args=[*CHROMIUM_ARGS, f"--host-resolver-rules=MAP {EVIL} 127.0.0.1"])
+            browser = launch_chromium(pw, f"--host-resolver-rules=MAP {EVIL} 127.0.0.1")
             try:
-                page = browser.new_page(viewport={"width": 1400, "height": 1000})
-                page.set_default_timeout(WAIT_MS)
+                page = open_page(browser)
                 foreign: list[str] = []
 
                 def guard(route: object) -> None:
