@@ -169,7 +169,11 @@ def performance_table(perf: dict[str, Any], *, hidden: int = 0) -> None:
         st.caption(f"{hidden} internal series hidden.")
 
 
-def error_table(patterns: list[dict[str, Any]], hours: float) -> None:
+COMPACT_ERROR_COLUMNS = ("message", "type", "count", "trend", "last seen", "sources")
+
+
+def error_table(patterns: list[dict[str, Any]], hours: float, *, compact: bool = False) -> None:
+    """``compact``: the columns that fit beside the sidebar at 1400 px (the Overview's)."""
     if not patterns:
         ui.empty(f"No errors in the last {hours:g} h. Agents report them with "
                  "`add_error_pattern`; a failing agent step is recorded automatically.")
@@ -181,10 +185,12 @@ def error_table(patterns: list[dict[str, Any]], hours: float) -> None:
             for p in patterns]
     width = patterns[0]["trend_bucket_s"]
     per = "minute" if width == 60 else "hour" if width == 3600 else "day"
-    config = {"message": st.column_config.TextColumn(width="large"),
+    config = {"message": st.column_config.TextColumn(width="medium"),
               "count": st.column_config.NumberColumn(help=f"occurrences in the last {hours:g} h"),
               "total": st.column_config.NumberColumn(help="occurrences ever recorded"),
               "trend": st.column_config.BarChartColumn(f"trend (per {per})", y_min=0)}
+    if compact:
+        rows = [{k: r[k] for k in COMPACT_ERROR_COLUMNS} for r in rows]
     ui.table(rows, column_config=config)
 
 

@@ -17,7 +17,8 @@ def body() -> None:
     st.subheader("Agents")
     sections.agents_table(snap, agents)
     st.subheader("Error patterns in the last hour")
-    sections.error_table(data.error_patterns(snap, 1), 1)
+    sections.error_table(data.error_patterns(snap, 1), 1, compact=True)
+    st.caption("Every column, filters and other windows: the Error patterns page.")
 
 
 st.title("Overview")

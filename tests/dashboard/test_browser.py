@@ -315,8 +315,15 @@ def test_screenshot_every_page(tmp_path: Path, processes: Processes) -> None:
                 expect(page.get_by_test_id("stSkeleton")).to_have_count(0)
                 expect(page.locator("[data-stale='true']")).to_have_count(0)
                 expect(page.get_by_test_id("stException")).to_have_count(0)
+                if name == "insights":  # every card of the first page drawn, not a frame
+                    cards = page.locator("[class*='st-key-insight_']")
+                    expect(cards.last.get_by_role("button", name="Resolve")).to_be_attached()
                 height = main.evaluate("m => m.scrollHeight")
                 page.set_viewport_size({"width": 1400, "height": max(1000, int(height))})
+                # a taller viewport draws what was below the fold: wait for it too
+                page.wait_for_load_state("networkidle")
+                expect(page.get_by_test_id("stSkeleton")).to_have_count(0)
+                page.wait_for_timeout(500)
                 page.screenshot(path=str(SCREENSHOTS / f"{name}.png"))
                 page.set_viewport_size(VIEWPORT)
         finally:
