@@ -6,7 +6,7 @@ import time
 from dataclasses import dataclass
 
 from graph.system import build_system_graph
-from nodes.langsmith_bridge.local import local_tracer
+from graph.tracing import local_tracer
 from state.api import SharedState
 from state.queries import config_of
 
