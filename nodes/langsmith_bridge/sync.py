@@ -28,6 +28,7 @@ from state.queries import config_of
 from state.traces import has_store, open_store
 
 AGENT_ID = "langsmith_bridge"
+COUNTERS = ("requests", "retries", "rate_limited", "waited_s")
 
 
 @dataclass
@@ -108,7 +109,11 @@ async def _sync(shared: SharedState, *, agent_id: str, path: str | Path | None,
         last = ctx.data.get("last")
         if last and last.get("at") != before:
             result.report.add(last)
-            result.source = last.get("source") or result.source
+            source = dict(last.get("source") or {})
+            for k in COUNTERS:  # the whole sync's requests, retries and waits
+                if k in source and k in result.source:
+                    source[k] = round(source[k] + result.source[k], 3)
+            result.source = source or result.source
             result.error = last.get("error")
         if hb.get("status") not in (None, "ok"):
             result.error = result.error or (hb.get("d") or {}).get("last_error") \

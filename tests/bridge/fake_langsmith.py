@@ -154,10 +154,13 @@ class FakeLangSmith:
             self.projects[name] = {"id": pid, "runs": {}, "stats": stats}
         return pid
 
-    def _visible_at(self, hidden: bool) -> float:
+    def _visible_at(self, hidden: bool, at: float | None = None) -> float:
+        if at is not None:
+            return at
         return float("inf") if hidden else self.clock() + self.lag_s
 
-    def put(self, project: str, *runs: dict[str, Any], hidden: bool = False) -> None:
+    def put(self, project: str, *runs: dict[str, Any], hidden: bool = False,
+            visible_at: float | None = None) -> None:
         """Store runs as given (even malformed ones: they are served as they are), visible
         after the ingestion lag, or once ``reveal``-ed if ``hidden``. An update keeps the
         run's visibility."""
@@ -170,12 +173,14 @@ class FakeLangSmith:
                 except (TypeError, ValueError, KeyError):
                     stored["_t"] = time.time() - 1_000
                 old = store.get(run["id"])
-                stored["_v"] = old["_v"] if old is not None else self._visible_at(hidden)
+                stored["_v"] = old["_v"] if old is not None and visible_at is None \
+                    else self._visible_at(hidden, visible_at)
                 store[run["id"]] = stored
 
-    def run(self, project: str, *, hidden: bool = False, **kwargs: Any) -> dict[str, Any]:
+    def run(self, project: str, *, hidden: bool = False, visible_at: float | None = None,
+            **kwargs: Any) -> dict[str, Any]:
         run = make_run(self.projects[project]["id"], **kwargs)
-        self.put(project, run, hidden=hidden)
+        self.put(project, run, hidden=hidden, visible_at=visible_at)
         return run
 
     def reveal(self, *ids: str) -> None:
