@@ -602,8 +602,9 @@ class LangSmithSource(RunSource):
         extra: dict[str, Any] = {"is_root": scope == "root"}
         if scope == "child" and len(self.child_run_types) == 1:
             extra["run_type"] = self.child_run_types[0].upper()
+        done_to: int | None = None  # this poll has read [rd, done_to): later windows start there
         while st["lo"] < hi:
-            rd = self._rd(st)
+            rd = self._rd(st) if done_to is None else max(self._rd(st), done_to)
             width = int(st.get("w") or self.v2_window_us)
             end = min(hi, int(st["lo"]) + width)
             chunk = Chunk(cursor=cur)
@@ -636,7 +637,7 @@ class LangSmithSource(RunSource):
                     return
                 continue
             self._settle(pending, scope, st, seen, self.max_open - self._open_total(cur))
-            st["lo"] = end
+            st["lo"] = done_to = end
             if width < self.v2_window_us and len(pending) < self.max_seen // 2:
                 st["w"] = min(self.v2_window_us, width * 2)
             state.read += chunk.read
