@@ -214,7 +214,7 @@ class LangSmithSource(RunSource):
         # to_ignore: hand back the response of any HTTP error so that the status and the
         # Retry-After header can be read; connection failures still raise (no response).
         return self.client.request_with_retries(
-            method, path, request_kwargs=kwargs, stop_after_attempt=1,
+            method, path, request_kwargs=kwargs, stop_after_attempt=1,  # type: ignore[arg-type]
             to_ignore=(ls_utils.LangSmithError,))
 
     async def _attempt_v1(self, method: str, path: str, body: dict | None,

@@ -117,9 +117,10 @@ def _number(raw: dict, key: str) -> float | None:
         return None
     if isinstance(value, str):  # LangSmith serialises costs as decimal strings
         try:
-            value = float(value)
+            number = float(value)
         except ValueError:
             raise Malformed(f"{key} is not a number: {value[:40]!r}") from None
+        value = number
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise Malformed(f"{key} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0 or value > MAX_NUMBER:
@@ -192,7 +193,7 @@ def parse_run(raw: Any, *, project: str, now: float, host_url: str | None = None
         url = host_url + app_path
     session = raw.get("session_name") or raw.get("project_name")
     return TraceRun(
-        id=run_id, name=name, run_type=run_type.lower(),
+        id=run_id or "", name=name or "", run_type=run_type.lower(),
         project=session if isinstance(session, str) and session else project,
         start_us=start_us, end_us=end_us, parent_id=parent or None,
         trace_id=trace_id if isinstance(trace_id, str) else None,

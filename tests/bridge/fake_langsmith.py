@@ -219,7 +219,7 @@ class FakeLangSmith:
     def url(self) -> str:
         assert self.server is not None
         host, port = self.server.server_address[:2]
-        return f"http://{host}:{port}"
+        return f"http://{host!s}:{port}"
 
     def start(self) -> FakeLangSmith:
         fake = self
