@@ -650,44 +650,68 @@ class LangSmithSource(RunSource):
     # -- feedback: GET /feedback by created_at, with the same overlap ------------------------
     async def _scan_feedback(self, name: str, pid: str, cur: dict, limits: Limits,
                              state: _PollState) -> AsyncIterator[Chunk]:
+        """Feedback created in ``[rd, hi)``, a window at a time (newest first by offset, so a
+        window counts once read whole; halved when it does not fit the step)."""
         key = f"{name}#feedback"
         st = self._scope_state(cur, key, limits.now)
         seen = self._seen[key]
         hi = int((limits.now - self.settle_s) * 1e6)
-        rd = self._rd(st)
-        if rd >= hi:
-            return
-        chunk = Chunk(cursor=cur)
+        done_to: int | None = None
+        while st["lo"] < hi:
+            rd = self._rd(st) if done_to is None else max(self._rd(st), done_to)
+            width = int(st.get("w") or self.v2_window_us)
+            end = min(hi, int(st["lo"]) + width)
+            chunk = Chunk(cursor=cur)
+            found = await self._feedback_window(name, pid, rd, end, seen, chunk, limits, state)
+            if found is None:
+                st["w"] = max(MIN_V2_WINDOW_US, width // 2)  # read again, smaller, next step
+                state.stopped = True
+                yield Chunk(cursor=self._commit(cur))
+                return
+            await self._score(name, pid, found, rd, end, seen, chunk, limits)
+            st["lo"] = done_to = end
+            if width < self.v2_window_us:
+                st["w"] = min(self.v2_window_us, width * 2)
+            self._commit(cur)
+            yield chunk
+
+    async def _feedback_window(self, name: str, pid: str, rd: int, end: int, seen: Seen,
+                               chunk: Chunk, limits: Limits, state: _PollState
+                               ) -> dict[str, tuple[str, str, float, int]] | None:
+        """The new scores of one window by feedback id, None if the step ran out first."""
         found: dict[str, tuple[str, str, float, int]] = {}
         params: dict[str, Any] = {"session": pid, "min_created_at": iso(rd),
-                                  "max_created_at": iso(hi), "has_score": True,
+                                  "max_created_at": iso(end), "has_score": True,
                                   "limit": V1_MAX_PAGE, "offset": 0}
         while True:
             page = await self._v1("GET", "/feedback", params=dict(params))
             if not isinstance(page, list) or not page:
-                break
+                return found
             for raw in page:
                 try:
                     fid, run_id, fkey, score, created = parse_feedback(raw)
                 except Malformed as exc:
                     self._quarantine(raw, name, exc, chunk)
                     continue
-                if not rd <= created < hi or fid in found or fid in seen:
+                if not rd <= created < end or fid in found or fid in seen:
                     chunk.skipped += 1
                     continue
                 found[fid] = (run_id, fkey, score, created)
             if len(page) < params["limit"]:
-                break
+                return found
             params["offset"] += len(page)
             if limits.exhausted(state.read):
-                state.stopped = True  # read again, whole, next step: nothing counted yet
-                return
+                return None
+
+    async def _score(self, name: str, pid: str, found: dict[str, tuple[str, str, float, int]],
+                     rd: int, end: int, seen: Seen, chunk: Chunk, limits: Limits) -> None:
+        """Attach each score to its run (looked up by id) and record it as handled."""
         runs: dict[str, TraceRun] = {}
         ids = sorted({f[0] for f in found.values()})
         if ids:
-            scratch = Chunk(cursor=cur)
+            scratch = Chunk(cursor=chunk.cursor)
             async for page in self._by_id(self._backend or "v1", pid, ids,
-                                          rd - self.feedback_run_age_us, hi):
+                                          rd - self.feedback_run_age_us, end):
                 for raw in page:
                     run = self._parse(raw, name, limits.now, scratch)
                     if run is not None:
@@ -701,9 +725,7 @@ class LangSmithSource(RunSource):
                 continue
             chunk.feedback.append(FeedbackScore(id=fid, key=fkey, score=score,
                                                 ts=created / 1e6, run=run))
-        st["lo"] = hi
-        self._commit(cur)
-        yield chunk
+
 
 class _PollState:
     __slots__ = ("read", "stopped")

@@ -252,3 +252,36 @@ async def test_a_feedback_drop_fires_the_feedback_rule(
     assert (content["current_mean"], content["baseline_mean"]) == (0.45, 0.9)
     assert (content["current_count"], content["baseline_count"]) == (12, 12)
     assert content["drop"] == 0.5
+
+
+async def test_a_burst_beyond_the_seen_set_shrinks_the_overlap_but_never_double_counts(
+        shared: SharedState, server: FakeLangSmith) -> None:
+    burst = add_runs(server, 60, first=ago(400), spacing=2)
+    await configure(shared, **api_options(server, child_run_types=[], max_seen=10,
+                                          overlap_s=600))
+    first = await sync(shared)
+    assert first.error is None and first.report.mirrored == 60
+    assert first.source["overlap_s"] < 600  # the set holds 10 runs: less than 600 s of them
+    late = add_runs(server, 3, first=ago(5), spacing=1)
+    second = await sync(shared)
+    assert second.report.mirrored == len(late)
+    assert (await series(shared))[LATENCY]["count"] == len(burst) + len(late)
+    data = await agent_data(shared)
+    scopes = data["cursors"][f"langsmith:{server.url}"]["s"]
+    assert len(scopes["proj-a#root"].get("m", "")) <= 14 * 10 * 2  # bounded, packed
+
+
+def test_the_seen_set_round_trips_and_prunes_whole_seconds() -> None:
+    from nodes.langsmith_bridge.seen import Seen
+
+    seen = Seen()
+    for i in range(5):
+        seen.add(f"run-{i}", 1_700_000_000_000_000 + i * 1_500_000)
+    st: dict[str, Any] = {}
+    seen.store(st)
+    assert set(st["m"]) <= set("0123456789abcdef") and len(st["m"]) == 5 * 14
+    again = Seen.load(st)
+    assert all(f"run-{i}" in again for i in range(5)) and "run-9" not in again
+    again.prune(1_700_000_003_200_000)  # second ...003 is kept whole: runs 2 (3.0 s) and up
+    assert [f"run-{i}" in again for i in range(5)] == [False, False, True, True, True]
+    assert again.drop_second(1_700_000_003) == 1 and len(again) == 2
