@@ -50,7 +50,7 @@ import hashlib
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import langsmith
 import orjson
@@ -72,6 +72,9 @@ from nodes.langsmith_bridge.records import (
 )
 from nodes.langsmith_bridge.seen import Seen
 from state.traces import QuarantinedRecord
+
+# the methods langsmith.Client.request_with_retries takes
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 # The fields list_runs selects by default, minus inputs, outputs, events and attachments: the
 # bridge mirrors timings, status, errors, tokens and costs, so payloads stay small and private.
@@ -204,7 +207,7 @@ class LangSmithSource(RunSource):
         """Per request: the configured timeout, but never past the step's deadline."""
         return max(0.05, min(self.timeout_s, self._deadline - time.monotonic()))
 
-    def _send(self, method: str, path: str, body: dict | None, params: dict | None,
+    def _send(self, method: HttpMethod, path: str, body: dict | None, params: dict | None,
               timeout: float):
         kwargs: dict[str, Any] = {"timeout": (timeout, timeout)}
         if body is not None:
@@ -214,10 +217,10 @@ class LangSmithSource(RunSource):
         # to_ignore: hand back the response of any HTTP error so that the status and the
         # Retry-After header can be read; connection failures still raise (no response).
         return self.client.request_with_retries(
-            method, path, request_kwargs=kwargs, stop_after_attempt=1,  # type: ignore[arg-type]
+            method, path, request_kwargs=kwargs, stop_after_attempt=1,
             to_ignore=(ls_utils.LangSmithError,))
 
-    async def _attempt_v1(self, method: str, path: str, body: dict | None,
+    async def _attempt_v1(self, method: HttpMethod, path: str, body: dict | None,
                           params: dict | None) -> tuple[Any, int | str, float | None]:
         self.requests += 1
         try:
@@ -276,7 +279,7 @@ class LangSmithSource(RunSource):
             self.waited_s += wait
             await asyncio.sleep(wait)  # never busy-loops: every retry waits first
 
-    async def _v1(self, method: str, path: str, *, body: dict | None = None,
+    async def _v1(self, method: HttpMethod, path: str, *, body: dict | None = None,
                   params: dict | None = None) -> Any:
         return await self._call(f"{method} {path}", self._attempt_v1, method, path, body, params)
 

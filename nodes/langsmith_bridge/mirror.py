@@ -189,7 +189,7 @@ class Mirror:
         names = ser.names
         emit = self.ctx.emit
         ts = run.end
-        assert ts is not None  # only finished runs are mirrored
+        assert ts is not None, "only finished runs are mirrored"
         latency = run.latency_ms
         failed = run.error is not None
         emit((KIND_METRIC, {"s": names["latency_ms"], "v": latency, "t": ts, "u": "ms"}))

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 RUN_TYPES = frozenset({"chain", "llm", "tool", "retriever", "embedding", "prompt", "parser"})
 FUTURE_SKEW_S = 300.0
@@ -117,15 +117,20 @@ def _number(raw: dict, key: str) -> float | None:
         return None
     if isinstance(value, str):  # LangSmith serialises costs as decimal strings
         try:
-            number = float(value)
+            value = float(value)
         except ValueError:
-            raise Malformed(f"{key} is not a number: {value[:40]!r}") from None
-        value = number
+            raise Malformed(f"{key} is not a number: {raw[key][:40]!r}") from None
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise Malformed(f"{key} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0 or value > MAX_NUMBER:
         raise Malformed(f"{key} must be a finite number between 0 and {MAX_NUMBER:g}")
     return float(value)
+
+
+@overload
+def _text(raw: dict, key: str, limit: int, required: Literal[True]) -> str: ...
+@overload
+def _text(raw: dict, key: str, limit: int, required: bool = False) -> str | None: ...
 
 
 def _text(raw: dict, key: str, limit: int, required: bool = False) -> str | None:
@@ -193,7 +198,7 @@ def parse_run(raw: Any, *, project: str, now: float, host_url: str | None = None
         url = host_url + app_path
     session = raw.get("session_name") or raw.get("project_name")
     return TraceRun(
-        id=run_id or "", name=name or "", run_type=run_type.lower(),
+        id=run_id, name=name, run_type=run_type.lower(),
         project=session if isinstance(session, str) and session else project,
         start_us=start_us, end_us=end_us, parent_id=parent or None,
         trace_id=trace_id if isinstance(trace_id, str) else None,
