@@ -87,6 +87,7 @@ SELECT_V2 = ["ID", "NAME", "RUN_TYPE", "STATUS", "START_TIME", "END_TIME", "ERRO
              "COMPLETION_TOKENS", "TOTAL_TOKENS", "TOTAL_COST", "FIRST_TOKEN_TIME"]
 V1_MAX_PAGE = 100  # the service refuses larger pages
 MIN_V2_WINDOW_US = 1_000_000
+CURSOR_BYTES = 12_000  # the agent's data is capped at state.models.MAX_PAYLOAD_BYTES
 TRANSIENT = frozenset({408, 425, 429})
 _CLIENTS: dict[tuple[str | None, str, float, int], langsmith.Client] = {}
 MAX_CLIENTS = 8
@@ -390,29 +391,43 @@ class LangSmithSource(RunSource):
         return max(int(st["lo"]) - self.overlap_us, int(st.get("f", 0)))
 
     def _commit(self, cur: dict[str, Any]) -> dict[str, Any]:
-        """Prune and bound the sets of handled records and write them into the cursor."""
+        """Prune and bound the sets of handled records and write them into the cursor: at most
+        ``max_seen`` records, and a cursor of at most ``CURSOR_BYTES`` (it lives in the agent's
+        data, which the state caps)."""
         scopes = cur["s"]
         for key, seen in self._seen.items():
             seen.prune(self._rd(scopes[key]))
         total = sum(len(s) for s in self._seen.values())
         while total > self.max_seen:
-            victim = None
-            for key, seen in self._seen.items():
-                sec = seen.oldest()
-                if sec is not None and (sec + 1) * 1_000_000 <= scopes[key]["lo"] and \
-                        (victim is None or sec < victim[1]):
-                    victim = (key, sec)
-            if victim is None:
+            dropped = self._evict_oldest(scopes)
+            if not dropped:
                 break  # only runs of an unfinished stretch: kept (bounded by the window)
-            key, sec = victim
-            total -= self._seen[key].drop_second(sec)
-            scopes[key]["f"] = max(int(scopes[key].get("f", 0)), (sec + 1) * 1_000_000)
+            total -= dropped
         for key, seen in self._seen.items():
             seen.store(scopes[key])
+        while len(orjson.dumps(cur)) > CURSOR_BYTES and self._evict_oldest(scopes):
+            for key, seen in self._seen.items():
+                seen.store(scopes[key])
         runs = [st for key, st in scopes.items() if not key.endswith("#feedback")]
         if runs:
             self.overlap_in_force = round(min((st["lo"] - self._rd(st)) / 1e6 for st in runs), 3)
         return cur
+
+    def _evict_oldest(self, scopes: dict[str, Any]) -> int:
+        """Forget the oldest second of handled records behind any cursor and raise that
+        scope's floor past it (its overlap shrinks; nothing is counted twice). Returns how
+        many records were forgotten (0: none can be)."""
+        victim: tuple[str, int] | None = None
+        for key, seen in self._seen.items():
+            sec = seen.oldest()
+            if sec is not None and (sec + 1) * 1_000_000 <= scopes[key]["lo"] and \
+                    (victim is None or sec < victim[1]):
+                victim = (key, sec)
+        if victim is None:
+            return 0
+        key, sec = victim
+        scopes[key]["f"] = max(int(scopes[key].get("f", 0)), (sec + 1) * 1_000_000)
+        return self._seen[key].drop_second(sec)
 
     def _open_total(self, cur: dict[str, Any]) -> int:
         return sum(len(s["o"]) for s in cur["s"].values())

@@ -285,3 +285,25 @@ def test_the_seen_set_round_trips_and_prunes_whole_seconds() -> None:
     again.prune(1_700_000_003_200_000)  # second ...003 is kept whole: runs 2 (3.0 s) and up
     assert [f"run-{i}" in again for i in range(5)] == [False, False, True, True, True]
     assert again.drop_second(1_700_000_003) == 1 and len(again) == 2
+
+
+async def test_the_cursor_stays_within_the_agent_data_cap_at_the_largest_settings(
+        shared: SharedState, server: FakeLangSmith) -> None:
+    import orjson
+
+    from nodes.langsmith_bridge.langsmith_api import CURSOR_BYTES
+
+    done = add_runs(server, 600, first=ago(580), spacing=0.5)
+    running = [server.run("proj-a", name="agent", start=ago(590) + i, latency_s=None)
+               for i in range(150)]
+    await configure(shared, **api_options(server, child_run_types=[], max_seen=600,
+                                          max_open=150))
+    first = await sync(shared)
+    assert first.error is None
+    assert (first.report.mirrored, first.report.in_progress) == (len(done), len(running))
+    cursor = (await agent_data(shared))["cursors"][f"langsmith:{server.url}"]
+    assert len(orjson.dumps(cursor)) <= CURSOR_BYTES
+    assert len(cursor["s"]["proj-a#root"]["o"]) == len(running)
+    second = await sync(shared)  # the overlap, read again: skipped, not counted
+    assert (second.error, second.report.mirrored) == (None, 0)
+    assert (await series(shared))[LATENCY]["count"] == len(done)
