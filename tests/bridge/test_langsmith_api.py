@@ -333,3 +333,23 @@ async def test_a_refused_request_is_one_clear_error_and_changes_nothing(
     again = await sync(shared)
     assert again.error is None
     assert (await series(shared))[LATENCY]["count"] == 5
+
+
+async def test_a_cursor_from_before_the_overlap_resumes_without_counting_twice(
+        shared: SharedState, fake: FakeLangSmith) -> None:
+    from state import events
+
+    add_runs(fake, 40, first=ago(300))
+    await configure(shared, **api_options(fake, child_run_types=[]))
+    assert (await sync(shared)).report.mirrored == 40
+    data = await agent_data(shared)
+    key = f"langsmith:{fake.url}"
+    st = data["cursors"][key]["s"]["proj-a#root"]
+    old = {"lo": st["lo"], "b": [], "o": {}}  # the start-time cursor's shape: lo, b, o
+    data["cursors"][key]["s"] = {"proj-a#root": old}
+    await shared.write_events([events.agent_data(AGENT, data)])
+    later = add_runs(fake, 5, first=time.time() + 1e-3, spacing=1e-4)
+    await asyncio.sleep(0.05)
+    again = await sync(shared)
+    assert again.report.mirrored == len(later)  # no overlap behind an old cursor: no recount
+    assert (await series(shared))[LATENCY]["count"] == 45
