@@ -140,7 +140,7 @@ def settle(insights: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     folded in the same batch as a person's later resolve. Pure and idempotent; deterministic
     stamps, so the fold and the coordinator may both apply it. A person's later action
     (stamped later) still wins."""
-    out = None
+    out: dict[str, dict[str, Any]] | None = None
     for iid, rec in insights.items():
         if rec.get("body") is None or (
                 "fired" not in rec and not _regressed(rec, status_register(rec))):
