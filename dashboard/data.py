@@ -133,7 +133,7 @@ def _derived(snap: Snapshot, key: Any, channels: tuple[str, ...], clock: Any,
         if not found:
             value = make()
             snap.derived.put(key, inputs, clock, value)
-        return value  # type: ignore[no-any-return]
+        return value
 
     return _memo(snap, key, once)
 

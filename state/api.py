@@ -338,6 +338,7 @@ class SharedState:
         folded = False
         for _ in range(attempts):
             before = await self.backend.latest_checkpoint_id(self.thread_id)
+            current: str | None
             if cache is not None and before is not None and cache.get("id") == before:
                 current, state = before, cache["values"]
             else:
