@@ -278,6 +278,9 @@ async def write_demo(shared: SharedState, *, days: int = 7, ticks: int = 4) -> N
         await runner.tick(shared, wait=60)
 
 
+CONTENT_HEIGHT_JS = """m => Math.ceil(Math.max(m.scrollHeight, ...Array.from(
+  m.querySelectorAll('[data-testid=stVerticalBlock] > *')).map(
+  e => e.getBoundingClientRect().bottom + m.scrollTop)) + 48)"""
 PAGES = ("overview", "agents", "performance", "errors", "insights", "optimizations",
          "configuration", "time_travel", "export")
 
@@ -318,7 +321,8 @@ def test_screenshot_every_page(tmp_path: Path, processes: Processes) -> None:
                 if name == "insights":  # every card of the first page drawn, not a frame
                     cards = page.locator("[class*='st-key-insight_']")
                     expect(cards.last.get_by_role("button", name="Resolve")).to_be_attached()
-                height = main.evaluate("m => m.scrollHeight")
+                # the content's own height (the scroll container may be shorter than it)
+                height = main.evaluate(CONTENT_HEIGHT_JS)
                 page.set_viewport_size({"width": 1400, "height": max(1000, int(height))})
                 # a taller viewport draws what was below the fold: wait for it too
                 page.wait_for_load_state("networkidle")
