@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a plain checkout, not only from an installed package
     sys.path.insert(0, str(ROOT))
 
-from dashboard import data, ui  # noqa: E402
+from dashboard import auth, data, ui  # noqa: E402
 
 # Not "pages/": Streamlit runs a folder of that name as an old-style multipage app, and a
 # first visitor of /insights on a fresh server would get that page without this entry page.
@@ -25,6 +25,7 @@ FRAME_CSS = "<style>.stMainBlockContainer {padding: 2.5rem 2rem 3rem 2rem;}</sty
 
 st.set_page_config(page_title="Background Agents", page_icon=str(ICON), layout="wide")
 st.html(FRAME_CSS)
+me = auth.gate_page()  # the login form (and nothing else) until the session may look
 page = st.navigation({
     "Now": [
         st.Page(PAGES / "overview.py", title="Overview", icon=":material/dashboard:",
@@ -48,4 +49,5 @@ with st.sidebar:
     if st.button("Refresh now", icon=":material/refresh:"):
         data.refresh()
     st.caption(f"State: `{data.display_url(data.configured_url())}`")
+    auth.sidebar(me)
 page.run()
