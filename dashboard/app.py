@@ -25,7 +25,7 @@ FRAME_CSS = "<style>.stMainBlockContainer {padding: 2.5rem 2rem 3rem 2rem;}</sty
 
 st.set_page_config(page_title="Background Agents", page_icon=str(ICON), layout="wide")
 st.html(FRAME_CSS)
-me = auth.gate_page()  # the login form (and nothing else) until the session may look
+# the pages are named even before a login (so the page asked for opens after it), not shown
 page = st.navigation({
     "Now": [
         st.Page(PAGES / "overview.py", title="Overview", icon=":material/dashboard:",
@@ -41,7 +41,8 @@ page = st.navigation({
         st.Page(PAGES / "time_travel.py", title="Time travel", icon=":material/history:"),
         st.Page(PAGES / "export.py", title="Export", icon=":material/download:"),
     ],
-})
+}, position="sidebar" if auth.may_look() else "hidden")
+me = auth.gate_page()  # the login form (and nothing else) until the session may look
 with st.sidebar:
     st.selectbox("Refresh every", ui.REFRESH_CHOICES, key=ui.REFRESH_KEY,
                  index=ui.REFRESH_CHOICES.index(ui.DEFAULT_REFRESH_S),

@@ -234,6 +234,11 @@ def _login_form(conf: AuthSettings) -> None:
             st.error(LOGIN_FAILED)
 
 
+def may_look() -> bool:
+    """Whether this session may see the pages (False: only the login form)."""
+    return allowed("viewer")
+
+
 def gate_page() -> Identity:
     """Called by the entry page before anything is drawn: returns the session's identity, or
     shows the login form (or the configuration error) and stops the run."""
