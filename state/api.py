@@ -308,26 +308,27 @@ class SharedState:
         await self._send(events.system_update(updates))
 
     async def update_config(self, updates: dict, *, by: str | None = None) -> None:
-        """Validated against the whole config first; a bad value changes nothing. Who changed
-        what (``by``, default: this producer) is kept as the system value ``config_change``,
-        written in the same transaction."""
+        """Validated against the whole config first; a bad value changes nothing. With ``by``
+        (the dashboard's user), who changed which keys is kept as the system value
+        ``config_change``, written in the same transaction."""
         state = await self.read()
         known = set(state.get("agents") or {})
         flat = validate_updates(queries.config_flat(state), updates, known)
+        if by is None:
+            await self._send(events.config_update(flat))
+            return
         now = time.time()
-        change = {"by": check_name("by", self.producer if by is None else by), "at": now,
-                  "keys": sorted(flat)}
+        change = {"by": check_name("by", by), "at": now, "keys": sorted(flat)}
         await self.write_events([events.config_update(flat, now),
                                  events.system_update({"config_change": change}, now)])
 
     async def request_optimization(self, *, by: str | None = None) -> None:
         """Ask the coordinator to run an optimization cycle on its next tick (manual cycle);
-        who asked (``by``, default: this producer) is the system value
-        ``optimization_request``."""
-        who = check_name("by", self.producer if by is None else by)
-        await self.update_system_state({"optimization_requested": True,
-                                        "optimization_request": {"by": who,
-                                                                 "at": time.time()}})
+        with ``by``, who asked is the system value ``optimization_request``."""
+        updates: dict[str, Any] = {"optimization_requested": True}
+        if by is not None:
+            updates["optimization_request"] = {"by": check_name("by", by), "at": time.time()}
+        await self.update_system_state(updates)
 
     # -- reads ----------------------------------------------------------------------------
     async def read(self, *, attempts: int = 20) -> dict[str, Any]:
