@@ -239,11 +239,12 @@ class OutboxStore:
                                 "next_at", "last_error", "last_try_at", "sent_at"), row,
                                strict=True))
                 rec["events"] = [
-                    {"event": e, "subject": s, **{k: orjson.loads(p).get(k) for k in
-                                                 ("insight_type", "priority", "summary")}}
-                    for e, s, p in self._rows("SELECT event, subject, payload FROM bga_outbox "
-                                              "WHERE message=? ORDER BY created_at, key",
-                                              (rec["key"],))]
+                    {"key": k, "event": e, "subject": s, **{f: orjson.loads(p).get(f) for f in
+                                                           ("insight_type", "priority",
+                                                            "summary")}}
+                    for k, e, s, p in self._rows(
+                        "SELECT key, event, subject, payload FROM bga_outbox WHERE message=? "
+                        "ORDER BY created_at, key", (rec["key"],))]
                 out.append(rec)
             return out
 
