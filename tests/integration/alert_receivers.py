@@ -64,7 +64,7 @@ class HttpReceiver:
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 (http.server's name)
+            def do_POST(self) -> None:
                 body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
                 headers = {k.lower(): v for k, v in self.headers.items()}
                 call = Call(self.path, headers, body)
@@ -125,7 +125,7 @@ class SmtpReceiver:
         receiver = self
 
         class Handler:
-            async def handle_DATA(self, server: Any, session: Any, envelope: Any  # noqa: N802
+            async def handle_DATA(self, server: Any, session: Any, envelope: Any
                                   ) -> str:
                 receiver.mails.append(Mail(list(envelope.rcpt_tos),
                                            email.message_from_bytes(envelope.content)))

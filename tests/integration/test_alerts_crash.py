@@ -6,6 +6,7 @@ is lost; duplicates are counted."""
 from __future__ import annotations
 
 import asyncio
+import functools
 import os
 import signal
 import subprocess
@@ -112,7 +113,8 @@ def test_sigkill_mid_delivery_loses_no_alert(process_db_url: str,
             r.hold = None
         sender = start_sender(url, env)
         try:
-            wait_for(lambda: all_sent(url, raised), what="every raised alert sent")
+            wait_for(functools.partial(all_sent, url, set(raised)),
+                     what="every raised alert sent")
         finally:
             sender.send_signal(signal.SIGTERM)
             _, stderr = sender.communicate(timeout=30)
