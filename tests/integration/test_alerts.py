@@ -412,3 +412,45 @@ def test_bga_alerts_test_sends_and_lists_history(sqlite_url: str,
     rows = json.loads(listed.stdout)
     assert sorted((r["channel"], r["status"]) for r in rows) == [
         ("chat", "sent"), ("hook", "dropped"), ("hook", "sent"), ("mail", "sent")]
+
+
+def test_dashboard_shows_the_delivery_history(sqlite_url: str, receivers: dict[str, Any],
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamlit.testing.v1 import AppTest
+
+    from dashboard import data
+
+    async def deliver() -> None:
+        async with SharedState.open(sqlite_url, producer="test") as shared, \
+                OutboxStore(sqlite_url) as store:
+            await shared.update_config({"agents": QUIET_AGENTS, "alerts": {
+                "digest_s": 0, "channels": CHANNELS}})
+            receivers["chat"].script = [(500, {}, f"no route for /services/{SLACK_TOKEN}")]
+            for i in range(4):
+                await shared.add_insight("disk_full", {"summary": f"disk {i} full"}, "probe",
+                                         priority="critical", dedupe_key=f"d{i}")
+            await runner.tick(shared)
+            clock = FakeClock((await shared.read())["stats"]["last_tick_at"])
+            await Sender(shared, store, clock=clock, env=channel_env(receivers),
+                         log=lambda _: None).pass_once()
+
+    asyncio.run(deliver())
+    monkeypatch.setenv("BGA_DATABASE_URL", sqlite_url)
+    data.refresh()
+    app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
+    at = AppTest.from_file(str(app), default_timeout=60)
+    at.run()
+    at.switch_page("views/alerts.py").run()
+    assert not at.exception, [e.value for e in at.exception]
+    shown = {m.label: m.value for m in at.metric}
+    assert (shown["Sent"], shown["Retrying"], shown["Waiting (digest window)"]) == \
+        ("2", "1", "0")
+    channels, history = (df.value for df in at.dataframe)
+    assert sorted(channels["channel"]) == ["chat", "hook", "mail"]
+    rows = {r["channel"]: r for r in history.to_dict("records")}
+    assert rows["hook"]["status"] == "sent" and rows["hook"]["alerts"] == 4
+    assert rows["chat"]["status"] == "retrying" and rows["chat"]["tries"] == 1
+    assert "HTTP 500" in rows["chat"]["last error"]
+    assert "(+1)" in rows["mail"]["what"]
+    page = repr([df.value.to_dict() for df in at.dataframe]) + repr(at.main)
+    assert SLACK_TOKEN not in page and SECRET not in page
