@@ -437,9 +437,9 @@ class Sender:
                     or "scheduler_down" in channel.exclude_types \
                     or (channel.types and "scheduler_down" not in channel.types):
                 continue
-            last = await self.store.last_event(name, SCHEDULER)
-            down_before = last is not None and last["event"] == "firing"
-            if live["verdict"] == "down" and not (down_before and last["spell"] == spell):
+            last = await self.store.last_event(name, SCHEDULER) or {}
+            down_before = last.get("event") == "firing"
+            if live["verdict"] == "down" and not (down_before and last.get("spell") == spell):
                 event = "firing"
                 summary = (f"scheduler down: no tick for {live['age_s']:.0f} s (expected "
                            f"every {live['expected_interval_s']:g} s)")
@@ -476,11 +476,11 @@ class Sender:
             raise InvalidInput("channel", f"no alert channel {name!r} (channels: {known})")
         t = target(name, channel, self._env())
         now = self.clock()
-        alert = {"key": alert_key(name, "test", "test", now), "channel": name, "event": "test",
-                 "subject": "test", "insight_id": "test", "insight_type": "test",
-                 "priority": "info", "source_agent": SENDER, "status": "open",
-                 "summary": f"test message to alert channel {name}", "content": {},
-                 "at": now}
+        alert: dict[str, Any] = {
+            "key": alert_key(name, "test", "test", now), "channel": name, "event": "test",
+            "subject": "test", "insight_id": "test", "insight_type": "test",
+            "priority": "info", "source_agent": SENDER, "status": "open",
+            "summary": f"test message to alert channel {name}", "content": {}, "at": now}
         key = message_key(name, [alert["key"]])
         outcome = await send_message(t, key, [alert], now=now, timeout_s=cfg.timeout_s)
         await self.store.add_sent(key, name, now, ok=outcome.ok, error=outcome.error,

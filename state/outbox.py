@@ -67,6 +67,7 @@ class OutboxStore:
 
     # -- connection -------------------------------------------------------------------------
     def _connect(self) -> Any:
+        conn: Any
         if self._pg:
             import psycopg
 

@@ -307,14 +307,15 @@ async def test_a_crash_between_tick_and_sender_loses_nothing(
 
 async def test_bad_alert_config_is_refused_and_changes_nothing(shared: SharedState) -> None:
     before = await shared.export_state()
-    for updates, field in [
+    cases: list[tuple[dict[str, Any], str]] = [
         ({"alerts": {"channels": {"x": {"type": "pagerduty"}}}}, "type"),
         ({"alerts": {"channels": {"x": {"type": "slack", "priorities": ["urgent"]}}}},
          "priorities"),
         ({"alerts": {"channels": {"bad name": {"type": "slack"}}}}, "channels"),
         ({"alerts": {"digest_s": -1}}, "digest_s"),
         ({"alerts": {"channels": {"x": {"type": "webhook", "url": "http://evil"}}}}, "url"),
-    ]:
+    ]
+    for updates, field in cases:
         with pytest.raises(InvalidInput) as exc:
             await shared.update_config(updates)
         assert field in str(exc.value)
