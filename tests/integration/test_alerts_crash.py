@@ -14,6 +14,7 @@ import sys
 import threading
 from collections import Counter
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -49,10 +50,13 @@ def receivers() -> Iterator[dict[str, Any]]:
             r.stop()
 
 
-def start_sender(url: str, env: dict[str, str]) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "graph.cli", "alerts", "run", "--interval",
-                             "0.05", "--db", url], env=env, stdout=subprocess.DEVNULL,
-                            stderr=subprocess.PIPE, text=True)
+def start_sender(url: str, env: dict[str, str], log: Path) -> subprocess.Popen:
+    """``bga alerts run`` in its own process; what it says goes to ``log`` (a file, so a
+    chatty sender never blocks on a full pipe)."""
+    with log.open("a") as out:
+        return subprocess.Popen([sys.executable, "-m", "graph.cli", "alerts", "run",
+                                 "--interval", "0.05", "--db", url], env=env,
+                                stdout=out, stderr=subprocess.STDOUT)
 
 
 def all_sent(url: str, raised: set[str]) -> bool:
@@ -68,9 +72,10 @@ def all_sent(url: str, raised: set[str]) -> bool:
     return asyncio.run(check())
 
 
-def test_sigkill_mid_delivery_loses_no_alert(process_db_url: str,
-                                             receivers: dict[str, Any]) -> None:
+def test_sigkill_mid_delivery_loses_no_alert(process_db_url: str, receivers: dict[str, Any],
+                                             tmp_path: Path) -> None:
     url = process_db_url
+    log = tmp_path / "sender.log"
     env = {**{k: v for k, v in os.environ.items() if not k.startswith("BGA_ALERT_")},
            **channel_env(receivers)}
     raised: set[str] = set()
@@ -98,11 +103,11 @@ def test_sigkill_mid_delivery_loses_no_alert(process_db_url: str,
         for r in receivers.values():  # each receiver holds the next delivery open
             r.arrived.clear()
             r.hold = threading.Event()
-        sender = start_sender(url, env)
+        sender = start_sender(url, env, log)
         try:
             wait_for(all_arrived, what="a delivery in flight on every channel")
             sender.send_signal(signal.SIGKILL)  # mid-delivery: no receiver has answered
-            sender.wait(timeout=30)
+            sender.wait(timeout=120)
             kills += 1
         finally:
             if sender.poll() is None:
@@ -111,14 +116,18 @@ def test_sigkill_mid_delivery_loses_no_alert(process_db_url: str,
             assert r.hold is not None
             r.hold.set()  # the answers go to a dead process
             r.hold = None
-        sender = start_sender(url, env)
+        sender = start_sender(url, env, log)
         try:
             wait_for(functools.partial(all_sent, url, set(raised)),
                      what="every raised alert sent")
         finally:
             sender.send_signal(signal.SIGTERM)
-            _, stderr = sender.communicate(timeout=30)
-        assert sender.returncode == 0, stderr
+            try:
+                sender.wait(timeout=120)
+            finally:
+                if sender.poll() is None:
+                    sender.kill()
+        assert sender.returncode == 0, log.read_text()
 
     got = delivered_keys(receivers)
     deliveries = Counter(k for keys in got.values() for k in keys)
