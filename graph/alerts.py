@@ -175,10 +175,18 @@ def verify(secret: str, timestamp: str, body: bytes, signature: str, *,
 
 
 def _line(alert: dict[str, Any]) -> str:
+    """One line per alert: whitespace (line breaks too) collapsed, so user text can neither
+    add e-mail headers nor break the layout."""
     event = alert["event"]
     tag = {"resolved": "RESOLVED", "repeat": "STILL OPEN", "test": "TEST"}.get(
-        event, alert["priority"].upper())
-    return f"[{tag}] {alert['insight_type']}: {alert['summary']}"
+        event, str(alert["priority"]).upper())
+    return " ".join(f"[{tag}] {alert['insight_type']}: {alert['summary']}".split())
+
+
+def slack_text(text: str) -> str:
+    """Slack's control characters escaped: an insight cannot ping ``<!channel>`` or make a
+    link."""
+    return text.replace("&", "&amp;").replace("<", "&lt;").replace(">", "&gt;")
 
 
 def title(alerts: list[dict[str, Any]]) -> str:
@@ -200,7 +208,8 @@ def webhook_body(key: str, channel: str, alerts: list[dict[str, Any]], at: float
 
 
 def slack_body(key: str, alerts: list[dict[str, Any]]) -> bytes:
-    lines = [f"*{title(alerts)}*", *(f"- {_line(a)} (`{a['key']}`)" for a in alerts[:20])]
+    lines = [f"*{slack_text(title(alerts))}*",
+             *(f"- {slack_text(_line(a))} (`{a['key']}`)" for a in alerts[:20])]
     if len(alerts) > 20:
         lines.append(f"... and {len(alerts) - 20} more")
     lines.append(f"idempotency key `{key}`")
@@ -375,8 +384,11 @@ class Sender:
             except ChannelNotConfigured as exc:
                 outcome = Outcome(False, str(exc))
             else:
-                outcome = await send_message(t, msg["key"], msg["alerts"], now=now,
-                                             timeout_s=cfg.timeout_s)
+                try:
+                    outcome = await send_message(t, msg["key"], msg["alerts"], now=now,
+                                                 timeout_s=cfg.timeout_s)
+                except Exception as exc:  # a bug or odd data: this message fails, not the pass
+                    outcome = Outcome(False, t.scrub(f"{type(exc).__name__}: {exc}"))
             if outcome.ok:
                 await self.store.record(msg["key"], now=now, ok=True)
                 sent += 1

@@ -455,3 +455,48 @@ def test_dashboard_shows_the_delivery_history(sqlite_url: str, receivers: dict[s
     assert "(+1)" in rows["mail"]["what"]
     page = repr([df.value.to_dict() for df in at.dataframe]) + repr(at.main)
     assert SLACK_TOKEN not in page and SECRET not in page
+
+
+async def test_hostile_insight_text_cannot_inject_headers_or_ping(
+        shared: SharedState, store: OutboxStore, receivers: dict[str, Any]) -> None:
+    await shared.update_config({"alerts": {"digest_s": 0}})
+    hostile = ("disk full\r\nBcc: victim@example.com\r\n\r\n<!channel> <https://evil.example|"
+               "click> & more " + "x" * 2000)
+    await shared.add_insight("disk_full", {"summary": hostile}, "probe", priority="critical")
+    await runner.tick(shared)
+    clock = FakeClock((await shared.read())["stats"]["last_tick_at"])
+    report = await Sender(shared, store, clock=clock, env=channel_env(receivers),
+                          log=lambda _: None).pass_once()
+    assert (report.sent, report.failed) == (3, 0)
+    mail = receivers["mail"].mails[0]
+    assert mail.envelope_to == ["oncall@example.com", "ops@example.com"]  # no Bcc added
+    assert sorted(mail.message.keys()) == sorted([  # the line breaks added no header
+        "Subject", "From", "To", "Date", "Message-ID", "X-BGA-Idempotency-Key",
+        "Content-Type", "Content-Transfer-Encoding", "MIME-Version"])
+    text = receivers["chat"].calls[0].json["text"]
+    assert "<!channel>" not in text and "&lt;!channel&gt;" in text and "<https://" not in text
+    alert = receivers["hook"].calls[0].json["alerts"][0]
+    assert len(alert["summary"]) == 500 and alert["content"]["summary"].startswith("disk full")
+
+
+async def test_a_receiver_that_hangs_times_out_and_is_retried(
+        shared: SharedState, store: OutboxStore, receivers: dict[str, Any]) -> None:
+    import threading
+
+    await shared.update_config({"alerts": {"digest_s": 0, "timeout_s": 0.5, "channels": {
+        "chat": {"enabled": False}, "mail": {"enabled": False}}}})
+    await shared.add_insight("disk_full", {"summary": "disk full"}, "probe", priority="high")
+    await runner.tick(shared)
+    clock = FakeClock((await shared.read())["stats"]["last_tick_at"])
+    lines: list[str] = []
+    sender = Sender(shared, store, clock=clock, env=channel_env(receivers), log=lines.append)
+    receivers["hook"].hold = threading.Event()  # answers only when released
+    try:
+        assert (await sender.pass_once()).failed == 1
+    finally:
+        receivers["hook"].hold.set()
+        receivers["hook"].hold = None
+    assert "timed out" in lines[0] and "retrying in 5 s" in lines[0]
+    clock.advance(5)
+    assert (await sender.pass_once()).sent == 1
+    assert len({c.key for c in receivers["hook"].calls}) == 1
