@@ -502,9 +502,10 @@ class Sender:
 
 async def run(shared: SharedState, store: OutboxStore, *, stop: asyncio.Event,
               interval_s: float = 1.0, log: Log = print, clock: Clock = time.time,
-              max_passes: int | None = None) -> int:
+              env: Mapping[str, str] | None = None, max_passes: int | None = None) -> int:
     """Pass until ``stop``: one sender per database (the backend's sender lock; a second
-    stands by). Database trouble is one line and a doubling wait, never an exit."""
+    stands by). Database trouble is one line and a doubling wait, never an exit. ``env``
+    replaces the process environment for channel targets (tests)."""
     from graph.scheduler import Backoff, _sleep_until, hold_or_stand_by
 
     backend = shared.backend
@@ -514,7 +515,7 @@ async def run(shared: SharedState, store: OutboxStore, *, stop: asyncio.Event,
         "took over as the alert sender")
     if lock is None:
         return 0
-    sender = Sender(shared, store, clock=clock, log=log)
+    sender = Sender(shared, store, clock=clock, env=env, log=log)
     backoff = Backoff(log, backend.where)
     passes = 0
     try:

@@ -18,6 +18,7 @@ One code path for every backend: plain SQL through a DB-API connection in a work
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import threading
 from collections.abc import Sequence
@@ -51,6 +52,7 @@ PG_SCHEMA = SCHEMA.replace(" REAL", " DOUBLE PRECISION").replace(" INTEGER", " B
 
 PENDING, SENT, DROPPED = "pending", "sent", "dropped"
 POSTGRES_PREFIXES = ("postgresql://", "postgres://")
+APPLICATION_NAME = "bga-outbox"  # PostgreSQL sessions of the outbox say so
 
 _memory_keepers: dict[str, sqlite3.Connection] = {}
 _memory_lock = threading.Lock()
@@ -71,7 +73,8 @@ class OutboxStore:
         if self._pg:
             import psycopg
 
-            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10)
+            conn = psycopg.connect(self.url, autocommit=True, connect_timeout=10,
+                                   application_name=APPLICATION_NAME)
         elif self.url.startswith("memory://"):
             uri = f"file:bga_outbox_{self.url[len('memory://'):]}?mode=memory&cache=shared"
             with _memory_lock:  # the database lives while one connection to it is open
@@ -94,10 +97,19 @@ class OutboxStore:
         return sql.replace("?", "%s") if self._pg else sql
 
     async def _run(self, fn: Any, *args: Any) -> Any:
+        """``fn`` on this store's connection in a worker thread; after a failure the
+        connection is dropped, so the next call connects again (a restarted server, a
+        terminated session)."""
         async with self._lock:
             if self._conn is None:
                 self._conn = await asyncio.to_thread(self._connect)
-            return await asyncio.to_thread(fn, *args)
+            try:
+                return await asyncio.to_thread(fn, *args)
+            except Exception:
+                conn, self._conn = self._conn, None
+                with contextlib.suppress(Exception):
+                    await asyncio.to_thread(conn.close)
+                raise
 
     def _rows(self, sql: str, params: Sequence[Any] = ()) -> list[tuple]:
         cur = self._conn.execute(self._sql(sql), tuple(params))

@@ -500,3 +500,36 @@ async def test_a_receiver_that_hangs_times_out_and_is_retried(
     clock.advance(5)
     assert (await sender.pass_once()).sent == 1
     assert len({c.key for c in receivers["hook"].calls}) == 1
+
+
+@pytest.mark.postgres
+async def test_the_sender_rides_out_a_lost_database_session(
+        postgres_url: str, receivers: dict[str, Any]) -> None:
+    """The server ends the outbox's session mid-run: one line saying so, a short wait, a new
+    session, and the alert still goes out once."""
+    import psycopg
+
+    from state.outbox import APPLICATION_NAME
+
+    async with SharedState.open(postgres_url, producer="test") as shared, \
+            OutboxStore(postgres_url) as store:
+        await shared.update_config({"agents": QUIET_AGENTS, "liveness": NO_SCHEDULER_DOWN,
+                                    "alerts": {"digest_s": 0, "channels": CHANNELS}})
+        await shared.add_insight("disk_full", {"summary": "disk full"}, "probe",
+                                 priority="high")
+        await runner.tick(shared)
+        await store.counts()  # the store has its session now
+        with psycopg.connect(postgres_url, autocommit=True) as admin:
+            ended = admin.execute(
+                "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE "
+                "application_name = %s AND pid <> pg_backend_pid()",
+                (APPLICATION_NAME,)).fetchone()
+        assert ended is not None and ended[0] >= 1
+        lines: list[str] = []
+        passes = await alerts.run(shared, store, stop=asyncio.Event(), interval_s=0.01,
+                                  log=lines.append, env=channel_env(receivers),
+                                  max_passes=2)
+    assert passes == 2
+    failed = [line for line in lines if line.startswith("alert pass failed")]
+    assert len(failed) == 1 and "retrying in 0.5 s" in failed[0], lines
+    assert len(receivers["hook"].calls) == len(receivers["mail"].mails) == 1
