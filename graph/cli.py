@@ -14,7 +14,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph import cli_auth, cli_bridge, cli_cluster, cli_errors, cli_import, runner, scheduler
+from graph import (
+    cli_alerts,
+    cli_auth,
+    cli_bridge,
+    cli_cluster,
+    cli_errors,
+    cli_import,
+    runner,
+    scheduler,
+)
 from graph.demo import sample_traffic, seed_sample_data
 from state import policy
 from state.api import SharedState
@@ -371,6 +380,7 @@ def metrics_cmd(db: DbOption = None,
         _run(go())
 
 
+cli_alerts.register(app)  # bga alerts run / test / history
 cli_bridge.register(app)  # bga bridge sync
 cli_cluster.register(app)  # bga worker, bga db upgrade
 cli_import.register(app)  # bga import
