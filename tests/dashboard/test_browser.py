@@ -322,7 +322,7 @@ def test_screenshot_every_page(tmp_path: Path, processes: Processes) -> None:
                 expect(page.get_by_test_id("stException")).to_have_count(0)
                 if name == "insights":  # every card of the first page drawn, not a frame
                     cards = page.locator("[class*='st-key-insight_']")
-                    expect(cards.last.get_by_role("button", name="Resolve")).to_be_attached()
+                    expect(cards.last.get_by_text("Evidence and history")).to_be_attached()
                 # the content's own height (the scroll container may be shorter than it)
                 height = main.evaluate(CONTENT_HEIGHT_JS)
                 page.set_viewport_size({"width": 1400, "height": max(1000, int(height))})
