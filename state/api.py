@@ -371,7 +371,12 @@ class SharedState:
                 else:
                     continue
             self._pending = pending
-            return apply_update(state, delta) if pending else state
+            if not pending:
+                return state
+            merged = apply_update(state, delta)
+            if "insights" in delta:  # as the fold will record them (its firings dropped)
+                merged["insights"] = lifecycle.settle(merged["insights"])
+            return merged
         raise TimeoutError("state kept changing while reading; try again")
 
     async def flush(self, *, wait: float | None = None) -> FoldReport:
