@@ -4,7 +4,7 @@ its holder keeps renewing it, so a standby takes over from a holder that was kil
 
 One rule for both backends, with the numbers derived from ``failover_s`` here only:
 
-- a lease lasts ``lease_s`` (2/3 of the failover time) from its last renewal; the holder renews
+- a lease lasts ``lease_s`` (half the failover time) from its last renewal; the holder renews
   every ``renew_s`` (a quarter of that, so three renewals may fail before it lapses);
 - the holder judges its own lease by its monotonic clock from the *start* of its last successful
   renewal (earlier than any moment the database counts from), and ``Backend.holds`` says False
@@ -50,8 +50,9 @@ wall: Callable[[], float] = time.time  # SQLite lease rows' clock: one host, one
 
 
 def lease_s(failover_s: float) -> float:
-    """How long a lock outlives its holder's last renewal."""
-    return failover_s * 2 / 3
+    """How long a lock outlives its holder's last renewal: half the failover time, the other
+    half is for the standby's poll and the start of its first tick."""
+    return failover_s / 2
 
 
 def renew_s(failover_s: float) -> float:
