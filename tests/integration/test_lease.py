@@ -109,13 +109,13 @@ async def test_postgres_the_server_ends_a_stopped_holders_session(
     a._renew = paused  # type: ignore[method-assign]
     try:
         async with a.leader_lock(wait=0):
-            session = a._lock_conns["leader"].info.backend_pid
+            session = a._lock_conns["leader"].info.backend_pid  # type: ignore[attr-defined]
             async with b.leader_lock(wait=WAIT_S):  # after the server ended A's session
                 assert await b.holds("leader")
                 resume.set()
                 assert not await a.holds("leader")
         async with b.leader_lock(wait=0):
-            assert b._lock_conns["leader"].info.backend_pid != session
+            assert b._lock_conns["leader"].info.backend_pid != session  # type: ignore[attr-defined]
     finally:
         resume.set()
         await a.aclose()
