@@ -220,8 +220,8 @@ class SqliteLeases:
     def try_take(self, name: str) -> bool:
         """Take lock ``name`` once: with its flock (the previous holder is gone or let go) or,
         without it, when the previous holder's lease has lapsed (it is alive but stopped)."""
-        if name in self.held:
-            raise RuntimeError(f"lock {name!r} is already held by this backend")
+        if name in self.held:  # another task of this process holds it: busy, as for others
+            return False
         fd = _try_flock(self.lock_path(name))
         conn = self._db()
         try:

@@ -452,8 +452,12 @@ class PostgresBackend(Backend):
         return conn
 
     async def _acquire(self, name: str, wait: float | None) -> bool:
-        if name in self._lock_conns:
-            raise RuntimeError(f"lock {name!r} is already held by this backend")
+        if name in self._lock_conns:  # another task of this process holds it: wait as others do
+            async def released() -> bool:
+                return name not in self._lock_conns
+
+            if not await poll(released, wait):
+                return False
         key = lock_key(self.schema, name)
         conn = await self._lock_conn()
         try:
