@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from langchain_core.runnables import RunnableConfig
 
 from graph.system import build_system_graph
-from nodes.langsmith_bridge.local import local_tracer
+from graph.tracing import local_tracer
 from state.api import SharedState
 from state.backends import describe_trouble
 from state.queries import config_of

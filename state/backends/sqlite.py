@@ -32,6 +32,7 @@ from state.backends.history import (
 from state.backends.lease import SQLITE_SCHEMA as LEASE_SCHEMA
 from state.backends.lease import SqliteLeases, poll
 from state.fold import InboxRow, Quarantined
+from state.outbox import SCHEMA as OUTBOX_SCHEMA
 from state.traces import SCHEMA as TRACES_SCHEMA
 
 BUSY_TIMEOUT_MS = 60_000
@@ -58,6 +59,7 @@ MIGRATIONS: tuple[str, ...] = (
     TRACES_SCHEMA,  # the local trace store (state/traces.py)
     # each stream's highest committed sequence number (a lost commit reply is looked up)
     "ALTER TABLE bga_streams ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
+    OUTBOX_SCHEMA,  # the alert outbox and its messages (state/outbox.py)
     LEASE_SCHEMA,  # the locks' lease rows (state/backends/lease.py)
 )
 
