@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from typing import Any, Literal
 
-from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
 
 from nodes import rules
@@ -23,6 +22,7 @@ from nodes.schedule import expected_interval, last_step_at, next_due
 from state import events, lifecycle
 from state.compact import compact
 from state.config import SystemConfig
+from state.context import Context
 from state.fingerprint import rekey_patterns
 from state.folder import GROWING
 from state.queries import agent_liveness, config_of, each
@@ -30,6 +30,7 @@ from state.reducers import merge_agents, merge_insights, merge_pattern
 from state.schema import SystemState
 
 COORDINATOR = "coordinator"
+PLAN = "plan"
 RUN_AGENT = "run_agent"
 REVIEW = "review"
 
@@ -51,14 +52,14 @@ def live_worker(state: dict, agent_id: str, config: SystemConfig, now: float) ->
     return str(worker) if now - hb["at"] <= claim else None
 
 
-async def plan(state: SystemState, config: RunnableConfig) -> dict[str, Any]:
+async def plan(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Start a tick: register configured agents, pick the due ones this process runs.
 
-    ``configurable.coordinator_only`` (``bga run --coordinator-only``) runs none: worker
+    ``context.coordinator_only`` (``bga run --coordinator-only``) runs none: worker
     processes (``bga worker``) run the agents and this tick only coordinates."""
-    coordinator_only = bool((config.get("configurable") or {}).get("coordinator_only"))
+    coordinator_only = runtime.context.coordinator_only
     st = dict(state)
-    now = time.time()
+    now = runtime.context.clock()
     cfg = config_of(st)
     specs, broken = configured_agents(cfg)
     out = Emitter(now)
@@ -209,10 +210,11 @@ def _health(state: dict, live: dict[str, dict[str, Any]], now: float) -> dict[st
             "deductions": deductions[:50], "at": now}
 
 
-async def review(state: SystemState) -> dict[str, Any]:
-    """Close the tick: liveness, insight rules, health score, bounded state."""
+async def review(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Close the tick at the run's clock: liveness, insight rules, health score, bounded
+    state."""
     st = dict(state)
-    now = time.time()
+    now = runtime.context.clock()
     config = config_of(st)
     out = Emitter(now)
     changed, purge, verdicts = _liveness(st, config, now, out)

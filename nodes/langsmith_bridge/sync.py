@@ -105,7 +105,7 @@ async def _sync(shared: SharedState, *, agent_id: str, path: str | Path | None,
                                                           "budget_s": budget_s}
                                                   ).model_dump(by_alias=True),
                     "data": data, "tick": int((values.get("tick") or {}).get("n", 0))}
-            update = await run_step(task, backend.url)
+            update = await run_step(task, backend.url, shared.clock)
             try:
                 await graph.aupdate_state(shared.config, update, as_node=FOLD_NODE)
             except StaleCheckpoint:
