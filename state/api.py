@@ -75,7 +75,6 @@ class SharedState:
         """Now, for every time this handle stamps on a write or reads the state at; a tick
         run on this handle gives the graph the same clock (``graph.runner.tick``)."""
         self.producer = producer
-        self.thread_name = thread_id
         self.thread_id = thread_uuid(thread_id)
         keep_linear(backend.checkpointer, self.thread_id)  # its folds need a linear history
         self.read_only = read_only

@@ -9,15 +9,31 @@ from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
+from pydantic import TypeAdapter
+from typing_extensions import is_typeddict
 
 from graph.runner import tick
+from graph.system import build_system_graph
 from nodes.schedule import next_due
 from state import InvalidInput, SharedState
 from state.config import AgentSection
 from state.fingerprint import fingerprint
+from state.reducers import lww, merge_agents
+from state.schema import (
+    CHANNELS,
+    REDUCERS,
+    AgentRecord,
+    InsightRecord,
+    OptimizationEntry,
+    PatternRecord,
+    Register,
+    SeriesRecord,
+    SystemState,
+    TickRecord,
+)
 from tests.agents.example import ECHO, FAILING, SLOW, THROUGHPUT
 from tests.clock import FakeClock
 
@@ -377,3 +393,57 @@ async def test_api_events_are_counted_exactly_once_across_ticks_and_flushes(db_u
         stats = (await ticker.get_system_state())["stats"]
         assert stats["events_folded"] == 200 + 10
         assert stats["ticks"] == 7
+
+
+# -- the typed records -----------------------------------------------------------------------------
+
+
+def _undocumented(value: Any, record: Any, where: str) -> list[str]:
+    """Keys of ``value`` (and of its nested records) that ``record``'s TypedDict does not name."""
+    hints = get_type_hints(record, include_extras=True)
+    out = [f"{where}.{k}" for k in value if k not in hints]
+    for key, hint in hints.items():
+        if key in value and is_typeddict(hint):
+            out += _undocumented(value[key], hint, f"{where}.{key}")
+    return out
+
+
+async def test_the_state_has_the_shapes_its_typed_records_document(
+    timed: SharedState, clock: FakeClock
+) -> None:
+    shared = timed
+    await configure(shared, echo={"class": ECHO, "interval_s": TINY},
+                    fail_a={"class": FAILING, "interval_s": TINY})
+    await shared.update_config({"liveness": {"stale_factor": 2.0, "dead_factor": 6.0,
+                                             "purge_after_s": 3600}})
+    await shared.register_agent("worker", kind="external", interval_s=60)
+    await shared.update_agent_heartbeat("worker", {"status": "running"})
+    await shared.add_optimization_record({"optimization_type": "note", "target": "echo"})
+    await shared.mark_insights_seen("ops")
+    await tick(shared)
+    clock.advance(600)  # the worker goes dead: a liveness verdict and an alarm
+    await tick(shared)
+    [alarm] = await shared.get_insights(insight_type="agent_dead")
+    await shared.update_insights([alarm["insight_id"]], "acknowledge")
+    await shared.mute_insight_type("new_error_pattern", 3600)
+    await shared.flush()
+    state = dict(await shared.read())
+
+    TypeAdapter(SystemState).validate_python(state, strict=False)
+    assert set(state) == set(CHANNELS)
+    records = {"agents": AgentRecord, "metrics": SeriesRecord, "error_patterns": PatternRecord,
+               "insights": InsightRecord, "optimizations": OptimizationEntry,
+               "triage": Register, "system": Register, "config": Register,
+               "agent_data": Register}
+    missing = [f"{ch}.{k}.{f}" for ch, record in records.items() for k, v in state[ch].items()
+               for f in _undocumented(v, record, "")]
+    missing += _undocumented(state["tick"], TickRecord, "tick")
+    assert missing == []
+    assert state["agents"]["worker"]["liveness"]["value"] == "dead"
+    assert state["insights"][alarm["insight_id"]]["status"]["s"] == "acknowledged"
+
+
+def test_the_graph_merges_each_channel_with_the_reducer_its_annotation_names() -> None:
+    channels = build_system_graph().channels
+    assert {ch: channels[ch].operator for ch in CHANNELS} == REDUCERS  # type: ignore[attr-defined]
+    assert REDUCERS["agents"] is merge_agents and REDUCERS["tick"] is lww
