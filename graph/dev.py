@@ -24,6 +24,7 @@ from langgraph.graph.state import CompiledStateGraph
 from graph.system import build_system_graph
 from state.backends import Backend, make_backend
 from state.context import Context
+from state.schema import SystemState
 from state.settings import database_url
 
 DATABASE_URL = database_url()
@@ -59,7 +60,8 @@ def served_context(served: Backend) -> type[Context]:
 
 
 @asynccontextmanager
-async def system_graph() -> AsyncIterator[CompiledStateGraph]:
+async def system_graph(
+) -> AsyncIterator[CompiledStateGraph[SystemState, Context, SystemState, SystemState]]:
     """The system graph on the configured database (one tick per run)."""
     async with _backend() as backend:
         yield build_system_graph(context_schema=served_context(backend))

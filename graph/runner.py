@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from langchain_core.runnables import RunnableConfig
+
 from graph.system import build_system_graph
 from nodes.langsmith_bridge.local import local_tracer
 from state.api import SharedState
@@ -35,7 +37,7 @@ async def tick(shared: SharedState, *, wait: float | None = None, trace: bool = 
         current = (await graph.aget_state(shared.config)).values
         before = current.get("stats", {})
         n = int((current.get("tick") or {}).get("n", 0)) + 1
-        config = {"configurable": dict(shared.config["configurable"]),
+        config: RunnableConfig = {"configurable": dict(shared.config["configurable"]),
                   "run_name": "system_tick",
                   "tags": ["background-agents", f"tick:{n}"],
                   "metadata": {"tick": n, "thread_id": shared.thread_id}}

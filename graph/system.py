@@ -26,14 +26,16 @@ GRAPH_NAME = "system"
 
 
 def build_system_graph(*, checkpointer: BaseCheckpointSaver | None = None,
-                       context_schema: type[Context] = Context) -> CompiledStateGraph:
+                       context_schema: type[Context] = Context
+                       ) -> CompiledStateGraph[SystemState, Context, SystemState, SystemState]:
     """The system graph compiled with ``checkpointer`` (None: the caller's runtime, e.g. the
     ``langgraph dev`` server, attaches its own). Run it with ``context=Context(...)``;
     ``context_schema`` may be a subclass of ``Context`` with defaults (``graph.dev``)."""
     graph = StateGraph(SystemState, context_schema=context_schema)
     graph.add_node(FOLD_NODE, fold_inbox)  # the inbox, exactly once
     graph.add_node(PLAN, plan)  # register configured agents, pick the due ones
-    graph.add_node(RUN_AGENT, run_agent)  # one step per due agent, in parallel (Send)
+    # one step per due agent, in parallel (Send): its input is an AgentTask, not the state
+    graph.add_node(RUN_AGENT, run_agent)  # type: ignore[call-overload]
     graph.add_node(REVIEW, review)  # liveness, insight rules, health, bounded state
     graph.add_node(OPTIMIZE, optimize)  # judge applied changes, start a cycle when due
 

@@ -15,6 +15,7 @@ from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
 
 from nodes import rules
+from nodes.agent_step import AgentTask
 from nodes.base import Emitter
 from nodes.langsmith_bridge.mirror import judged_by_bridge
 from nodes.registry import configured_agents
@@ -58,7 +59,7 @@ async def plan(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
     ``context.coordinator_only`` (``bga run --coordinator-only``) runs none: worker
     processes (``bga worker``) run the agents and this tick only coordinates."""
     coordinator_only = runtime.context.coordinator_only
-    st = dict(state)
+    st: dict[str, Any] = dict(state)
     now = runtime.context.clock()
     cfg = config_of(st)
     specs, broken = configured_agents(cfg)
@@ -95,13 +96,13 @@ def route(state: SystemState) -> list[Send] | Literal["review"]:
     tick = state.get("tick") or {}
     due = tick.get("due") or []
     if not due:
-        return REVIEW
+        return "review"
     config = config_of(dict(state))
     data = state.get("agent_data") or {}
-    return [Send(RUN_AGENT, {"agent_id": a,
-                             "section": config.agents[a].model_dump(by_alias=True),
-                             "data": (data.get(a) or {}).get("value") or {},
-                             "tick": tick["n"]})
+    return [Send(RUN_AGENT, AgentTask(agent_id=a,
+                                      section=config.agents[a].model_dump(by_alias=True),
+                                      data=(data[a]["value"] if a in data else None) or {},
+                                      tick=tick["n"]))
             for a in due if a in config.agents]
 
 
@@ -173,12 +174,12 @@ def expected_sources(state: dict, config: SystemConfig, now: float) -> set[str]:
 HEALTH_WEIGHTS = {"dead": 30.0, "stale": 15.0, "critical": 20.0, "high": 8.0}
 
 
-def _health(state: dict, live: dict[str, dict[str, Any]], now: float) -> dict[str, Any]:
+def _health(state: dict, live: dict[str, str], now: float) -> dict[str, Any]:
     """100 minus one listed deduction per dead or stale agent and per active (open or
     regressed, not muted) critical or high insight; ``info``, ``low`` and ``medium`` insights
     cost nothing."""
     mutes = lifecycle.type_mutes(state)
-    deductions = []
+    deductions: list[dict[str, Any]] = []
     for agent_id, verdict in sorted(live.items()):
         if verdict in ("dead", "stale"):
             deductions.append({"points": HEALTH_WEIGHTS[verdict], "kind": f"{verdict}_agent",
@@ -213,7 +214,7 @@ def _health(state: dict, live: dict[str, dict[str, Any]], now: float) -> dict[st
 async def review(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Close the tick at the run's clock: liveness, insight rules, health score, bounded
     state."""
-    st = dict(state)
+    st: dict[str, Any] = dict(state)
     now = runtime.context.clock()
     config = config_of(st)
     out = Emitter(now)

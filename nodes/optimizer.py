@@ -182,7 +182,7 @@ def _tuning(record_id: str, rec: dict) -> dict | None:
 async def optimize(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Verify pending changes; start a cycle when due or requested (the manual cycle), at
     the run's clock."""
-    st = dict(state)
+    st: dict[str, Any] = dict(state)
     now = runtime.context.clock()
     config = config_of(st)
     out = Emitter(now)

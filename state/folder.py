@@ -90,7 +90,7 @@ async def collect(
 async def fold_inbox(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
     """The ``fold_inbox`` node: folds up to ``ticker.fold_batch`` pending inbox rows into the
     state it is given, at the run's clock."""
-    st = dict(state)
+    st: dict[str, Any] = dict(state)
     batch = config_of(st).ticker.fold_batch
     update, _ = await collect(runtime.context.backend, st, runtime.context.clock(), batch)
     return update
