@@ -21,7 +21,8 @@ from nodes.schedule import next_due
 from state import InvalidInput, SharedState
 from state.config import AgentSection
 from state.fingerprint import fingerprint
-from state.reducers import lww, merge_agents
+from state.fold import KEY_MERGES
+from state.reducers import lww, merge_agent, merge_agents, merge_insight
 from state.schema import (
     CHANNELS,
     REDUCERS,
@@ -447,3 +448,6 @@ def test_the_graph_merges_each_channel_with_the_reducer_its_annotation_names() -
     channels = build_system_graph().channels
     assert {ch: channels[ch].operator for ch in CHANNELS} == REDUCERS  # type: ignore[attr-defined]
     assert REDUCERS["agents"] is merge_agents and REDUCERS["tick"] is lww
+    # the fold merges one record at a time with the per-key merge of the same reducers
+    assert KEY_MERGES["agents"] is merge_agent and KEY_MERGES["insights"] is merge_insight
+    assert KEY_MERGES["config"] is lww and "tick" not in KEY_MERGES
