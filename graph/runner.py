@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from langchain_core.runnables import RunnableConfig
 
 from graph.system import build_system_graph
-from nodes.langsmith_bridge.local import local_tracer
+from graph.tracing import local_tracer
 from state.api import SharedState
 from state.context import Context
 from state.queries import config_of
@@ -38,9 +38,9 @@ async def tick(shared: SharedState, *, wait: float | None = None, trace: bool = 
         before = current.get("stats", {})
         n = int((current.get("tick") or {}).get("n", 0)) + 1
         config: RunnableConfig = {"configurable": dict(shared.config["configurable"]),
-                  "run_name": "system_tick",
-                  "tags": ["background-agents", f"tick:{n}"],
-                  "metadata": {"tick": n, "thread_id": shared.thread_id}}
+                                  "run_name": "system_tick",
+                                  "tags": ["background-agents", f"tick:{n}"],
+                                  "metadata": {"tick": n, "thread_id": shared.thread_id}}
         tracer = local_tracer(backend) if trace else None
         if tracer is not None:  # the local trace store the LangSmith Bridge reads by default
             config["callbacks"] = [tracer]

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import socket
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
@@ -33,7 +33,7 @@ from state.schema import SystemState
 COORDINATOR = "coordinator"
 PLAN = "plan"
 RUN_AGENT = "run_agent"
-REVIEW = "review"
+REVIEW: Final = "review"
 
 
 def live_worker(state: dict, agent_id: str, config: SystemConfig, now: float) -> str | None:

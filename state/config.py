@@ -91,6 +91,9 @@ class RulesConfig(BaseModel):
     throughput_drop_ratio: float = Field(0.5, gt=0, lt=1)
     cost_ratio: float = Field(2.0, gt=1, description="cost or tokens per run -> spike")
     min_node_samples: int = Field(3, ge=1, description="runs of a node to rank it slowest")
+    feedback_drop: float = Field(0.2, gt=0, lt=1, description="relative fall of the mean "
+                                 "feedback score (higher is better) -> feedback_drop")
+    min_feedback_samples: int = Field(5, ge=1, description="scores in each window to judge")
     internal_series: list[str] = Field(
         default_factory=lambda: ["*/local/*"],
         description="the system's own series (fnmatch globs; default: the bridge's mirror of "

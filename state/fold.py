@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from state import payloads, reducers, sketch
 from state.config import effective
@@ -196,12 +196,13 @@ def _triage(builder: DeltaBuilder, iid: str, action: str, by: object, ts: float,
 
 
 # Each kind's typed payload schema (``state.payloads``): a row that does not match is quarantined.
-_SCHEMA = {KIND_METRIC: payloads.MetricPayload, KIND_ERROR: payloads.ErrorPayload,
-           KIND_INSIGHT: payloads.InsightPayload, KIND_ACK: payloads.AckPayload,
-           KIND_HEARTBEAT: payloads.HeartbeatPayload, KIND_REGISTER: payloads.RegisterPayload,
-           KIND_AGENT_DATA: payloads.AgentDataPayload, KIND_SYSTEM: payloads.UpdatesPayload,
-           KIND_CONFIG: payloads.UpdatesPayload, KIND_TRIAGE: payloads.TriagePayload,
-           KIND_TRIAGE_KEY: payloads.TriageKeyPayload}
+_SCHEMA: dict[str, type[BaseModel]] = {
+    KIND_METRIC: payloads.MetricPayload, KIND_ERROR: payloads.ErrorPayload,
+    KIND_INSIGHT: payloads.InsightPayload, KIND_ACK: payloads.AckPayload,
+    KIND_HEARTBEAT: payloads.HeartbeatPayload, KIND_REGISTER: payloads.RegisterPayload,
+    KIND_AGENT_DATA: payloads.AgentDataPayload, KIND_SYSTEM: payloads.UpdatesPayload,
+    KIND_CONFIG: payloads.UpdatesPayload, KIND_TRIAGE: payloads.TriagePayload,
+    KIND_TRIAGE_KEY: payloads.TriageKeyPayload}
 
 
 def check_payload(kind: str, p: dict[str, Any]) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 RUN_TYPES = frozenset({"chain", "llm", "tool", "retriever", "embedding", "prompt", "parser"})
 FUTURE_SKEW_S = 300.0
@@ -119,12 +119,18 @@ def _number(raw: dict, key: str) -> float | None:
         try:
             value = float(value)
         except ValueError:
-            raise Malformed(f"{key} is not a number: {value[:40]!r}") from None
+            raise Malformed(f"{key} is not a number: {raw[key][:40]!r}") from None
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise Malformed(f"{key} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0 or value > MAX_NUMBER:
         raise Malformed(f"{key} must be a finite number between 0 and {MAX_NUMBER:g}")
     return float(value)
+
+
+@overload
+def _text(raw: dict, key: str, limit: int, required: Literal[True]) -> str: ...
+@overload
+def _text(raw: dict, key: str, limit: int, required: bool = False) -> str | None: ...
 
 
 def _text(raw: dict, key: str, limit: int, required: bool = False) -> str | None:
@@ -201,6 +207,42 @@ def parse_run(raw: Any, *, project: str, now: float, host_url: str | None = None
         completion_tokens=_number(raw, "completion_tokens"),
         total_tokens=_number(raw, "total_tokens"), cost=_number(raw, "total_cost"),
         first_token_s=first_token_s, url=url)
+
+
+class FeedbackScore:
+    """One numeric feedback score on a run (the run as far as its series needs it)."""
+
+    __slots__ = ("id", "key", "run", "score", "ts")
+
+    def __init__(self, *, id: str, key: str, score: float, ts: float, run: TraceRun) -> None:
+        self.id = id
+        self.key = key
+        self.score = score
+        self.ts = ts
+        self.run = run
+
+
+MAX_FEEDBACK_KEY = 40
+_KEY_RE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def parse_feedback(raw: Any) -> tuple[str, str, str, float, int]:
+    """(id, run id, key, score, created_at in µs) of a ``/feedback`` record; ``Malformed`` if it
+    has no numeric score or cannot be attributed to a run."""
+    if not isinstance(raw, dict):
+        raise Malformed(f"feedback must be a JSON object, got {type(raw).__name__}")
+    fid = _text(raw, "id", MAX_ID, required=True)
+    run_id = _text(raw, "run_id", MAX_ID, required=True)
+    key = _text(raw, "key", 200, required=True)
+    score = raw.get("score")
+    if isinstance(score, bool):
+        score = float(score)
+    if not isinstance(score, int | float) or not math.isfinite(score) \
+            or abs(score) > MAX_NUMBER:
+        raise Malformed(f"feedback score must be a finite number, got {score!r}"[:120])
+    created = to_us(raw.get("created_at"), "created_at")
+    clean_key = _KEY_RE.sub("_", key or "").strip("_")[:MAX_FEEDBACK_KEY] or "unnamed"
+    return fid or "", run_id or "", clean_key, float(score), created
 
 
 def split_error(error: str) -> tuple[str, str]:
