@@ -34,6 +34,7 @@ page = st.navigation({
         st.Page(PAGES / "errors.py", title="Error patterns", icon=":material/bug_report:"),
         st.Page(PAGES / "insights.py", title="Insights", icon=":material/lightbulb:"),
         st.Page(PAGES / "optimizations.py", title="Optimizations", icon=":material/tune:"),
+        st.Page(PAGES / "alerts.py", title="Alerts", icon=":material/notifications:"),
     ],
     "Manage": [
         st.Page(PAGES / "configuration.py", title="Configuration", icon=":material/settings:"),

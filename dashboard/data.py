@@ -33,6 +33,7 @@ from state.api import SharedState
 from state.checkpoints import gc_paused, load_values
 from state.config import RulesConfig, flatten
 from state.models import ACTIONABLE, InvalidInput
+from state.outbox import OutboxStore
 from state.schema import TIER_WIDTH
 from state.settings import database_url
 
@@ -460,3 +461,17 @@ def export_json(snap: Snapshot) -> str:
 def channel_sizes(snap: Snapshot) -> dict[str, int]:
     """Entries per exported channel (cheap: no export document built)."""
     return {c: len(snap.state.get(c) or {}) for c in queries.EXPORTED}
+
+
+# -- alert delivery (state/outbox.py) ---------------------------------------------------------
+
+
+async def _alert_history(url: str, limit: int) -> dict[str, Any]:
+    async with _open(url), OutboxStore(url) as store:  # an existing database only
+        return {"messages": await store.history(limit), "counts": await store.counts()}
+
+
+def alert_history(limit: int = 200, url: str | None = None) -> dict[str, Any]:
+    """The newest alert messages (channel, status, tries, last error, the alerts in each) and
+    counts: alerts waiting for a message, messages per status."""
+    return run_sync(_alert_history(configured_url(url), limit))

@@ -19,7 +19,7 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from graph import cli_bridge, cli_cluster, cli_common, cli_import, runner, scheduler
+from graph import cli_alerts, cli_bridge, cli_cluster, cli_common, cli_import, runner, scheduler
 from graph.cli_common import DbOption, console, err
 from graph.demo import sample_traffic, seed_sample_data
 from state import policy
@@ -360,6 +360,7 @@ def metrics_cmd(db: DbOption = None,
         _run(go())
 
 
+cli_alerts.register(app)  # bga alerts run / test / history
 cli_bridge.register(app)  # bga bridge sync
 cli_cluster.register(app)  # bga worker, bga db upgrade
 cli_import.register(app)  # bga import

@@ -1,6 +1,7 @@
 """The system graph: one run is one tick of the background-agents system.
 
-    fold_inbox -> plan -> run_agent x due agents (parallel, Send) -> review -> optimize -> END
+    fold_inbox -> plan -> run_agent x due agents (parallel, Send) -> review -> optimize
+        -> notify -> END
 
 Its nodes take everything they depend on from the run's context (``state.context.Context``:
 the database, the clock, ``coordinator_only``), never from a closure or the wall clock, so
@@ -17,6 +18,7 @@ from langgraph.graph.state import CompiledStateGraph
 
 from nodes.agent_step import run_agent
 from nodes.coordinator import PLAN, REVIEW, RUN_AGENT, plan, review, route
+from nodes.notify import NOTIFY, notify
 from nodes.optimizer import OPTIMIZE, optimize
 from state.context import Context
 from state.folder import FOLD_NODE, fold_inbox
@@ -38,11 +40,13 @@ def build_system_graph(*, checkpointer: BaseCheckpointSaver | None = None,
     graph.add_node(RUN_AGENT, run_agent)  # type: ignore[call-overload]
     graph.add_node(REVIEW, review)  # liveness, insight rules, health, bounded state
     graph.add_node(OPTIMIZE, optimize)  # judge applied changes, start a cycle when due
+    graph.add_node(NOTIFY, notify)  # alerts, in the same checkpoint as the insights
 
     graph.add_edge(START, FOLD_NODE)
     graph.add_edge(FOLD_NODE, PLAN)
     graph.add_conditional_edges(PLAN, route, [RUN_AGENT, REVIEW])
     graph.add_edge(RUN_AGENT, REVIEW)
     graph.add_edge(REVIEW, OPTIMIZE)
-    graph.add_edge(OPTIMIZE, END)
+    graph.add_edge(OPTIMIZE, NOTIFY)
+    graph.add_edge(NOTIFY, END)
     return graph.compile(checkpointer=checkpointer, name=GRAPH_NAME)

@@ -259,6 +259,12 @@ class SystemState(TypedDict, total=False):
     greater wins. Kept only until those rows are deleted from the inbox, so it stays as small
     as one fold batch."""
 
+    alerts: Annotated[dict[str, Register], reducers.merge_lww_map]
+    """Alert delivery (``nodes.notify``): ``n:<channel>:<insight id>`` -> register of what was
+    last sent for that insight on that channel, ``o:<alert key>`` -> register of an alert
+    waiting in the outbox (copied to the ``bga_outbox`` table by the sender); per key, the
+    newest stamp wins."""
+
     stats: Annotated[dict[str, float], reducers.merge_stats]
     """Bookkeeping: counters (events folded, quarantined, dropped as too old, folds, ticks)
     add up; ``*_at`` timestamps keep the later."""

@@ -42,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import LinearThreads, prune_plan, refuse_delta
 from state.fold import InboxRow, Quarantined
+from state.outbox import PG_SCHEMA as OUTBOX_SCHEMA
 from state.traces import PG_SCHEMA as TRACES_SCHEMA
 
 CONNECT_TIMEOUT_S = 10
@@ -73,6 +74,7 @@ MIGRATIONS: tuple[str, ...] = (
     TRACES_SCHEMA,  # the local trace store (state/traces.py)
     # each stream's highest committed sequence number (a lost commit reply is looked up)
     "ALTER TABLE bga_streams ADD COLUMN IF NOT EXISTS last_seq BIGINT NOT NULL DEFAULT 0",
+    OUTBOX_SCHEMA,  # the alert outbox and its messages (state/outbox.py)
 )
 
 

@@ -31,6 +31,7 @@ from state.backends.history import (
     refuse_delta,
 )
 from state.fold import InboxRow, Quarantined
+from state.outbox import SCHEMA as OUTBOX_SCHEMA
 from state.traces import SCHEMA as TRACES_SCHEMA
 
 BUSY_TIMEOUT_MS = 60_000
@@ -57,6 +58,7 @@ MIGRATIONS: tuple[str, ...] = (
     TRACES_SCHEMA,  # the local trace store (state/traces.py)
     # each stream's highest committed sequence number (a lost commit reply is looked up)
     "ALTER TABLE bga_streams ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
+    OUTBOX_SCHEMA,  # the alert outbox and its messages (state/outbox.py)
 )
 
 

@@ -365,7 +365,7 @@ async def write_demo(shared: SharedState, *, days: int = 7, ticks: int = 4) -> N
 
 
 PAGES = ("overview", "agents", "performance", "errors", "insights", "optimizations",
-         "configuration", "time_travel", "export")
+         "alerts", "configuration", "time_travel", "export")
 
 
 def test_screenshot_every_page(tmp_path: Path, processes: Processes) -> None:

@@ -99,7 +99,7 @@ def test_viewing_every_page_writes_nothing(state_db: StateFixture, dash: Any) ->
 
     before = api(state_db.url, marks)
     for page in ("overview", "agents", "performance", "errors", "insights", "optimizations",
-                 "configuration", "time_travel", "export"):
+                 "alerts", "configuration", "time_travel", "export"):
         dash(state_db.url, page)
     assert api(state_db.url, marks) == before
 

@@ -435,7 +435,7 @@ async def test_the_state_has_the_shapes_its_typed_records_document(
     records = {"agents": AgentRecord, "metrics": SeriesRecord, "error_patterns": PatternRecord,
                "insights": InsightRecord, "optimizations": OptimizationEntry,
                "triage": Register, "system": Register, "config": Register,
-               "agent_data": Register}
+               "agent_data": Register, "alerts": Register}
     missing = [f"{ch}.{k}.{f}" for ch, record in records.items() for k, v in state[ch].items()
                for f in _undocumented(v, record, "")]
     missing += _undocumented(state["tick"], TickRecord, "tick")
