@@ -28,6 +28,7 @@ def dash(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     def open_page(url: str, page: str) -> AppTest:
         monkeypatch.setenv("BGA_DATABASE_URL", url)
+        monkeypatch.setenv("BGA_DASHBOARD_ANONYMOUS", "operator")  # no login (test_login.py)
         data.refresh()
         at = AppTest.from_file(str(APP), default_timeout=60)
         at.run()
