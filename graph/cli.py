@@ -1,4 +1,10 @@
-"""``bga``: the command line of the background-agents system."""
+"""``bga``: the command line of the background-agents system.
+
+This module makes the app and its state commands (status, export, restore, tick, run, demo,
+dashboard, metrics); ``graph.cli_import``, ``graph.cli_bridge`` and ``graph.cli_cluster`` add
+theirs through ``register``. What they all share (``--db``, consoles, error policy) is
+``graph.cli_common``.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +14,9 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
 from graph import (
@@ -19,11 +24,12 @@ from graph import (
     cli_auth,
     cli_bridge,
     cli_cluster,
-    cli_errors,
+    cli_common,
     cli_import,
     runner,
     scheduler,
 )
+from graph.cli_common import DbOption, console, err
 from graph.demo import sample_traffic, seed_sample_data
 from state import policy
 from state.api import SharedState
@@ -31,26 +37,16 @@ from state.queries import is_internal_series
 from state.redact import redact
 from state.settings import database_url, failover_s
 
-app = cli_errors.Typer(help="Background Agents: a LangGraph-native runtime for background "
+app = cli_common.Typer(help="Background Agents: a LangGraph-native runtime for background "
                              "agents.", no_args_is_help=True, add_completion=False)
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-DbOption = Annotated[str | None, typer.Option(
-    "--db", help="Database URL (default: $BGA_DATABASE_URL, then sqlite:///./data/state.db)")]
+_run = cli_common.run
 
 
 @app.callback()
 def main(debug: Annotated[bool, typer.Option(
         "--debug", help="Show the traceback of a failure (also BGA_DEBUG=1)")] = False) -> None:
     """Background Agents: a LangGraph-native runtime for background agents."""
-    cli_errors.set_debug(debug)
-
-
-def _run(coro) -> Any:
-    """Run a command's coroutine; failures go through the one error policy
-    (``graph.cli_errors``) that wraps every command."""
-    return asyncio.run(coro)
+    cli_common.set_debug(debug)
 
 
 def _age(ts: float | None) -> str:
@@ -179,7 +175,7 @@ def export(db: DbOption = None,
            ) -> None:
     """Write a JSON snapshot of the state (secrets redacted) to a file or stdout."""
     if output is not None:
-        cli_errors.writable_file(output)  # before reading anything
+        cli_common.writable_file(output)  # before reading anything
 
     async def go() -> dict:
         async with SharedState.open(database_url(db), producer="cli", read_only=True,
@@ -200,14 +196,14 @@ def restore(path: Path, db: DbOption = None,
     """Load a snapshot written by `bga export` into an empty database."""
     hint = "give a JSON file written by `bga export`"
     if path.is_dir():
-        cli_errors.fail(f"cannot read {path}: it is a directory", hint)
+        cli_common.fail(f"cannot read {path}: it is a directory", hint)
     try:
         document = json.loads(path.read_bytes().decode("utf-8"))
     except FileNotFoundError:
-        cli_errors.fail(f"cannot read {path}: no such file", hint)
+        cli_common.fail(f"cannot read {path}: no such file", hint)
     except (OSError, ValueError) as exc:  # not UTF-8, not JSON, unreadable
-        known = cli_errors.describe(exc)
-        cli_errors.fail(f"cannot read {path}: {known or exc}", hint)
+        known = cli_common.describe(exc)
+        cli_common.fail(f"cannot read {path}: {known or exc}", hint)
 
     async def go() -> None:
         async with SharedState.open(database_url(db), producer="cli") as shared:

@@ -7,22 +7,17 @@ import json
 from typing import Annotated
 
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from graph import alerts, cli_errors, scheduler
+from graph import alerts, cli_common, scheduler
+from graph.cli_common import DbOption, console, err
 from state.api import SharedState
 from state.outbox import OutboxStore
 from state.redact import redact
 from state.settings import database_url
 
-alerts_app = cli_errors.Typer(help="Alert delivery: webhook, Slack and e-mail channels "
+alerts_app = cli_common.Typer(help="Alert delivery: webhook, Slack and e-mail channels "
                               "(alerts.channels.* in the configuration).", no_args_is_help=True)
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
-
-DbOption = Annotated[str | None, typer.Option(
-    "--db", help="Database URL (default: $BGA_DATABASE_URL, then sqlite:///./data/state.db)")]
 
 
 @alerts_app.command("run")
@@ -41,7 +36,7 @@ def run_command(db: DbOption = None,
             return await alerts.run(shared, store, stop=stop, interval_s=interval,
                                     log=lambda line: err.print(line, highlight=False))
 
-    passes = asyncio.run(go())
+    passes = cli_common.run(go())
     console.print(f"alert sender stopped after {passes} passes")
 
 
@@ -56,7 +51,7 @@ def test_command(channel: Annotated[str, typer.Argument(help="Channel name")],
                 OutboxStore(url) as store:
             return await alerts.Sender(shared, store).test(channel)
 
-    outcome = asyncio.run(go())
+    outcome = cli_common.run(go())
     if not outcome.ok:
         err.print(f"[red]not delivered[/red] to {channel}: {outcome.error}", highlight=False)
         raise typer.Exit(1)
@@ -75,7 +70,7 @@ def history_command(db: DbOption = None,
                                     read_only=True), OutboxStore(url) as store:
             return await store.history(limit)
 
-    rows = asyncio.run(go())
+    rows = cli_common.run(go())
     if as_json:
         console.print_json(json.dumps(rows, default=str))
         return

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from graph.cli_errors import CommandError
+from graph.cli_common import CommandError
 
 
 def hash_password(

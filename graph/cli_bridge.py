@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 from pathlib import Path
@@ -10,18 +9,16 @@ from typing import Annotated, Any
 
 import orjson
 import typer
-from rich.console import Console
 from rich.table import Table
 
-from graph import cli_errors
+from graph import cli_common
+from graph.cli_common import DbOption, console, err
 from nodes.langsmith_bridge.sync import AGENT_ID, SyncResult, sync
 from state.api import SharedState
 from state.settings import database_url
 
-bridge_app = cli_errors.Typer(help="LangSmith Bridge: mirror runs (traces) into metrics, error "
+bridge_app = cli_common.Typer(help="LangSmith Bridge: mirror runs (traces) into metrics, error "
                               "patterns and insights.", no_args_is_help=True)
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 
 def _series(perf: dict[str, Any], agent_id: str) -> dict[str, dict[str, Any]]:
@@ -39,7 +36,7 @@ FIRST_LINE_LIMIT = 16 << 20
 def check_export_file(path: Path) -> None:
     """Refuse, before anything is written, a file that is not JSON Lines of runs: its first
     non-empty line must be a JSON object (later bad lines are quarantined one by one)."""
-    cli_errors.readable_file(path, "an export file")
+    cli_common.readable_file(path, "an export file")
     with path.open("rb") as f:
         for n, raw in enumerate(iter(lambda: f.readline(FIRST_LINE_LIMIT), b""), 1):
             if not raw.strip():
@@ -48,10 +45,10 @@ def check_export_file(path: Path) -> None:
                 first = orjson.loads(raw)
             except orjson.JSONDecodeError:
                 kind = "binary data" if b"\0" in raw or not _utf8(raw) else "not JSON"
-                cli_errors.fail(f"{path} is not a JSON Lines export of runs: line {n} is "
+                cli_common.fail(f"{path} is not a JSON Lines export of runs: line {n} is "
                                 f"{kind}; nothing was read", EXPORT_HINT)
             if not isinstance(first, dict):
-                cli_errors.fail(f"{path} is not a JSON Lines export of runs: line {n} is a "
+                cli_common.fail(f"{path} is not a JSON Lines export of runs: line {n} is a "
                                 f"JSON {type(first).__name__}, not an object; nothing was read",
                                 EXPORT_HINT)
             return
@@ -72,9 +69,7 @@ def sync_command(
     project: Annotated[str | None, typer.Option(help="Project name for runs from --file "
                                                 "(default: the file name)")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON")] = False,
-    db: Annotated[str | None, typer.Option("--db", help="Database URL (default: "
-                                           "$BGA_DATABASE_URL, then sqlite:///./data/state.db)")
-                  ] = None,
+    db: DbOption = None,
     agent: Annotated[str, typer.Option(help="Bridge agent id")] = AGENT_ID,
     hours: Annotated[int, typer.Option(help="Window of the series summary")] = 24,
 ) -> None:
@@ -95,7 +90,7 @@ def sync_command(
                         if i["source_agent"] == agent]
             return result, _series(perf, agent), insights, elapsed
 
-    result, series, insights, elapsed = asyncio.run(go())  # failures: graph.cli_errors
+    result, series, insights, elapsed = cli_common.run(go())
     out = {**result.as_dict(), "seconds": round(elapsed, 3), "series": series,
            "insights": insights}
     if as_json:

@@ -6,25 +6,19 @@ import asyncio
 from typing import Annotated
 
 import typer
-from rich.console import Console
 
-from graph import cli_errors, scheduler, worker
+from graph import cli_common, scheduler, worker
+from graph.cli_common import DbOption, console
 from nodes.profile_import.store import ProfileStore, profiles_location
 from state.api import SharedState
 from state.queries import config_of
 from state.redact import redact
 from state.settings import database_url
 
-console = Console(soft_wrap=True)
-
-DbOption = Annotated[str | None, typer.Option(
-    "--db", help="Database URL (default: $BGA_DATABASE_URL, then sqlite:///./data/state.db)")]
-
 
 def register(app: typer.Typer) -> None:
-    from graph.cli import _run  # one error policy for every command
-
-    db_app = cli_errors.Typer(help="The state database's schema.", no_args_is_help=True)
+    """Add ``bga worker`` and ``bga db ...`` to the main command line."""
+    db_app = cli_common.Typer(help="The state database's schema.", no_args_is_help=True)
     app.add_typer(db_app, name="db")
 
     @app.command("worker")
@@ -52,7 +46,7 @@ def register(app: typer.Typer) -> None:
                 return await worker.run(shared, names, stop=stop, notify=console.print,
                                         max_steps=steps)
 
-        report = _run(go())
+        report = cli_common.run(go())
         done = ", ".join(f"{a} {n}" for a, n in report.steps.items())
         console.print(f"worker stopped cleanly; steps: {done}", highlight=False)
 
@@ -69,5 +63,5 @@ def register(app: typer.Typer) -> None:
             store = await asyncio.to_thread(ProfileStore.open, profiles_location(url))
             store.close()
 
-        _run(go())
+        cli_common.run(go())
         console.print(f"schema of {redact(url)} is up to date", highlight=False)

@@ -22,7 +22,6 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
-from rich.console import Console
 from rich.progress import (
     BarColumn,
     Progress,
@@ -33,9 +32,10 @@ from rich.progress import (
 )
 from rich.table import Table
 
-from graph import cli_errors
-from graph.import_job import import_file
+from graph import cli_common
+from graph.cli_common import DB_HELP, console, err
 from nodes.profile_import.job import DEFAULT_BATCH_SIZE, BatchInfo, ImportOptions
+from nodes.profile_import.job_graph import import_file
 from nodes.profile_import.models import DEFAULT_REGION, REASONS
 from nodes.profile_import.store import (
     JobMoved,
@@ -44,9 +44,6 @@ from nodes.profile_import.store import (
     profiles_location,
 )
 from state.settings import database_url
-
-console = Console(soft_wrap=True)
-err = Console(stderr=True, soft_wrap=True)
 
 
 @contextlib.contextmanager
@@ -71,9 +68,8 @@ def import_command(
     path: Annotated[Path | None, typer.Argument(
         help="CSV (any delimiter, header row, UTF-8), JSON Lines or JSON array file")] = None,
     db: Annotated[str | None, typer.Option(
-        "--db", help="Database URL (default: $BGA_DATABASE_URL, then sqlite:///./data/state.db);"
-                     " profiles go to <state>.profiles.db beside a SQLite state, into the same"
-                     " schema on PostgreSQL")] = None,
+        "--db", help=f"{DB_HELP}; profiles go to <state>.profiles.db beside a SQLite state, "
+                     "into the same schema on PostgreSQL")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the report as one JSON "
                                                          "object")] = False,
     force: Annotated[bool, typer.Option(help="Import again even if this content was "
@@ -99,7 +95,7 @@ def import_command(
         err.print("[red]error:[/red] give a file to import, or --show-rejected JOB")
         raise typer.Exit(2)
     if path.is_dir():
-        cli_errors.fail(f"{path} is a directory, not a file",
+        cli_common.fail(f"{path} is a directory, not a file",
                         "give one CSV, JSON Lines or JSON file; to import a whole directory, "
                         "drop its files into the profile_import agent's inbox (data/imports/ "
                         "beside the state database) while `bga run` runs")

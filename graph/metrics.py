@@ -23,7 +23,7 @@ from prometheus_client import start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector, CollectorRegistry
 
-from graph.cli_errors import CommandError
+from graph.cli_common import CommandError
 from state import queries
 from state.api import SharedState
 from state.lifecycle import STATES

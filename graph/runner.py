@@ -12,6 +12,7 @@ from graph.system import build_system_graph
 from graph.tracing import local_tracer
 from state.api import SharedState
 from state.backends import describe_trouble
+from state.context import Context
 from state.queries import config_of
 
 log = logging.getLogger("bga.runner")
@@ -28,26 +29,27 @@ async def tick(shared: SharedState, *, wait: float | None = None, trace: bool = 
                coordinator_only: bool = False) -> TickReport:
     """One tick: only one ticker or folder per database at a time (the fold lock).
 
-    With ``trace`` the tick's runs are recorded in the local trace store (``LocalTracer``);
-    ``coordinator_only`` leaves every agent to worker processes (``bga worker``).
+    The graph runs on ``shared``'s database and clock (its context). With ``trace`` the
+    tick's runs are recorded in the local trace store (``LocalTracer``); ``coordinator_only``
+    leaves every agent to worker processes (``bga worker``).
     """
     backend = shared.backend
-    graph = build_system_graph(backend).compile(checkpointer=backend.checkpointer)
+    graph = build_system_graph(checkpointer=backend.checkpointer)
+    context = Context(backend=backend, clock=shared.clock, coordinator_only=coordinator_only)
     started = time.perf_counter()
     async with backend.fold_lock(wait):
         current = (await graph.aget_state(shared.config)).values
         before = current.get("stats", {})
         n = int((current.get("tick") or {}).get("n", 0)) + 1
-        config: RunnableConfig = {"configurable": {**shared.config["configurable"],
-                                   "coordinator_only": coordinator_only},
-                  "run_name": "system_tick",
-                  "tags": ["background-agents", f"tick:{n}"],
-                  "metadata": {"tick": n, "thread_id": shared.thread_id}}
+        config: RunnableConfig = {"configurable": dict(shared.config["configurable"]),
+                                  "run_name": "system_tick",
+                                  "tags": ["background-agents", f"tick:{n}"],
+                                  "metadata": {"tick": n, "thread_id": shared.thread_id}}
         tracer = local_tracer(backend) if trace else None
         if tracer is not None:  # the local trace store the LangSmith Bridge reads by default
             config["callbacks"] = [tracer]
         try:
-            values = await graph.ainvoke({}, config, durability="exit")
+            values = await graph.ainvoke({}, config, context=context, durability="exit")
         finally:
             if tracer is not None:
                 await tracer.flush()  # never raises

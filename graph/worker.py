@@ -18,7 +18,6 @@ import asyncio
 import contextlib
 import os
 import socket
-import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -129,7 +128,7 @@ async def _steps(shared: SharedState, agent_id: str, stop: asyncio.Event, notify
         first = False
         if last is None:
             last = last_step_at(values, agent_id)
-        wait = next_due(section, last) - time.time()
+        wait = next_due(section, last) - shared.clock()
         if wait > 0:
             await _sleep(stop, min(wait, POLL_S))
             continue
@@ -137,9 +136,10 @@ async def _steps(shared: SharedState, agent_id: str, stop: asyncio.Event, notify
         task = AgentTask(agent_id=agent_id, section=section.model_dump(by_alias=True),
                          data=data, tick=None)
         tracer = local_tracer(shared.backend)
-        started = time.time()
-        ctx = await step_context(task, shared.backend.url, tags=(f"worker:{identity['worker']}",),
-                                 heartbeat=identity, callbacks=[tracer] if tracer else None)
+        started = shared.clock()
+        ctx = await step_context(task, shared.backend.url, shared.clock,
+                                 tags=(f"worker:{identity['worker']}",), heartbeat=identity,
+                                 callbacks=[tracer] if tracer else None)
         try:
             await shared.write_events(ctx.outbox())  # the whole step, or none of it
         except Exception as exc:

@@ -12,11 +12,13 @@ from typing import Any, TypedDict
 
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.runnables import RunnableConfig, RunnableLambda
+from langgraph.runtime import Runtime
 
 from nodes.base import AgentContext
 from nodes.registry import resolve
-from state.backends import Backend, LockBusy
+from state.backends import LockBusy
 from state.config import AgentSection
+from state.context import Clock, Context
 
 
 class AgentTask(TypedDict):
@@ -28,34 +30,33 @@ class AgentTask(TypedDict):
     tick: int | None  # None: run by a worker process, outside any tick
 
 
-def agent_node(backend: Backend):
-    """The ``run_agent`` node for a system whose state lives in ``backend``."""
-
-    async def run_agent(task: AgentTask) -> dict[str, Any]:
-        try:
-            async with backend.agent_lock(task["agent_id"], wait=0):
-                return await run_step(task, backend.url)
-        except LockBusy:
-            return {}  # a worker process has just claimed it and reports for itself
-
-    return run_agent
+async def run_agent(task: AgentTask, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The ``run_agent`` node: one step under the agent's lock, or nothing if a worker
+    process holds it (that worker reports the agent itself)."""
+    backend = runtime.context.backend
+    try:
+        async with backend.agent_lock(task["agent_id"], wait=0):
+            return await run_step(task, backend.url, runtime.context.clock)
+    except LockBusy:
+        return {}  # a worker process has just claimed it and reports for itself
 
 
-async def run_step(task: AgentTask, database_url: str) -> dict[str, Any]:
+async def run_step(task: AgentTask, database_url: str, clock: Clock) -> dict[str, Any]:
     """One step inside the graph: its reports as a partial state update."""
-    return (await step_context(task, database_url)).update()
+    return (await step_context(task, database_url, clock)).update()
 
 
-async def step_context(task: AgentTask, database_url: str, *, tags: tuple[str, ...] = (),
-                       heartbeat: dict[str, Any] | None = None,
+async def step_context(task: AgentTask, database_url: str, clock: Clock, *,
+                       tags: tuple[str, ...] = (), heartbeat: dict[str, Any] | None = None,
                        callbacks: list[BaseCallbackHandler] | None = None) -> AgentContext:
     """Run one step; the context holds every report of it, failures and timing included.
 
-    ``tags`` label the step's trace, ``callbacks`` trace it outside a tick, and ``heartbeat``
-    adds fields to its closing heartbeat (a worker names its host and process there)."""
+    Reports are stamped by ``clock``; ``tags`` label the step's trace, ``callbacks`` trace it
+    outside a tick, and ``heartbeat`` adds fields to its closing heartbeat (a worker names its
+    host and process there)."""
     agent_id = task["agent_id"]
     section = AgentSection.model_validate(task["section"])
-    ctx = AgentContext(agent_id, data=task["data"], database_url=database_url)
+    ctx = AgentContext(agent_id, data=task["data"], clock=clock, database_url=database_url)
     started = time.perf_counter()
     status, last_error = "ok", None
     try:

@@ -15,6 +15,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from state import events
+from state.context import Clock
 from state.fold import DeltaBuilder, apply_event
 from state.models import InvalidInput, PerformanceMetric, check_json
 
@@ -31,11 +32,12 @@ class Emitter:
     """Turns validated events (``state.events``) into one node's partial state update.
 
     The events are kept too (``events``), so the same reports can instead go through the
-    inbox when the agent runs in a worker process outside the graph.
+    inbox when the agent runs in a worker process outside the graph. ``now`` (from the run's
+    clock) stamps what the node itself writes (``stamp()``).
     """
 
-    def __init__(self, now: float | None = None) -> None:
-        self.now = now if now is not None else time.time()
+    def __init__(self, now: float) -> None:
+        self.now = now
         self._builder = DeltaBuilder()
         self._seq = 0
         self.events: list[events.Event] = []
@@ -55,12 +57,16 @@ class Emitter:
 
 
 class AgentContext(Emitter):
-    """Collects one step's reports; ``update()`` is the node's partial state update."""
+    """Collects one step's reports; ``update()`` is the node's partial state update.
+
+    Every report is stamped with ``clock()`` when it is made (the run's clock inside the
+    graph, the worker's outside it); ``now`` is the clock when the step started."""
 
     def __init__(self, agent_id: str, *, data: dict[str, Any] | None = None,
-                 state: dict[str, Any] | None = None, now: float | None = None,
+                 state: dict[str, Any] | None = None, clock: Clock = time.time,
                  database_url: str | None = None) -> None:
-        super().__init__(now)
+        super().__init__(clock())
+        self.clock = clock
         self.agent_id = agent_id
         self.database_url = database_url
         self.data: dict[str, Any] = dict(data or {})
@@ -75,20 +81,20 @@ class AgentContext(Emitter):
         try:
             self.emit(events.metric(PerformanceMetric.checked(
                 source_agent=self.agent_id, name=name, value=value, unit=unit,
-                timestamp=timestamp), now=time.time()))
+                timestamp=timestamp), now=self.clock()))
         except InvalidInput as exc:
             self.rejected.append(str(exc))
             self.error("InvalidMetric", str(exc))
 
     def error(self, error_type: str, message: str) -> str:
-        kind, payload = events.error(error_type, message, self.agent_id, now=time.time())
+        kind, payload = events.error(error_type, message, self.agent_id, now=self.clock())
         self.emit((kind, payload))
         return payload["id"]
 
     def insight(self, insight_type: str, content: dict[str, Any], priority: str = "medium",
                 key: str | None = None) -> str:
         kind, payload = events.insight(insight_type, content, self.agent_id, priority, key,
-                                       now=time.time())
+                                       now=self.clock())
         self.emit((kind, payload))
         return payload["id"]
 
@@ -99,13 +105,13 @@ class AgentContext(Emitter):
 
     def heartbeat(self, status: str, **data: Any) -> None:
         self.emit(events.heartbeat(self.agent_id, {"status": status, **self.progress, **data},
-                                    now=time.time()))
+                                    now=self.clock()))
 
     def _close(self) -> None:
         """Turn changed data into its event, once, after every other report of the step."""
         if self._data_changed:
             self._data_changed = False
-            self.emit(events.agent_data(self.agent_id, self.data, now=time.time()))
+            self.emit(events.agent_data(self.agent_id, self.data, now=self.clock()))
 
     def update(self) -> dict[str, Any]:
         """The step's reports as a partial state update (the agent ran inside the graph)."""

@@ -9,13 +9,13 @@ from __future__ import annotations
 
 import os
 import socket
-import time
 from typing import Any, Final, Literal
 
-from langchain_core.runnables import RunnableConfig
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite, Send
 
 from nodes import rules
+from nodes.agent_step import AgentTask
 from nodes.base import Emitter
 from nodes.langsmith_bridge.mirror import judged_by_bridge
 from nodes.registry import configured_agents
@@ -23,6 +23,7 @@ from nodes.schedule import expected_interval, last_step_at, next_due
 from state import events, lifecycle
 from state.compact import compact
 from state.config import SystemConfig
+from state.context import Context
 from state.fingerprint import rekey_patterns
 from state.folder import GROWING
 from state.queries import agent_liveness, config_of, each
@@ -30,6 +31,7 @@ from state.reducers import merge_agents, merge_insights, merge_pattern
 from state.schema import SystemState
 
 COORDINATOR = "coordinator"
+PLAN = "plan"
 RUN_AGENT = "run_agent"
 REVIEW: Final = "review"
 
@@ -51,14 +53,14 @@ def live_worker(state: dict, agent_id: str, config: SystemConfig, now: float) ->
     return str(worker) if now - hb["at"] <= claim else None
 
 
-async def plan(state: SystemState, config: RunnableConfig) -> dict[str, Any]:
+async def plan(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
     """Start a tick: register configured agents, pick the due ones this process runs.
 
-    ``configurable.coordinator_only`` (``bga run --coordinator-only``) runs none: worker
+    ``context.coordinator_only`` (``bga run --coordinator-only``) runs none: worker
     processes (``bga worker``) run the agents and this tick only coordinates."""
-    coordinator_only = bool((config.get("configurable") or {}).get("coordinator_only"))
+    coordinator_only = runtime.context.coordinator_only
     st: dict[str, Any] = dict(state)
-    now = time.time()
+    now = runtime.context.clock()
     cfg = config_of(st)
     specs, broken = configured_agents(cfg)
     out = Emitter(now)
@@ -94,13 +96,13 @@ def route(state: SystemState) -> list[Send] | Literal["review"]:
     tick = state.get("tick") or {}
     due = tick.get("due") or []
     if not due:
-        return REVIEW
+        return "review"
     config = config_of(dict(state))
     data = state.get("agent_data") or {}
-    return [Send(RUN_AGENT, {"agent_id": a,
-                             "section": config.agents[a].model_dump(by_alias=True),
-                             "data": (data.get(a) or {}).get("value") or {},
-                             "tick": tick["n"]})
+    return [Send(RUN_AGENT, AgentTask(agent_id=a,
+                                      section=config.agents[a].model_dump(by_alias=True),
+                                      data=(data[a]["value"] if a in data else None) or {},
+                                      tick=tick["n"]))
             for a in due if a in config.agents]
 
 
@@ -209,10 +211,11 @@ def _health(state: dict, live: dict[str, str], now: float) -> dict[str, Any]:
             "deductions": deductions[:50], "at": now}
 
 
-async def review(state: SystemState) -> dict[str, Any]:
-    """Close the tick: liveness, insight rules, health score, bounded state."""
+async def review(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Close the tick at the run's clock: liveness, insight rules, health score, bounded
+    state."""
     st: dict[str, Any] = dict(state)
-    now = time.time()
+    now = runtime.context.clock()
     config = config_of(st)
     out = Emitter(now)
     changed, purge, verdicts = _liveness(st, config, now, out)

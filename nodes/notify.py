@@ -27,13 +27,14 @@ itself.
 from __future__ import annotations
 
 import hashlib
-import time
 from typing import Any
 
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from state import lifecycle
 from state.config import AlertChannel, AlertsConfig
+from state.context import Context
 from state.queries import config_of, each
 from state.schema import SystemState
 
@@ -161,7 +162,8 @@ def outbox_entries(state: dict[str, Any]) -> list[dict[str, Any]]:
     return sorted(entries, key=lambda e: (e.get("at") or 0, e.get("key") or ""))
 
 
-async def notify(state: SystemState) -> dict[str, Any]:
-    """Graph node: the alerts of this tick, in the same checkpoint as the insights."""
-    new = plan(dict(state), time.time())
+async def notify(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Graph node: the alerts of this tick, in the same checkpoint as the insights, at the
+    run's clock."""
+    new = plan(dict(state), runtime.context.clock())
     return {} if new is None else {"alerts": Overwrite(new)}

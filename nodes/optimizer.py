@@ -9,18 +9,21 @@ value restored). Every step is an OptimizationRecord, so the history explains it
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass
 from typing import Any
+
+from langgraph.runtime import Runtime
 
 from nodes.base import Emitter
 from state import events, sketch
 from state.config import SystemConfig
+from state.context import Context
 from state.models import TUNABLE_PARAMS, OptimizationRecord, check_tuning
 from state.queries import config_of, each, span_agg
 from state.schema import TIER_WIDTH, SystemState
 
 SOURCE = "optimizer"
+OPTIMIZE = "optimize"  # the node's name in the system graph
 
 
 @dataclass(frozen=True)
@@ -176,10 +179,11 @@ def _tuning(record_id: str, rec: dict) -> dict | None:
     return rec
 
 
-async def optimize(state: SystemState) -> dict[str, Any]:
-    """Verify pending changes; start a cycle when due or requested (the manual cycle)."""
+async def optimize(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """Verify pending changes; start a cycle when due or requested (the manual cycle), at
+    the run's clock."""
     st: dict[str, Any] = dict(state)
-    now = time.time()
+    now = runtime.context.clock()
     config = config_of(st)
     out = Emitter(now)
     verify(st, config, now, out)

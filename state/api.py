@@ -22,6 +22,7 @@ from state.backends import Backend, LockBusy, StaleCheckpoint, make_backend
 from state.backends.history import keep_linear
 from state.checkpoints import load_values
 from state.config import validate_updates
+from state.context import Clock
 from state.fold import check_payload
 from state.folder import FOLD_NODE, FoldReport, build_fold_graph, collect, pending_delta
 from state.lifecycle import STATES
@@ -68,10 +69,13 @@ def checked(batch: Sequence[events.Event]) -> Sequence[events.Event]:
 class SharedState:
     """Handle on the shared state of one thread; open it with ``SharedState.open(url)``."""
 
-    def __init__(self, backend: Backend, *, producer: str, thread_id: str, read_only: bool):
+    def __init__(self, backend: Backend, *, producer: str, thread_id: str, read_only: bool,
+                 clock: Clock = time.time):
         self.backend = backend
+        self.clock = clock
+        """Now, for every time this handle stamps on a write or reads the state at; a tick
+        run on this handle gives the graph the same clock (``graph.runner.tick``)."""
         self.producer = producer
-        self.thread_name = thread_id
         self.thread_id = thread_uuid(thread_id)
         keep_linear(backend.checkpointer, self.thread_id)  # its folds need a linear history
         self.read_only = read_only
@@ -89,17 +93,20 @@ class SharedState:
     async def open(
         cls, url: str | None = None, *, producer: str = "api", thread_id: str = SYSTEM_THREAD,
         read_only: bool = False, must_exist: bool = False, failover_s: float | None = None,
+        clock: Clock = time.time,
     ) -> AsyncIterator[SharedState]:
         """Open the state at ``url`` (default: ``$BGA_DATABASE_URL``, then
         ``sqlite:///./data/state.db``); ``must_exist`` refuses to create a new database;
-        ``failover_s`` bounds how long a dead host's locks outlive it (see ``Backend``)."""
+        ``failover_s`` bounds how long a dead host's locks outlive it (see ``Backend``);
+        ``clock`` is now (tests pass a fake clock they move by hand)."""
         producer = check_name("producer", producer)
         check_name("thread_id", thread_id)
         if failover_s is not None:
             failover_s = events.positive("failover_s", failover_s)
         backend = make_backend(url or database_url(), failover_s=failover_s)
         await backend.setup(create=not must_exist)
-        shared = cls(backend, producer=producer, thread_id=thread_id, read_only=read_only)
+        shared = cls(backend, producer=producer, thread_id=thread_id, read_only=read_only,
+                     clock=clock)
         try:
             yield shared
         finally:
@@ -208,7 +215,7 @@ class SharedState:
             await self._submit([(kind, _dumps(payload)) for kind, payload in checked(batch)])
 
     async def add_performance_metric(self, metric: PerformanceMetric | Mapping[str, Any]) -> None:
-        await self._send(events.metric(metric))
+        await self._send(events.metric(metric, self.clock()))
 
     async def add_performance_metrics(
         self, metrics: Iterable[PerformanceMetric | Mapping[str, Any]]
@@ -216,7 +223,7 @@ class SharedState:
         """Batch form: validates all first, then writes all in one transaction."""
         if isinstance(metrics, str | bytes | Mapping) or not isinstance(metrics, Iterable):
             raise InvalidInput("metrics", "must be a list of metrics")
-        now = time.time()
+        now = self.clock()
         items = [(kind, _dumps(payload))
                  for kind, payload in (events.metric(m, now) for m in metrics)]
         if items:
@@ -226,19 +233,20 @@ class SharedState:
     async def add_error_pattern(self, error_type: str, error_message: str,
                                 source_agent: str) -> str:
         """Record one occurrence; returns the pattern's stable id (its fingerprint)."""
-        event = events.error(error_type, error_message, source_agent)
+        event = events.error(error_type, error_message, source_agent, now=self.clock())
         await self._send(event)
         return event[1]["id"]
 
     async def add_optimization_record(self, record: OptimizationRecord | Mapping[str, Any]) -> None:
-        await self._send(events.optimization(record))
+        await self._send(events.optimization(record, now=self.clock()))
 
     async def add_insight(
         self, insight_type: str, content: dict, source_agent: str, priority: str = "medium",
         *, dedupe_key: str | None = None,
     ) -> str:
         """Record an insight; the same dedupe key bumps occurrences. Returns the insight id."""
-        event = events.insight(insight_type, content, source_agent, priority, dedupe_key)
+        event = events.insight(insight_type, content, source_agent, priority, dedupe_key,
+                               now=self.clock())
         await self._send(event)
         return event[1]["id"]
 
@@ -261,7 +269,7 @@ class SharedState:
         if not all(isinstance(iid, str) for iid in insight_ids):
             raise InvalidInput("insight_ids", "every insight id must be a string")
         by = self.producer if by is None else by
-        now = time.time()
+        now = self.clock()
         batch = [events.triage(iid, action, by, duration_s=duration_s, now=now)
                  for iid in dict.fromkeys(insight_ids)]
         known = await self.read()
@@ -278,12 +286,13 @@ class SharedState:
         """Mute every insight of ``insight_type``, present and future, for ``duration_s``
         (None: unmute now). Muted insights do not count as open and do not alert."""
         await self._send(events.mute_type(insight_type, self.producer if by is None else by,
-                                          duration_s))
+                                          duration_s, now=self.clock()))
 
     async def mark_insights_seen(self, viewer: str | None = None) -> None:
         """``viewer`` (default: this producer) has looked: the "new since you last looked"
         count starts again from now."""
-        await self._send(events.insights_seen(self.producer if viewer is None else viewer))
+        await self._send(events.insights_seen(self.producer if viewer is None else viewer,
+                                              now=self.clock()))
 
     async def register_agent(
         self, agent: Any, kind: str | None = None, interval_s: float | None = None,
@@ -296,17 +305,18 @@ class SharedState:
                 interval_s = getattr(agent, "interval_s", None)
             schedule = schedule or getattr(agent, "schedule", None)
             agent = getattr(agent, "agent_id", None)
-        await self._send(events.registration(agent, kind, interval_s, schedule, meta))
+        await self._send(events.registration(agent, kind, interval_s, schedule, meta,
+                                             now=self.clock()))
 
     async def update_agent_heartbeat(self, agent_id: str, heartbeat_data: dict) -> None:
-        await self._send(events.heartbeat(agent_id, heartbeat_data))
+        await self._send(events.heartbeat(agent_id, heartbeat_data, now=self.clock()))
 
     async def receive_heartbeat(self, agent_id: str, heartbeat_data: dict) -> None:
         """The coordinator's name for recording a heartbeat (same effect)."""
         await self.update_agent_heartbeat(agent_id, heartbeat_data)
 
     async def update_system_state(self, updates: dict) -> None:
-        await self._send(events.system_update(updates))
+        await self._send(events.system_update(updates, now=self.clock()))
 
     async def update_config(self, updates: dict, *, by: str | None = None) -> None:
         """Validated against the whole config first; a bad value changes nothing. With ``by``
@@ -316,9 +326,9 @@ class SharedState:
         known = set(state.get("agents") or {})
         flat = validate_updates(queries.config_flat(state), updates, known)
         if by is None:
-            await self._send(events.config_update(flat))
+            await self._send(events.config_update(flat, now=self.clock()))
             return
-        now = time.time()
+        now = self.clock()
         change = {"by": check_name("by", by), "at": now, "keys": sorted(flat)}
         await self.write_events([events.config_update(flat, now),
                                  events.system_update({"config_change": change}, now)])
@@ -328,7 +338,7 @@ class SharedState:
         with ``by``, who asked is the system value ``optimization_request``."""
         updates: dict[str, Any] = {"optimization_requested": True}
         if by is not None:
-            updates["optimization_request"] = {"by": check_name("by", by), "at": time.time()}
+            updates["optimization_request"] = {"by": check_name("by", by), "at": self.clock()}
         await self.update_system_state(updates)
 
     # -- reads ----------------------------------------------------------------------------
@@ -387,8 +397,9 @@ class SharedState:
         async with self.backend.fold_lock(wait):
             while True:
                 snap = await self._graph.aget_state(self.config)
-                update, report = await collect(self.backend, dict(snap.values), time.time(),
-                                               batch=200_000)
+                values = dict(snap.values)
+                update, report = await collect(self.backend, values, self.clock(),
+                                               queries.config_of(values).ticker.fold_batch)
                 if not update:
                     break
                 try:
@@ -404,23 +415,23 @@ class SharedState:
 
     async def get_active_agents(self, max_age_minutes: int = 5) -> list[dict]:
         events.positive("max_age_minutes", max_age_minutes)
-        return queries.active_agents(await self.read(), time.time(), max_age_minutes)
+        return queries.active_agents(await self.read(), self.clock(), max_age_minutes)
 
     async def get_agents(self) -> list[dict]:
         """Every agent with its liveness verdict now (``queries.agent_liveness``)."""
-        return queries.agent_list(await self.read(), time.time())
+        return queries.agent_list(await self.read(), self.clock())
 
     async def get_processes(self) -> list[dict]:
         """The leading coordinator and every worker process, on every host."""
-        return queries.processes(await self.read(), time.time())
+        return queries.processes(await self.read(), self.clock())
 
     async def get_system_state(self) -> dict:
         state = await self.read()
-        return queries.system_state(state, time.time(), pending=self._pending)
+        return queries.system_state(state, self.clock(), pending=self._pending)
 
     async def get_performance_summary(self, hours: float = 1) -> dict:
         hours = events.positive("hours", hours)
-        return queries.performance_summary(await self.read(), hours, time.time())
+        return queries.performance_summary(await self.read(), hours, self.clock())
 
     async def get_error_patterns(
         self, error_type: str | None = None, min_frequency: int = 1,
@@ -430,14 +441,14 @@ class SharedState:
                 or min_frequency < 1:
             raise InvalidInput("min_frequency", "must be an integer >= 1")
         hours = events.positive("time_window_hours", time_window_hours)
-        return queries.error_patterns(await self.read(), time.time(), error_type,
+        return queries.error_patterns(await self.read(), self.clock(), error_type,
                                       min_frequency, hours)
 
     async def get_recent_optimizations(
         self, optimization_type: str | None = None, hours: float = 24, success_only: bool = False,
     ) -> list:
         hours = events.positive("hours", hours)
-        return queries.recent_optimizations(await self.read(), time.time(), optimization_type,
+        return queries.recent_optimizations(await self.read(), self.clock(), optimization_type,
                                             hours, success_only)
 
     async def get_insights(
@@ -464,7 +475,7 @@ class SharedState:
                     raise InvalidInput("status", f"must be one of {', '.join(STATES)}, "
                                                  f"got {s!r}")
         return queries.insight_list(await self.read(), priority, insight_type, acted_upon,
-                                    limit, status=status, now=time.time())
+                                    limit, status=status, now=self.clock())
 
     async def get_insight_counts(self, viewer: str | None = None) -> dict:
         """Counts by status, open by priority, and ``new``: open or regressed since
@@ -473,7 +484,7 @@ class SharedState:
             raise InvalidInput("viewer", "must be a string")
         state = await self.read()
         viewer = self.producer if viewer is None else viewer
-        return queries.insight_counts(queries.insight_list(state, now=time.time()),
+        return queries.insight_counts(queries.insight_list(state, now=self.clock()),
                                       lifecycle.seen_at(state, viewer))
 
     async def export_state(self) -> dict:

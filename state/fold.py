@@ -8,7 +8,7 @@ last checkpoint for read-your-writes).
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -18,7 +18,7 @@ from pydantic import BaseModel, ValidationError
 from state import payloads, reducers, sketch
 from state.config import effective
 from state.lifecycle import ACTIONS
-from state.schema import TIERS
+from state.schema import REDUCERS, TIERS
 
 KIND_METRIC = "metric"
 KIND_ERROR = "error"
@@ -34,6 +34,8 @@ KIND_TRIAGE = "triage"  # a lifecycle action on one insight (acknowledge, resolv
 KIND_TRIAGE_KEY = "triage_kv"  # a type mute or a "last looked" marker (the triage channel)
 
 _MINUTE = TIERS[0][1]
+# map channel -> how two records of one key merge: the per-key merge of the channel's reducer
+KEY_MERGES = {ch: m for ch, r in REDUCERS.items() if (m := reducers.key_merge(r)) is not None}
 
 
 @dataclass
@@ -82,15 +84,7 @@ class DeltaBuilder:
         self._units: dict[str, str] = {}
         self._errors: dict[str, _ErrorAcc] = {}
         self._maps: dict[str, dict[str, Any]] = {}
-        self._merge: dict[str, Callable[[dict, dict], dict | None]] = {
-            "insights": reducers.merge_insight,
-            "optimizations": reducers.lww,
-            "agents": reducers.merge_agent,
-            "system": reducers.lww,
-            "config": reducers.lww,
-            "agent_data": reducers.lww,
-            "triage": reducers.lww,
-        }
+        self._merge = KEY_MERGES
 
     # -- events ---------------------------------------------------------------------------
     def metric(self, series: str, value: float, ts: float, unit: str | None = None) -> None:

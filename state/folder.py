@@ -9,16 +9,17 @@ has a single writer committing in sequence order, so no row can commit behind a 
 
 from __future__ import annotations
 
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
 from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
 from langgraph.types import Overwrite
 
 from state.backends.base import Backend
 from state.compact import compact
 from state.config import RetentionConfig
+from state.context import Context
 from state.fold import DeltaBuilder, fold_rows
 from state.queries import config_of
 from state.schema import REDUCERS, SystemState, apply_update
@@ -86,21 +87,20 @@ async def collect(
     return update, report
 
 
-def fold_node(backend: Backend, *, batch: int = 200_000):
-    """The ``fold_inbox`` node: folds pending inbox rows into the state it is given."""
-
-    async def fold_inbox(state: SystemState) -> dict[str, Any]:
-        update, _ = await collect(backend, dict(state), time.time(), batch)
-        return update
-
-    return fold_inbox
+async def fold_inbox(state: SystemState, runtime: Runtime[Context]) -> dict[str, Any]:
+    """The ``fold_inbox`` node: folds up to ``ticker.fold_batch`` pending inbox rows into the
+    state it is given, at the run's clock."""
+    st: dict[str, Any] = dict(state)
+    batch = config_of(st).ticker.fold_batch
+    update, _ = await collect(runtime.context.backend, st, runtime.context.clock(), batch)
+    return update
 
 
 def build_fold_graph(backend: Backend):
     """Smallest graph over the system state: used to write fold results with ``aupdate_state``
     from outside the system graph, attributed to the same ``fold_inbox`` node."""
-    graph = StateGraph(SystemState)
-    graph.add_node(FOLD_NODE, fold_node(backend))
+    graph = StateGraph(SystemState, context_schema=Context)
+    graph.add_node(FOLD_NODE, fold_inbox)
     graph.add_edge(START, FOLD_NODE)
     graph.add_edge(FOLD_NODE, END)
     return graph.compile(checkpointer=backend.checkpointer)

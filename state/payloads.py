@@ -18,7 +18,6 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from state import sketch
 from state.models import MAX_METRIC, InvalidInput, OptimizationRecord, Priority
 
-Number = Annotated[float, Field(allow_inf_nan=False)]
 MAX_TIMESTAMP = 1e11  # unix seconds (year 5138)
 Timestamp = Annotated[float, Field(gt=0, lt=MAX_TIMESTAMP, allow_inf_nan=False)]
 Stamp = Annotated[list[Any], Field(min_length=3, max_length=3)]  # [ts, origin, seq]

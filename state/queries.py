@@ -102,7 +102,6 @@ def _window_start(now: float, hours: float, width: int) -> int:
 
 DEFAULT_INTERVAL_S = 60.0
 VERDICTS = ("active", "stale", "dead", "unknown")
-SCHEDULER_VERDICTS = ("running", "down", "never")
 MAX_OBSERVED_TICK_GAP_S = 3_600.0
 
 

@@ -82,11 +82,29 @@ def _merge_tiers(a: dict[str, dict[int, Any]], b: dict[str, dict[int, Any]], mer
 
 
 MAX_SOURCES = 20
+R = TypeVar("R", bound=Callable[..., Any])
+
+
+def per_key(merge_value: Callable[[Any, Any], Any]) -> Callable[[R], R]:
+    """Mark a map channel's reducer with the merge it applies to the values of one key, so
+    code that merges one record at a time (``state.fold.DeltaBuilder``) uses the same one."""
+
+    def mark(reducer: R) -> R:
+        reducer.per_key = merge_value  # type: ignore[attr-defined]
+        return reducer
+
+    return mark
+
+
+def key_merge(reducer: Callable[..., Any]) -> Callable[[Any, Any], Any] | None:
+    """The per-key merge of a map channel's reducer (``per_key``), or None."""
+    return getattr(reducer, "per_key", None)
 
 
 # --- channel reducers -------------------------------------------------------------------------
 
 
+@per_key(lww)
 def merge_lww_map(a: dict[str, dict] | None, b: dict[str, dict] | None) -> dict[str, dict]:
     """Config / system-state map: each key holds ``{"value", "stamp"}``; newest stamp wins."""
     return merge_maps(a, b, lww)
@@ -100,6 +118,7 @@ def merge_series(x: dict, y: dict) -> dict:
     }
 
 
+@per_key(merge_series)
 def merge_metrics(a: dict | None, b: dict | None) -> dict:
     """Series -> ``{"unit", "tiers": {tier: {bucket_start: Agg}}}``; sketches merge per bucket."""
     return merge_maps(a, b, merge_series)
@@ -125,6 +144,7 @@ def merge_pattern(x: dict, y: dict) -> dict:
     }
 
 
+@per_key(merge_pattern)
 def merge_error_patterns(a: dict | None, b: dict | None) -> dict:
     """Pattern id -> counts per time bucket, first/last seen, latest sample, source agents."""
     return merge_maps(a, b, merge_pattern)
@@ -195,11 +215,13 @@ def merge_insight(x: dict, y: dict) -> dict:
     return out
 
 
+@per_key(merge_insight)
 def merge_insights(a: dict | None, b: dict | None) -> dict:
     """Insight id -> newest content; occurrences add up; lifecycle status and mute are LWW."""
     return merge_maps(a, b, merge_insight)
 
 
+@per_key(lww)
 def merge_records(a: dict | None, b: dict | None) -> dict:
     """Id -> stamped record (optimization records): newest version of each id wins."""
     return merge_maps(a, b, lww)
@@ -215,6 +237,7 @@ def merge_agent(x: dict, y: dict) -> dict:
     }
 
 
+@per_key(merge_agent)
 def merge_agents(a: dict | None, b: dict | None) -> dict:
     """Agent id -> registration (LWW), latest heartbeat (LWW), liveness (LWW), heartbeat count."""
     return merge_maps(a, b, merge_agent)

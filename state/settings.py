@@ -12,7 +12,6 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_file=".env", extra="ignore")
 
     database_url: str = Field(DEFAULT_URL, validation_alias="BGA_DATABASE_URL")
-    thread_id: str = Field("system", validation_alias="BGA_THREAD_ID")
     failover_s: float = Field(DEFAULT_FAILOVER_S, ge=1, le=3600, validation_alias="BGA_FAILOVER_S")
     langsmith_api_key: SecretStr | None = Field(None, validation_alias="LANGSMITH_API_KEY")
     langsmith_projects: str = Field("", validation_alias="BGA_LANGSMITH_PROJECTS")

@@ -101,7 +101,7 @@ async def _sync(shared: SharedState, *, agent_id: str, path: str | Path | None,
         task = AgentTask(agent_id=agent_id, section=section.model_copy(
             update={"options": options, "budget_s": budget_s}).model_dump(by_alias=True),
             data=data, tick=None)
-        ctx = await step_context(task, backend.url, tags=("bridge-sync",))
+        ctx = await step_context(task, backend.url, shared.clock, tags=("bridge-sync",))
         outbox = ctx.outbox()
         await shared.write_events(outbox)  # the step's reports and cursor, or none of them
         result.steps += 1

@@ -15,8 +15,9 @@ of the step), one ``RowRejected`` error per rejection reason per batch (grouped 
 ``ImportFailed`` errors, and insights per finished file (``import_rejections`` when too many
 rows were rejected, ``import_failed``, ``import_completed``).
 
-The job graph lives in ``graph.import_job``; the agent loads it by name (``runner``) like the
-registry loads agents, so ``nodes`` does not import ``graph``.
+The job graph is ``nodes.profile_import.job_graph`` beside this module; the agent calls its
+``run_job``. Another runner may be named in ``options.runner`` only if the operator lists it
+in ``BGA_IMPORT_RUNNERS`` (``state.policy``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from pydantic import Field
 
 from nodes.base import Agent, AgentContext, AgentSettings
 from nodes.profile_import.job import ImportOptions
+from nodes.profile_import.job_graph import run_job as run_built_in_job
 from nodes.profile_import.models import DEFAULT_REGION, REASONS
 from nodes.profile_import.readers import Limits
 from nodes.profile_import.store import (
@@ -44,7 +46,7 @@ from state import policy
 from state.backends import make_backend
 from state.settings import Settings as ProcessSettings
 
-RUNNER = "graph.import_job:run_job"  # the built-in job graph; others need BGA_IMPORT_RUNNERS
+RUNNER = "nodes.profile_import.job_graph:run_job"  # the built-in one; others: BGA_IMPORT_RUNNERS
 PATTERNS = ("*.csv", "*.tsv", "*.jsonl", "*.ndjson", "*.json")
 MAX_ERROR_EVENTS = 50  # per step: grouped reasons, not one event per rejected row
 
@@ -85,6 +87,8 @@ class ProfileImportAgent(Agent):
     def _runner(self) -> Any:
         runner = policy.import_runner(f"agents.{self.agent_id}.options.runner",
                                       self.settings.runner, (RUNNER,))
+        if runner == RUNNER:
+            return run_built_in_job
         module, _, name = runner.partition(":")
         return getattr(importlib.import_module(module), name)
 

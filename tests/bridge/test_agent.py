@@ -64,7 +64,7 @@ async def step_and_commit(shared: SharedState, budget_s: float) -> dict[str, Any
     section = AgentSection(kind=AGENT, budget_s=budget_s, options={"force": True})
     task = {"agent_id": AGENT, "section": section.model_dump(by_alias=True), "data": data,
             "tick": 0}
-    update = await run_step(task, shared.backend.url)
+    update = await run_step(task, shared.backend.url, shared.clock)
     await graph.aupdate_state(shared.config, update, as_node=FOLD_NODE)
     return update
 

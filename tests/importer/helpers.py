@@ -9,8 +9,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from graph.import_job import import_file
 from nodes.profile_import.job import ImportOptions
+from nodes.profile_import.job_graph import import_file
 from nodes.profile_import.store import ProfileStore, profiles_location
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples" / "profiles"

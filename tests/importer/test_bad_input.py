@@ -12,8 +12,8 @@ from typing import Any
 
 import pytest
 
-from graph.import_job import run_job
 from nodes.profile_import.job import ImportOptions
+from nodes.profile_import.job_graph import run_job
 from nodes.profile_import.store import ProfileStore, profiles_location
 from state.backends import make_backend
 from tests.importer.helpers import people_rows, run_import, store_of, write_csv

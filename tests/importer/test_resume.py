@@ -20,8 +20,8 @@ from typing import Any
 
 import pytest
 
-from graph.import_job import job_thread, run_job
 from nodes.profile_import.job import ImportOptions
+from nodes.profile_import.job_graph import job_thread, run_job
 from nodes.profile_import.models import validate_row
 from nodes.profile_import.store import JobMoved, PostgresDb, ProfileStore, profiles_location
 from state.backends import make_backend

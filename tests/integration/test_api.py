@@ -3,25 +3,22 @@
 Numbers are exact where the design makes them exact (counts, min, max, mean, occurrences) and
 within the sketch's 2 % relative accuracy for quantiles. Writes "in the past" use the public
 ``timestamp`` argument where the API has one; for errors and heartbeats, which the API stamps
-itself, the API module's clock is monkeypatched for the duration of the write only.
+itself, the handle's clock (a ``tests.clock.FakeClock``) is set back for the write only.
 """
 
 from __future__ import annotations
 
-import contextlib
 import json
 import math
 import random
-import sys
-import time
 import uuid
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
 
-import state.api  # noqa: F401  (the clock patch looks it up in sys.modules)
 from state import InvalidInput, OptimizationRecord, PerformanceMetric, SharedState
+from tests.clock import FakeClock
 
 HOUR = 3600.0
 
@@ -36,31 +33,10 @@ def other_url(db_url: str, tmp_path: Path, name: str) -> str:
     return f"memory://{uuid.uuid4().hex}"
 
 
-class _FrozenClock:
-    """Stands in for the ``time`` module: ``time()`` is fixed, everything else is real."""
-
-    def __init__(self, at: float) -> None:
-        self._at = at
-
-    def time(self) -> float:
-        return self._at
-
-    def __getattr__(self, name: str):
-        return getattr(time, name)
-
-
-@contextlib.contextmanager
-def api_clock(monkeypatch: pytest.MonkeyPatch, at: float):
-    """Make the API stamp the writes made inside the block with ``at``.
-
-    The API stamps errors and heartbeats itself; this is how a test writes one "in the past".
-    """
-    with monkeypatch.context() as m:
-        for name in ("state.api", "state.events"):
-            module = sys.modules.get(name)
-            if module is not None and getattr(module, "time", None) is time:
-                m.setattr(module, "time", _FrozenClock(at))
-        yield
+def clock_of(shared: SharedState) -> FakeClock:
+    """The fake clock the ``shared`` fixture opened its handle with."""
+    assert isinstance(shared.clock, FakeClock)
+    return shared.clock
 
 
 def assert_quantile(estimate: float | None, values: list[float], q: float) -> None:
@@ -75,21 +51,21 @@ def assert_quantile(estimate: float | None, values: list[float], q: float) -> No
 
 @pytest.fixture
 async def shared(db_url: str):
-    async with SharedState.open(db_url, producer="tests") as s:
+    async with SharedState.open(db_url, producer="tests", clock=FakeClock()) as s:
         yield s
 
 
 # -- a known data set ----------------------------------------------------------------------------
 
 async def populate(
-    shared: SharedState, monkeypatch: pytest.MonkeyPatch, *, old: bool = True
+    shared: SharedState, *, old: bool = True
 ) -> dict[str, str]:
     """Write one of everything; returns the ids the API handed back.
 
     With ``old``, some events are older than the minute tier keeps: the fold drops their
     minute buckets (the exported channels change) while every ``get_*`` result stays the same.
     """
-    now = time.time()
+    now = shared.clock()
     await shared.register_agent("profile_import", kind="profile_import", interval_s=30)
     await shared.register_agent("bridge", kind="langsmith_bridge", interval_s=60)
     await shared.update_agent_heartbeat("profile_import", {"status": "running", "rows": 5})
@@ -105,7 +81,7 @@ async def populate(
     await shared.add_error_pattern("TimeoutError", "timeout after 7 s for id 01bc77ee", "bridge")
     ids["value"] = await shared.add_error_pattern("ValueError", "bad email 'x@' in row 12",
                                                   "profile_import")
-    with api_clock(monkeypatch, now - (30 * HOUR if old else 60)):
+    with clock_of(shared).at(now - (30 * HOUR if old else 60)):
         await shared.add_error_pattern("TimeoutError", "timeout after 9 s for id 77aa0b1c",
                                        "profile_import")
     ids["insight"] = await shared.add_insight("latency_regression", {"p95_ms": 900},
@@ -211,7 +187,7 @@ async def test_performance_summary_negative_and_zero_values(shared: SharedState)
 
 
 async def test_performance_summary_hours_excludes_old_metrics(shared: SharedState) -> None:
-    now = time.time()
+    now = shared.clock()
     await shared.add_performance_metrics(
         {"source_agent": "a", "name": "m", "value": 10.0, "timestamp": now - 3 * HOUR}
         for _ in range(7))
@@ -301,14 +277,14 @@ async def test_error_patterns_filters(shared: SharedState) -> None:
 
 
 async def test_error_patterns_time_window_excludes_old_occurrences(
-    shared: SharedState, monkeypatch: pytest.MonkeyPatch
+    shared: SharedState
 ) -> None:
-    now = time.time()
-    with api_clock(monkeypatch, now - 30 * HOUR):
+    now = shared.clock()
+    with clock_of(shared).at(now - 30 * HOUR):
         for i in range(2):
             pid = await shared.add_error_pattern("IOError", f"read failed at {i}", "a")
         old_only = await shared.add_error_pattern("OSError", "gone", "a")
-    with api_clock(monkeypatch, now - 3 * HOUR):
+    with clock_of(shared).at(now - 3 * HOUR):
         await shared.add_error_pattern("IOError", "read failed at 9", "a")
     for i in range(3):
         assert await shared.add_error_pattern("IOError", f"read failed at {i}", "a") == pid
@@ -390,7 +366,7 @@ async def test_mark_unknown_insight_writes_nothing(shared: SharedState) -> None:
 # -- optimization records ------------------------------------------------------------------------
 
 async def test_recent_optimizations_filters(shared: SharedState) -> None:
-    now = time.time()
+    now = shared.clock()
     await shared.add_optimization_record(OptimizationRecord(
         optimization_type="batch_size", target="import", record_id="opt_1",
         before={"batch": 100}, after={"batch": 200}, timestamp=now - 60))
@@ -431,16 +407,16 @@ async def test_recent_optimizations_filters(shared: SharedState) -> None:
 
 # -- agents and heartbeats -----------------------------------------------------------------------
 
-async def test_register_and_heartbeats(shared: SharedState, monkeypatch) -> None:
-    now = time.time()
+async def test_register_and_heartbeats(shared: SharedState) -> None:
+    now = shared.clock()
     await shared.register_agent("fresh", kind="profile_import", interval_s=30, owner="team-a")
     await shared.register_agent(SimpleNamespace(agent_id="stale", kind="langsmith_bridge",
                                                 interval_s=60, schedule="*/5 * * * *"))
     await shared.register_agent("silent")
     await shared.update_agent_heartbeat("fresh", {"status": "running", "rows": 5})
-    with api_clock(monkeypatch, now - 10 * 60):
+    with clock_of(shared).at(now - 11 * 60):  # past 2 x its cron's 5 min
         await shared.receive_heartbeat("stale", {"status": "running"})
-    with api_clock(monkeypatch, now - 20 * 60):  # arrives late: must not win
+    with clock_of(shared).at(now - 20 * 60):  # arrives late: must not win
         await shared.receive_heartbeat("fresh", {"status": "starting"})
     await shared.receive_heartbeat("fresh", {"status": "idle"})
 
@@ -456,7 +432,7 @@ async def test_register_and_heartbeats(shared: SharedState, monkeypatch) -> None
         stale = agents["stale"]
         assert (stale["kind"], stale["interval_s"], stale["schedule"]) == (
             "langsmith_bridge", 60.0, "*/5 * * * *")
-        assert stale["last_heartbeat"] == pytest.approx(now - 600)
+        assert stale["last_heartbeat"] == now - 660
         assert stale["heartbeats"] == 1
         silent = agents["silent"]
         assert (silent["kind"], silent["status"], silent["heartbeats"]) == (
@@ -508,9 +484,9 @@ async def test_system_state_and_config_updates(shared: SharedState) -> None:
 # -- read-your-writes, flush ---------------------------------------------------------------------
 
 async def test_reads_identical_before_and_after_flush(
-    shared: SharedState, monkeypatch: pytest.MonkeyPatch
+    shared: SharedState
 ) -> None:
-    await populate(shared, monkeypatch)
+    await populate(shared)
     before = await views(shared)
     assert (await shared.get_system_state())["inbox"]["pending"] > 0
     report = await shared.flush()
@@ -524,9 +500,9 @@ async def test_reads_identical_before_and_after_flush(
 
 
 async def test_export_identical_before_and_after_flush(
-    shared: SharedState, monkeypatch: pytest.MonkeyPatch
+    shared: SharedState
 ) -> None:
-    await populate(shared, monkeypatch, old=False)
+    await populate(shared, old=False)
     before = await export_without_stats(shared)
     assert (await shared.flush()).folded > 1000
     assert await export_without_stats(shared) == before
@@ -607,9 +583,9 @@ async def test_two_writers_interleaved_count_exactly(db_url: str) -> None:
 # -- export / restore ----------------------------------------------------------------------------
 
 async def test_export_is_json_and_restores_into_empty_database(
-    shared: SharedState, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared: SharedState, db_url: str, tmp_path: Path
 ) -> None:
-    await populate(shared, monkeypatch)
+    await populate(shared)
     doc = await shared.export_state()
     text = json.dumps(doc, allow_nan=False)
     assert json.loads(text) == doc
@@ -640,7 +616,7 @@ async def test_export_is_json_and_restores_into_empty_database(
 
 
 async def test_restore_refuses_non_empty_database_unless_forced(
-    shared: SharedState, db_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    shared: SharedState, db_url: str, tmp_path: Path
 ) -> None:
     async with SharedState.open(other_url(db_url, tmp_path, "source")) as source:
         await source.add_insight("t", {"x": 1}, "a", priority="high")
@@ -655,7 +631,7 @@ async def test_restore_refuses_non_empty_database_unless_forced(
     assert err.value.field == "database"
     assert await shared.export_state() == before
 
-    await populate(shared, monkeypatch)
+    await populate(shared)
     await shared.flush()
     before = await shared.export_state()
     with pytest.raises(InvalidInput):

@@ -1,4 +1,4 @@
-"""One error policy for every ``bga`` command (``graph.cli_errors``): an unreachable database, a
+"""One error policy for every ``bga`` command (``graph.cli_common``): an unreachable database, a
 missing file, a directory where a file belongs, a file of the wrong type are one short message
 naming what was wrong and what to do, a non-zero exit code, no traceback, nothing written."""
 

@@ -4,18 +4,17 @@ actions, "new since you last looked", and who did what when."""
 
 from __future__ import annotations
 
-import time
-
 import pytest
 
 from graph import runner
 from state import InvalidInput, SharedState
-from tests.integration.test_api import api_clock
+from tests.clock import FakeClock
+from tests.integration.test_api import clock_of
 
 
 @pytest.fixture
 async def shared(db_url: str):
-    async with SharedState.open(db_url, producer="tests") as s:
+    async with SharedState.open(db_url, producer="tests", clock=FakeClock()) as s:
         yield s
 
 
@@ -30,12 +29,12 @@ async def _one(shared: SharedState, iid: str) -> dict:
 
 
 async def test_acknowledge_regress_resolve_reopen_with_history(
-    shared: SharedState, monkeypatch: pytest.MonkeyPatch
+    shared: SharedState
 ) -> None:
-    t0 = time.time() - 600
-    with api_clock(monkeypatch, t0):
+    t0 = shared.clock() - 600
+    with clock_of(shared).at(t0):
         iid = await _fire(shared, "a")
-    with api_clock(monkeypatch, t0 + 10):
+    with clock_of(shared).at(t0 + 10):
         assert await shared.update_insights([iid], "acknowledge", by="dashboard:s1") == [iid]
     row = await _one(shared, iid)
     assert (row["status"], row["state"], row["active"], row["by"]) == \
@@ -44,7 +43,7 @@ async def test_acknowledge_regress_resolve_reopen_with_history(
     counts = await shared.get_insight_counts()
     assert counts["open"] == 0 and counts["by_status"]["acknowledged"] == 1
 
-    with api_clock(monkeypatch, t0 + 20):
+    with clock_of(shared).at(t0 + 20):
         assert await _fire(shared, "a") == iid  # it fires again: regressed at once
     for _ in range(2):  # before and after the fold (which records it in the history)
         row = await _one(shared, iid)
@@ -56,9 +55,9 @@ async def test_acknowledge_regress_resolve_reopen_with_history(
     assert [(h["action"], h["by"]) for h in row["history"]] == [
         ("acknowledge", "dashboard:s1"), ("regressed", "coordinator")]
 
-    with api_clock(monkeypatch, t0 + 30):
+    with clock_of(shared).at(t0 + 30):
         await shared.update_insights([iid], "resolve")
-    with api_clock(monkeypatch, t0 + 40):
+    with clock_of(shared).at(t0 + 40):
         await shared.update_insights([iid], "reopen", by="cli")
     await shared.flush()
     row = await _one(shared, iid)
@@ -74,7 +73,7 @@ async def test_mute_by_insight_and_by_type_and_unmute(shared: SharedState) -> No
     await shared.update_insights([a], "mute", duration_s=3600)
     row = await _one(shared, a)
     assert row["state"] == "muted" and row["status"] == "open" and not row["active"]
-    assert row["muted_until"] == pytest.approx(time.time() + 3600, abs=60)
+    assert row["muted_until"] == pytest.approx(shared.clock() + 3600, abs=60)
     counts = await shared.get_insight_counts()
     assert counts["open"] == 2 and counts["by_status"]["muted"] == 1
     await shared.mute_insight_type("error_rate_spike", 600)
@@ -106,18 +105,17 @@ async def test_bulk_actions_are_all_or_nothing(shared: SharedState) -> None:
                                         missing_ok=True) == ids
 
 
-async def test_new_since_last_looked(shared: SharedState, monkeypatch: pytest.MonkeyPatch
-                                     ) -> None:
-    t0 = time.time() - 600
-    with api_clock(monkeypatch, t0):
+async def test_new_since_last_looked(shared: SharedState) -> None:
+    t0 = shared.clock() - 600
+    with clock_of(shared).at(t0):
         a = await _fire(shared, "a")
         b = await _fire(shared, "b")
     assert (await shared.get_insight_counts("me"))["new"] == 2  # never looked: all open
-    with api_clock(monkeypatch, t0 + 10):
+    with clock_of(shared).at(t0 + 10):
         await shared.update_insights([b], "acknowledge")
         await shared.mark_insights_seen("me")
     assert (await shared.get_insight_counts("me"))["new"] == 0
-    with api_clock(monkeypatch, t0 + 20):
+    with clock_of(shared).at(t0 + 20):
         await _fire(shared, "c")  # a new one
         await _fire(shared, "a")  # still open: not new
         await _fire(shared, "b")  # regressed since I looked: new
@@ -128,10 +126,10 @@ async def test_new_since_last_looked(shared: SharedState, monkeypatch: pytest.Mo
 
 
 async def test_liveness_alarm_is_resolved_by_the_coordinator_on_recovery(
-    shared: SharedState, monkeypatch: pytest.MonkeyPatch
+    shared: SharedState
 ) -> None:
     await shared.register_agent("svc", kind="service", interval_s=1)
-    with api_clock(monkeypatch, time.time() - 60):
+    with clock_of(shared).at(shared.clock() - 60):
         await shared.update_agent_heartbeat("svc", {"status": "running"})
     await runner.tick(shared, wait=30)
     (stale,) = await shared.get_insights(insight_type="agent_dead") or \

@@ -2,29 +2,49 @@
 
 ``ThroughputAgent`` gets slower with bigger batches, so the optimizer's first move (doubling
 ``batch_size``) must be rolled back after the verification window; ``BatchLovingAgent`` gets
-faster, so the same move is kept. The verification window is configured down to 1 s, the only
-real wait.
+faster, so the same move is kept. Time is a fake clock (``tests.clock``) that each tick moves
+on by a second and a test moves past the verification window; nothing sleeps.
 """
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
 
-from graph.runner import tick
+from graph import runner
 from state import SharedState
 from tests.agents.example import BATCH_LOVING, THROUGHPUT
+from tests.clock import FakeClock
 
-VERIFY_S = 1.0
+VERIFY_S = 300.0
 TINY = 0.001
+STEP_S = 1.0  # how far the clock moves before each tick
 
 
 @pytest.fixture
-async def shared(db_url: str):
-    async with SharedState.open(db_url, producer="tests") as s:
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def shared(db_url: str, clock: FakeClock):
+    async with SharedState.open(db_url, producer="tests", clock=clock) as s:
         yield s
+
+
+async def tick(shared: SharedState) -> None:
+    """One tick, a second after the last thing that happened (agents on a TINY interval are
+    due again)."""
+    clock = shared.clock
+    assert isinstance(clock, FakeClock)
+    clock.advance(STEP_S)
+    await runner.tick(shared)
+
+
+def past_the_window(shared: SharedState) -> None:
+    assert isinstance(shared.clock, FakeClock)
+    shared.clock.advance(VERIFY_S)
 
 
 async def setup(shared: SharedState, agent_class: str, *, interval_s: float = 3600.0) -> None:
@@ -68,7 +88,7 @@ async def test_change_that_hurts_is_rolled_back(shared: SharedState) -> None:
     assert [r["outcome"] for r in await records(shared)] == ["applied"]
     assert await batch_size(shared) == 200
 
-    await asyncio.sleep(VERIFY_S + 0.05)
+    past_the_window(shared)
     await tick(shared)  # past the window: judged worse, rolled back
     assert await batch_size(shared) == 100
     [judged] = await records(shared)
@@ -103,7 +123,7 @@ async def test_change_that_helps_is_kept(shared: SharedState) -> None:
     assert applied["before"]["rows_per_s"] == 400.0
     assert await batch_size(shared) == 200
     await tick(shared)
-    await asyncio.sleep(VERIFY_S + 0.05)
+    past_the_window(shared)
     await tick(shared)
     [judged] = await records(shared)
     assert judged["record_id"] == applied["record_id"]

@@ -1,24 +1,42 @@
 """The system graph end to end: one ``graph.runner.tick`` at a time, on every backend.
 
 Agents are the example agents of ``tests.agents.example``, wired in through the shared config
-only (one config line each): the graph is never changed to add one. Waits are real but short
-(liveness factors are configured down so that nothing waits more than ~1.5 s).
+only (one config line each): the graph is never changed to add one. Nothing sleeps: tests of
+time (liveness, cron) move a fake clock (``tests.clock``) that the handle and its ticks share.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import Any
+from typing import Any, get_type_hints
 
 import pytest
+from pydantic import TypeAdapter
+from typing_extensions import is_typeddict
 
 from graph.runner import tick
+from graph.system import build_system_graph
 from nodes.schedule import next_due
 from state import InvalidInput, SharedState
 from state.config import AgentSection
 from state.fingerprint import fingerprint
+from state.fold import KEY_MERGES
+from state.reducers import lww, merge_agent, merge_agents, merge_insight
+from state.schema import (
+    CHANNELS,
+    REDUCERS,
+    AgentRecord,
+    InsightRecord,
+    OptimizationEntry,
+    PatternRecord,
+    Register,
+    SeriesRecord,
+    SystemState,
+    TickRecord,
+)
 from tests.agents.example import ECHO, FAILING, SLOW, THROUGHPUT
+from tests.clock import FakeClock
 
 TINY = 0.001  # an interval that makes an agent due on every tick
 
@@ -171,17 +189,21 @@ async def test_interval_agent_runs_first_tick_then_waits(shared: SharedState) ->
     assert "echo" not in last["agents_run"]
 
 
-async def test_cron_agent_runs_at_most_once_per_minute(shared: SharedState) -> None:
-    await configure(shared, echo={"class": ECHO, "cron": "* * * * *"})
-    left = 60 - time.time() % 60
-    if left < 5:  # keep all ticks inside one minute
-        await asyncio.sleep(left + 0.1)
-    for _ in range(3):
+async def test_cron_agent_runs_at_most_once_per_minute(db_url: str) -> None:
+    minute = float(int(time.time()) // 60 * 60)
+    clock = FakeClock(minute + 1)
+    async with SharedState.open(db_url, producer="tests", clock=clock) as shared:
+        await configure(shared, echo={"class": ECHO, "cron": "* * * * *"})
+        for _ in range(3):  # all inside one minute
+            await tick(shared)
+            clock.advance(19)
+        assert (await agent_data(shared, "echo"))["counter"] == 1
+        echo = (await agents(shared))["echo"]
+        assert echo["schedule"] == "* * * * *"
+        assert echo["heartbeats"] == 1
+        clock.now = minute + 60  # the next minute boundary: due again
         await tick(shared)
-    assert (await agent_data(shared, "echo"))["counter"] == 1
-    echo = (await agents(shared))["echo"]
-    assert echo["schedule"] == "* * * * *"
-    assert echo["heartbeats"] == 1
+        assert (await agent_data(shared, "echo"))["counter"] == 2
 
 
 def test_cron_next_due_is_the_next_minute_boundary() -> None:
@@ -195,17 +217,36 @@ def test_cron_next_due_is_the_next_minute_boundary() -> None:
 
 
 # -- liveness --------------------------------------------------------------------------------------
+# The clock is a fake one the test moves: an outside agent reporting every 60 s goes stale past
+# 2 x 60 s and dead past 6 x 60 s of silence, whatever the load on the machine.
 
 
-async def test_stale_agent_alarm_and_recovery(shared: SharedState) -> None:
+@pytest.fixture
+def clock() -> FakeClock:
+    return FakeClock()
+
+
+@pytest.fixture
+async def timed(db_url: str, clock: FakeClock):
+    async with SharedState.open(db_url, producer="tests", clock=clock) as s:
+        yield s
+
+
+async def test_stale_agent_alarm_and_recovery(timed: SharedState, clock: FakeClock) -> None:
+    shared = timed
     await shared.update_config({"liveness": {"stale_factor": 2.0, "dead_factor": 6.0}})
-    await shared.register_agent("worker", kind="external", interval_s=0.2)
+    await shared.register_agent("worker", kind="external", interval_s=60)
     await shared.update_agent_heartbeat("worker", {"status": "running"})
     await tick(shared)
     assert (await agents(shared))["worker"]["liveness"] == "active"
     healthy = await system_value(shared, "health")
 
-    await asyncio.sleep(0.7)  # past 2 x 0.2 s, well before 6 x 0.2 s
+    clock.advance(120)  # exactly 2 x 60 s: not yet stale
+    await tick(shared)
+    assert (await agents(shared))["worker"]["liveness"] == "active"
+    assert await shared.get_insights(insight_type="agent_stale") == []
+
+    clock.advance(30)  # 150 s: past 2 x 60 s, well before 6 x 60 s
     await tick(shared)
     assert (await agents(shared))["worker"]["liveness"] == "stale"
     stale = await shared.get_insights(insight_type="agent_stale")
@@ -213,16 +254,18 @@ async def test_stale_agent_alarm_and_recovery(shared: SharedState) -> None:
     assert stale[0]["priority"] == "high"
     assert stale[0]["acted_upon"] is False
     assert stale[0]["content"]["agent"] == "worker"
-    assert stale[0]["content"]["expected_interval_s"] == 0.2
-    assert stale[0]["content"]["last_heartbeat_age_s"] >= 0.4
+    assert stale[0]["content"]["expected_interval_s"] == 60
+    assert stale[0]["content"]["last_heartbeat_age_s"] == 150.0
     degraded = await system_value(shared, "health")
     assert degraded["score"] < healthy["score"]
     assert "1 stale agents" in degraded["reasons"]
 
+    clock.advance(10)
     await tick(shared)  # still stale: the same insight again, not a second row
     stale = await shared.get_insights(insight_type="agent_stale")
     assert len(stale) == 1
     assert stale[0]["occurrences"] == 2
+    assert stale[0]["content"]["last_heartbeat_age_s"] == 160.0
 
     await shared.receive_heartbeat("worker", {"status": "running"})
     await tick(shared)
@@ -235,27 +278,43 @@ async def test_stale_agent_alarm_and_recovery(shared: SharedState) -> None:
     assert (await system_value(shared, "health"))["score"] > degraded["score"]
 
 
-async def test_dead_agent_is_purged(shared: SharedState) -> None:
+async def test_dead_agent_is_purged(timed: SharedState, clock: FakeClock) -> None:
+    shared = timed
     await shared.update_config({"liveness": {"stale_factor": 2.0, "dead_factor": 6.0,
-                                             "purge_after_s": 0.6}})
-    await shared.register_agent("worker", kind="external", interval_s=0.2)
+                                             "purge_after_s": 180}})
+    await shared.register_agent("worker", kind="external", interval_s=60)
     await shared.update_agent_heartbeat("worker", {"status": "running"})
     await tick(shared)
     assert "worker" in await agents(shared)
 
-    await asyncio.sleep(1.4)  # dead after 6 x 0.2 s, purged only after 1.2 + 0.6 s
+    clock.advance(420)  # dead after 6 x 60 s, purged only after 360 + 180 s
     await tick(shared)
     assert (await agents(shared))["worker"]["liveness"] == "dead"
     dead = await shared.get_insights(insight_type="agent_dead")
     assert [(i["priority"], i["content"]["agent"]) for i in dead] == [("critical", "worker")]
     assert "1 dead agents" in (await system_value(shared, "health"))["reasons"]
 
-    await asyncio.sleep(0.6)
+    clock.advance(120)  # 540 s: exactly at the purge horizon, still kept
+    await tick(shared)
+    assert (await agents(shared))["worker"]["liveness"] == "dead"
+
+    clock.advance(1)
     await tick(shared)
     assert "worker" not in await agents(shared)
     assert "system_monitor" in await agents(shared)  # only the dead one went
     await tick(shared)
     assert "worker" not in await agents(shared)
+
+
+async def test_a_tick_reads_time_from_its_handle_s_clock(timed: SharedState,
+                                                         clock: FakeClock) -> None:
+    clock.advance(3600.5)
+    await tick(timed)
+    last = await system_value(timed, "last_tick")
+    assert last["started_at"] == clock.now
+    assert last["duration_ms"] == 0  # the fake clock stood still during the tick
+    assert (await timed.read())["stats"]["last_tick_at"] == clock.now
+    assert {a["last_heartbeat"] for a in (await agents(timed)).values()} == {clock.now}
 
 
 # -- configuration ---------------------------------------------------------------------------------
@@ -335,3 +394,60 @@ async def test_api_events_are_counted_exactly_once_across_ticks_and_flushes(db_u
         stats = (await ticker.get_system_state())["stats"]
         assert stats["events_folded"] == 200 + 10
         assert stats["ticks"] == 7
+
+
+# -- the typed records -----------------------------------------------------------------------------
+
+
+def _undocumented(value: Any, record: Any, where: str) -> list[str]:
+    """Keys of ``value`` (and of its nested records) that ``record``'s TypedDict does not name."""
+    hints = get_type_hints(record, include_extras=True)
+    out = [f"{where}.{k}" for k in value if k not in hints]
+    for key, hint in hints.items():
+        if key in value and is_typeddict(hint):
+            out += _undocumented(value[key], hint, f"{where}.{key}")
+    return out
+
+
+async def test_the_state_has_the_shapes_its_typed_records_document(
+    timed: SharedState, clock: FakeClock
+) -> None:
+    shared = timed
+    await configure(shared, echo={"class": ECHO, "interval_s": TINY},
+                    fail_a={"class": FAILING, "interval_s": TINY})
+    await shared.update_config({"liveness": {"stale_factor": 2.0, "dead_factor": 6.0,
+                                             "purge_after_s": 3600}})
+    await shared.register_agent("worker", kind="external", interval_s=60)
+    await shared.update_agent_heartbeat("worker", {"status": "running"})
+    await shared.add_optimization_record({"optimization_type": "note", "target": "echo"})
+    await shared.mark_insights_seen("ops")
+    await tick(shared)
+    clock.advance(600)  # the worker goes dead: a liveness verdict and an alarm
+    await tick(shared)
+    [alarm] = await shared.get_insights(insight_type="agent_dead")
+    await shared.update_insights([alarm["insight_id"]], "acknowledge")
+    await shared.mute_insight_type("new_error_pattern", 3600)
+    await shared.flush()
+    state = dict(await shared.read())
+
+    TypeAdapter(SystemState).validate_python(state, strict=False)
+    assert set(state) == set(CHANNELS) - {"alerts"}  # no alert channel is configured
+    records = {"agents": AgentRecord, "metrics": SeriesRecord, "error_patterns": PatternRecord,
+               "insights": InsightRecord, "optimizations": OptimizationEntry,
+               "triage": Register, "system": Register, "config": Register,
+               "agent_data": Register, "alerts": Register}
+    missing = [f"{ch}.{k}.{f}" for ch, record in records.items()
+               for k, v in state.get(ch, {}).items() for f in _undocumented(v, record, "")]
+    missing += _undocumented(state["tick"], TickRecord, "tick")
+    assert missing == []
+    assert state["agents"]["worker"]["liveness"]["value"] == "dead"
+    assert state["insights"][alarm["insight_id"]]["status"]["s"] == "acknowledged"
+
+
+def test_the_graph_merges_each_channel_with_the_reducer_its_annotation_names() -> None:
+    channels = build_system_graph().channels
+    assert {ch: channels[ch].operator for ch in CHANNELS} == REDUCERS  # type: ignore[attr-defined]
+    assert REDUCERS["agents"] is merge_agents and REDUCERS["tick"] is lww
+    # the fold merges one record at a time with the per-key merge of the same reducers
+    assert KEY_MERGES["agents"] is merge_agent and KEY_MERGES["insights"] is merge_insight
+    assert KEY_MERGES["config"] is lww and "tick" not in KEY_MERGES

@@ -1,23 +1,29 @@
-"""One error policy for every ``bga`` command.
+"""What every ``bga`` command module shares: the ``--db`` option, the consoles, the error policy.
 
-A command that fails because of something the person can fix (a database that cannot be
-reached, a missing file, a directory where a file belongs, a file of the wrong type, a bad
-value) prints ONE short message on stderr, naming what was wrong and what to do, and exits
-non-zero: 2 for bad input (wrong value, wrong or missing file), 1 when the environment failed
-(database unreachable, disk full). No traceback, unless ``bga --debug COMMAND`` (or
-``BGA_DEBUG=1``) asks for it. Every command of the ``bga`` app gets the policy because the app
-and its sub-apps are made with :class:`Typer`, which wraps each command's function.
+``graph.cli`` (the app and the state commands), ``graph.cli_import``, ``graph.cli_bridge`` and
+``graph.cli_cluster`` each import this module and nothing of each other but their
+``register`` functions, so the command modules form no cycle.
+
+The error policy: a command that fails because of something the person can fix (a database
+that cannot be reached, a missing file, a directory where a file belongs, a file of the wrong
+type, a bad value) prints ONE short message on stderr, naming what was wrong and what to do,
+and exits non-zero: 2 for bad input (wrong value, wrong or missing file), 1 when the
+environment failed (database unreachable, disk full). No traceback, unless
+``bga --debug COMMAND`` (or ``BGA_DEBUG=1``) asks for it. Every command of the ``bga`` app
+gets the policy because the app and its sub-apps are made with :class:`Typer`, which wraps
+each command's function.
 """
 
 from __future__ import annotations
 
+import asyncio
 import functools
 import json
 import os
 import sqlite3
-from collections.abc import Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
-from typing import Any, NoReturn, TypeVar
+from typing import Annotated, Any, NoReturn, TypeVar
 
 import click
 import typer
@@ -29,7 +35,17 @@ from state.models import InvalidInput
 from state.redact import redact
 
 F = TypeVar("F", bound=Callable[..., Any])
+T = TypeVar("T")
+console = Console(soft_wrap=True)
+"""Standard output: what a command reports."""
 err = Console(stderr=True, soft_wrap=True)
+"""Standard error: failures, hints and progress."""
+
+DB_HELP = "Database URL (default: $BGA_DATABASE_URL, then sqlite:///./data/state.db)"
+DbOption = Annotated[str | None, typer.Option("--db", help=DB_HELP)]
+"""The ``--db URL`` option of every command that opens the state (``state.settings.database_url``
+resolves it)."""
+
 USAGE, ENVIRONMENT = 2, 1
 DB_HINT = "check --db (or BGA_DATABASE_URL): is the server running, does the database exist?"
 _debug = {"on": False}
@@ -103,6 +119,12 @@ def describe(exc: BaseException) -> CommandError | None:
     if isinstance(exc, ValueError | PermissionError):
         return CommandError(str(exc))
     return None
+
+
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run a command's coroutine; its failures reach the error policy (``guarded``) that
+    wraps the command."""
+    return asyncio.run(coro)
 
 
 def guarded(fn: F) -> F:
