@@ -10,6 +10,7 @@ import streamlit as st
 
 from dashboard import auth, data, ui
 
+ATTENTION = "Needs attention"
 # Shown state -> the lifecycle states it selects (None: all).
 STATES: dict[str, list[str] | None] = {
     "Needs attention": ["open", "regressed"], "Regressed": ["regressed"],
@@ -198,6 +199,8 @@ def body() -> None:
              if (not priorities or i["priority"] in priorities)
              and (not chosen_types or i["insight_type"] in chosen_types)
              and (wanted is None or i["state"] in wanted)
+             # informational insights (import_completed) are never work to do: "All" lists them
+             and not (state == ATTENTION and i["priority"] == "info")
              and (not needle or needle in f"{i['insight_type']} {i['source_agent']} "
                                           f"{i['content'].get('summary', '')}".lower())]
     can_act = auth.allowed("operator")  # the writes themselves are gated too (dashboard.data)

@@ -239,8 +239,17 @@ def _shown(at: AppTest) -> set[str]:
 
 def test_insights_counts_filters_and_evidence_on_demand(state_db: StateFixture,
                                                         dash: Any) -> None:
+    async def informational(s: SharedState) -> str:
+        iid = await s.add_insight("import_completed", {"summary": "a.csv: 3 rows"},
+                                  "profile_import", priority="info")
+        await s.flush()
+        return iid
+
+    info = api(state_db.url, informational)
     everything = api(state_db.url, SharedState.get_insights)
-    active = [i for i in everything if i["active"]]
+    # open work: an informational insight is listed under "All", never as needing attention
+    active = [i for i in everything if i["active"] and i["priority"] != "info"]
+    assert info not in {i["insight_id"] for i in active}
     at = dash(state_db.url, "insights")
     assert metrics(at)["Open"] == str(len(active))
     assert metrics(at)["Acknowledged"] == "1"
