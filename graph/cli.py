@@ -240,6 +240,9 @@ def run(db: DbOption = None,
                                  "whose host died (default: $BGA_FAILOVER_S, then 15)")] = None,
         metrics_port: Annotated[int | None, typer.Option(
             help="Also serve Prometheus metrics on http://127.0.0.1:PORT/metrics")] = None,
+        send_alerts: Annotated[bool, typer.Option(
+            "--alerts/--no-alerts", help="Also deliver alerts, as `bga alerts run` does "
+                                         "(one sender per database; others stand by)")] = True,
         ) -> None:
     """Run the scheduler: tick the system graph until Ctrl-C / SIGTERM.
 
@@ -256,6 +259,16 @@ def run(db: DbOption = None,
                 from graph import metrics
                 bound = await stack.enter_async_context(metrics.serve(url, metrics_port))
                 console.print(f"metrics: http://127.0.0.1:{bound}/metrics")
+            sender = None
+            if send_alerts:
+                from graph import alerts
+                from state.outbox import OutboxStore
+                store = await stack.enter_async_context(OutboxStore(url))
+                sending = await stack.enter_async_context(SharedState.open(
+                    url, producer=alerts.SENDER, failover_s=failover_s(failover)))
+                sender = asyncio.create_task(alerts.run(
+                    sending, store, stop=stop, interval_s=interval or 1.0,
+                    log=lambda line: err.print(line, highlight=False)))
             traffic = None
             if demo:
                 if not await seed_sample_data(shared):
@@ -275,8 +288,9 @@ def run(db: DbOption = None,
                                     max_ticks=ticks, on_tick=show,
                                     coordinator_only=coordinator_only)
             stop.set()
-            if traffic is not None:
-                await traffic
+            for task in (traffic, sender):
+                if task is not None:
+                    await task
             return n
 
     n = _run(go())

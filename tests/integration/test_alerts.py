@@ -533,3 +533,41 @@ async def test_the_sender_rides_out_a_lost_database_session(
     failed = [line for line in lines if line.startswith("alert pass failed")]
     assert len(failed) == 1 and "retrying in 0.5 s" in failed[0], lines
     assert len(receivers["hook"].calls) == len(receivers["mail"].mails) == 1
+
+
+def test_bga_run_delivers_alerts_itself(sqlite_url: str, receivers: dict[str, Any]) -> None:
+    """`bga run` runs the sender too (one per database): a high insight reaches the webhook
+    with no `bga alerts run` beside it; SIGTERM stops both cleanly."""
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    async def setup() -> None:
+        async with SharedState.open(sqlite_url, producer="test") as shared:
+            await shared.update_config({"agents": QUIET_AGENTS, "alerts": {
+                "digest_s": 0.0, "channels": {"hook": {"type": "webhook"}}}})
+            await shared.add_insight("error_rate_spike", {"summary": "billing: 12 errors"},
+                                     "billing", priority="high")
+
+    asyncio.run(setup())
+    base = {k: v for k, v in os.environ.items() if not k.startswith("BGA_ALERT_")}
+    env = {**base, **channel_env(receivers)}
+    proc = subprocess.Popen([sys.executable, "-m", "graph.cli", "run", "--db", sqlite_url,
+                             "--interval", "0.5"], env=env, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 120  # an upper bound on a loaded machine, not a timing
+        while not receivers["hook"].calls and proc.poll() is None \
+                and time.monotonic() < deadline:
+            time.sleep(0.2)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        out, _ = proc.communicate(timeout=120)
+    assert proc.returncode == 0, out
+    calls = receivers["hook"].calls
+    assert calls and calls[0].verified is True, out
+    alerts = [a for c in calls for a in c.json["alerts"]]
+    assert [(a["event"], a["insight_type"]) for a in alerts] == [
+        ("firing", "error_rate_spike")], alerts
+    assert "scheduler stopped cleanly" in out
