@@ -2,9 +2,10 @@
 
 Checkpoints go through LangGraph's ``AsyncPostgresSaver`` on a psycopg ``AsyncConnectionPool``,
 subclassed to add compare-and-swap on the shared state's thread (as ``CasSqliteSaver`` does); the
-inbox, its streams and the quarantine are plain tables; the fold and leader locks are
-session-level advisory locks, each held on a dedicated connection, so the server releases the
-lock of a process that dies.
+inbox, its streams, the quarantine and the local traces are plain tables
+(``state.backends.migrations.STATE``; the trace store shares the pool); the fold and leader
+locks are session-level advisory locks, each held on a dedicated connection, so the server
+releases the lock of a process that dies.
 
 Everything is scoped to the connection's ``current_schema()``: several state databases can
 live in one PostgreSQL database as separate schemas (``?options=-csearch_path%3Dname``), and

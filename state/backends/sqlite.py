@@ -1,8 +1,10 @@
-"""SQLite backend: checkpoints, inbox and quarantine in one WAL file; a file lock for folds.
+"""SQLite backend: checkpoints, inbox, quarantine and local traces in one WAL file; file
+locks for folds, leadership and agent steps.
 
 Inbox writes use their own ``sqlite3`` connection in a worker thread (one transaction per
-group commit); checkpoints go through ``CasSqliteSaver`` (``AsyncSqliteSaver`` with compare-and-swap
-on the shared state's thread) on an ``aiosqlite`` connection.
+group commit), which the trace store shares (``traces()``); checkpoints go through
+``CasSqliteSaver`` (``AsyncSqliteSaver`` with compare-and-swap on the shared state's thread)
+on an ``aiosqlite`` connection. Tables come from ``state.backends.migrations.STATE``.
 """
 
 from __future__ import annotations

@@ -161,6 +161,7 @@ class SqliteTraceStore(TraceStore):
         self.url = url
         self.path = path
         self._shared = shared is not None
+        self._conn: sqlite3.Connection | None
         self._conn, self._lock = shared if shared is not None else (None, asyncio.Lock())
 
     def _connect(self) -> sqlite3.Connection:
