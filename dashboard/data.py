@@ -236,7 +236,7 @@ def mark_acted_upon(insight_id: str, url: str | None = None) -> bool:
 
 
 async def _write_as(url: str, by: str, action: str, *args: Any, **kwargs: Any) -> Any:
-    async with SharedState.open(url, producer=PRODUCER) as shared:
+    async with _open(url, read_only=False) as shared:
         return await getattr(shared, action)(*args, by=by, **kwargs)
 
 

@@ -359,6 +359,7 @@ class SqliteBackend(Backend):
         if self._aconn is not None:
             await self._aconn.close()
             self._aconn = None
+        self._traces = None  # it used the write connection
         for conn in (self._write, self._read):
             if conn is not None:
                 conn.close()
