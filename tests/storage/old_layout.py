@@ -150,6 +150,10 @@ def _pg(script: str) -> str:
     return script
 
 
+def _same(script: str) -> str:
+    return script
+
+
 def _statements(script: str) -> list[str]:
     return [s for s in script.split(";") if s.strip()]  # how the old runner did it
 
@@ -198,7 +202,7 @@ def old_profiles(location: str, upto: int) -> None:
         mark, translate = "%s", _pg
     else:
         conn = sqlite3.connect(location, isolation_level=None)
-        mark, translate = "?", str
+        mark, translate = "?", _same
     try:
         for statement in _statements(translate(OLD_PROFILES_TABLE)):
             conn.execute(statement)

@@ -135,7 +135,7 @@ async def test_read_only_open_of_a_missing_database_creates_nothing(
         import psycopg
 
         with psycopg.connect(process_db_url) as conn:
-            row = conn.execute("SELECT count(*) FROM information_schema.tables "
+            row: Any = conn.execute("SELECT count(*) FROM information_schema.tables "
                                "WHERE table_schema = current_schema()").fetchone()
         assert row is not None and row[0] == 0
 
@@ -196,7 +196,7 @@ async def test_a_read_only_handle_refuses_flush_and_restore(db_url: str) -> None
 
 async def test_the_backend_hands_out_its_trace_store(db_url: str) -> None:
     """``Backend.traces()`` is the same tables as a store opened by URL."""
-    row = {"id": "r1", "trace_id": "t", "parent_run_id": None, "project": "local",
+    row: dict[str, Any] = {"id": "r1", "trace_id": "t", "parent_run_id": None, "project": "local",
            "name": "tick", "run_type": "chain", "start_time": 1.0, "end_time": 2.0,
            "status": "success", "error": None, "tags": ["x"], "metadata": {},
            "prompt_tokens": None, "completion_tokens": None, "total_tokens": None,
