@@ -10,7 +10,7 @@ PYTHON ?= python3
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test,postgres]'
+	$(PY) -m pip install -q -e '.[test,postgres,lint]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -31,8 +31,10 @@ browser:
 test: $(STAMP) browser
 	$(PY) -m pytest -q -p no:cacheprovider
 
+# ruff over the whole tree; mypy (pydantic plugin) over the paths in pyproject's [tool.mypy]
 lint: $(STAMP)
 	$(VENV)/bin/ruff check state nodes graph dashboard tests bench
+	$(PY) -m mypy
 
 # measurements, not tests: each script prints a table (see README "Measured figures")
 bench: $(STAMP)

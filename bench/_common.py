@@ -25,7 +25,7 @@ import statistics
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Awaitable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -486,7 +486,7 @@ async def fill(shared: SharedState, n: int, args: Any, rng: random.Random,
     for start in range(offset, offset + n, FILL_BLOCK):
         size = min(FILL_BLOCK, offset + n - start)
         metrics: list[PerformanceMetric] = []
-        others = []
+        others: list[Awaitable[Any]] = []
         for i in range(start, start + size):
             r = rng.random() * 100
             if r < args.metrics_pct:

@@ -55,7 +55,7 @@ def make_runs(n: int, seed: int, project_id: str = "00000000-0000-4000-8000-0000
         latency = rng.lognormvariate(-1.5 if child else -0.5, 0.6)
         rid = str(uuid.UUID(int=rng.getrandbits(128), version=4))
         failed = rng.random() < 0.03
-        run = {
+        run: dict[str, Any] = {
             "id": rid, "name": name, "run_type": run_type, "start_time": iso(start),
             "end_time": iso(start + latency), "status": "error" if failed else "success",
             "error": (f"TimeoutError('upstream {rng.randint(500, 504)} after "

@@ -36,6 +36,7 @@ from _common import (
     sqlite_url,
     temp_dir,
 )
+from langchain_core.runnables import RunnableConfig
 
 from state import PerformanceMetric, SharedState, sketch
 
@@ -85,8 +86,8 @@ def file_sizes(path: Path) -> tuple[int, int]:
     return path.stat().st_size, (wal.stat().st_size if wal.exists() else 0)
 
 
-def bucket_counts(state: dict[str, Any]) -> dict[str, int]:
-    counts = {"1m": 0, "1h": 0, "1d": 0}
+def bucket_counts(state: dict[str, Any]) -> dict[str, float]:
+    counts: dict[str, float] = {"1m": 0, "1h": 0, "1d": 0}
     bins = buckets = 0
     for data in (state.get("metrics") or {}).values():
         for tier, b in data["tiers"].items():
@@ -139,7 +140,7 @@ def naive(path: Path, n: int, per_update: int, rng: random.Random) -> dict[str, 
     builder.add_node("record", lambda state: {})
     builder.add_edge(START, "record")
     builder.add_edge("record", END)
-    config = {"configurable": {"thread_id": "system"}}
+    config: RunnableConfig = {"configurable": {"thread_id": "system"}}
     evs = events(n, rng, time.time())
     t0 = time.perf_counter()
     with SqliteSaver.from_conn_string(str(path)) as saver:
@@ -222,4 +223,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

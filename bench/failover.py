@@ -155,7 +155,8 @@ async def wait_fresh_tick(shared: SharedState, coords: Coordinators, after_n: in
     """The next tick after tick ``after_n`` run by one of our live coordinators."""
     async def ticked() -> tuple[int, float, int] | None:
         pid, started, n = await last_tick(shared)
-        return (pid, started, n) if pid in coords.alive() and n > after_n else None
+        return (pid, started, n) if pid in coords.alive() and n > after_n \
+            and started is not None else None
 
     return await wait_for("a tick by a live coordinator", timeout, poll, ticked)
 
@@ -298,7 +299,8 @@ async def measure(kind: str, url: str, tmp: Path, args: Any) -> Result:
 
 async def _other_tick(shared: SharedState, killed: int) -> tuple[int, float, int] | None:
     pid, started, n = await last_tick(shared)
-    return (pid, started, n) if pid is not None and pid != killed else None
+    return (pid, started, n) if pid is not None and pid != killed and started is not None \
+        else None
 
 
 # -- main ---------------------------------------------------------------------------------------
@@ -371,4 +373,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -93,11 +93,11 @@ async def run(args: Any) -> None:
                f"timestamps spread over the last {args.spread_minutes} min.",
                f"target: >= {TARGET:,} events/s folded."],
     )
-    rows = []
+    phase_table = []
     for label, total, phases, gc_s in breakdowns:
-        rows.extend(phase_rows(label, total, phases, gc_s))
-    print_table("Where flush() spends its time", ["phase", "calls", "seconds", "share"], rows,
-                plain=args.plain)
+        phase_table.extend(phase_rows(label, total, phases, gc_s))
+    print_table("Where flush() spends its time", ["phase", "calls", "seconds", "share"],
+                phase_table, plain=args.plain)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -111,4 +111,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

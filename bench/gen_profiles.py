@@ -159,7 +159,7 @@ BAD_EMAILS = ("jane.doe@", "bob at example.com", "@example.com", "alice@@example
 
 
 def _samples_people(n: int, rng: random.Random, fake: Any, tag: str) -> list[dict[str, Any]]:
-    out = []
+    out: list[dict[str, Any]] = []
     seen: set[str] = set()
     while len(out) < n:
         first, last = fake.first_name(), fake.last_name()

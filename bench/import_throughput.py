@@ -117,7 +117,7 @@ def main() -> None:
                 out, wall, cpu, peak, code = run_measured(
                     [str(BGA), "import", str(csv_path), "--db", url, "--json",
                      "--batch-size", str(args.batch_size)], env)
-            report = json.loads(out) if out.strip() else {"status": f"exit {code}"}
+            report: dict[str, Any] = json.loads(out) if out.strip() else {"status": f"exit {code}"}
             reports[backend] = report
             ok = (report.get("status") == "done" and report.get("invariant_ok")
                   and (report.get("lines") or {}).get("ok")

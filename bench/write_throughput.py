@@ -23,7 +23,6 @@ import gc
 import operator
 import random
 import sqlite3
-import sys
 import time
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
@@ -48,6 +47,7 @@ from _common import (
     verdict,
     warm,
 )
+from langchain_core.runnables import RunnableConfig
 
 from state import SharedState
 
@@ -164,7 +164,7 @@ def naive_langgraph(path: Path, n: int, *, tiny: bool) -> Row:
     builder.add_node("record", lambda state: {})
     builder.add_edge(START, "record")
     builder.add_edge("record", END)
-    config = {"configurable": {"thread_id": "system"}}
+    config: RunnableConfig = {"configurable": {"thread_id": "system"}}
     tenth = max(1, n // 10)
     marks: list[float] = []
     with SqliteSaver.from_conn_string(str(path)) as saver:
@@ -303,4 +303,4 @@ def main(argv: list[str] | None = None) -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -25,6 +25,7 @@ from datetime import datetime
 from typing import Any, TypeVar
 
 import streamlit as st
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base.id import UUID as CheckpointUUID
 
 from state import lifecycle, queries, sketch
@@ -75,9 +76,9 @@ class Unavailable(Exception):
 def _memo(snap: Snapshot, key: Any, make: Callable[[], T]) -> T:
     """``make()`` computed once per snapshot and key (a snapshot never changes)."""
     try:
-        return snap.memo[key]  # type: ignore[no-any-return]
+        return snap.memo[key]
     except KeyError:
-        return snap.memo.setdefault(key, make())  # type: ignore[no-any-return]
+        return snap.memo.setdefault(key, make())
 
 
 def run_sync(coro: Coroutine[Any, Any, T]) -> T:
@@ -136,11 +137,13 @@ async def _aload_state(url: str, checkpoint_id: str | None, started: float) -> S
             pending = shared.pending  # rows above the watermarks, not folded rows awaiting GC
             current = await shared.backend.latest_checkpoint_id(shared.thread_id)
         else:
-            config = {"configurable": {"thread_id": shared.thread_id, "checkpoint_ns": "",
-                                       "checkpoint_id": checkpoint_id}}
+            config: RunnableConfig = {"configurable": {"thread_id": shared.thread_id,
+                                                       "checkpoint_ns": "",
+                                                       "checkpoint_id": checkpoint_id}}
             found, state, ts = await load_values(shared.backend.checkpointer, config)
             if found is None:
                 raise LookupError(f"checkpoint {checkpoint_id} is no longer retained")
+            assert ts is not None  # every checkpoint carries its timestamp
             now, pending, current = _ts(ts), 0, checkpoint_id
     return Snapshot(url, state, now, current, checkpoint_id is None, pending,
                     time.perf_counter() - started)
@@ -191,7 +194,8 @@ async def _acheckpoints(url: str, limit: int | None) -> list[dict[str, Any]]:
         lister.serde = _SkipValues()  # type: ignore[assignment]
         # naming the root namespace lets SQLite walk the primary key newest-first and stop at
         # ``limit``, instead of sorting every row (blobs included) of the thread
-        root = {"configurable": {"thread_id": shared.thread_id, "checkpoint_ns": ""}}
+        root: RunnableConfig = {"configurable": {"thread_id": shared.thread_id,
+                                                 "checkpoint_ns": ""}}
         async for tup in lister.alist(root, limit=limit):
             conf, meta = tup.config["configurable"], tup.metadata or {}
             out.append({"checkpoint_id": conf["checkpoint_id"],

@@ -8,7 +8,7 @@ from __future__ import annotations
 import functools
 import re
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from datetime import datetime
 from typing import Any
 
@@ -139,7 +139,7 @@ def table(rows: list[dict[str, Any]], *, status: tuple[str, ...] = (),
     colour."""
     frame = pd.DataFrame(rows)
     shown: Any = frame
-    cols = [c for c in status if c in frame.columns]
+    cols: list[Hashable] = [c for c in status if c in frame.columns]
     if cols and not frame.empty:
         for c in cols:
             frame[c] = frame[c].map(lambda w: f"● {w}")

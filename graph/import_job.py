@@ -32,6 +32,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO, Literal, TypedDict
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
@@ -239,7 +240,9 @@ def after_upsert(state: ImportState, runtime: Runtime[ImportRun]
     if state.get("error") or state.get("eof"):
         return "report"
     if run.deadline is not None and time.monotonic() >= run.deadline:
-        return END  # paused: the next invocation resumes from the committed offset
+        # paused: the next invocation resumes from the committed offset (LangGraph types END
+        # as a plain str, not Literal["__end__"])
+        return END  # type: ignore[return-value]
     return "batch"
 
 
@@ -276,7 +279,7 @@ def batch_node(state: ImportState, runtime: Runtime[ImportRun]) -> ImportState:
     return out
 
 
-def build_import_graph() -> StateGraph:
+def build_import_graph() -> StateGraph[ImportState, ImportRun, ImportState, ImportState]:
     """The job graph, uncompiled (callers choose the checkpointer)."""
     graph = StateGraph(ImportState, context_schema=ImportRun)
     graph.add_node("discover", discover_node)
@@ -307,10 +310,11 @@ async def run_job(store: ProfileStore, backend: Backend, job: dict[str, Any],
     run = ImportRun(store=store, job=job, options=options or ImportOptions(),
                     deadline=deadline, on_batch=on_batch)
     thread = job_thread(job["job_id"])
-    config = {"configurable": {"thread_id": thread}, "recursion_limit": 1_000_000_000,
-              "run_name": "profile_import_job",
-              "tags": ["profile_import", f"job:{job['job_id']}"],
-              "metadata": {"job_id": job["job_id"], "file": job["name"]}}
+    config: RunnableConfig = {"configurable": {"thread_id": thread},
+                              "recursion_limit": 1_000_000_000,
+                              "run_name": "profile_import_job",
+                              "tags": ["profile_import", f"job:{job['job_id']}"],
+                              "metadata": {"job_id": job["job_id"], "file": job["name"]}}
     await asyncio.to_thread(store.begin_run, job["job_id"])
     started = time.perf_counter()
     try:

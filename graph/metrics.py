@@ -93,12 +93,12 @@ def families(state: dict[str, Any], now: float, pending: int = 0) -> list[Metric
                                f"{q} quantile of the series {w} (sketch, within 2 %)", labels)
                  for q, field in QUANTILES}
     for series, s in perf["series"].items():
-        key = [series, s["source_agent"], s["unit"] or ""]
-        count.add_metric(key, s["count"])
-        total.add_metric(key, s["sum"])
+        values = [series, s["source_agent"], s["unit"] or ""]
+        count.add_metric(values, s["count"])
+        total.add_metric(values, s["sum"])
         for field, gauge in quantiles.items():
             if s[field] is not None:
-                gauge.add_metric(key, s[field])
+                gauge.add_metric(values, s[field])
     out += [count, total, *quantiles.values()]
 
     errs = summary["error_patterns"]

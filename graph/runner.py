@@ -5,6 +5,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
+from langchain_core.runnables import RunnableConfig
+
 from graph.system import build_system_graph
 from nodes.langsmith_bridge.local import local_tracer
 from state.api import SharedState
@@ -32,7 +34,7 @@ async def tick(shared: SharedState, *, wait: float | None = None, trace: bool = 
         current = (await graph.aget_state(shared.config)).values
         before = current.get("stats", {})
         n = int((current.get("tick") or {}).get("n", 0)) + 1
-        config = {"configurable": {**shared.config["configurable"],
+        config: RunnableConfig = {"configurable": {**shared.config["configurable"],
                                    "coordinator_only": coordinator_only},
                   "run_name": "system_tick",
                   "tags": ["background-agents", f"tick:{n}"],

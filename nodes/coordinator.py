@@ -10,7 +10,7 @@ from __future__ import annotations
 import os
 import socket
 import time
-from typing import Any, Literal
+from typing import Any, Final, Literal
 
 from langchain_core.runnables import RunnableConfig
 from langgraph.types import Overwrite, Send
@@ -31,7 +31,7 @@ from state.schema import SystemState
 
 COORDINATOR = "coordinator"
 RUN_AGENT = "run_agent"
-REVIEW = "review"
+REVIEW: Final = "review"
 
 
 def live_worker(state: dict, agent_id: str, config: SystemConfig, now: float) -> str | None:
@@ -57,7 +57,7 @@ async def plan(state: SystemState, config: RunnableConfig) -> dict[str, Any]:
     ``configurable.coordinator_only`` (``bga run --coordinator-only``) runs none: worker
     processes (``bga worker``) run the agents and this tick only coordinates."""
     coordinator_only = bool((config.get("configurable") or {}).get("coordinator_only"))
-    st = dict(state)
+    st: dict[str, Any] = dict(state)
     now = time.time()
     cfg = config_of(st)
     specs, broken = configured_agents(cfg)
@@ -172,12 +172,12 @@ def expected_sources(state: dict, config: SystemConfig, now: float) -> set[str]:
 HEALTH_WEIGHTS = {"dead": 30.0, "stale": 15.0, "critical": 20.0, "high": 8.0}
 
 
-def _health(state: dict, live: dict[str, dict[str, Any]], now: float) -> dict[str, Any]:
+def _health(state: dict, live: dict[str, str], now: float) -> dict[str, Any]:
     """100 minus one listed deduction per dead or stale agent and per active (open or
     regressed, not muted) critical or high insight; ``info``, ``low`` and ``medium`` insights
     cost nothing."""
     mutes = lifecycle.type_mutes(state)
-    deductions = []
+    deductions: list[dict[str, Any]] = []
     for agent_id, verdict in sorted(live.items()):
         if verdict in ("dead", "stale"):
             deductions.append({"points": HEALTH_WEIGHTS[verdict], "kind": f"{verdict}_agent",
@@ -211,7 +211,7 @@ def _health(state: dict, live: dict[str, dict[str, Any]], now: float) -> dict[st
 
 async def review(state: SystemState) -> dict[str, Any]:
     """Close the tick: liveness, insight rules, health score, bounded state."""
-    st = dict(state)
+    st: dict[str, Any] = dict(state)
     now = time.time()
     config = config_of(st)
     out = Emitter(now)

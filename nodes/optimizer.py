@@ -178,7 +178,7 @@ def _tuning(record_id: str, rec: dict) -> dict | None:
 
 async def optimize(state: SystemState) -> dict[str, Any]:
     """Verify pending changes; start a cycle when due or requested (the manual cycle)."""
-    st = dict(state)
+    st: dict[str, Any] = dict(state)
     now = time.time()
     config = config_of(st)
     out = Emitter(now)

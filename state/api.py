@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from typing import Any
 
 import orjson
+from langchain_core.runnables import RunnableConfig
 
 from state import events, lifecycle, queries
 from state.backends import Backend, LockBusy, StaleCheckpoint, make_backend
@@ -74,7 +75,7 @@ class SharedState:
         self.thread_id = thread_uuid(thread_id)
         keep_linear(backend.checkpointer, self.thread_id)  # its folds need a linear history
         self.read_only = read_only
-        self.config = {"configurable": {"thread_id": self.thread_id}}
+        self.config: RunnableConfig = {"configurable": {"thread_id": self.thread_id}}
         self._graph = build_fold_graph(backend)
         self._stream = 0
         self._seq = 0
@@ -398,7 +399,7 @@ class SharedState:
         state = await self.read()
         return queries.system_state(state, time.time(), pending=self._pending)
 
-    async def get_performance_summary(self, hours: int = 1) -> dict:
+    async def get_performance_summary(self, hours: float = 1) -> dict:
         hours = events.positive("hours", hours)
         return queries.performance_summary(await self.read(), hours, time.time())
 
@@ -414,7 +415,7 @@ class SharedState:
                                       min_frequency, hours)
 
     async def get_recent_optimizations(
-        self, optimization_type: str | None = None, hours: int = 24, success_only: bool = False,
+        self, optimization_type: str | None = None, hours: float = 24, success_only: bool = False,
     ) -> list:
         hours = events.positive("hours", hours)
         return queries.recent_optimizations(await self.read(), time.time(), optimization_type,

@@ -13,6 +13,7 @@ import gc
 from collections.abc import Iterator
 from typing import Any
 
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from state.fingerprint import rekey_patterns
@@ -31,7 +32,7 @@ def gc_paused() -> Iterator[None]:
             gc.enable()
 
 
-async def load_values(saver: BaseCheckpointSaver, config: dict[str, Any]
+async def load_values(saver: BaseCheckpointSaver, config: RunnableConfig
                       ) -> tuple[str | None, dict[str, Any], str | None]:
     """(checkpoint id, state channel values, checkpoint timestamp) of a checkpoint; the newest
     one unless ``config`` names a ``checkpoint_id``. (None, {}, None) if there is none."""

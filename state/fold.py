@@ -8,12 +8,12 @@ last checkpoint for read-your-writes).
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
-from pydantic import ValidationError
+from pydantic import BaseModel, ValidationError
 
 from state import payloads, reducers, sketch
 from state.config import effective
@@ -82,7 +82,7 @@ class DeltaBuilder:
         self._units: dict[str, str] = {}
         self._errors: dict[str, _ErrorAcc] = {}
         self._maps: dict[str, dict[str, Any]] = {}
-        self._merge = {
+        self._merge: dict[str, Callable[[dict, dict], dict | None]] = {
             "insights": reducers.merge_insight,
             "optimizations": reducers.lww,
             "agents": reducers.merge_agent,
@@ -202,12 +202,13 @@ def _triage(builder: DeltaBuilder, iid: str, action: str, by: object, ts: float,
 
 
 # Each kind's typed payload schema (``state.payloads``): a row that does not match is quarantined.
-_SCHEMA = {KIND_METRIC: payloads.MetricPayload, KIND_ERROR: payloads.ErrorPayload,
-           KIND_INSIGHT: payloads.InsightPayload, KIND_ACK: payloads.AckPayload,
-           KIND_HEARTBEAT: payloads.HeartbeatPayload, KIND_REGISTER: payloads.RegisterPayload,
-           KIND_AGENT_DATA: payloads.AgentDataPayload, KIND_SYSTEM: payloads.UpdatesPayload,
-           KIND_CONFIG: payloads.UpdatesPayload, KIND_TRIAGE: payloads.TriagePayload,
-           KIND_TRIAGE_KEY: payloads.TriageKeyPayload}
+_SCHEMA: dict[str, type[BaseModel]] = {
+    KIND_METRIC: payloads.MetricPayload, KIND_ERROR: payloads.ErrorPayload,
+    KIND_INSIGHT: payloads.InsightPayload, KIND_ACK: payloads.AckPayload,
+    KIND_HEARTBEAT: payloads.HeartbeatPayload, KIND_REGISTER: payloads.RegisterPayload,
+    KIND_AGENT_DATA: payloads.AgentDataPayload, KIND_SYSTEM: payloads.UpdatesPayload,
+    KIND_CONFIG: payloads.UpdatesPayload, KIND_TRIAGE: payloads.TriagePayload,
+    KIND_TRIAGE_KEY: payloads.TriageKeyPayload}
 
 
 def check_payload(kind: str, p: dict[str, Any]) -> None:

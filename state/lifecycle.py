@@ -100,10 +100,10 @@ def settle(insights: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
     the status ``regressed`` (at its last occurrence, by the producer that fired it) and a
     history entry. Pure and idempotent; deterministic stamps, so the fold and the coordinator
     may both apply it. A person's later action (stamped later) still wins."""
-    out = None
+    out: dict[str, dict[str, Any]] | None = None
     for iid, rec in insights.items():
         status = status_register(rec)
-        if rec.get("body") is None or not _regressed(rec, status):
+        if rec.get("body") is None or status is None or not _regressed(rec, status):
             continue
         at = rec["last_seen"]
         by = rec["body"]["source_agent"]

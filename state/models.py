@@ -9,7 +9,7 @@ from __future__ import annotations
 import math
 import time
 import uuid
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 import orjson
 from pydantic import (
@@ -131,7 +131,7 @@ class _Record(BaseModel):
                               hide_input_in_errors=True)
 
     @classmethod
-    def checked(cls, **data: Any) -> Any:
+    def checked(cls, **data: Any) -> Self:
         try:
             return cls(**data)
         except ValidationError as exc:

@@ -154,7 +154,7 @@ def scheduler_liveness(state: dict[str, Any], config: SystemConfig, now: float
     lv = config.liveness
     down_after = max(lv.scheduler_down_factor * expected, lv.scheduler_down_min_s)
     coordinator = tick.get("coordinator") or {}
-    out = {"verdict": "never", "last_tick_at": last, "age_s": None,
+    out: dict[str, Any] = {"verdict": "never", "last_tick_at": last, "age_s": None,
            "expected_interval_s": expected, "down_after_s": down_after,
            "coordinator": (f"{coordinator.get('host')}:{coordinator['pid']}"
                            if coordinator.get("pid") is not None else None)}

@@ -19,6 +19,7 @@ import math
 import re
 from collections import Counter
 from itertools import pairwise
+from typing import overload
 
 SECRET_PLACEHOLDER = "[REDACTED]"
 
@@ -171,6 +172,12 @@ def redact(text: str) -> str:
                                         _redact_values(_SHAPES.sub(_shape, text)))) != text:
         text = following
     return text
+
+
+@overload
+def redact_obj(obj: dict) -> dict: ...
+@overload
+def redact_obj(obj: object) -> object: ...
 
 
 def redact_obj(obj: object) -> object:

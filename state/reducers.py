@@ -10,7 +10,7 @@ caps) is not done here but in ``state.compact``, which the fold applies with a r
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any, TypeVar, overload
 
 import orjson
 
@@ -21,6 +21,14 @@ V = TypeVar("V")
 
 def _canon(value: Any) -> bytes:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS | orjson.OPT_NON_STR_KEYS)
+
+
+@overload
+def lww(a: dict, b: dict | None) -> dict: ...
+@overload
+def lww(a: dict | None, b: dict) -> dict: ...
+@overload
+def lww(a: dict | None, b: dict | None) -> dict | None: ...
 
 
 def lww(a: dict | None, b: dict | None) -> dict | None:

@@ -8,6 +8,7 @@ every reducer is a pure function of plain data. ``state.models`` validates what 
 from __future__ import annotations
 
 import uuid
+from collections.abc import Callable
 from typing import Annotated, Any, TypedDict
 
 from state import reducers
@@ -82,7 +83,7 @@ class SystemState(TypedDict, total=False):
 
 CHANNELS: tuple[str, ...] = tuple(SystemState.__annotations__)
 
-REDUCERS = {
+REDUCERS: dict[str, Callable[[Any, Any], Any]] = {
     "agents": reducers.merge_agents,
     "metrics": reducers.merge_metrics,
     "error_patterns": reducers.merge_error_patterns,

@@ -35,7 +35,7 @@ import hashlib
 import random
 import time
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import Any, Literal
 
 import langsmith
 import orjson
@@ -48,6 +48,9 @@ from urllib3.util import Retry
 from nodes.langsmith_bridge.base import Chunk, Limits, RunSource, SourceUnavailable
 from nodes.langsmith_bridge.records import Malformed, TraceRun, iso, parse_run
 from state.traces import QuarantinedRecord
+
+# the methods langsmith.Client.request_with_retries takes
+HttpMethod = Literal["GET", "POST", "PUT", "PATCH", "DELETE"]
 
 # The fields list_runs selects by default, minus inputs, outputs, events and attachments: the
 # bridge mirrors timings, status, errors, tokens and costs, so payloads stay small and private.
@@ -159,7 +162,7 @@ class LangSmithSource(RunSource):
         """Per request: the configured timeout, but never past the step's deadline."""
         return max(0.05, min(self.timeout_s, self._deadline - time.monotonic()))
 
-    def _send(self, method: str, path: str, body: dict | None, params: dict | None,
+    def _send(self, method: HttpMethod, path: str, body: dict | None, params: dict | None,
               timeout: float):
         kwargs: dict[str, Any] = {"timeout": (timeout, timeout)}
         if body is not None:
@@ -172,7 +175,7 @@ class LangSmithSource(RunSource):
             method, path, request_kwargs=kwargs, stop_after_attempt=1,
             to_ignore=(ls_utils.LangSmithError,))
 
-    async def _attempt_v1(self, method: str, path: str, body: dict | None,
+    async def _attempt_v1(self, method: HttpMethod, path: str, body: dict | None,
                           params: dict | None) -> tuple[Any, int | str, float | None]:
         try:
             resp = await asyncio.to_thread(self._send, method, path, body, params,
@@ -228,7 +231,7 @@ class LangSmithSource(RunSource):
             self.retries += 1
             await asyncio.sleep(wait)  # never busy-loops: every retry waits first
 
-    async def _v1(self, method: str, path: str, *, body: dict | None = None,
+    async def _v1(self, method: HttpMethod, path: str, *, body: dict | None = None,
                   params: dict | None = None) -> Any:
         return await self._call(f"{method} {path}", self._attempt_v1, method, path, body, params)
 

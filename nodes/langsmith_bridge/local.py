@@ -90,7 +90,7 @@ def _metadata(metadata: dict[str, Any]) -> dict[str, Any]:
                                      or key in STRUCTURAL_KEYS):
             out[key] = value
         else:
-            out.update(redact_obj({key: value}))  # type: ignore[arg-type]
+            out.update(redact_obj({key: value}))
     return out
 
 

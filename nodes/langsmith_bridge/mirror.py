@@ -183,6 +183,7 @@ class Mirror:
         names = ser.names
         emit = self.ctx.emit
         ts = run.end
+        assert ts is not None, "only finished runs are mirrored"
         latency = run.latency_ms
         failed = run.error is not None
         emit((KIND_METRIC, {"s": names["latency_ms"], "v": latency, "t": ts, "u": "ms"}))
@@ -271,7 +272,7 @@ class Mirror:
         return total + extra[0], n + int(extra[1])
 
     def insights(self) -> list[tuple[str, dict[str, Any], str, str]]:
-        found: list[rules.Finding] = []
+        found: list[rules.Finding | None] = []
         r = self.rules
         cur, base, end = self.cur_start, self.base_start, self.window_end
         for ser in self.series.values():

@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import re
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Literal, overload
 
 RUN_TYPES = frozenset({"chain", "llm", "tool", "retriever", "embedding", "prompt", "parser"})
 FUTURE_SKEW_S = 300.0
@@ -119,12 +119,18 @@ def _number(raw: dict, key: str) -> float | None:
         try:
             value = float(value)
         except ValueError:
-            raise Malformed(f"{key} is not a number: {value[:40]!r}") from None
+            raise Malformed(f"{key} is not a number: {raw[key][:40]!r}") from None
     elif isinstance(value, bool) or not isinstance(value, int | float):
         raise Malformed(f"{key} must be a number, got {type(value).__name__}")
     if not math.isfinite(value) or value < 0 or value > MAX_NUMBER:
         raise Malformed(f"{key} must be a finite number between 0 and {MAX_NUMBER:g}")
     return float(value)
+
+
+@overload
+def _text(raw: dict, key: str, limit: int, required: Literal[True]) -> str: ...
+@overload
+def _text(raw: dict, key: str, limit: int, required: bool = False) -> str | None: ...
 
 
 def _text(raw: dict, key: str, limit: int, required: bool = False) -> str | None:

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodes.agent_step import run_step
+from nodes.agent_step import AgentTask, run_step
 from nodes.langsmith_bridge.agent import cursor_key
 from nodes.langsmith_bridge.export_file import ExportFileSource, signature
 from nodes.langsmith_bridge.mirror import Report
@@ -100,7 +100,7 @@ async def _sync(shared: SharedState, *, agent_id: str, path: str | Path | None,
                 result.report.skipped += await asyncio.to_thread(
                     _already_seen_lines, Path(path).expanduser().resolve(), data)
             before = (data.get("last") or {}).get("at")
-            task = {"agent_id": agent_id,
+            task: AgentTask = {"agent_id": agent_id,
                     "section": section.model_copy(update={"options": options,
                                                           "budget_s": budget_s}
                                                   ).model_dump(by_alias=True),

@@ -283,7 +283,7 @@ _Desc = tuple[frozenset[int], re.Pattern[str]]
 
 
 @cache
-def _region_patterns(region: str) -> tuple[int, _Desc | None, tuple[_Desc, ...]] | None:
+def _region_patterns(region: str) -> tuple[int | None, _Desc | None, tuple[_Desc, ...]] | None:
     """A region's number patterns, compiled once: phonenumbers looks them up on every call."""
     meta = PhoneMetadata.metadata_for_region(region)
     if meta is None:

@@ -592,7 +592,9 @@ class JsonArrayReader(Reader):
 
     def _peek(self) -> str | None:
         while True:
-            end = _WS.match(self._buf, self._pos).end()
+            ws = _WS.match(self._buf, self._pos)
+            assert ws is not None  # a starred pattern matches anywhere
+            end = ws.end()
             self._consume(end)
             if self._pos < len(self._buf):
                 return self._buf[self._pos]

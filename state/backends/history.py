@@ -19,12 +19,16 @@ subgraph namespaces everything as new as the oldest of them).
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any, TypeVar
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from state.backends.base import StaleCheckpoint
 from state.schema import SYSTEM_THREAD, thread_uuid
+
+# a (thread, namespace, checkpoint id) key: a tuple, or a database row of those three columns
+Key = TypeVar("Key", bound=Sequence[Any])
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +76,7 @@ class LinearThreads:
                 f"cannot copy a thread into {thread_id!r}: it holds the shared state and "
                 f"keeps a linear history; {RESTORE_HINT}.")
 
-    def spare_linear(self, rows: Iterable[tuple[str, str, str]]) -> list[tuple[str, str, str]]:
+    def spare_linear(self, rows: Iterable[Key]) -> list[Key]:
         """The (thread, namespace, checkpoint) keys of a rolled-back run that may go: a
         linear thread keeps its checkpoints (what the run folded stays folded, once)."""
         rows = list(rows)
@@ -106,7 +110,7 @@ def refuse_delta(thread_ids: Iterable[str]) -> None:
             "are rebuilt from older checkpoints' writes)")
 
 
-def prune_plan(rows: Iterable[tuple[str, str, str | None]], keep: int, *, history: bool
+def prune_plan(rows: Iterable[Sequence[Any]], keep: int, *, history: bool
                ) -> tuple[list[tuple[str, str]], str | None]:
     """Which checkpoints of one thread a prune deletes: (namespace, checkpoint id) pairs, and
     the oldest root checkpoint kept (None when the thread has none).

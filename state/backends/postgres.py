@@ -27,7 +27,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypedDict
 
 import psycopg
 from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
@@ -35,7 +35,7 @@ from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.postgres.base import PRUNE_DELTA_THREADS_SQL
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
 from psycopg import AsyncConnection
-from psycopg.rows import dict_row, tuple_row
+from psycopg.rows import AsyncRowFactory, DictRow, dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
@@ -53,7 +53,14 @@ POOL_MAX = 4
 SPARE_LOCK_CONNS = 4  # idle lock sessions kept for reuse (a tick locks each agent step)
 LOCK_SPACE = 0x42474101  # first key of the two-int advisory locks (threads, migrations)
 
-_CONN_KWARGS = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+
+class _ConnKwargs(TypedDict):
+    autocommit: bool
+    prepare_threshold: int
+    row_factory: AsyncRowFactory[DictRow]
+
+
+_CONN_KWARGS: _ConnKwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
 
 # the lock a CAS write and a prune of one thread take (xact-scoped, two-int key space)
 _THREAD_LOCK_SQL = ("SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '') "
@@ -81,7 +88,7 @@ def server_keepalives_sql(failover_s: float) -> str:
             f"SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}")
 
 
-async def try_session_lock(conn: AsyncConnection, key: int, wait: float | None) -> bool:
+async def try_session_lock(conn: AsyncConnection[Any], key: int, wait: float | None) -> bool:
     """Take session-level advisory lock ``key`` on ``conn``, polling with back-off (``wait``
     None: until taken; 0: once). Polled, never a blocking ``pg_advisory_lock()``: a blocked
     statement holds a snapshot, and the saver's CREATE INDEX CONCURRENTLY waits for every
@@ -183,7 +190,7 @@ class CasPostgresSaver(LinearThreads, AsyncPostgresSaver):
                 (target, source))
 
 
-async def delete_checkpoints(cur: psycopg.AsyncCursor, keys: Sequence[tuple[str, str, str]]
+async def delete_checkpoints(cur: psycopg.AsyncCursor[DictRow], keys: Sequence[tuple[str, str, str]]
                              ) -> None:
     """Delete checkpoints by (thread, namespace, id), with their writes and the blobs no
     remaining checkpoint of their namespace uses; null the parent links that pointed at them.
@@ -222,11 +229,11 @@ class PostgresBackend(Backend):
         self.url = url
         self.schema = ""
         self._pool: AsyncConnectionPool | None = None
-        self._lock_conns: dict[str, AsyncConnection] = {}
-        self._spare_lock_conns: list[AsyncConnection] = []
+        self._lock_conns: dict[str, AsyncConnection[DictRow]] = {}
+        self._spare_lock_conns: list[AsyncConnection[DictRow]] = []
         self.checkpointer: CasPostgresSaver
 
-    async def _connect(self, **params: Any) -> AsyncConnection:
+    async def _connect(self, **params: Any) -> AsyncConnection[DictRow]:
         try:
             return await AsyncConnection.connect(self.url, connect_timeout=CONNECT_TIMEOUT_S,
                                                  **_CONN_KWARGS, **params)
@@ -379,7 +386,7 @@ class PostgresBackend(Backend):
         return not rows[0]["cp"] and not rows[0]["rows"]
 
     # -- locks ----------------------------------------------------------------------------
-    async def _lock_conn(self) -> AsyncConnection:
+    async def _lock_conn(self) -> AsyncConnection[DictRow]:
         """A session for one lock: a spare one (its locks released) if it still answers,
         else a new one. The lock lives as long as its session; keepalives end the session
         soon after this host goes away."""
@@ -414,7 +421,7 @@ class PostgresBackend(Backend):
         await self._spare(conn)
         return False
 
-    async def _spare(self, conn: AsyncConnection) -> None:
+    async def _spare(self, conn: AsyncConnection[DictRow]) -> None:
         """Keep a lock session that holds nothing for the next lock (a tick takes one per
         agent step: a new connection each would cost more than the step)."""
         if len(self._spare_lock_conns) < SPARE_LOCK_CONNS and not conn.closed:

@@ -233,7 +233,8 @@ class SqliteBackend(Backend):
             cur = conn.execute(
                 "INSERT INTO bga_streams (producer, host, pid, opened_at) VALUES (?, ?, ?, ?)",
                 (producer, socket.gethostname(), os.getpid(), time.time()))
-            return int(cur.lastrowid)
+            assert cur.lastrowid is not None  # an INSERT sets it
+            return cur.lastrowid
 
         return await self._on_write(run)
 

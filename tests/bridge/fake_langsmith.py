@@ -139,6 +139,7 @@ class FakeLangSmith:
     def url(self) -> str:
         assert self.server is not None
         host, port = self.server.server_address[:2]
+        assert isinstance(host, str)  # an IP socket's address (bytes only for AF_UNIX)
         return f"http://{host}:{port}"
 
     def start(self) -> FakeLangSmith:
