@@ -22,7 +22,7 @@ writes nothing and says clearly what is missing.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -288,9 +288,11 @@ def migrate(db: SyncDb, stream: Stream, steps: Mapping[str, DataStep] | None = N
     return done
 
 
-def require_current(db: SyncDb, stream: Stream, where: str) -> None:
+def require_current(db: SyncDb, stream: Stream, where: str, *, also: Sequence[str] = ()
+                    ) -> None:
     """What a read-only open checks instead of migrating (it writes nothing): the schema is
-    there and has every migration; SchemaNotReady says what is missing otherwise."""
+    there and has every migration, and tables ``also`` (the checkpointer's, which its own
+    set-up makes after the stream's) exist; SchemaNotReady says what is missing otherwise."""
     if not db.has_table(stream.table):
         raise SchemaNotReady(f"no {stream.name} at {where} ({stream.missing_hint})")
     missing = sorted(set(range(1, stream.latest + 1)) - applied(db, stream))
@@ -299,3 +301,20 @@ def require_current(db: SyncDb, stream: Stream, where: str) -> None:
             f"the {stream.name} at {where} lacks migration(s) {', '.join(map(str, missing))} "
             f"of {stream.latest}: open it read-write once (`bga db upgrade --db ...`) to "
             "migrate it; a read-only open changes nothing")
+    absent = [t for t in also if not db.has_table(t)]
+    if absent:
+        raise SchemaNotReady(f"the {stream.name} at {where} has no table {', '.join(absent)} "
+                             "yet (is it being created right now?): open it read-write once "
+                             "(`bga db upgrade --db ...`); a read-only open changes nothing")
+
+
+def require_saver_migrations(db: SyncDb, table: str, count: int, where: str) -> None:
+    """The read-only check of a checkpointer that records its own migrations (PostgreSQL's
+    ``checkpoint_migrations``): all ``count`` of them are applied, else SchemaNotReady."""
+    row = db.one(f"SELECT count(*) AS n FROM {table}") if db.has_table(table) else None
+    done = int(row["n"]) if row is not None else 0
+    if done < count:
+        raise SchemaNotReady(f"the state database at {where} has {done} of the checkpointer's "
+                             f"{count} migrations (is it being created right now?): open it "
+                             "read-write once (`bga db upgrade --db ...`); a read-only open "
+                             "changes nothing")

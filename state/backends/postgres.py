@@ -41,7 +41,13 @@ from psycopg_pool import AsyncConnectionPool
 
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import LinearThreads, prune_plan, refuse_delta
-from state.backends.migrations import STATE, SchemaNotReady, migrate, require_current
+from state.backends.migrations import (
+    STATE,
+    SchemaNotReady,
+    migrate,
+    require_current,
+    require_saver_migrations,
+)
 from state.backends.syncdb import CONNECT_TIMEOUT_S, PostgresSyncDb, lock_key
 from state.backends.traces import PostgresTraceStore
 from state.backends.url import parse_url
@@ -247,6 +253,8 @@ class PostgresBackend(Backend):
             self.schema = db.schema
             if read_only:  # migrates nothing, writes nothing
                 await asyncio.to_thread(require_current, db, STATE, self.where)
+                await asyncio.to_thread(require_saver_migrations, db, "checkpoint_migrations",
+                                        len(CasPostgresSaver.MIGRATIONS), self.where)
             elif not create and not await asyncio.to_thread(db.has_table, STATE.table):
                 raise SchemaNotReady(f"no state database at {self.where} "
                                      f"({STATE.missing_hint})")

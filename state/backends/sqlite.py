@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import json
 import os
 import socket
@@ -31,7 +32,7 @@ from state.backends.history import (
     prune_plan,
     refuse_delta,
 )
-from state.backends.migrations import STATE, migrate, require_current
+from state.backends.migrations import STATE, SchemaNotReady, migrate, require_current
 from state.backends.syncdb import BUSY_TIMEOUT_S, SqliteSyncDb, sqlite_connect
 from state.backends.traces import SqliteTraceStore
 from state.backends.url import sqlite_path
@@ -192,13 +193,14 @@ class SqliteBackend(Backend):
 
     async def setup(self, *, create: bool = True, read_only: bool = False) -> None:
         if (not create or read_only) and not await asyncio.to_thread(self.path.exists):
-            raise ValueError(f"no state database at {self.path} ({STATE.missing_hint})")
+            raise SchemaNotReady(f"no state database at {self.path} ({STATE.missing_hint})")
         if not read_only:
             await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
         self._write = await asyncio.to_thread(sqlite_connect, self.path)
         db = SqliteSyncDb(self._write, str(self.path))
         if read_only:  # no migration, no write transaction: a check that writes nothing
-            await asyncio.to_thread(require_current, db, STATE, str(self.path))
+            await asyncio.to_thread(functools.partial(
+                require_current, db, STATE, str(self.path), also=("checkpoints", "writes")))
         else:
             await asyncio.to_thread(migrate, db, STATE)
         self._read = await asyncio.to_thread(sqlite_connect, self.path)
