@@ -3,8 +3,10 @@
 Writes a JSON Lines export of N runs in the shape ``list_runs`` returns (10 run names, a fifth
 of them child runs, ~3 % failed, tokens and costs on LLM calls, ends spread over the last 50
 minutes), then runs ``bga bridge sync`` (``nodes.langsmith_bridge.sync.sync``) on a fresh
-SQLite state: once from the file, once through the real ``langsmith.Client`` from the local
-LangSmith server of the tests (``tests/bridge/fake_langsmith.py``, run in its own process).
+SQLite state: once from the file, then through the real ``langsmith.Client`` from the local
+LangSmith server of the tests (``tests/bridge/fake_langsmith.py``, run in its own process),
+side by side on the v1 path (``POST /runs/query``, a ClickHouse instance) and the v2 path
+(``Client.runs.query``, a SmithDB instance), with the requests each took.
 Each measurement runs in a fresh process, so its peak RSS is its own: the growth of the peak
 during the sync over the peak before it shows whether memory stays flat as N grows.
 
@@ -105,6 +107,7 @@ async def mirror(db: str, n: int, *, path: str | None) -> dict[str, Any]:
     counted = sum(s["count"] for name, s in perf["series"].items()
                   if name.startswith("langsmith_bridge/") and name.endswith("/latency_ms"))
     return {"n": n, "seconds": seconds, "mirrored": result.report.mirrored,
+            "requests": result.source.get("requests"), "api": result.source.get("api"),
             "read": result.report.read, "steps": result.steps, "counted": counted,
             "error": result.error, "rss_before_mb": before, "rss_peak_mb": peak}
 
@@ -114,12 +117,12 @@ def worker(kind: str, db: str, n: int, path: str | None) -> None:
     print("RESULT " + json.dumps(out), flush=True)
 
 
-def serve(n: int, seed: int) -> None:
-    """The local LangSmith server with N runs, until stdin closes."""
+def serve(n: int, seed: int, api: str) -> None:
+    """The local LangSmith server with N runs (queried through ``api``), until stdin closes."""
     sys.path.insert(0, str(ROOT))
     from tests.bridge.fake_langsmith import FakeLangSmith
 
-    fake = FakeLangSmith().start()
+    fake = (FakeLangSmith.v2() if api == "v2" else FakeLangSmith()).start()
     pid = fake.add_project(PROJECT)
     fake.put(PROJECT, *make_runs(n, seed, pid))
     print(f"URL {fake.url}", flush=True)
@@ -128,8 +131,8 @@ def serve(n: int, seed: int) -> None:
 
 
 def run_worker(kind: str, n: int, tmp: Path, args: Any, path: Path | None = None,
-               env: dict[str, str] | None = None) -> dict[str, Any]:
-    db = f"sqlite:///{tmp / f'{kind}-{n}.db'}"
+               env: dict[str, str] | None = None, label: str = "") -> dict[str, Any]:
+    db = f"sqlite:///{tmp / f'{kind}{label}-{n}.db'}"  # a fresh state per row
     cmd = [sys.executable, __file__, "--worker", kind, "--db", db, "--n", str(n)]
     if path is not None:
         cmd += ["--path", str(path)]
@@ -143,7 +146,8 @@ def run_worker(kind: str, n: int, tmp: Path, args: Any, path: Path | None = None
 
 def row(source: str, r: dict[str, Any], target: float | None) -> list[Any]:
     runs_s = rate(r["mirrored"], r["seconds"])
-    return [source, r["n"], r["mirrored"], r["counted"], r["steps"], r["seconds"], runs_s,
+    return [source, r["n"], r["mirrored"], r["counted"], r["steps"], r.get("requests") or "—",
+            r["seconds"], runs_s,
             r["rss_before_mb"], r["rss_peak_mb"] - r["rss_before_mb"],
             verdict(runs_s, target) if target else "—"]
 
@@ -154,12 +158,13 @@ def main() -> None:
     p.add_argument("--server-runs", default="10k,100k", help="runs on the local server")
     p.add_argument("--worker", choices=("file", "server"), help=argparse_hidden())
     p.add_argument("--serve", type=int, help=argparse_hidden())
+    p.add_argument("--api", choices=("v1", "v2"), default="v1", help=argparse_hidden())
     p.add_argument("--db", help=argparse_hidden())
     p.add_argument("--n", type=int, help=argparse_hidden())
     p.add_argument("--path", help=argparse_hidden())
     args = p.parse_args()
     if args.serve is not None:
-        return serve(args.serve, args.seed)
+        return serve(args.serve, args.seed, args.api)
     if args.worker:
         return worker(args.worker, args.db, args.n, args.path)
 
@@ -178,9 +183,9 @@ def main() -> None:
             path.unlink()
         from tests.bridge.fake_langsmith import API_KEY
 
-        for n in int_list(args.server_runs):
+        for n, api in ((n, api) for n in int_list(args.server_runs) for api in ("v1", "v2")):
             server = subprocess.Popen([sys.executable, __file__, "--serve", str(n), "--seed",
-                                       str(args.seed)], stdin=subprocess.PIPE,
+                                       str(args.seed), "--api", api], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, text=True, cwd=ROOT,
                                       env={**os.environ, "PYTHONPATH": str(ROOT)})
             try:
@@ -188,23 +193,29 @@ def main() -> None:
                 env = {"BENCH_LANGSMITH_URL": url, "BGA_LANGSMITH_ENDPOINTS": url,
                        "LANGSMITH_API_KEY": API_KEY,
                        "BGA_LANGSMITH_PROJECTS": PROJECT, "LANGSMITH_TRACING": "false"}
-                r = run_worker("server", n, tmp, args, env=env)
+                r = run_worker("server", n, tmp, args, env=env, label=f"-{api}")
             finally:
                 server.stdin.close()  # type: ignore[union-attr]
                 server.wait(timeout=30)
             if r["error"]:
-                raise SystemExit(f"server sync failed: {r['error']}")
-            rows.append(row("local LangSmith server (v1 /runs/query, 100/page)", r, None))
+                raise SystemExit(f"server sync ({api}) failed: {r['error']}")
+            if r["api"] != api:
+                raise SystemExit(f"server sync took {r['api']}, not {api}")
+            path_name = "v1 POST /runs/query" if api == "v1" else "v2 Client.runs.query"
+            rows.append(row(f"local LangSmith server ({path_name}, 100/page)", r, None))
     print_table(
         "LangSmith Bridge: runs mirrored into the shared state (bga bridge sync)",
-        ["source", "runs", "mirrored", "in metrics", "steps", "seconds", "runs/s",
+        ["source", "runs", "mirrored", "in metrics", "steps", "requests", "seconds", "runs/s",
          "RSS before (MB)", "RSS growth (MB)", f">= {TARGET:,}/s"], rows, plain=args.plain,
         notes=[machine(),
                "mirrored: runs turned into metrics; in metrics: latency samples counted in "
                "get_performance_summary (must equal mirrored)",
                "RSS growth: peak RSS during the sync minus peak RSS before it, in a fresh "
                "process per row (flat as runs grow: memory does not depend on N)",
-               "a step mirrors at most 50,000 runs and commits them with their cursor"])
+               "a step mirrors at most 50,000 runs and commits them with their cursor",
+               "requests: HTTP requests the sync made (the bridge's own count; no SDK "
+               "retries underneath); v2 pages are newest first, so a window that does not "
+               "fit the overlap set is halved and read again"])
 
 
 def argparse_hidden() -> str:

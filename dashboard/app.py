@@ -11,7 +11,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:  # run from a plain checkout, not only from an installed package
     sys.path.insert(0, str(ROOT))
 
-from dashboard import data, ui  # noqa: E402
+from dashboard import auth, data, ui  # noqa: E402
 
 # Not "pages/": Streamlit runs a folder of that name as an old-style multipage app, and a
 # first visitor of /insights on a fresh server would get that page without this entry page.
@@ -25,6 +25,7 @@ FRAME_CSS = "<style>.stMainBlockContainer {padding: 2.5rem 2rem 3rem 2rem;}</sty
 
 st.set_page_config(page_title="Background Agents", page_icon=str(ICON), layout="wide")
 st.html(FRAME_CSS)
+# the pages are named even before a login (so the page asked for opens after it), not shown
 page = st.navigation({
     "Now": [
         st.Page(PAGES / "overview.py", title="Overview", icon=":material/dashboard:",
@@ -34,13 +35,15 @@ page = st.navigation({
         st.Page(PAGES / "errors.py", title="Error patterns", icon=":material/bug_report:"),
         st.Page(PAGES / "insights.py", title="Insights", icon=":material/lightbulb:"),
         st.Page(PAGES / "optimizations.py", title="Optimizations", icon=":material/tune:"),
+        st.Page(PAGES / "alerts.py", title="Alerts", icon=":material/notifications:"),
     ],
     "Manage": [
         st.Page(PAGES / "configuration.py", title="Configuration", icon=":material/settings:"),
         st.Page(PAGES / "time_travel.py", title="Time travel", icon=":material/history:"),
         st.Page(PAGES / "export.py", title="Export", icon=":material/download:"),
     ],
-})
+}, position="sidebar" if auth.may_look() else "hidden")
+me = auth.gate_page()  # the login form (and nothing else) until the session may look
 with st.sidebar:
     st.selectbox("Refresh every", ui.REFRESH_CHOICES, key=ui.REFRESH_KEY,
                  index=ui.REFRESH_CHOICES.index(ui.DEFAULT_REFRESH_S),
@@ -48,4 +51,5 @@ with st.sidebar:
     if st.button("Refresh now", icon=":material/refresh:"):
         data.refresh()
     st.caption(f"State: `{data.display_url(data.configured_url())}`")
+    auth.sidebar(me)
 page.run()

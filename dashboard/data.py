@@ -4,8 +4,9 @@ Reads open ``SharedState`` read-only on the configured URL and load either the l
 (last checkpoint with unfolded inbox rows laid over it, exactly what ``get_*`` returns) or one
 retained checkpoint of the system thread (time travel). Every number goes through the named
 read functions of ``state.queries``, so the dashboard, the CLI and the API agree. Writes
-(insight lifecycle actions, edit config, request an optimization cycle) go through the
-SharedState API, which validates them. The pages import only this module: no SQL, no backend, no
+(insight lifecycle actions, edit config, request an optimization cycle) pass the role gate
+(``dashboard.auth.require``) and go through the SharedState API, which validates them. The
+pages import only this module (and ``auth`` for who is signed in): no SQL, no backend, no
 checkpointer outside it.
 """
 
@@ -28,11 +29,13 @@ import streamlit as st
 from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base.id import UUID as CheckpointUUID
 
+from dashboard import auth
 from state import lifecycle, queries, sketch
 from state.api import SharedState
 from state.checkpoints import gc_paused, load_values
 from state.config import RulesConfig, flatten
 from state.models import ACTIONABLE, InvalidInput
+from state.outbox import OutboxStore
 from state.schema import TIER_WIDTH
 from state.settings import database_url
 
@@ -225,55 +228,60 @@ def refresh() -> None:
 
 
 # -- writes (through the SharedState API) -------------------------------------------------------
+# Each write passes the role gate first (``auth.require``): a control drawn only for operators,
+# a stale or forged widget event and a direct call all meet the same check, and the user it
+# returns is recorded with the write.
 
 
-async def _write(url: str, action: str, *args: Any) -> Any:
+async def _write_as(url: str, action: str, *args: Any, **kwargs: Any) -> Any:
     async with _open(url, read_only=False) as shared:
-        return await getattr(shared, action)(*args)
+        return await getattr(shared, action)(*args, **kwargs)
 
 
 def mark_acted_upon(insight_id: str, url: str | None = None) -> bool:
     """Acknowledge one insight; False (nothing written) when the insight does not exist."""
-    done = run_sync(_write(configured_url(url), "mark_insight_acted_upon", insight_id))
-    refresh()
-    return bool(done)
+    return bool(update_insights([insight_id], "acknowledge", url=url))
 
 
-async def _write_as(url: str, by: str, action: str, *args: Any, **kwargs: Any) -> Any:
-    async with _open(url, read_only=False) as shared:
-        return await getattr(shared, action)(*args, by=by, **kwargs)
-
-
-def update_insights(insight_ids: list[str], action: str, by: str,
-                    duration_s: float | None = None, url: str | None = None) -> list[str]:
-    """A lifecycle action on many insights (one transaction), recorded as done by ``by`` (the
-    dashboard session); insights gone meanwhile are skipped. Returns the ids changed."""
-    done = run_sync(_write_as(configured_url(url), by, "update_insights", list(insight_ids),
-                              action, duration_s=duration_s, missing_ok=True))
+def update_insights(insight_ids: list[str], action: str, duration_s: float | None = None,
+                    url: str | None = None) -> list[str]:
+    """A lifecycle action on many insights (one transaction), recorded as done by the signed-in
+    user (operators only); insights gone meanwhile are skipped. Returns the ids changed."""
+    by = auth.require("operator")
+    done = run_sync(_write_as(configured_url(url), "update_insights", list(insight_ids),
+                              action, by=by, duration_s=duration_s, missing_ok=True))
     refresh()
     return list(done)
 
 
-def mute_insight_type(insight_type: str, duration_s: float | None, by: str,
+def mute_insight_type(insight_type: str, duration_s: float | None,
                       url: str | None = None) -> None:
-    """Mute every insight of a type for ``duration_s`` (None: unmute)."""
-    run_sync(_write_as(configured_url(url), by, "mute_insight_type", insight_type, duration_s))
+    """Mute every insight of a type for ``duration_s`` (None: unmute); operators only."""
+    by = auth.require("operator")
+    run_sync(_write_as(configured_url(url), "mute_insight_type", insight_type, duration_s,
+                       by=by))
     refresh()
 
 
-def mark_insights_seen(viewer: str, url: str | None = None) -> None:
-    run_sync(_write(configured_url(url), "mark_insights_seen", viewer))
+def mark_insights_seen(url: str | None = None) -> None:
+    """The session's "last looked" mark (``auth.viewer``): a viewer may keep their own."""
+    auth.require("viewer")
+    run_sync(_write_as(configured_url(url), "mark_insights_seen", auth.viewer()))
     refresh()
 
 
 def update_config(updates: dict[str, Any], url: str | None = None) -> None:
-    """Validated by the API: raises ``InvalidInput`` and writes nothing on a bad value."""
-    run_sync(_write(configured_url(url), "update_config", updates))
+    """Validated by the API: raises ``InvalidInput`` and writes nothing on a bad value;
+    operators only, recorded as ``config_change`` in the system values."""
+    by = auth.require("operator")
+    run_sync(_write_as(configured_url(url), "update_config", updates, by=by))
     refresh()
 
 
 def request_optimization(url: str | None = None) -> None:
-    run_sync(_write(configured_url(url), "request_optimization"))
+    """Operators only; recorded as ``optimization_request`` in the system values."""
+    by = auth.require("operator")
+    run_sync(_write_as(configured_url(url), "request_optimization", by=by))
     refresh()
 
 
@@ -460,3 +468,17 @@ def export_json(snap: Snapshot) -> str:
 def channel_sizes(snap: Snapshot) -> dict[str, int]:
     """Entries per exported channel (cheap: no export document built)."""
     return {c: len(snap.state.get(c) or {}) for c in queries.EXPORTED}
+
+
+# -- alert delivery (state/outbox.py) ---------------------------------------------------------
+
+
+async def _alert_history(url: str, limit: int) -> dict[str, Any]:
+    async with _open(url), OutboxStore(url) as store:  # an existing database only
+        return {"messages": await store.history(limit), "counts": await store.counts()}
+
+
+def alert_history(limit: int = 200, url: str | None = None) -> dict[str, Any]:
+    """The newest alert messages (channel, status, tries, last error, the alerts in each) and
+    counts: alerts waiting for a message, messages per status."""
+    return run_sync(_alert_history(configured_url(url), limit))

@@ -14,7 +14,16 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from graph import cli_bridge, cli_cluster, cli_errors, cli_import, runner, scheduler
+from graph import (
+    cli_alerts,
+    cli_auth,
+    cli_bridge,
+    cli_cluster,
+    cli_errors,
+    cli_import,
+    runner,
+    scheduler,
+)
 from graph.demo import sample_traffic, seed_sample_data
 from state import policy
 from state.api import SharedState
@@ -233,6 +242,8 @@ def run(db: DbOption = None,
         failover: Annotated[float | None, typer.Option(
             "--failover-s", help="Seconds within which a standby takes over from a leader "
                                  "whose host died (default: $BGA_FAILOVER_S, then 15)")] = None,
+        metrics_port: Annotated[int | None, typer.Option(
+            help="Also serve Prometheus metrics on http://127.0.0.1:PORT/metrics")] = None,
         ) -> None:
     """Run the scheduler: tick the system graph until Ctrl-C / SIGTERM.
 
@@ -242,8 +253,13 @@ def run(db: DbOption = None,
     async def go() -> int:
         stop = asyncio.Event()
         scheduler.install_signal_handlers(stop)
-        async with SharedState.open(url, producer="scheduler",
-                                    failover_s=failover_s(failover)) as shared:
+        async with contextlib.AsyncExitStack() as stack:
+            shared = await stack.enter_async_context(SharedState.open(
+                url, producer="scheduler", failover_s=failover_s(failover)))
+            if metrics_port is not None:  # reads the state like `bga metrics` does
+                from graph import metrics
+                bound = await stack.enter_async_context(metrics.serve(url, metrics_port))
+                console.print(f"metrics: http://127.0.0.1:{bound}/metrics")
             traffic = None
             if demo:
                 if not await seed_sample_data(shared):
@@ -364,9 +380,11 @@ def metrics_cmd(db: DbOption = None,
         _run(go())
 
 
+cli_alerts.register(app)  # bga alerts run / test / history
 cli_bridge.register(app)  # bga bridge sync
 cli_cluster.register(app)  # bga worker, bga db upgrade
 cli_import.register(app)  # bga import
+cli_auth.register(app)  # bga hash-password
 
 
 if __name__ == "__main__":

@@ -112,10 +112,15 @@ def _print(out: dict[str, Any]) -> None:
     console.print(f"source: {source.get('kind', '?')} {where}".rstrip())
     table = Table(title=f"bridge sync ({out['steps']} step(s), {out['seconds']:.2f} s)")
     for col in ("runs read", "mirrored", "skipped (seen)", "quarantined",
-                "in progress", "abandoned"):
+                "in progress", "abandoned", "feedback scores"):
         table.add_column(col, justify="right")
     table.add_row(*(str(out[k]) for k in ("read", "mirrored", "skipped", "quarantined",
-                                          "in_progress", "abandoned")))
+                                          "in_progress", "abandoned", "feedback")))
+    if "requests" in source:  # the bridge's own count: the SDK retries nothing underneath
+        console.print(f"requests: {source['requests']} ({source.get('retries', 0)} retried, "
+                      f"{source.get('rate_limited', 0)} rate-limited, waited "
+                      f"{source.get('waited_s', 0)} s) via {source.get('api', '?')}",
+                      highlight=False)
     console.print(table)
     for q in out.get("quarantine") or []:
         where = "" if q["key"].startswith("line:") else f" {q['key']}"

@@ -33,6 +33,10 @@ PREFIX = "bga"
 WINDOW_HOURS = 1
 QUANTILES = (("0.5", "p50"), ("0.95", "p95"), ("0.99", "p99"))
 SCRAPE_TIMEOUT_S = 10.0
+# (agent kind, its per-step count series, metric stem, what is counted)
+THROUGHPUT = (("profile_import", "rows_read", "importer", "rows"),
+              ("langsmith_bridge", "runs_mirrored", "bridge", "runs"))
+THE = {"importer": "the profile importer read", "bridge": "the LangSmith bridge mirrored"}
 
 
 def _gauge(name: str, doc: str, labels: list[str] | None = None, unit: str = ""
@@ -74,6 +78,11 @@ def families(state: dict[str, Any], now: float, pending: int = 0) -> list[Metric
         tick_age = _gauge("last_tick_age_seconds", "Seconds since the last tick ended")
         tick_age.add_metric([], sched["age_s"])
         out += [last, tick_age]
+    tick = summary["values"].get("last_tick") or {}
+    if isinstance(tick.get("duration_ms"), int | float):
+        took = _gauge("last_tick_duration_seconds", "How long the last tick took, in seconds")
+        took.add_metric([], tick["duration_ms"] / 1000.0)
+        out.append(took)
     stats = summary["stats"]
     for key, name, doc in (("ticks", "ticks", "Ticks of the system graph"),
                            ("events_folded", "events_folded", "Events folded into the state"),
@@ -101,6 +110,8 @@ def families(state: dict[str, Any], now: float, pending: int = 0) -> list[Metric
                 gauge.add_metric(values, s[field])
     out += [count, total, *quantiles.values()]
 
+    out += throughput(state, perf, now)
+
     errs = summary["error_patterns"]
     patterns = _gauge("error_patterns", "Distinct error patterns kept in the state")
     patterns.add_metric([], errs["total"])
@@ -125,6 +136,28 @@ def families(state: dict[str, Any], now: float, pending: int = 0) -> list[Metric
     series_n = _gauge("series", "Metric series kept in the state")
     series_n.add_metric([], summary["metrics"]["series"])
     out += [inbox, series_n]
+    return out
+
+
+def throughput(state: dict[str, Any], perf: dict[str, Any], now: float) -> list[Metric]:
+    """Rows the importers read and runs the bridges mirrored over the window, per agent of
+    that kind, and the same per second (the window's sum over its length): the sums of the
+    agents' own per-step series (``<agent>/rows_read``, ``<agent>/runs_mirrored``)."""
+    seconds = WINDOW_HOURS * 3600.0
+    kinds = {a["agent_id"]: a["kind"] for a in queries.agent_list(state)}
+    out: list[Metric] = []
+    for kind, series_name, stem, what in THROUGHPUT:
+        w = f"over the last {WINDOW_HOURS:g} h"
+        total = _gauge(f"{stem}_window_{what}", f"{what.capitalize()} {THE[stem]} {w}",
+                       ["agent"])
+        rate = _gauge(f"{stem}_window_{what}_per_second",
+                      f"{what.capitalize()} per second {THE[stem]}, averaged {w}", ["agent"])
+        for agent in sorted(a for a, k in kinds.items() if k == kind):
+            s = perf["series"].get(f"{agent}/{series_name}")
+            done = float(s["sum"]) if s else 0.0
+            total.add_metric([agent], done)
+            rate.add_metric([agent], done / seconds)
+        out += [total, rate]
     return out
 
 

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from langchain_core.runnables import RunnableConfig
 
 from graph.system import build_system_graph
-from nodes.langsmith_bridge.local import local_tracer
+from graph.tracing import local_tracer
 from state.api import SharedState
 from state.queries import config_of
 

@@ -1,6 +1,7 @@
 """The system graph: one run is one tick of the background-agents system.
 
-    fold_inbox -> plan -> run_agent x due agents (parallel, Send) -> review -> optimize -> END
+    fold_inbox -> plan -> run_agent x due agents (parallel, Send) -> review -> optimize
+        -> notify -> END
 
 Exported uncompiled (``build_system_graph``) so callers choose the checkpointer: ``bga``
 compiles it with the configured backend's saver, ``langgraph dev`` with its own, tests with
@@ -13,6 +14,7 @@ from langgraph.graph import END, START, StateGraph
 
 from nodes.agent_step import agent_node
 from nodes.coordinator import REVIEW, RUN_AGENT, plan, review, route
+from nodes.notify import NOTIFY, notify
 from nodes.optimizer import optimize
 from state.backends import Backend
 from state.folder import FOLD_NODE, fold_node
@@ -34,5 +36,7 @@ def build_system_graph(backend: Backend) -> StateGraph:
     graph.add_conditional_edges(PLAN, route, [RUN_AGENT, REVIEW])
     graph.add_edge(RUN_AGENT, REVIEW)
     graph.add_edge(REVIEW, OPTIMIZE)
-    graph.add_edge(OPTIMIZE, END)
+    graph.add_node(NOTIFY, notify)  # alerts, in the same checkpoint as the insights
+    graph.add_edge(OPTIMIZE, NOTIFY)
+    graph.add_edge(NOTIFY, END)
     return graph

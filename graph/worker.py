@@ -24,8 +24,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from graph.scheduler import hold_or_stand_by
+from graph.tracing import local_tracer
 from nodes.agent_step import AgentTask, step_context
-from nodes.langsmith_bridge.local import local_tracer
 from nodes.schedule import last_step_at, next_due
 from state.api import SharedState
 from state.config import SystemConfig

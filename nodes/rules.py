@@ -128,6 +128,25 @@ def per_run_spike_finding(kind: str, series: str, unit: str, cur_sum: float, cur
                    f"({mean_c / mean_b:.1f}x)"})
 
 
+def feedback_drop_finding(series: str, cur_sum: float, cur_n: int, base_sum: float,
+                          base_n: int, rules: RulesConfig, *, label: str | None = None,
+                          evidence: dict[str, Any] | None = None) -> Finding | None:
+    """Mean feedback score of the current window at most ``1 - feedback_drop`` x the
+    baseline's (scores where higher is better), with ``min_feedback_samples`` in both."""
+    n = rules.min_feedback_samples
+    if not judged(series, rules) or cur_n < n or base_n < n:
+        return None
+    mean_c, mean_b = cur_sum / cur_n, base_sum / base_n
+    if mean_b <= 0 or mean_c > (1 - rules.feedback_drop) * mean_b:
+        return None
+    return Finding("feedback_drop", f"feedback_drop:{series}", "high", {
+        **(evidence or {}), "series": series, "current_mean": round(mean_c, 6),
+        "baseline_mean": round(mean_b, 6), "drop": round(1 - mean_c / mean_b, 4),
+        "current_count": cur_n, "baseline_count": base_n, "window_s": rules.window_s,
+        "summary": f"{label or series}: mean score {mean_c:.3g} vs {mean_b:.3g} before "
+                   f"(-{1 - mean_c / mean_b:.0%})"})
+
+
 # -- rules over the state -------------------------------------------------------------------------
 
 

@@ -315,16 +315,28 @@ class SharedState:
     async def update_system_state(self, updates: dict) -> None:
         await self._send(events.system_update(updates))
 
-    async def update_config(self, updates: dict) -> None:
-        """Validated against the whole config first; a bad value changes nothing."""
+    async def update_config(self, updates: dict, *, by: str | None = None) -> None:
+        """Validated against the whole config first; a bad value changes nothing. With ``by``
+        (the dashboard's user), who changed which keys is kept as the system value
+        ``config_change``, written in the same transaction."""
         state = await self.read()
         known = set(state.get("agents") or {})
         flat = validate_updates(queries.config_flat(state), updates, known)
-        await self._send(events.config_update(flat))
+        if by is None:
+            await self._send(events.config_update(flat))
+            return
+        now = time.time()
+        change = {"by": check_name("by", by), "at": now, "keys": sorted(flat)}
+        await self.write_events([events.config_update(flat, now),
+                                 events.system_update({"config_change": change}, now)])
 
-    async def request_optimization(self) -> None:
-        """Ask the coordinator to run an optimization cycle on its next tick (manual cycle)."""
-        await self.update_system_state({"optimization_requested": True})
+    async def request_optimization(self, *, by: str | None = None) -> None:
+        """Ask the coordinator to run an optimization cycle on its next tick (manual cycle);
+        with ``by``, who asked is the system value ``optimization_request``."""
+        updates: dict[str, Any] = {"optimization_requested": True}
+        if by is not None:
+            updates["optimization_request"] = {"by": check_name("by", by), "at": time.time()}
+        await self.update_system_state(updates)
 
     # -- reads ----------------------------------------------------------------------------
     async def read(self, *, attempts: int = 20) -> dict[str, Any]:

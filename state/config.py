@@ -7,6 +7,7 @@ against the whole merged config before anything is written.
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from croniter import croniter
@@ -91,6 +92,9 @@ class RulesConfig(BaseModel):
     throughput_drop_ratio: float = Field(0.5, gt=0, lt=1)
     cost_ratio: float = Field(2.0, gt=1, description="cost or tokens per run -> spike")
     min_node_samples: int = Field(3, ge=1, description="runs of a node to rank it slowest")
+    feedback_drop: float = Field(0.2, gt=0, lt=1, description="relative fall of the mean "
+                                 "feedback score (higher is better) -> feedback_drop")
+    min_feedback_samples: int = Field(5, ge=1, description="scores in each window to judge")
     internal_series: list[str] = Field(
         default_factory=lambda: ["*/local/*"],
         description="the system's own series (fnmatch globs; default: the bridge's mirror of "
@@ -112,6 +116,77 @@ class OptimizerConfig(BaseModel):
     min_samples: int = Field(5, ge=1)
 
 
+CHANNEL_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_-]{0,39}")
+PRIORITY_NAMES = ("critical", "high", "medium", "low", "info")
+CHANNEL_TYPES = ("webhook", "slack", "email")
+
+
+class AlertChannel(BaseModel):
+    """One alert channel: what it is and what it receives. Where it sends (URL, SMTP server,
+    recipients) and its secrets come only from the environment of the sending process
+    (``BGA_ALERT_<NAME>_URL``, ``..._SECRET``, ...; see ``graph.alerts``), never from here."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    type: str = Field("webhook", description="webhook (signed JSON), slack (incoming "
+                                             "webhook) or email")
+    enabled: bool = True
+    priorities: list[str] = Field(default_factory=lambda: ["critical", "high"],
+                                  description="insight priorities this channel receives")
+    types: list[str] = Field(default_factory=list,
+                             description="insight types it receives (empty: every type)")
+    exclude_types: list[str] = Field(default_factory=list, description="types it never receives")
+    digest_s: float | None = Field(None, ge=0, le=86_400, description="overrides alerts.digest_s")
+    repeat_s: float | None = Field(None, ge=0, le=30 * 86_400,
+                                   description="overrides alerts.repeat_s")
+    send_resolved: bool | None = Field(None, description="overrides alerts.send_resolved")
+
+    @field_validator("type")
+    @classmethod
+    def _type(cls, v: str) -> str:
+        if v not in CHANNEL_TYPES:
+            raise ValueError(f"must be one of {', '.join(CHANNEL_TYPES)}, got {v!r}")
+        return v
+
+    @field_validator("priorities")
+    @classmethod
+    def _priorities(cls, v: list[str]) -> list[str]:
+        bad = [p for p in v if p not in PRIORITY_NAMES]
+        if bad:
+            raise ValueError(f"unknown priority {bad[0]!r}: use {', '.join(PRIORITY_NAMES)}")
+        return v
+
+
+class AlertsConfig(BaseModel):
+    """Alert delivery (``nodes.notify`` decides, ``graph.alerts`` delivers)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+    digest_s: float = Field(30.0, ge=0, le=86_400,
+                            description="wait this long after an alert so a burst is one message")
+    repeat_s: float = Field(4 * 3600.0, ge=0, le=30 * 86_400,
+                            description="alert again while an insight stays open (0: never)")
+    send_resolved: bool = Field(True, description="say so when an alerted insight resolves")
+    retry_base_s: float = Field(5.0, gt=0, le=3_600, description="first retry after a failure")
+    retry_max_s: float = Field(600.0, gt=0, le=86_400, description="longest wait between tries")
+    give_up_s: float = Field(86_400.0, gt=0, le=30 * 86_400,
+                             description="a message still failing after this long is dropped")
+    failing_after: int = Field(3, ge=1, le=1_000,
+                               description="failed tries in a row -> the channel is failing")
+    timeout_s: float = Field(10.0, gt=0, le=300, description="one delivery attempt's timeout")
+    max_batch: int = Field(50, ge=1, le=1_000, description="alerts in one message at most")
+    channels: dict[str, AlertChannel] = Field(default_factory=dict)
+
+    @field_validator("channels")
+    @classmethod
+    def _names(cls, v: dict[str, AlertChannel]) -> dict[str, AlertChannel]:
+        for name in v:
+            if not CHANNEL_NAME.fullmatch(name):
+                raise ValueError(f"channel name {name!r}: use letters, digits, - and _ "
+                                 "(it names the channel's environment variables)")
+        return v
+
+
 class SystemConfig(BaseModel):
     """All configuration sections; ``agents`` holds one section per agent id."""
 
@@ -122,6 +197,7 @@ class SystemConfig(BaseModel):
     liveness: LivenessConfig = LivenessConfig()
     rules: RulesConfig = RulesConfig()
     optimizer: OptimizerConfig = OptimizerConfig()
+    alerts: AlertsConfig = AlertsConfig()
     agents: dict[str, AgentSection] = Field(default_factory=dict)
 
 

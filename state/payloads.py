@@ -184,7 +184,7 @@ def _check_optimization_entry(entry: dict[str, Any]) -> None:
 _ENTRY: dict[str, Any] = {
     "agents": AgentEntry, "insights": InsightEntry, "metrics": SeriesEntry,
     "error_patterns": PatternEntry, "system": ValueEntry, "config": ValueEntry,
-    "agent_data": AgentDataEntry, "triage": AgentDataEntry,
+    "agent_data": AgentDataEntry, "triage": AgentDataEntry, "alerts": ValueEntry,
 }
 
 

@@ -76,6 +76,11 @@ class SystemState(TypedDict, total=False):
     """Inbox stream id -> highest sequence number folded into this state (max-merge). Kept only
     until those rows are deleted from the inbox, so it stays as small as one fold batch."""
 
+    alerts: Annotated[dict[str, dict[str, Any]], reducers.merge_lww_map]
+    """Alert delivery (``nodes.notify``): ``n:<channel>:<insight id>`` -> what was last sent
+    for that insight on that channel, ``o:<alert key>`` -> an alert waiting in the outbox
+    (copied to the ``bga_outbox`` table by the sender); {"value", "stamp"}, last writer wins."""
+
     stats: Annotated[dict[str, float], reducers.merge_stats]
     """Bookkeeping counters (events folded, quarantined, dropped as too old, folds, ticks) that
     add up, and ``*_at`` timestamps that keep the latest."""
@@ -95,6 +100,7 @@ REDUCERS: dict[str, Callable[[Any, Any], Any]] = {
     "agent_data": reducers.merge_lww_map,
     "tick": reducers.lww,
     "inbox": reducers.merge_watermarks,
+    "alerts": reducers.merge_lww_map,
     "stats": reducers.merge_stats,
 }
 

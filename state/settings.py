@@ -24,6 +24,10 @@ class Settings(BaseSettings):
     import_roots: str = Field("", validation_alias="BGA_IMPORT_ROOTS")
     export_roots: str = Field("", validation_alias="BGA_EXPORT_ROOTS")
     dashboard_hosts: str = Field("", validation_alias="BGA_DASHBOARD_HOSTS")
+    # dashboard login (dashboard/auth.py): a users file, and what a visitor who has not logged
+    # in may do (none, viewer, operator)
+    dashboard_users: str = Field("", validation_alias="BGA_DASHBOARD_USERS")
+    dashboard_anonymous: str = Field("", validation_alias="BGA_DASHBOARD_ANONYMOUS")
 
 
 def database_url(override: str | None = None) -> str:

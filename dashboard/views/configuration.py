@@ -7,7 +7,7 @@ from typing import Any
 
 import streamlit as st
 
-from dashboard import data, ui
+from dashboard import auth, data, ui
 
 NEW_KEY = "(another key…)"
 
@@ -39,7 +39,7 @@ def editor(keys: dict[str, Any]) -> None:
             return
         try:
             data.update_config({key: parse(raw)})
-        except data.InvalidInput as exc:
+        except (data.InvalidInput, auth.Forbidden) as exc:
             st.error(f"Refused, nothing was written: {exc}")
         except data.Unavailable as exc:
             st.error(str(exc))
@@ -51,10 +51,16 @@ def body() -> None:
     snap = data.load()
     if not snap.live:
         return
-    editor(data.config_keys(snap))
+    if auth.allowed("operator"):  # the write itself is gated too (data.update_config)
+        editor(data.config_keys(snap))
+    else:
+        st.caption("Read-only: changing the configuration needs the operator role.")
     snap = data.load()  # after a save, show what is now in force
     st.subheader("Current configuration")
     ui.freshness(snap, refreshing=False)  # no refresh while someone types a value
+    if change := data.system_values(snap).get("config_change"):
+        st.caption(ui.safe_text(f"Last changed {ui.when(change.get('at'))} by "
+                                f"{change.get('by')}: {', '.join(change.get('keys') or [])}"))
     values = data.config_values(snap)
     tabs = st.tabs(list(values))
     for tab, content in zip(tabs, values.values(), strict=True):

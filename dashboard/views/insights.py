@@ -7,9 +7,8 @@ from __future__ import annotations
 from typing import Any
 
 import streamlit as st
-from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from dashboard import data, ui
+from dashboard import auth, data, ui
 
 # Shown state -> the lifecycle states it selects (None: all).
 STATES: dict[str, list[str] | None] = {
@@ -23,14 +22,7 @@ STATE_COLOURS = {"open": "red", "regressed": "violet", "acknowledged": "blue",
 DONE = {"acknowledge": "Acknowledged", "resolve": "Resolved", "reopen": "Reopened",
         "mute": "Muted", "unmute": "Unmuted"}
 PAGE_SIZE = 20
-VIEWER = "dashboard"  # whose "last looked" mark this page keeps (one until there are logins)
 NOTICE = "ins_notice"
-
-
-def who() -> str:
-    """The dashboard session, as recorded in each insight's history."""
-    ctx = get_script_run_ctx()
-    return f"dashboard:{ctx.session_id[:8]}" if ctx is not None else "dashboard"
 
 
 def _selected(ids: list[str]) -> list[str]:
@@ -42,7 +34,11 @@ def act(ids: list[str], action: str, duration_s: float | None = None) -> None:
     if not ids:
         st.session_state[NOTICE] = ("warning", "Select insights first.")
         return
-    done = data.update_insights(ids, action, who(), duration_s)
+    try:
+        done = data.update_insights(ids, action, duration_s)
+    except auth.Forbidden as exc:
+        st.session_state[NOTICE] = ("warning", str(exc))
+        return
     for iid in ids:
         st.session_state.pop(f"sel_{iid}", None)
     gone = len(ids) - len(done)
@@ -58,13 +54,17 @@ def select_page(ids: list[str], value: bool) -> None:
 
 def mute_type(insight_type: str | None, duration_s: float | None) -> None:
     if insight_type:
-        data.mute_insight_type(insight_type, duration_s, who())
+        try:
+            data.mute_insight_type(insight_type, duration_s)
+        except auth.Forbidden as exc:
+            st.session_state[NOTICE] = ("warning", str(exc))
+            return
         st.session_state[NOTICE] = ("success", f"{'Muted' if duration_s else 'Unmuted'} "
                                                f"every {insight_type} insight")
 
 
 def mark_seen() -> None:
-    data.mark_insights_seen(VIEWER)
+    data.mark_insights_seen()
 
 
 def _actions(i: dict[str, Any]) -> None:
@@ -99,11 +99,12 @@ def _state_line(i: dict[str, Any]) -> str:
     return f"{state} {ui.when(i['since'])}"
 
 
-def card(i: dict[str, Any], now: float) -> None:
+def card(i: dict[str, Any], now: float, *, can_act: bool = True) -> None:
     iid = i["insight_id"]
     with st.container(border=True, key=f"insight_{iid}"):
         pick, head, action = st.columns([0.25, 5, 1.2], vertical_alignment="top")
-        pick.checkbox("select", key=f"sel_{iid}", label_visibility="collapsed")
+        if can_act:
+            pick.checkbox("select", key=f"sel_{iid}", label_visibility="collapsed")
         with head:
             with st.container(horizontal=True, key=f"badges_{iid}"):
                 ui.badge(i["priority"])
@@ -120,8 +121,9 @@ def card(i: dict[str, Any], now: float) -> None:
                                "by": h["by"], "until": ui.when(h.get("until"))
                                if h.get("until") else ""} for h in reversed(i["history"])])
                 st.text(f"id {iid} · first seen {ui.when(i['first_seen'])}")
-        with action:
-            _actions(i)
+        if can_act:
+            with action:
+                _actions(i)
 
 
 def _bulk_bar(page_ids: list[str]) -> None:
@@ -140,14 +142,17 @@ def _bulk_bar(page_ids: list[str]) -> None:
                   args=(chosen, "mute", MUTE_FOR[label or "1 hour"]), disabled=not n)
 
 
-def _type_mutes(snap: data.Snapshot, types: list[str]) -> None:
+def _type_mutes(snap: data.Snapshot, types: list[str], can_act: bool = True) -> None:
     mutes = data.type_mutes(snap)
     with st.expander(f"Mute a whole type ({len(mutes)} muted)"):
         for m in mutes:
             c1, c2 = st.columns([5, 1])
             c1.text(f"{m['insight_type']}: muted until {ui.when(m['until'])} by {m['by']}")
-            c2.button("Unmute", key=f"unmute_type_{m['insight_type']}", on_click=mute_type,
-                      args=(m["insight_type"], None))
+            if can_act:
+                c2.button("Unmute", key=f"unmute_type_{m['insight_type']}", on_click=mute_type,
+                          args=(m["insight_type"], None))
+        if not can_act:
+            return
         c1, c2, c3 = st.columns([3, 2, 1], vertical_alignment="bottom")
         kind = c1.selectbox("Type", types, key="mute_type_pick", index=None)
         label = c2.selectbox("For", list(MUTE_FOR), key="mute_type_for")
@@ -165,8 +170,8 @@ def body() -> None:
         ui.empty("No insights yet: the coordinator writes them as it reviews metrics and "
                  "errors on each tick (`bga run`); services add their own with `add_insight`.")
         return
-    counts = data.insight_counts(snap, VIEWER)
-    seen = data.insights_seen_at(snap, VIEWER)
+    counts = data.insight_counts(snap, auth.viewer())
+    seen = data.insights_seen_at(snap, auth.viewer())
     by = counts["by_status"]
     m = st.columns([1, 1, 1, 1, 1, 1.4], vertical_alignment="bottom")
     m[0].metric("Open", counts["open"], help="open or regressed, not muted")
@@ -195,7 +200,8 @@ def body() -> None:
              and (wanted is None or i["state"] in wanted)
              and (not needle or needle in f"{i['insight_type']} {i['source_agent']} "
                                           f"{i['content'].get('summary', '')}".lower())]
-    _type_mutes(snap, types)
+    can_act = auth.allowed("operator")  # the writes themselves are gated too (dashboard.data)
+    _type_mutes(snap, types, can_act)
     if not shown:
         ui.empty("No insight matches these filters.")
         return
@@ -210,9 +216,10 @@ def body() -> None:
     on_page = shown[start:start + PAGE_SIZE]
     st.caption(f"{start + 1}-{start + len(on_page)} of {len(shown)} insights shown, "
                f"{PAGE_SIZE} a page")
-    _bulk_bar([i["insight_id"] for i in on_page])
+    if can_act:
+        _bulk_bar([i["insight_id"] for i in on_page])
     for i in on_page:
-        card(i, snap.now)
+        card(i, snap.now, can_act=can_act)
 
 
 st.title("Insights")

@@ -6,7 +6,7 @@ import json
 
 import streamlit as st
 
-from dashboard import data, ui
+from dashboard import auth, data, ui
 
 WINDOWS = {"24 h": 24, "7 d": 24 * 7, "30 d": 24 * 30}
 VERDICT = {"kept": "kept", "rolled_back": "rolled back", "applied": "verifying",
@@ -14,8 +14,12 @@ VERDICT = {"kept": "kept", "rolled_back": "rolled back", "applied": "verifying",
 
 
 def request() -> None:
-    data.request_optimization()
-    st.session_state["opt_requested"] = True
+    try:
+        data.request_optimization()
+    except auth.Forbidden as exc:
+        st.session_state["opt_requested"] = str(exc)
+    else:
+        st.session_state["opt_requested"] = True
 
 
 def body() -> None:
@@ -33,10 +37,14 @@ def body() -> None:
                        f"({'manual' if last.get('manual') else 'scheduled'}): "
                        f"{last.get('changes', 0)} changes")
     with right:
-        st.button("Request optimization cycle", key="request_opt", on_click=request,
-                  icon=":material/play_arrow:", disabled=snap.live is False)
-        if st.session_state.pop("opt_requested", False):
+        if auth.allowed("operator"):  # the write itself is gated too
+            st.button("Request optimization cycle", key="request_opt", on_click=request,
+                      icon=":material/play_arrow:", disabled=snap.live is False)
+        requested = st.session_state.pop("opt_requested", False)
+        if requested is True:
             st.toast("Optimization cycle requested")
+        elif requested:
+            st.error(requested)
     label = st.segmented_control("Window", list(WINDOWS), default="7 d", key="opt_window",
                                  required=True)
     records = data.optimizations(snap, WINDOWS[label or "7 d"])

@@ -2,8 +2,9 @@
 
 Sources (one interface, ``base.RunSource``): ``LangSmithSource`` (the LangSmith API through
 ``langsmith.Client``), ``LocalTraceSource`` (this system's own runs, recorded by
-``LocalTracer``) and ``ExportFileSource`` (JSON Lines exports). ``agent.LangSmithBridgeAgent``
-is the agent; ``sync.sync`` runs mirroring passes now (``bga bridge sync``).
+``graph.tracing.LocalTracer``) and ``ExportFileSource`` (JSON Lines exports).
+``agent.LangSmithBridgeAgent`` is the agent; ``sync.sync`` runs mirroring passes now
+(``bga bridge sync``).
 """
 
 from nodes.langsmith_bridge.base import Chunk, Limits, RunSource, SourceUnavailable

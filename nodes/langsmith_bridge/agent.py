@@ -54,8 +54,14 @@ class BridgeSettings(AgentSettings):
                                                                 "retriever"])
     max_runs_per_step: int = Field(20_000, ge=1)
     backfill_s: float = Field(3_600.0, ge=0, description="how far back the first poll reads")
-    settle_s: float = Field(30.0, ge=0, description="ingestion lag allowed for LangSmith")
-    max_open: int = Field(150, ge=1, le=200, description="runs in progress tracked by id")
+    settle_s: float = Field(30.0, ge=0, description="how long after its start a run is "
+                            "first looked for (LangSmith)")
+    overlap_s: float = Field(600.0, ge=0, le=21_600, description="re-read this far behind the "
+                             "cursor: a run visible up to settle_s + overlap_s after its start "
+                             "is still counted")
+    max_seen: int = Field(500, ge=10, le=600, description="runs remembered in the overlap")
+    feedback: bool = Field(True, description="mirror feedback scores (LangSmith)")
+    max_open: int = Field(100, ge=1, le=150, description="runs in progress tracked by id")
     max_open_age_s: float = Field(6 * 3_600.0, gt=0)
     timeout_s: float = Field(20.0, gt=0)
     max_attempts: int = Field(4, ge=1, le=10)
@@ -102,7 +108,8 @@ def make_source(settings: BridgeSettings, database_url: str | None,
             api_url=policy.langsmith_endpoint("options.api_url", settings.api_url),
             web_url=settings.web_url, page_size=settings.page_size,
             child_run_types=settings.child_run_types, backfill_s=settings.backfill_s,
-            settle_s=settings.settle_s, max_open=settings.max_open,
+            settle_s=settings.settle_s, overlap_s=settings.overlap_s,
+            max_seen=settings.max_seen, feedback=settings.feedback, max_open=settings.max_open,
             max_open_age_s=settings.max_open_age_s, timeout_s=settings.timeout_s,
             max_attempts=settings.max_attempts, backoff_base_s=settings.backoff_base_s,
             max_retry_wait_s=settings.max_retry_wait_s, api_version=settings.api_version,
@@ -223,6 +230,13 @@ class LangSmithBridgeAgent(Agent):
             except Exception as exc:  # one bad run never loses the rest of the chunk
                 report.quarantined += 1
                 ctx.error("UnmirrorableRun", f"run {run.id}: {type(exc).__name__}: {exc}")
+        for score in chunk.feedback:
+            try:
+                mirror.add_feedback(score)
+            except Exception as exc:
+                report.quarantined += 1
+                ctx.error("UnmirrorableFeedback",
+                          f"feedback {score.id}: {type(exc).__name__}: {exc}")
         for q in chunk.quarantined:
             report.quarantined += 1
             if len(report.reasons) < 5:

@@ -15,7 +15,7 @@ from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from nodes.langsmith_bridge.records import TraceRun
+from nodes.langsmith_bridge.records import FeedbackScore, TraceRun
 from state.traces import QuarantinedRecord
 
 
@@ -37,6 +37,7 @@ class Chunk:
 
     cursor: dict[str, Any]
     runs: list[TraceRun] = field(default_factory=list)
+    feedback: list[FeedbackScore] = field(default_factory=list)
     quarantined: list[QuarantinedRecord] = field(default_factory=list)
     read: int = 0
     skipped: int = 0  # already mirrored (overlapping pages or polls)

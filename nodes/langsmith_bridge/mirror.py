@@ -8,7 +8,9 @@ Series are named after the project and the run name, under the bridge's agent id
 with ``latency_ms`` (end - start, timestamped at the run's end; its count and rate are the
 throughput), ``error`` (1 for a failed run, 0 otherwise: the mean is the error rate),
 ``prompt_tokens``, ``completion_tokens``, ``total_tokens``, ``cost_usd`` and ``first_token_ms``
-where the run has them. A failed run also becomes an error pattern through the usual
+where the run has them, and ``feedback_<key>``: one observation per feedback score on the run,
+timestamped when the score was given (count, mean and distribution come from the sketch).
+A failed run also becomes an error pattern through the usual
 fingerprinting, with the run name as its source.
 
 Insights are decided by the one rule engine (``nodes.rules``, thresholds in ``RulesConfig``):
@@ -27,7 +29,7 @@ from typing import Any
 
 from nodes import rules
 from nodes.base import AgentContext
-from nodes.langsmith_bridge.records import RUN_TYPES, TraceRun, split_error
+from nodes.langsmith_bridge.records import RUN_TYPES, FeedbackScore, TraceRun, split_error
 from state import events, sketch
 from state.fold import KIND_METRIC
 from state.models import InvalidInput, PerformanceMetric
@@ -38,6 +40,7 @@ METRIC_UNITS: dict[str, str | None] = {
     "latency_ms": "ms", "error": None, "prompt_tokens": "tokens", "completion_tokens": "tokens",
     "total_tokens": "tokens", "cost_usd": "USD", "first_token_ms": "ms",
 }
+FEEDBACK_PREFIX = "feedback_"
 MINUTE = 60
 MAX_PROJECT = 50
 MAX_LABEL = 110
@@ -73,7 +76,8 @@ def judged_by_bridge(state: dict[str, Any]) -> tuple[set[str], set[str]]:
     for name in state.get("metrics") or {}:
         agent, _, rest = name.partition("/")
         label, _, metric = rest.rpartition("/")
-        if agent in bridges and "/" in label and metric in METRIC_UNITS:
+        if agent in bridges and "/" in label and (metric in METRIC_UNITS
+                                                  or metric.startswith(FEEDBACK_PREFIX)):
             series.add(name)
             run = label.split("/", 1)[1]
             head, sep, tail = run.partition(":")
@@ -93,12 +97,13 @@ class Report:
     abandoned: int = 0
     filtered: int = 0
     errored: int = 0
+    feedback: int = 0
     polls: int = 0
     more: bool = False
     reasons: list[str] = field(default_factory=list)
 
     COUNTS = ("read", "mirrored", "skipped", "quarantined", "in_progress", "abandoned",
-              "filtered", "errored")
+              "filtered", "errored", "feedback")
 
     def as_dict(self) -> dict[str, Any]:
         return {**{k: getattr(self, k) for k in self.COUNTS}, "more": self.more,
@@ -115,8 +120,8 @@ class Report:
 
 class _Series:
     __slots__ = ("base_cost", "base_err", "base_lat", "base_n", "base_tok", "cur_cost",
-                 "cur_err", "cur_lat", "cur_n", "cur_tok", "errors", "label", "name", "names",
-                 "project", "root", "slow", "source")
+                 "cur_err", "cur_lat", "cur_n", "cur_tok", "errors", "feedback", "label", "name",
+                 "names", "project", "root", "slow", "source")
 
     def __init__(self, label: str, run: TraceRun, names: dict[str, str]) -> None:
         self.label = label
@@ -134,6 +139,7 @@ class _Series:
         self.base_tok = [0.0, 0]
         self.slow: list[tuple[float, str, str | None]] = []  # min-heap of the slowest runs
         self.errors: list[tuple[str, str | None]] = []
+        self.feedback: dict[str, list[float]] = {}  # series -> [cur sum, n, base sum, n]
 
 
 class Mirror:
@@ -234,6 +240,27 @@ class Mirror:
             self.report.errored += 1
             self._error(run, ser)
 
+    def add_feedback(self, score: FeedbackScore) -> None:
+        """Mirror one feedback score as an observation of its run's series."""
+        if not self.wanted(score.run):
+            self.report.filtered += 1
+            return
+        ser = self._series(score.run)
+        name = ser.names.get(FEEDBACK_PREFIX + score.key)
+        if name is None:
+            name = ser.names[FEEDBACK_PREFIX + score.key] = PerformanceMetric.checked(
+                source_agent=self.agent, name=f"{ser.label}/{FEEDBACK_PREFIX}{score.key}",
+                value=0.0, unit=None).series
+        self.ctx.emit((KIND_METRIC, {"s": name, "v": score.score, "t": score.ts}))
+        self.report.feedback += 1
+        sums = ser.feedback.setdefault(name, [0.0, 0, 0.0, 0])
+        if score.ts >= self.cur_start:
+            sums[0] += score.score
+            sums[1] += 1
+        elif score.ts >= self.base_start:
+            sums[2] += score.score
+            sums[3] += 1
+
     def _error(self, run: TraceRun, ser: _Series) -> None:
         error_type, message = split_error(run.error or "")
         try:
@@ -276,9 +303,17 @@ class Mirror:
         r = self.rules
         cur, base, end = self.cur_start, self.base_start, self.window_end
         for ser in self.series.values():
+            common = {"project": ser.project, "run_name": ser.name}
+            for name, (cs, cn, bs, bn) in ser.feedback.items():
+                if not cn:
+                    continue
+                sc, nc = self._sum_count(name, (cs, cn), cur, end)
+                sb, nb = self._sum_count(name, (bs, bn), base, cur)
+                found.append(rules.feedback_drop_finding(
+                    name, sc, nc, sb, nb, r, label=f"{ser.label} {name.rsplit('/', 1)[1]}",
+                    evidence=common))
             if not ser.cur_n:
                 continue
-            common = {"project": ser.project, "run_name": ser.name}
             slow = [_example(rid, url) for _, rid, url in sorted(ser.slow, reverse=True)]
             lat = ser.names["latency_ms"]
             found.append(rules.latency_finding(

@@ -209,6 +209,42 @@ def parse_run(raw: Any, *, project: str, now: float, host_url: str | None = None
         first_token_s=first_token_s, url=url)
 
 
+class FeedbackScore:
+    """One numeric feedback score on a run (the run as far as its series needs it)."""
+
+    __slots__ = ("id", "key", "run", "score", "ts")
+
+    def __init__(self, *, id: str, key: str, score: float, ts: float, run: TraceRun) -> None:
+        self.id = id
+        self.key = key
+        self.score = score
+        self.ts = ts
+        self.run = run
+
+
+MAX_FEEDBACK_KEY = 40
+_KEY_RE = re.compile(r"[^A-Za-z0-9_.-]+")
+
+
+def parse_feedback(raw: Any) -> tuple[str, str, str, float, int]:
+    """(id, run id, key, score, created_at in µs) of a ``/feedback`` record; ``Malformed`` if it
+    has no numeric score or cannot be attributed to a run."""
+    if not isinstance(raw, dict):
+        raise Malformed(f"feedback must be a JSON object, got {type(raw).__name__}")
+    fid = _text(raw, "id", MAX_ID, required=True)
+    run_id = _text(raw, "run_id", MAX_ID, required=True)
+    key = _text(raw, "key", 200, required=True)
+    score = raw.get("score")
+    if isinstance(score, bool):
+        score = float(score)
+    if not isinstance(score, int | float) or not math.isfinite(score) \
+            or abs(score) > MAX_NUMBER:
+        raise Malformed(f"feedback score must be a finite number, got {score!r}"[:120])
+    created = to_us(raw.get("created_at"), "created_at")
+    clean_key = _KEY_RE.sub("_", key or "").strip("_")[:MAX_FEEDBACK_KEY] or "unnamed"
+    return fid or "", run_id or "", clean_key, float(score), created
+
+
 def split_error(error: str) -> tuple[str, str]:
     """``"ValueError('bad 42')Traceback ..."`` -> ``("ValueError", "bad 42")``."""
     text = error.strip()

@@ -1,11 +1,13 @@
 """One mirroring pass now, outside the scheduler: what ``bga bridge sync`` runs.
 
-Each step is the bridge agent's ordinary step (``nodes.agent_step.run_step``: the same code,
-budget, heartbeat and error handling as in a tick), run under the fold lock from the newest
-checkpoint's cursor, and its update is written as the next checkpoint through the same path
-``SharedState.flush`` uses (compare-and-swap on the checkpoint). Metrics and cursor land
-together, so a sync interrupted at any point, re-run, or racing a tick counts every run once.
-Steps repeat until the source is caught up.
+Each step is the bridge agent's ordinary step (``nodes.agent_step.step_context``: the same
+code, budget, heartbeat and error handling as in a tick), run from the cursor in the state as
+of now (``SharedState.read``: the newest checkpoint with the unfolded inbox over it), and its
+reports and new cursor go into the inbox in one transaction, the path a ``bga worker`` step
+takes (``SharedState.write_events``); the fold turns them into state like any other agent
+output. The agent's lock is held throughout, so no tick or worker steps the bridge from the
+same cursor meanwhile. Metrics and cursor land together, so a sync interrupted at any point or
+re-run counts every run once. Steps repeat until the source is caught up.
 """
 
 from __future__ import annotations
@@ -15,19 +17,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from nodes.agent_step import AgentTask, run_step
+from nodes.agent_step import AgentTask, step_context
 from nodes.langsmith_bridge.agent import cursor_key
 from nodes.langsmith_bridge.export_file import ExportFileSource, signature
 from nodes.langsmith_bridge.mirror import Report
-from state import policy
+from state import events, policy
 from state.api import SharedState
-from state.backends import StaleCheckpoint
 from state.config import AgentSection
-from state.folder import FOLD_NODE, build_fold_graph
 from state.queries import config_of
 from state.traces import has_store, open_store
 
 AGENT_ID = "langsmith_bridge"
+COUNTERS = ("requests", "retries", "rate_limited", "waited_s")
 
 
 @dataclass
@@ -81,50 +82,45 @@ async def _sync(shared: SharedState, *, agent_id: str, path: str | Path | None,
                 project: str | None, max_steps: int, max_runs_per_step: int, budget_s: float,
                 lock_wait: float | None) -> SyncResult:
     backend = shared.backend
-    graph = build_fold_graph(backend)
     result = SyncResult(agent_id)
-    stale = 0
     await shared.flush(wait=lock_wait)  # configuration written just before counts
     while result.steps < max_steps:
-        async with backend.fold_lock(lock_wait):
-            values = dict((await graph.aget_state(shared.config)).values)
-            section = config_of(values).agents.get(agent_id) or AgentSection(kind=AGENT_ID)
-            options: dict[str, Any] = {**section.options, "force": True,
-                                       "max_runs_per_step": max_runs_per_step}
-            if path is not None:
-                options.update(source="file", path=str(Path(path).expanduser().resolve()))
-            if project is not None:
-                options["project"] = project
-            data = _value(values, agent_id)
-            if result.steps == 0 and path is not None:
-                result.report.skipped += await asyncio.to_thread(
-                    _already_seen_lines, Path(path).expanduser().resolve(), data)
-            before = (data.get("last") or {}).get("at")
-            task: AgentTask = {"agent_id": agent_id,
-                    "section": section.model_copy(update={"options": options,
-                                                          "budget_s": budget_s}
-                                                  ).model_dump(by_alias=True),
-                    "data": data, "tick": int((values.get("tick") or {}).get("n", 0))}
-            update = await run_step(task, backend.url)
-            try:
-                await graph.aupdate_state(shared.config, update, as_node=FOLD_NODE)
-            except StaleCheckpoint:
-                stale += 1  # a writer outside the lock got there first: redo from its cursor
-                if stale > 3:
-                    raise
-                continue
+        values = await shared.read()
+        section = config_of(values).agents.get(agent_id) or AgentSection(kind=AGENT_ID)
+        options: dict[str, Any] = {**section.options, "force": True,
+                                   "max_runs_per_step": max_runs_per_step}
+        if path is not None:
+            options.update(source="file", path=str(Path(path).expanduser().resolve()))
+        if project is not None:
+            options["project"] = project
+        data = _value(values, agent_id)
+        if result.steps == 0 and path is not None:
+            result.report.skipped += await asyncio.to_thread(
+                _already_seen_lines, Path(path).expanduser().resolve(), data)
+        before = (data.get("last") or {}).get("at")
+        task = AgentTask(agent_id=agent_id, section=section.model_copy(
+            update={"options": options, "budget_s": budget_s}).model_dump(by_alias=True),
+            data=data, tick=None)
+        ctx = await step_context(task, backend.url, tags=("bridge-sync",))
+        outbox = ctx.outbox()
+        await shared.write_events(outbox)  # the step's reports and cursor, or none of them
         result.steps += 1
-        hb = ((update.get("agents") or {}).get(agent_id) or {}).get("hb") or {}
-        last = (update.get("agent_data") or {}).get(agent_id, {}).get("value", {}).get("last")
+        hb = next((p for kind, p in reversed(outbox) if kind == events.KIND_HEARTBEAT), {})
+        last = ctx.data.get("last")
         if last and last.get("at") != before:
             result.report.add(last)
-            result.source = last.get("source") or result.source
+            source = dict(last.get("source") or {})
+            for k in COUNTERS:  # the whole sync's requests, retries and waits
+                if k in source and k in result.source:
+                    source[k] = round(source[k] + result.source[k], 3)
+            result.source = source or result.source
             result.error = last.get("error")
         if hb.get("status") not in (None, "ok"):
-            result.error = result.error or (hb.get("data") or {}).get("last_error") \
+            result.error = result.error or (hb.get("d") or {}).get("last_error") \
                 or hb.get("status")
         if result.error or not (last and last.get("more")):
             break
+    await shared.flush(wait=lock_wait)
     if result.report.quarantined and has_store(backend.url):
         store = open_store(backend.url)
         try:

@@ -9,6 +9,7 @@ wait); a file whose exact version (path, size, mtime) already has a job is not l
 and content imported before (same hash, any path) is skipped.
 
 Reports: ``rows_per_s`` (the metric the optimizer tunes ``batch_size`` against),
+``rows_read`` (rows of the step: its window sum is the importer's throughput on ``/metrics``),
 ``batch_latency_ms`` per batch, ``rejection_rate`` and ``duplicate_rate`` (percent of the rows
 of the step), one ``RowRejected`` error per rejection reason per batch (grouped by reason),
 ``ImportFailed`` errors, and insights per finished file (``import_rejections`` when too many
@@ -187,6 +188,7 @@ class ProfileImportAgent(Agent):
             elapsed = time.perf_counter() - started
             valid = slice_rows["read"] - slice_rows["rejected"]
             ctx.metric("rows_per_s", slice_rows["read"] / elapsed)
+            ctx.metric("rows_read", slice_rows["read"], unit="rows")  # sums to throughput
             ctx.metric("rejection_rate", 100 * slice_rows["rejected"] / slice_rows["read"],
                        unit="%")
             if valid:

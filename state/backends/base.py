@@ -174,6 +174,10 @@ class Backend(abc.ABC):
         """One scheduler per database: the holder ticks, others stand by to take over."""
         return self._hold("leader", wait, f"another scheduler is running on {self.where}")
 
+    def sender_lock(self, wait: float | None = None):
+        """One alert sender per database (``bga alerts run``, ``graph.alerts``)."""
+        return self._hold("alerts", wait, f"another alert sender is running on {self.where}")
+
     def agent_lock(self, agent_id: str, wait: float | None = None):
         """One process at a time steps an agent: a worker holds it while it runs the agent, a
         tick's ``run_agent`` for the length of one step (and skips the agent if it is busy)."""

@@ -3,8 +3,8 @@
 Two append-only streams of versioned migrations, each spelled out per dialect:
 
 - ``STATE``: the state database's own tables (inbox streams, inbox, inbox quarantine, local
-  traces, trace quarantine), recorded in ``bga_migrations``. LangGraph's checkpointer keeps
-  its tables (``checkpoints``, ``writes`` / ``checkpoint_*``) with its own ``setup()``, which
+  traces, trace quarantine, alert outbox and messages), recorded in ``bga_migrations``.
+  LangGraph's checkpointer keeps its tables (``checkpoints``, ``writes`` / ``checkpoint_*``) with its own ``setup()``, which
   the backend runs right after this stream, under the same lock.
 - ``PROFILES``: the importer's tables (``profiles``, ``import_jobs``, ``quarantine``,
   ``processed_files``), recorded in ``bga_profile_migrations``: on SQLite in the sibling file
@@ -66,6 +66,32 @@ class Stream:
 
 # -- the state database ----------------------------------------------------------------------
 
+def _outbox(r: str, i: str) -> tuple[str, ...]:
+    """The alert outbox and its messages (``state/outbox.py``) in one dialect: ``r`` its
+    double, ``i`` its 64-bit integer (a template for this entry only)."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS bga_outbox (
+            key TEXT PRIMARY KEY, channel TEXT NOT NULL, subject TEXT NOT NULL,
+            event TEXT NOT NULL, created_at {r} NOT NULL, payload TEXT NOT NULL, message TEXT
+        )""",
+        "CREATE INDEX IF NOT EXISTS bga_outbox_pending ON bga_outbox "
+        "(channel, message, created_at)",
+        "CREATE INDEX IF NOT EXISTS bga_outbox_subject ON bga_outbox "
+        "(channel, subject, created_at)",
+        f"""CREATE TABLE IF NOT EXISTS bga_alert_messages (
+            key TEXT PRIMARY KEY, channel TEXT NOT NULL, created_at {r} NOT NULL,
+            alerts {i} NOT NULL, status TEXT NOT NULL, attempts {i} NOT NULL,
+            next_at {r} NOT NULL, last_error TEXT, last_try_at {r}, sent_at {r}
+        )""",
+        "CREATE INDEX IF NOT EXISTS bga_alert_messages_due ON bga_alert_messages "
+        "(status, next_at)",
+    )
+
+
+OUTBOX_TABLES: dict[SyncDialect, tuple[str, ...]] = {
+    "sqlite": _outbox("REAL", "INTEGER"), "postgres": _outbox("DOUBLE PRECISION", "BIGINT")}
+
+
 _STATE_SQLITE = (
     Migration((
         """CREATE TABLE IF NOT EXISTS bga_streams (
@@ -100,6 +126,7 @@ _STATE_SQLITE = (
     )),
     # each stream's highest committed sequence number (a lost commit reply is looked up)
     Migration(("ALTER TABLE bga_streams ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",)),
+    Migration(OUTBOX_TABLES["sqlite"]),  # the alert outbox and its messages (state/outbox.py)
 )
 
 _STATE_POSTGRES = (
@@ -139,6 +166,7 @@ _STATE_POSTGRES = (
     # each stream's highest committed sequence number (a lost commit reply is looked up)
     Migration(("ALTER TABLE bga_streams ADD COLUMN IF NOT EXISTS last_seq BIGINT NOT NULL "
                "DEFAULT 0",)),
+    Migration(OUTBOX_TABLES["postgres"]),  # the alert outbox and its messages (state/outbox.py)
 )
 
 STATE = Stream(

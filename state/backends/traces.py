@@ -1,6 +1,6 @@
 """The local trace store: finished runs of this system's own graph, in the state database.
 
-A LangChain tracer (``nodes.langsmith_bridge.local.LocalTracer``) appends one row per finished
+A LangChain tracer (``graph.tracing.LocalTracer``) appends one row per finished
 run with the fields LangSmith keeps (id, trace id, parent, name, run type, start/end, status,
 error, tags, metadata, token counts, cost, first-token time); the LangSmith Bridge reads them
 back in insertion order (``seq``), so its cursor is a single number. Rows are capped

@@ -33,6 +33,28 @@ def fake(monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangSmith]:
         server.stop()
 
 
+API_VERSIONS = ["v1", "v2"]
+
+
+@pytest.fixture(params=API_VERSIONS)
+def server(request: pytest.FixtureRequest,
+           monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeLangSmith]:
+    """A fake LangSmith whose /info makes the SDK (and so the bridge) pick v1, then v2."""
+    made = FakeLangSmith.v2() if request.param == "v2" else FakeLangSmith()
+    made.api = request.param  # type: ignore[attr-defined]
+    made.start()
+    made.add_project("proj-a")
+    allow_endpoints(monkeypatch, made)
+    try:
+        yield made
+    finally:
+        made.stop()
+
+
+def query_path(server: FakeLangSmith) -> str:
+    return "/api/v2/runs/query" if getattr(server, "api", "v1") == "v2" else "/runs/query"
+
+
 @pytest.fixture
 def langsmith_env(monkeypatch: pytest.MonkeyPatch) -> str:
     """A LangSmith key and project list in the environment (never in the state)."""

@@ -1,5 +1,7 @@
 """LangSmithSource through the real ``langsmith.Client`` against a local LangSmith server.
 
+(The faults, late runs and feedback, on v1 and v2 alike, are in ``test_faults.py``.)
+
 Each test scripts the server (runs, faults), runs mirroring passes through
 ``nodes.langsmith_bridge.sync.sync`` (the agent's own step, committed like a tick) and checks
 the shared state: every run counted once, whatever the server does between and within polls.
@@ -15,8 +17,6 @@ from typing import Any
 
 import pytest
 
-from nodes.base import AgentContext
-from nodes.langsmith_bridge.agent import BridgeSettings, LangSmithBridgeAgent
 from nodes.langsmith_bridge.sync import sync
 from state import SharedState
 from state.traces import open_store
@@ -137,71 +137,6 @@ async def test_run_finishing_late_is_mirrored_once_when_it_ends(
     assert running["id"] not in (await agent_data(shared))["cursors"][
         f"langsmith:{fake.url}"]["s"]["proj-a#root"]["o"]
     assert (await sync(shared)).report.mirrored == 0
-
-
-async def test_429_waits_for_retry_after_then_continues(
-        shared: SharedState, fake: FakeLangSmith) -> None:
-    add_runs(fake, 150, first=ago(1000))
-    fake.fail("POST", "/runs/query", status=429, headers={"Retry-After": "1"})
-    await configure(shared, **api_options(fake, child_run_types=[]))
-    result = await sync(shared)
-    assert result.error is None
-    assert result.report.mirrored == 150
-    assert result.source["rate_limited"] == 1 and result.source["retries"] == 1
-    statuses = [s.status for s in fake.requests("POST", "/runs/query")]
-    assert statuses == [429, 200, 200]  # one retry of the refused page, no hammering
-    assert (await series(shared))[LATENCY]["count"] == 150
-
-
-async def test_long_retry_after_ends_the_poll_and_the_next_step_waits(
-        shared: SharedState, fake: FakeLangSmith) -> None:
-    add_runs(fake, 20, first=ago(1000))
-    fake.fail("POST", "/runs/query", status=429, headers={"Retry-After": "3600"})
-    await configure(shared, **api_options(fake, child_run_types=[]))
-    result = await sync(shared)
-    assert result.error and "429" in result.error
-    assert result.report.mirrored == 0
-    data = await agent_data(shared)
-    assert data["retry_at"] >= data["last_poll_at"] + 3600
-    assert data["failures"] == 1
-
-    # the agent's next scheduled step respects the wait: no request at all
-    before = len(fake.seen)
-    settings = BridgeSettings.model_validate(api_options(fake, child_run_types=[]))
-    ctx = AgentContext(AGENT, data=data, database_url=shared.backend.url)
-    await LangSmithBridgeAgent(AGENT, settings).step(ctx)
-    assert len(fake.seen) == before
-    assert ctx.progress["next_poll_in_s"] > 3000
-
-
-async def test_server_errors_and_timeouts_are_retried_with_backoff(
-        shared: SharedState, fake: FakeLangSmith) -> None:
-    add_runs(fake, 120, first=ago(1000))
-    fake.fail("GET", "/sessions", status=503)
-    fake.fail("POST", "/runs/query", status=500)
-    fake.fail("POST", "/runs/query", delay=2.0)  # longer than the client's timeout
-    await configure(shared, **api_options(fake, child_run_types=[], timeout_s=0.5))
-    result = await sync(shared)
-    assert result.error is None
-    assert result.report.mirrored == 120
-    assert result.source["retries"] == 3
-    assert [s.status for s in fake.requests("GET", "/sessions")] == [503, 200]
-    assert (await series(shared))[LATENCY]["count"] == 120
-
-
-async def test_persistent_failure_keeps_what_was_mirrored_and_resumes_exactly(
-        shared: SharedState, fake: FakeLangSmith) -> None:
-    add_runs(fake, 250, first=ago(2000))
-    await configure(shared, **api_options(fake, child_run_types=[], max_attempts=2))
-    fake.fail("POST", "/runs/query", status=500, times=2, skip=1)  # page 2 fails, twice
-    first = await sync(shared)
-    assert first.error and "HTTP 500" in first.error
-    assert first.report.mirrored == 100  # page 1 landed with its cursor
-    assert (await series(shared))[LATENCY]["count"] == 100
-    second = await sync(shared)
-    assert second.error is None
-    assert second.report.mirrored == 150
-    assert (await series(shared))[LATENCY]["count"] == 250
 
 
 async def test_request_hanging_past_the_budget_commits_only_whole_pages(
@@ -364,3 +299,57 @@ async def test_api_key_never_reaches_state_exports_or_logs(
         assert secret not in text
         assert secret[:20] not in text
     assert fake.seen and all(s.headers.get("x-api-key") == secret for s in fake.seen)
+
+
+@pytest.mark.parametrize(("path", "body", "problem"), [
+    ("/runs/query", {"session": [], "select": ["id", "spaceship"]}, "select"),
+    ("/runs/query", {"session": [], "run_type": "LLM"}, "run_type"),
+    ("/runs/query", {"session": [], "order": "sideways"}, "order"),
+    ("/runs/query", {"session": [], "sessions": []}, "unknown field"),
+    ("/api/v2/runs/query", {"project_ids": [], "selects": ["id"]}, "selects"),
+    ("/api/v2/runs/query", {"project_ids": [], "run_type": "llm"}, "run_type"),
+    ("/api/v2/runs/query", {"project_ids": [], "order": "asc"}, "unknown field"),
+])
+def test_the_fake_refuses_invalid_request_fields_like_the_service(
+        fake: FakeLangSmith, path: str, body: dict[str, Any], problem: str) -> None:
+    import requests
+
+    from tests.bridge.fake_langsmith import API_KEY
+
+    reply = requests.post(fake.url + path, json=body, headers={"x-api-key": API_KEY}, timeout=5)
+    assert reply.status_code == 422
+    assert problem in reply.json()["detail"]
+
+
+async def test_a_refused_request_is_one_clear_error_and_changes_nothing(
+        shared: SharedState, fake: FakeLangSmith) -> None:
+    add_runs(fake, 5, first=ago(100))
+    await configure(shared, **api_options(fake, child_run_types=["llm"]))
+    fake.fail("POST", "/runs/query", status=422, skip=1)  # the child-run query is refused
+    result = await sync(shared)
+    assert result.error == "POST /runs/query: HTTP 422"
+    assert [s.status for s in fake.requests("POST", "/runs/query")] == [200, 422]  # no retry
+    assert result.report.mirrored == 5  # the root runs' chunk landed before it
+    again = await sync(shared)
+    assert again.error is None
+    assert (await series(shared))[LATENCY]["count"] == 5
+
+
+async def test_a_cursor_from_before_the_overlap_resumes_without_counting_twice(
+        shared: SharedState, fake: FakeLangSmith) -> None:
+    from state import events
+
+    add_runs(fake, 40, first=ago(300))
+    await configure(shared, **api_options(fake, child_run_types=[]))
+    assert (await sync(shared)).report.mirrored == 40
+    data = await agent_data(shared)
+    key = f"langsmith:{fake.url}"
+    st = data["cursors"][key]["s"]["proj-a#root"]
+    old = {"lo": st["lo"], "b": [], "o": {}}  # the start-time cursor's shape: lo, b, o
+    data["cursors"][key]["s"] = {"proj-a#root": old}
+    await shared.write_events([events.agent_data(AGENT, data)])
+    later = add_runs(fake, 5, first=time.time() + 1e-3, spacing=1e-4)
+    await asyncio.sleep(0.05)
+    again = await sync(shared)
+    assert again.report.mirrored == len(later)  # no overlap behind an old cursor: no recount
+    assert (await series(shared))[LATENCY]["count"] == 45

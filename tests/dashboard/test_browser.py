@@ -134,12 +134,14 @@ def cell(page: Any, text: str) -> Any:
     return page.get_by_role("gridcell", name=text, exact=True, include_hidden=True)
 
 
-def test_live_dashboard_in_chromium(tmp_path: Path, processes: Processes) -> None:
+def test_live_dashboard_in_chromium(tmp_path: Path, processes: Processes,
+                                    monkeypatch: pytest.MonkeyPatch) -> None:
     sync_api = require_browser()
     expect = sync_api.expect
     expect.set_options(timeout=WAIT_MS)
     url = f"sqlite:///{tmp_path / 'state.db'}"
     port = free_port()
+    monkeypatch.setenv("BGA_DASHBOARD_ANONYMOUS", "operator")  # no login here (test_login.py)
     processes.start("ticker", "run", "--db", url, "--interval", "1")
     processes.start("dashboard", "dashboard", "--db", url, "--port", str(port))
     wait_healthy(processes, port)
@@ -365,7 +367,7 @@ async def write_demo(shared: SharedState, *, days: int = 7, ticks: int = 4) -> N
 
 
 PAGES = ("overview", "agents", "performance", "errors", "insights", "optimizations",
-         "configuration", "time_travel", "export")
+         "alerts", "configuration", "time_travel", "export")
 
 
 def test_screenshot_every_page(tmp_path: Path, processes: Processes) -> None:

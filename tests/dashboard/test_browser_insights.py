@@ -38,13 +38,15 @@ def _history(url: str, insight_id: str) -> list[dict]:
 
 
 def test_acknowledge_regress_resolve_reopen_in_chromium(
-        tmp_path: Path, processes: Processes) -> None:  # noqa: F811
+        tmp_path: Path, processes: Processes,  # noqa: F811
+        monkeypatch: pytest.MonkeyPatch) -> None:
     sync_api = require_browser()
     expect = sync_api.expect
     expect.set_options(timeout=WAIT_MS)
     url = f"sqlite:///{tmp_path / 'state.db'}"
     port = free_port()
     processes.start("ticker", "run", "--db", url, "--interval", "1")
+    monkeypatch.setenv("BGA_DASHBOARD_ANONYMOUS", "operator")  # no login here (test_login.py)
     processes.start("dashboard", "dashboard", "--db", url, "--port", str(port))
     wait_healthy(processes, port)
     insight_id = api(url, fire, producer="probe")

@@ -28,6 +28,7 @@ def dash(monkeypatch: pytest.MonkeyPatch) -> Any:
 
     def open_page(url: str, page: str) -> AppTest:
         monkeypatch.setenv("BGA_DATABASE_URL", url)
+        monkeypatch.setenv("BGA_DASHBOARD_ANONYMOUS", "operator")  # no login (test_login.py)
         data.refresh()
         at = AppTest.from_file(str(APP), default_timeout=60)
         at.run()
@@ -99,7 +100,7 @@ def test_viewing_every_page_writes_nothing(state_db: StateFixture, dash: Any) ->
 
     before = api(state_db.url, marks)
     for page in ("overview", "agents", "performance", "errors", "insights", "optimizations",
-                 "configuration", "time_travel", "export"):
+                 "alerts", "configuration", "time_travel", "export"):
         dash(state_db.url, page)
     assert api(state_db.url, marks) == before
 

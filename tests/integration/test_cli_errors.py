@@ -52,6 +52,9 @@ COMMANDS: dict[str, list[str]] = {
     "import": ["import", "{profiles}"],
     "import --show-rejected": ["import", "--show-rejected", "job_x"],
     "metrics": ["metrics", "--port", "0"],
+    "alerts run": ["alerts", "run"],
+    "alerts test": ["alerts", "test", "hook"],
+    "alerts history": ["alerts", "history"],
 }
 
 

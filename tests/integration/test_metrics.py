@@ -13,6 +13,7 @@ import re
 import shutil
 import socket
 import subprocess
+import sys
 import time
 import urllib.parse
 import urllib.request
@@ -128,12 +129,17 @@ async def test_promtool_finds_the_exposition_clean(db_url: str) -> None:
             pytest.fail("promtool is missing in CI (Debian package `prometheus`)")
         pytest.skip("promtool not installed (apt-get install prometheus)")
     await write_fixture(db_url)
+    async with SharedState.open(db_url, producer="test") as shared:
+        await write_throughput(shared)
+        await runner.tick(shared)  # the tick and throughput families too
     async with metrics.serve(db_url, 0) as port:
         text = await scrape(port)
     proc = subprocess.run([promtool, "check", "metrics"], input=text, capture_output=True,
                           text=True, timeout=60)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "bga_series_window_p95" in text
+    assert "bga_importer_window_rows_per_second" in text
+    assert "bga_last_tick_duration_seconds" in text
 
 
 def test_a_taken_port_is_one_clear_error(sqlite_url: str) -> None:
@@ -147,6 +153,73 @@ def test_a_taken_port_is_one_clear_error(sqlite_url: str) -> None:
     assert result.exit_code == 2, text
     assert f"cannot serve metrics on 127.0.0.1:{port}" in text
     assert "Traceback" not in text
+
+
+async def write_throughput(shared: SharedState) -> tuple[list[float], list[float]]:
+    """Two importers' and a bridge's per-step counts (what the agents report), plus a
+    same-named series of an agent of another kind that must not count."""
+    rows = [1200.0, 0.0, 37.0, 5.5e6]
+    runs = [3.0, 100.0, 0.0]
+    await shared.register_agent("imp_a", kind="profile_import", interval_s=30)
+    await shared.register_agent("imp_b", kind="profile_import", interval_s=30)
+    await shared.register_agent("bridge", kind="langsmith_bridge", interval_s=30)
+    await shared.register_agent("other", kind="demo", interval_s=30)
+    await shared.add_performance_metrics(
+        [{"source_agent": "imp_a", "name": "rows_read", "value": v, "unit": "rows"}
+         for v in rows]
+        + [{"source_agent": "bridge", "name": "runs_mirrored", "value": v} for v in runs]
+        + [{"source_agent": "other", "name": "rows_read", "value": 999.0}])
+    return rows, runs
+
+
+async def test_tick_duration_and_throughput(db_url: str) -> None:
+    async with SharedState.open(db_url, producer="test") as shared:
+        rows, runs = await write_throughput(shared)
+        await runner.tick(shared)
+        tick = (await shared.get_system_state())["values"]["last_tick"]
+    async with metrics.serve(db_url, 0) as port:
+        parsed = samples(await scrape(port))
+    assert value(parsed, "bga_last_tick_duration_seconds") == \
+        pytest.approx(tick["duration_ms"] / 1000)
+    assert value(parsed, "bga_importer_window_rows", agent="imp_a") == math.fsum(rows)
+    assert value(parsed, "bga_importer_window_rows_per_second", agent="imp_a") == \
+        pytest.approx(math.fsum(rows) / 3600)
+    assert value(parsed, "bga_importer_window_rows", agent="imp_b") == 0  # registered, idle
+    assert value(parsed, "bga_bridge_window_runs", agent="bridge") == math.fsum(runs)
+    assert value(parsed, "bga_bridge_window_runs_per_second", agent="bridge") == \
+        pytest.approx(math.fsum(runs) / 3600)
+    assert ("bga_importer_window_rows", frozenset({("agent", "other")})) not in parsed
+    assert ("bga_bridge_window_runs", frozenset({("agent", "imp_a")})) not in parsed
+
+
+def test_bga_run_serves_metrics_while_it_ticks(sqlite_url: str, tmp_path: Path) -> None:
+    """``bga run --metrics-port P``: the scheduler's own process answers on /metrics, and
+    the ticks it runs show up there."""
+    port = free_port()
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "graph.cli", "run", "--db", sqlite_url, "--interval", "0.5",
+             "--metrics-port", str(port)], stdout=out, stderr=subprocess.STDOUT,
+            env={**os.environ, "LANGSMITH_TRACING": "false"})
+    parsed: dict = {}
+    try:
+        deadline = time.monotonic() + 120  # a bound on a hang, not a speed assertion
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                parsed = samples(_get(f"http://127.0.0.1:{port}/metrics"))
+            except OSError:
+                parsed = {}
+            if parsed.get(("bga_ticks_total", frozenset()), 0) >= 2:
+                break
+            time.sleep(0.25)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    assert parsed.get(("bga_ticks_total", frozenset()), 0) >= 2, log.read_text()[-2000:]
+    assert value(parsed, "bga_state_up") == 1
+    assert value(parsed, "bga_last_tick_duration_seconds") > 0
+    assert f"metrics: http://127.0.0.1:{port}/metrics" in log.read_text()
 
 
 GRAFANA = Path(__file__).resolve().parents[2] / "samples" / "grafana" / "bga-dashboard.json"
