@@ -4,8 +4,9 @@ Two append-only streams of versioned migrations, each spelled out per dialect:
 
 - ``STATE``: the state database's own tables (inbox streams, inbox, inbox quarantine, local
   traces, trace quarantine, alert outbox and messages), recorded in ``bga_migrations``.
-  LangGraph's checkpointer keeps its tables (``checkpoints``, ``writes`` / ``checkpoint_*``) with its own ``setup()``, which
-  the backend runs right after this stream, under the same lock.
+  LangGraph's checkpointer keeps its tables (``checkpoints``, ``writes`` / ``checkpoint_*``)
+  with its own ``setup()``, which the backend runs right after this stream, under the same
+  lock.
 - ``PROFILES``: the importer's tables (``profiles``, ``import_jobs``, ``quarantine``,
   ``processed_files``), recorded in ``bga_profile_migrations``: on SQLite in the sibling file
   ``<state>.profiles.db`` (bulk imports never hold the state file's write lock), on
