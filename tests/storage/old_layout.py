@@ -10,6 +10,21 @@ import time
 from pathlib import Path
 from typing import Any
 
+OLD_OUTBOX = """
+CREATE TABLE IF NOT EXISTS bga_outbox (
+    key TEXT PRIMARY KEY, channel TEXT NOT NULL, subject TEXT NOT NULL, event TEXT NOT NULL,
+    created_at REAL NOT NULL, payload TEXT NOT NULL, message TEXT
+);
+CREATE INDEX IF NOT EXISTS bga_outbox_pending ON bga_outbox (channel, message, created_at);
+CREATE INDEX IF NOT EXISTS bga_outbox_subject ON bga_outbox (channel, subject, created_at);
+CREATE TABLE IF NOT EXISTS bga_alert_messages (
+    key TEXT PRIMARY KEY, channel TEXT NOT NULL, created_at REAL NOT NULL,
+    alerts INTEGER NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
+    next_at REAL NOT NULL, last_error TEXT, last_try_at REAL, sent_at REAL
+);
+CREATE INDEX IF NOT EXISTS bga_alert_messages_due ON bga_alert_messages (status, next_at)
+"""
+
 OLD_STATE_SQLITE = (
     """
     CREATE TABLE IF NOT EXISTS bga_streams (
@@ -43,6 +58,7 @@ CREATE TABLE IF NOT EXISTS bga_trace_quarantine (
 ) WITHOUT ROWID
 """,
     "ALTER TABLE bga_streams ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
+    OLD_OUTBOX,
 )
 
 OLD_STATE_POSTGRES = (
@@ -80,6 +96,7 @@ CREATE TABLE IF NOT EXISTS bga_trace_quarantine (
 )
 """,
     "ALTER TABLE bga_streams ADD COLUMN IF NOT EXISTS last_seq BIGINT NOT NULL DEFAULT 0",
+    OLD_OUTBOX.replace(" REAL", " DOUBLE PRECISION").replace(" INTEGER", " BIGINT"),
 )
 
 OLD_PROFILES = (  # SQLite spelling; PostgreSQL got it through _PG_TYPES
