@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from dataclasses import dataclass
 
@@ -10,7 +11,10 @@ from langchain_core.runnables import RunnableConfig
 from graph.system import build_system_graph
 from graph.tracing import local_tracer
 from state.api import SharedState
+from state.backends import describe_trouble
 from state.queries import config_of
+
+log = logging.getLogger("bga.runner")
 
 
 @dataclass
@@ -47,8 +51,13 @@ async def tick(shared: SharedState, *, wait: float | None = None, trace: bool = 
         finally:
             if tracer is not None:
                 await tracer.flush()  # never raises
-        await backend.delete_folded(values.get("inbox") or {})
-        keep = config_of(values).retention.checkpoints
-        pruned = await backend.prune_checkpoints(shared.thread_id, keep)
+        try:  # the tick has committed: clean-up that fails now is done by the next tick
+            await backend.delete_folded(values.get("inbox") or {})
+            keep = config_of(values).retention.checkpoints
+            pruned = await backend.prune_checkpoints(shared.thread_id, keep)
+        except Exception as exc:
+            log.warning("tick %s committed; its clean-up is left to the next tick: %s", n,
+                        describe_trouble(exc, backend.where))
+            pruned = 0
     folded = values.get("stats", {}).get("events_folded", 0) - before.get("events_folded", 0)
     return TickReport(time.perf_counter() - started, int(folded), pruned)

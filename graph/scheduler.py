@@ -1,8 +1,9 @@
 """``bga run``: tick the system graph on an interval until SIGINT or SIGTERM.
 
 One scheduler per database: the leader lock elects it; other ``bga run`` processes (on any
-host, with PostgreSQL) stand by and one takes over when the leader exits or dies: the OS (a
-file lock) or the database server (a session advisory lock) releases a dead process's lock.
+host, with PostgreSQL) stand by and one takes over when the leader exits, dies, hangs or loses
+its host: the lock is a lease the leader renews (``state.backends.lease``), released at once
+with a dead process and lapsing within the failover time when renewals stop.
 A stop signal lets the current tick finish, then exits cleanly.
 """
 
@@ -25,20 +26,33 @@ BACKOFF_S = (0.5, 30.0)  # first and longest wait after database trouble
 
 
 class Backoff:
-    """Doubling waits after trouble, reset by a success; says what went wrong in one line."""
+    """Doubling waits after trouble, reset by a success. Says what went wrong in one line
+    (``describe_trouble``) when the trouble starts or changes, not on every retry, and one
+    line when things work again."""
 
     def __init__(self, notify: Notify, where: str) -> None:
         self.notify, self.where = notify, where
         self.delay = BACKOFF_S[0]
+        self.failures = 0
+        self._said: str | None = None
 
     async def trouble(self, exc: BaseException, stop: asyncio.Event, doing: str) -> None:
-        self.notify(f"{doing}: {describe_trouble(exc, self.where)}; retrying in "
-                    f"{self.delay:g} s")
+        line = f"{doing}: {describe_trouble(exc, self.where)}"
+        if line != self._said:
+            self._said = line
+            self.notify(f"{line}; retrying in {self.delay:g} s, backing off to "
+                        f"{BACKOFF_S[1]:g} s")
+        self.failures += 1
         await _sleep_until(stop, self.delay)
         self.delay = min(self.delay * 2, BACKOFF_S[1])
 
     def ok(self) -> None:
+        if self.failures:
+            self.notify(f"database at {self.where} works again after {self.failures} "
+                        "failed attempt(s)")
         self.delay = BACKOFF_S[0]
+        self.failures = 0
+        self._said = None
 
 
 async def _sleep_until(stop: asyncio.Event, seconds: float) -> None:
@@ -78,8 +92,11 @@ async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = prin
               coordinator_only: bool = False) -> int:
     """Tick until ``stop`` is set (or ``max_ticks``); returns the number of ticks run.
 
-    A leader whose lock went with its database session (server restart, network cut) stops
-    ticking and stands by again: by then another scheduler may lead."""
+    The leader lock is a lease (``state.backends.lease``): before every tick the leader renews
+    it, and a leader whose lease lapsed (it could not renew within the lease: it was stopped,
+    its network was cut), was taken over or went with its database session (server restart)
+    stops ticking and stands by again: by then another scheduler may lead. Database trouble
+    (a failed tick or lock attempt) is one line, a back-off, and another try."""
     backend = shared.backend
     ticks = 0
     backoff = Backoff(notify, backend.where)
@@ -98,7 +115,8 @@ async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = prin
             while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
                 try:
                     if not await backend.holds("leader"):
-                        notify("lost the scheduler lock with its database session; standing by")
+                        notify("lost the scheduler lock (its lease lapsed, was taken over, or "
+                               "went with its database session); standing by")
                         break
                     started = time.monotonic()
                     report = await runner.tick(shared, wait=None,

@@ -23,7 +23,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from graph.scheduler import hold_or_stand_by
+from graph.scheduler import Backoff, hold_or_stand_by
 from graph.tracing import local_tracer
 from nodes.agent_step import AgentTask, step_context
 from nodes.schedule import last_step_at, next_due
@@ -32,7 +32,6 @@ from state.config import SystemConfig
 from state.queries import config_of
 
 POLL_S = 5.0  # an idle or disabled agent looks at its config at least this often
-RETRY_S = 1.0  # after a failed read or write (database restarting, network blip)
 
 Notify = Callable[[str], None]
 
@@ -69,13 +68,20 @@ async def _sleep(stop: asyncio.Event, seconds: float) -> None:
 async def _agent_loop(shared: SharedState, agent_id: str, stop: asyncio.Event, notify: Notify,
                       report: WorkerReport, max_steps: int | None) -> None:
     """Claim the agent (its lock: one process steps it at a time), then step it; stand by
-    while another process has it, and claim it again if the lock's session is lost."""
+    while another process has it, and claim it again if the lock's lease is lost. Database
+    trouble (server restarting, connection lost) is one line, a back-off and another try."""
     backend = shared.backend
+    backoff = Backoff(notify, backend.where)
     while not stop.is_set() and not _done(report, agent_id, max_steps):
-        claim = await hold_or_stand_by(
-            lambda wait: backend.agent_lock(agent_id, wait=wait), stop, notify,
-            f"{agent_id}: running in another process; standing by to take over",
-            f"{agent_id}: took over")
+        try:
+            claim = await hold_or_stand_by(
+                lambda wait: backend.agent_lock(agent_id, wait=wait), stop, notify,
+                f"{agent_id}: running in another process; standing by to take over",
+                f"{agent_id}: took over")
+        except Exception as exc:
+            report.failures += 1
+            await backoff.trouble(exc, stop, f"{agent_id}: cannot claim the agent")
+            continue
         if claim is None:
             return
         try:
@@ -83,9 +89,13 @@ async def _agent_loop(shared: SharedState, agent_id: str, stop: asyncio.Event, n
             # checkpoint (with the agent's new cursor) is written: read only after that
             async with backend.fold_lock(wait=None):
                 pass
-            await _steps(shared, agent_id, stop, notify, report, max_steps)
+            await _steps(shared, agent_id, stop, notify, report, max_steps, backoff)
+        except Exception as exc:
+            report.failures += 1
+            await backoff.trouble(exc, stop, f"{agent_id}: standing down")
         finally:
-            await claim.__aexit__(None, None, None)
+            with contextlib.suppress(Exception):  # its session may be gone already
+                await claim.__aexit__(None, None, None)
 
 
 def _done(report: WorkerReport, agent_id: str, max_steps: int | None) -> bool:
@@ -93,21 +103,21 @@ def _done(report: WorkerReport, agent_id: str, max_steps: int | None) -> bool:
 
 
 async def _steps(shared: SharedState, agent_id: str, stop: asyncio.Event, notify: Notify,
-                 report: WorkerReport, max_steps: int | None) -> None:
+                 report: WorkerReport, max_steps: int | None, backoff: Backoff) -> None:
     identity = worker_identity()
     lock = f"agent-{agent_id}"
     last: float | None = None
     first = True
     while not stop.is_set() and not _done(report, agent_id, max_steps):
         if not await shared.backend.holds(lock):
-            notify(f"{agent_id}: lost its lock with the database session; claiming it again")
+            notify(f"{agent_id}: lost its lock (lease lapsed or database session ended); "
+                   "claiming it again")
             return
         try:
             values = await shared.read()
         except Exception as exc:  # the database may be restarting: keep trying, say so
             report.failures += 1
-            notify(f"{agent_id}: cannot read the state ({type(exc).__name__}: {exc}); retrying")
-            await _sleep(stop, RETRY_S)
+            await backoff.trouble(exc, stop, f"{agent_id}: cannot read the state")
             continue
         section = config_of(values).agents.get(agent_id)
         if section is None or not section.enabled:
@@ -134,12 +144,12 @@ async def _steps(shared: SharedState, agent_id: str, stop: asyncio.Event, notify
             await shared.write_events(ctx.outbox())  # the whole step, or none of it
         except Exception as exc:
             report.failures += 1
-            notify(f"{agent_id}: step not recorded ({type(exc).__name__}: {exc}); will redo it")
-            await _sleep(stop, RETRY_S)
+            await backoff.trouble(exc, stop, f"{agent_id}: step not recorded, will redo it")
             continue
         finally:
             if tracer is not None:
                 await tracer.flush()
+        backoff.ok()
         last = started
         report.steps[agent_id] += 1
 

@@ -16,6 +16,7 @@ from contextlib import asynccontextmanager
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
+from state.backends.lease import Leases
 from state.backends.syncdb import nul_free
 from state.backends.traces import TraceStore
 from state.backends.url import parse_url
@@ -71,9 +72,9 @@ class Backend(abc.ABC):
     url: str
     checkpointer: BaseCheckpointSaver
     failover_s: float = DEFAULT_FAILOVER_S
-    """How soon the database must notice that a lock holder's host is gone, so a standby can
-    take over (PostgreSQL: TCP keepalives of the lock sessions). A killed process's locks go
-    at once on every backend."""
+    """Within how long a standby takes over a lock whose holder stopped renewing it (hung,
+    or its host vanished; ``state.backends.lease`` derives the lease from it). A killed
+    process's locks go at once on every backend."""
 
     @property
     def where(self) -> str:
@@ -152,18 +153,41 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     async def _release(self, name: str) -> None: ...
 
-    async def holds(self, name: str) -> bool:
-        """Whether this process still holds lock ``name``: a lock that lives in a database
-        session is lost with the session (server restart, network cut)."""
+    async def _renew(self, name: str) -> bool:
+        """Renew the lease on held lock ``name`` (see ``state.backends.lease``): True renewed,
+        False lost for good; raises if the database cannot be asked. A lock that cannot
+        lapse (one process's memory) is always renewed."""
         return True
+
+    @property
+    def leases(self) -> Leases:
+        """The locks this backend holds, each a lease renewed in the background."""
+        if self._leases is None:
+            self._leases = Leases(self.failover_s, self._renew)
+        return self._leases
+
+    _leases: Leases | None = None
+
+    async def drop_leases(self) -> None:
+        """Stop renewing every lock (``aclose`` calls it before it releases them)."""
+        if self._leases is not None:
+            await self._leases.drop_all()
+
+    async def holds(self, name: str) -> bool:
+        """Whether this process still holds lock ``name``: renews its lease now; False once it
+        lapsed (no renewal within the lease: a stopped process, a cut network), was taken
+        over, or went with its database session (server restart)."""
+        return await self.leases.renew(name)
 
     @asynccontextmanager
     async def _hold(self, name: str, wait: float | None, busy: str) -> AsyncIterator[None]:
         if not await self._acquire(name, wait):
             raise LockBusy(busy)
+        self.leases.held(name)
         try:
             yield
         finally:
+            await self.leases.dropped(name)
             await self._release(name)
 
     def fold_lock(self, wait: float | None = None):

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
+from state.backends.lease import SQLITE_SCHEMA as LEASE_TABLE
 from state.backends.syncdb import SyncDb
 
 SyncDialect = Literal["sqlite", "postgres"]
@@ -52,17 +53,13 @@ class Stream:
     before: Mapping[SyncDialect, tuple[str, ...]]  # outside the transaction, every time
     missing_hint: str
 
-    def __post_init__(self) -> None:
-        sqlite, postgres = self.migrations["sqlite"], self.migrations["postgres"]
-        assert len(sqlite) == len(postgres), f"{self.name}: dialects differ in length"
-        assert all(a.data == b.data for a, b in zip(sqlite, postgres, strict=True))
-
     def of(self, dialect: SyncDialect) -> tuple[Migration, ...]:
         return self.migrations[dialect]
 
-    @property
-    def latest(self) -> int:
-        return len(self.migrations["sqlite"])
+    def latest(self, dialect: SyncDialect) -> int:
+        """The version a current database of ``dialect`` is at (the lists may differ in
+        length: a table only one dialect needs is a migration of that dialect alone)."""
+        return len(self.migrations[dialect])
 
 
 # -- the state database ----------------------------------------------------------------------
@@ -128,6 +125,8 @@ _STATE_SQLITE = (
     # each stream's highest committed sequence number (a lost commit reply is looked up)
     Migration(("ALTER TABLE bga_streams ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",)),
     Migration(OUTBOX_TABLES["sqlite"]),  # the alert outbox and its messages (state/outbox.py)
+    # the locks' lease rows (state/backends/lease.py; PostgreSQL's locks are sessions)
+    Migration((LEASE_TABLE,)),
 )
 
 _STATE_POSTGRES = (
@@ -324,11 +323,12 @@ def require_current(db: SyncDb, stream: Stream, where: str, *, also: Sequence[st
     set-up makes after the stream's) exist; SchemaNotReady says what is missing otherwise."""
     if not db.has_table(stream.table):
         raise SchemaNotReady(f"no {stream.name} at {where} ({stream.missing_hint})")
-    missing = sorted(set(range(1, stream.latest + 1)) - applied(db, stream))
+    latest = stream.latest(db.dialect)
+    missing = sorted(set(range(1, latest + 1)) - applied(db, stream))
     if missing:
         raise SchemaNotReady(
             f"the {stream.name} at {where} lacks migration(s) {', '.join(map(str, missing))} "
-            f"of {stream.latest}: open it read-write once (`bga db upgrade --db ...`) to "
+            f"of {latest}: open it read-write once (`bga db upgrade --db ...`) to "
             "migrate it; a read-only open changes nothing")
     absent = [t for t in also if not db.has_table(t)]
     if absent:

@@ -23,6 +23,7 @@ it above its stream's watermark: it is folded exactly once, never skipped.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -41,6 +42,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import LinearThreads, prune_plan, refuse_delta
+from state.backends.lease import lease_s, lock_session_sql, poll, pool_session_sql
 from state.backends.migrations import (
     STATE,
     SchemaNotReady,
@@ -82,16 +84,15 @@ def keepalives(failover_s: float) -> dict[str, int]:
             "tcp_user_timeout": int(failover_s * 1000 * 2 / 3)}
 
 
-def server_keepalives_sql(failover_s: float) -> str:
+def server_keepalives_sql(failover_s: float) -> list[str]:
     """The same bounds on the server's side of a lock session: the server's own keepalives
     (its default waits 2 h before the first probe, so a vanished host kept its locks), and
-    timeouts so a lock session never sits in a statement or an open transaction."""
+    the lease settings (``lease.lock_session_sql``): a session that stops renewing is ended."""
     k = keepalives(failover_s)
-    ms = int(failover_s * 1000)
-    return (f"SET tcp_keepalives_idle = {k['keepalives_idle']}; "
-            f"SET tcp_keepalives_interval = {k['keepalives_interval']}; "
-            f"SET tcp_keepalives_count = {k['keepalives_count']}; "
-            f"SET statement_timeout = {ms}; SET idle_in_transaction_session_timeout = {ms}")
+    return [f"SET tcp_keepalives_idle = {k['keepalives_idle']}",
+            f"SET tcp_keepalives_interval = {k['keepalives_interval']}",
+            f"SET tcp_keepalives_count = {k['keepalives_count']}",
+            *lock_session_sql(failover_s)]
 
 
 async def try_session_lock(conn: AsyncConnection[Any], key: int, wait: float | None) -> bool:
@@ -99,17 +100,12 @@ async def try_session_lock(conn: AsyncConnection[Any], key: int, wait: float | N
     None: until taken; 0: once). Polled, never a blocking ``pg_advisory_lock()``: a blocked
     statement holds a snapshot, and the saver's CREATE INDEX CONCURRENTLY waits for every
     such snapshot, so a waiter would deadlock with a migrating holder."""
-    deadline = None if wait is None else time.monotonic() + wait
-    delay = 0.005
-    while True:
+    async def attempt() -> bool:
         async with conn.cursor(row_factory=tuple_row) as cur:
             await cur.execute("SELECT pg_try_advisory_lock(%s)", (key,))
-            if (await cur.fetchone() or (False,))[0]:
-                return True
-        if deadline is not None and time.monotonic() >= deadline:
-            return False
-        await asyncio.sleep(delay)
-        delay = min(delay * 2, 0.1)
+            return bool((await cur.fetchone() or (False,))[0])
+
+    return await poll(attempt, wait)
 
 
 class CasPostgresSaver(LinearThreads, AsyncPostgresSaver):
@@ -261,7 +257,7 @@ class PostgresBackend(Backend):
             self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=POOL_MAX,
                                              kwargs={**_CONN_KWARGS,  # a dead link errors
                                                      **keepalives(self.failover_s)},
-                                             open=False,
+                                             open=False, configure=self._configure,
                                              timeout=60)
             await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 3)
             self.checkpointer = CasPostgresSaver(self._pool)
@@ -286,6 +282,10 @@ class PostgresBackend(Backend):
         if self._pool is None:
             raise RuntimeError("PostgreSQL backend used before setup()")
         return PostgresTraceStore(self.url, pool=self._pool)
+
+    async def _configure(self, conn: AsyncConnection) -> None:
+        for statement in pool_session_sql(self.failover_s):
+            await conn.execute(statement)
 
     def _conn(self):
         if self._pool is None:
@@ -407,7 +407,7 @@ class PostgresBackend(Backend):
                 await conn.close()
         conn = await self._connect(**keepalives(self.failover_s))
         try:
-            for statement in server_keepalives_sql(self.failover_s).split("; "):
+            for statement in server_keepalives_sql(self.failover_s):
                 await conn.execute(statement)
         except BaseException:
             await conn.close()
@@ -415,8 +415,12 @@ class PostgresBackend(Backend):
         return conn
 
     async def _acquire(self, name: str, wait: float | None) -> bool:
-        if name in self._lock_conns:
-            raise RuntimeError(f"lock {name!r} is already held by this backend")
+        if name in self._lock_conns:  # another task of this process holds it: wait as others do
+            async def released() -> bool:
+                return name not in self._lock_conns
+
+            if not await poll(released, wait):
+                return False
         key = lock_key(self.schema, name)
         conn = await self._lock_conn()
         try:
@@ -437,13 +441,19 @@ class PostgresBackend(Backend):
         else:
             await conn.close()
 
-    async def holds(self, name: str) -> bool:
+    async def _renew(self, name: str) -> bool:
+        """A round trip on the lock's session (the server ends a session idle for a lease);
+        a session that errs or does not answer within half a lease is closed: lost."""
         conn = self._lock_conns.get(name)
         if conn is None or conn.closed:
             return False
-        try:  # a live session still holds its session-level lock; a dead one held nothing
-            await conn.execute("SELECT 1")
-        except Exception:
+        try:
+            async with asyncio.timeout(lease_s(self.failover_s) / 2):
+                await conn.execute("SELECT 1")
+        except (psycopg.Error, OSError, TimeoutError):
+            with contextlib.suppress(Exception):
+                async with asyncio.timeout(1):
+                    await conn.close()
             return False
         return True
 
@@ -464,6 +474,7 @@ class PostgresBackend(Backend):
         await conn.close()  # ending the session drops the lock in any case
 
     async def aclose(self) -> None:
+        await self.drop_leases()
         for name in list(self._lock_conns):
             await self._release(name)
         while self._spare_lock_conns:

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import fcntl
 import functools
 import json
 import os
@@ -32,6 +31,7 @@ from state.backends.history import (
     prune_plan,
     refuse_delta,
 )
+from state.backends.lease import SqliteLeases, poll
 from state.backends.migrations import STATE, SchemaNotReady, migrate, require_current
 from state.backends.syncdb import BUSY_TIMEOUT_S, SqliteSyncDb, sqlite_connect
 from state.backends.traces import SqliteTraceStore
@@ -187,7 +187,8 @@ class SqliteBackend(Backend):
         self._write_lock = asyncio.Lock()
         self._read_lock = asyncio.Lock()
         self._aconn: aiosqlite.Connection | None = None
-        self._lock_fds: dict[str, int] = {}
+        self._leases_db: SqliteLeases | None = None
+        self._lease_lock = asyncio.Lock()
         self._traces: SqliteTraceStore | None = None
         self.checkpointer: CasSqliteSaver
 
@@ -325,40 +326,42 @@ class SqliteBackend(Backend):
 
         return await self._on_read(run)
 
-    # -- locks ----------------------------------------------------------------------------
+    # -- locks: leases (state/backends/lease.py) ------------------------------------------
+    def _lease_rows(self) -> SqliteLeases:
+        if self._leases_db is None:
+            self._leases_db = SqliteLeases(self.path, self.failover_s)
+        return self._leases_db
+
+    async def _on_leases(self, fn, *args):
+        async with self._lease_lock:  # one call at a time on the lease connection
+            return await asyncio.to_thread(fn, *args)
+
     async def _acquire(self, name: str, wait: float | None) -> bool:
-        suffix = ".lock" if name == "fold" else f".{name}.lock"
-        path = f"{self.path}{suffix}"
+        rows = self._lease_rows()
 
-        def try_lock() -> int | None:
-            fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+        async def attempt() -> bool:
+            taking = asyncio.ensure_future(self._on_leases(rows.take, name))
             try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-                return fd
-            except BlockingIOError:
-                os.close(fd)
-                return None
+                return await asyncio.shield(taking)
+            except asyncio.CancelledError:  # the thread goes on: give back what it took
+                if await taking:
+                    await self._on_leases(rows.release, name)
+                raise
 
-        deadline = None if wait is None else time.monotonic() + wait
-        delay = 0.005
-        while True:
-            fd = await asyncio.to_thread(try_lock)
-            if fd is not None:
-                self._lock_fds[name] = fd
-                return True
-            if deadline is not None and time.monotonic() >= deadline:
-                return False
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.1)
+        return await poll(attempt, wait)
+
+    async def _renew(self, name: str) -> bool:
+        return await self._on_leases(self._lease_rows().renew, name)
 
     async def _release(self, name: str) -> None:
-        fd = self._lock_fds.pop(name, None)
-        if fd is not None:
-            await asyncio.to_thread(os.close, fd)  # closing the descriptor drops the lock
+        if self._leases_db is not None:
+            await self._on_leases(self._leases_db.release, name)
 
     async def aclose(self) -> None:
-        for name in list(self._lock_fds):
-            await self._release(name)
+        await self.drop_leases()
+        if self._leases_db is not None:
+            await self._on_leases(self._leases_db.close)
+            self._leases_db = None
         if self._aconn is not None:
             await self._aconn.close()
             self._aconn = None

@@ -59,6 +59,12 @@ CREATE TABLE IF NOT EXISTS bga_trace_quarantine (
 """,
     "ALTER TABLE bga_streams ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
     OLD_OUTBOX,
+    """
+CREATE TABLE IF NOT EXISTS bga_leases (
+    name TEXT PRIMARY KEY, holder TEXT NOT NULL, token INTEGER NOT NULL,
+    flock INTEGER NOT NULL, expires_at REAL NOT NULL
+)
+""",
 )
 
 OLD_STATE_POSTGRES = (

@@ -11,7 +11,7 @@ import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import pytest
 
@@ -20,6 +20,7 @@ from state import SharedState
 from state.backends import SchemaNotReady, make_backend, parse_url
 from state.backends.migrations import PROFILES, STATE
 from state.backends.syncdb import lock_key
+from state.backends.url import is_postgres
 from state.traces import open_store
 from tests.storage.old_layout import old_profiles, old_state
 
@@ -65,6 +66,10 @@ def test_every_migration_is_a_list_of_single_statements() -> None:
                 assert all(";" not in s and s.strip() for s in migration.statements)
 
 
+def _dialect(url: str) -> Literal["sqlite", "postgres"]:
+    return "postgres" if is_postgres(url) else "sqlite"
+
+
 def _versions(url: str, table: str) -> list[int]:
     if url.startswith("sqlite:///"):
         with sqlite3.connect(parse_url(url).path) as conn:  # type: ignore[arg-type]
@@ -85,7 +90,8 @@ async def test_a_state_database_made_by_the_old_code_migrates(process_db_url: st
         assert [a["agent_id"] for a in await shared.get_agents()] == ["a1"]
         rows = await shared.backend.traces().read_after(0, 10)
         assert [r["id"] for r in rows] == ["old-run"]  # the old rows are still there
-    assert _versions(process_db_url, "bga_migrations") == list(range(1, STATE.latest + 1))
+    assert _versions(process_db_url, "bga_migrations") == list(
+        range(1, STATE.latest(_dialect(process_db_url)) + 1))
     async with SharedState.open(process_db_url, producer="tests", read_only=True) as shared:
         assert [a["agent_id"] for a in await shared.get_agents()] == ["a1"]
 
@@ -101,7 +107,7 @@ def test_a_profiles_database_made_by_the_old_code_migrates(process_db_url: str,
         assert store.jobs() == []
         versions = [r["version"] for r in store.db.all(
             "SELECT version FROM bga_profile_migrations ORDER BY version")]
-        assert versions == list(range(1, PROFILES.latest + 1))
+        assert versions == list(range(1, PROFILES.latest(store.db.dialect) + 1))
         columns = {r["c"] for r in store.db.all(
             "SELECT column_name AS c FROM information_schema.columns WHERE "
             "table_schema = current_schema() AND table_name = 'import_jobs'"
@@ -115,15 +121,16 @@ def test_a_profiles_database_made_by_the_old_code_migrates(process_db_url: str,
 async def test_read_only_open_migrates_nothing_and_says_what_is_missing(
         process_db_url: str) -> None:
     old_state(process_db_url, 2)
-    missing = ", ".join(str(v) for v in range(3, STATE.latest + 1))
+    latest = STATE.latest(_dialect(process_db_url))
+    missing = ", ".join(str(v) for v in range(3, latest + 1))
     with pytest.raises(SchemaNotReady,
-                       match=rf"lacks migration\(s\) {missing} of {STATE.latest}.*bga db upgrade"):
+                       match=rf"lacks migration\(s\) {missing} of {latest}.*bga db upgrade"):
         async with SharedState.open(process_db_url, producer="tests", read_only=True):
             pass
     assert _versions(process_db_url, "bga_migrations") == [1, 2]  # nothing was applied
     async with SharedState.open(process_db_url, producer="tests"):
         pass
-    assert _versions(process_db_url, "bga_migrations") == list(range(1, STATE.latest + 1))
+    assert _versions(process_db_url, "bga_migrations") == list(range(1, latest + 1))
 
 
 async def test_read_only_open_of_a_missing_database_creates_nothing(
