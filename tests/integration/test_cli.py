@@ -163,9 +163,17 @@ def system_state(url: str) -> dict[str, Any]:
     return asyncio.run(_read_state(url))[1]
 
 
+def state_so_far(url: str) -> dict[str, Any]:
+    """``read_state`` for polls: empty while the database is not there yet (a read-only open
+    never makes it, and a scheduler just started may still be creating it)."""
+    try:
+        return read_state(url)
+    except SchemaNotReady:
+        return {}
+
+
 def ticks_of(url: str) -> int:
-    """Ticks so far; 0 while the database is not there yet (a read-only open never makes
-    it, and a scheduler just started may still be creating it)."""
+    """Ticks so far; 0 while the database is not there yet (``state_so_far``)."""
     try:
         return int(system_state(url)["stats"].get("ticks", 0))
     except SchemaNotReady:
