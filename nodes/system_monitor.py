@@ -6,6 +6,7 @@ import os
 import resource
 
 from nodes.base import Agent, AgentContext
+from state.backends.url import parse_url
 from state.settings import Settings
 
 
@@ -18,7 +19,7 @@ class SystemMonitor(Agent):
         ctx.metric("rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, unit="MB")
         ctx.metric("load_1m", os.getloadavg()[0])
         url = ctx.database_url or Settings().database_url
-        if url.startswith("sqlite:///"):
-            path = url[len("sqlite:///"):]
+        path = parse_url(url).path  # the state's file on SQLite, else None
+        if path is not None:
             size = sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))
             ctx.metric("db_size_mb", size / 1_048_576, unit="MB")

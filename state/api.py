@@ -97,14 +97,17 @@ class SharedState:
     ) -> AsyncIterator[SharedState]:
         """Open the state at ``url`` (default: ``$BGA_DATABASE_URL``, then
         ``sqlite:///./data/state.db``); ``must_exist`` refuses to create a new database;
-        ``failover_s`` bounds how long a dead host's locks outlive it (see ``Backend``);
-        ``clock`` is now (tests pass a fake clock they move by hand)."""
+        ``read_only`` writes nothing at all: no migration on open (the database must exist
+        with a current schema, else a ValueError says what is missing), and every write,
+        ``flush`` and ``restore_state`` raise PermissionError; ``failover_s`` bounds how long
+        a dead host's locks outlive it (see ``Backend``); ``clock`` is now (tests pass a fake
+        clock they move by hand)."""
         producer = check_name("producer", producer)
         check_name("thread_id", thread_id)
         if failover_s is not None:
             failover_s = events.positive("failover_s", failover_s)
         backend = make_backend(url or database_url(), failover_s=failover_s)
-        await backend.setup(create=not must_exist)
+        await backend.setup(create=not must_exist, read_only=read_only)
         shared = cls(backend, producer=producer, thread_id=thread_id, read_only=read_only,
                      clock=clock)
         try:
@@ -121,9 +124,13 @@ class SharedState:
         await self.backend.aclose()
 
     # -- the write path -------------------------------------------------------------------
-    async def _submit(self, items: list[_Item]) -> None:
+    def _refuse_if_read_only(self, what: str) -> None:
         if self.read_only:
-            raise PermissionError("this SharedState was opened read-only")
+            raise PermissionError(f"this SharedState was opened read-only: {what} would write "
+                                  f"to {self.backend.where}; open it without read_only")
+
+    async def _submit(self, items: list[_Item]) -> None:
+        self._refuse_if_read_only("a write")
         if self._writer is None:
             async with self._starting:
                 if self._writer is None:
@@ -390,7 +397,9 @@ class SharedState:
         raise TimeoutError("state kept changing while reading; try again")
 
     async def flush(self, *, wait: float | None = None) -> FoldReport:
-        """Fold everything pending now (takes the fold lock; waits for a running tick)."""
+        """Fold everything pending now (takes the fold lock; waits for a running tick).
+        A read-only handle refuses (PermissionError)."""
+        self._refuse_if_read_only("flush()")
         if wait is not None and wait != 0:  # 0: do not wait for a running tick
             wait = events.positive("wait", wait)
         total = FoldReport()
@@ -492,9 +501,11 @@ class SharedState:
         return queries.export_document(await self.read())
 
     async def restore_state(self, document: dict, *, force: bool = False) -> None:
-        """Load an exported snapshot; refuses a non-empty database unless ``force``."""
+        """Load an exported snapshot; refuses a non-empty database unless ``force``, and a
+        read-only handle always (PermissionError)."""
         from langgraph.types import Overwrite
 
+        self._refuse_if_read_only("restore_state()")
         try:
             values = queries.state_from_document(document)
         except InvalidInput:

@@ -9,9 +9,10 @@ its own idempotency key, its members fixed before the first try), sends it, and 
 try. A sender killed mid-delivery sends the same message with the same key again: at least
 once, recognisably the same.
 
-SQLite and PostgreSQL databases get the tables from a migration of their backend
-(``state/backends/sqlite.py``, ``state/backends/postgres.py``); every store also makes them
-when they are missing (``memory://`` URLs use a shared in-memory SQLite database per URL).
+SQLite and PostgreSQL databases get the tables from a migration of the state database
+(``state.backends.migrations.OUTBOX_TABLES``); every store also makes them (the same
+statements) when they are missing (``memory://`` URLs use a shared in-memory SQLite database
+per URL).
 One code path for every backend: plain SQL through a DB-API connection in a worker thread.
 """
 
@@ -26,32 +27,14 @@ from typing import Any
 
 import orjson
 
+from state.backends.migrations import OUTBOX_TABLES
+from state.backends.url import is_postgres
 from state.redact import redact
 
 KEEP_S = 30 * 86_400.0  # sent or dropped messages (and their alerts) kept this long
 KEEP_MESSAGES = 10_000
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS bga_outbox (
-    key TEXT PRIMARY KEY, channel TEXT NOT NULL, subject TEXT NOT NULL, event TEXT NOT NULL,
-    created_at REAL NOT NULL, payload TEXT NOT NULL, message TEXT
-);
-CREATE INDEX IF NOT EXISTS bga_outbox_pending ON bga_outbox (channel, message, created_at);
-CREATE INDEX IF NOT EXISTS bga_outbox_subject ON bga_outbox (channel, subject, created_at);
-CREATE TABLE IF NOT EXISTS bga_alert_messages (
-    key TEXT PRIMARY KEY, channel TEXT NOT NULL, created_at REAL NOT NULL,
-    alerts INTEGER NOT NULL, status TEXT NOT NULL, attempts INTEGER NOT NULL,
-    next_at REAL NOT NULL, last_error TEXT, last_try_at REAL, sent_at REAL
-);
-CREATE INDEX IF NOT EXISTS bga_alert_messages_due ON bga_alert_messages (status, next_at)
-"""
-
-# The same tables on PostgreSQL: the text of a migration in state/backends/postgres.py
-# (append-only: change them only with a new migration there).
-PG_SCHEMA = SCHEMA.replace(" REAL", " DOUBLE PRECISION").replace(" INTEGER", " BIGINT")
-
 PENDING, SENT, DROPPED = "pending", "sent", "dropped"
-POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 APPLICATION_NAME = "bga-outbox"  # PostgreSQL sessions of the outbox say so
 
 _memory_keepers: dict[str, sqlite3.Connection] = {}
@@ -63,7 +46,7 @@ class OutboxStore:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._pg = url.startswith(POSTGRES_PREFIXES)
+        self._pg = is_postgres(url)
         self._conn: Any = None
         self._lock = asyncio.Lock()
 
@@ -88,8 +71,7 @@ class OutboxStore:
             conn.execute("PRAGMA busy_timeout=60000")
         else:
             raise ValueError(f"no outbox for database URL {redact(self.url)!r}")
-        schema = PG_SCHEMA if self._pg else SCHEMA
-        for statement in filter(str.strip, schema.split(";")):
+        for statement in OUTBOX_TABLES["postgres" if self._pg else "sqlite"]:
             conn.execute(statement)
         return conn
 

@@ -28,48 +28,41 @@ two files sharing people) could both read a profile and both write their merge (
 update), or race on the identity's unique index. Lock waits give up after ``BUSY_TIMEOUT_S``
 on both (``busy_timeout``, ``lock_timeout``).
 
-The store's SQL is written once, in SQLite's spelling with ``?`` placeholders (and no literal
-``?`` or ``%``); ``PostgresDb`` swaps the placeholders for ``%s`` and translates the DDL of
-``MIGRATIONS`` (``id INTEGER PRIMARY KEY`` -> an identity column, ``INTEGER`` -> ``BIGINT``,
-``REAL`` -> ``DOUBLE PRECISION``). PostgreSQL text cannot hold NUL characters: they are stored
-as U+FFFD there (so re-importing such a row counts it ``updated`` there, ``unchanged`` on
-SQLite).
+The tables and their append-only migrations belong to the database layer
+(``state.backends.migrations.PROFILES``, one runner for every table of the system); the
+connection is a ``state.backends.syncdb.SyncDb``, whose SQL is SQLite's spelling with ``?``
+placeholders. This module owns what the importer knows: the merge, the job transactions, and
+the data step of the IDNA rekeying migration. PostgreSQL text cannot hold NUL characters:
+they are stored as U+FFFD there (so re-importing such a row counts it ``updated`` there,
+``unchanged`` on SQLite).
 """
 
 from __future__ import annotations
 
-import abc
-import contextlib
 import hashlib
-import re
 import sqlite3
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any
 
 import orjson
 
 from nodes.profile_import.merge import INSERTED, UNCHANGED, UPDATED, Record, merge
 from nodes.profile_import.models import FIELDS, REASONS, Profile, Reason, normalize_email
-from state.backends.base import nul_free
+from state.backends.migrations import PROFILES, DataStep, migrate
+from state.backends.syncdb import Row, SyncDb, open_profiles
+from state.backends.url import parse_url
 from state.redact import redact
 
-if TYPE_CHECKING:
-    import psycopg
-
-BUSY_TIMEOUT_S = 60.0
-CONNECT_TIMEOUT_S = 10
 _COLUMNS = (*FIELDS, "source_updated_at", "extra")
-POSTGRES_PREFIXES = ("postgresql://", "postgres://")
 
 
 
-def _rekey_idna_emails(db: ProfilesDb) -> None:
+def _rekey_idna_emails(db: SyncDb) -> None:
     """E-mail identities take the domain's one IDNA form (``normalize_email``): profiles keyed
     by the punycode spelling (``email:jeff@xn--fiqq24b10vi0d.tw``, how ASCII addresses were
     keyed before) move to the Unicode key. When both keys exist (the same person imported
@@ -100,100 +93,25 @@ def _rekey_idna_emails(db: ProfilesDb) -> None:
                "updated_at=? WHERE id=?", (key, *_values_of(merged), now, first["id"]))
 
 
-# Append-only: each entry runs once, in order, recorded in bga_profile_migrations. SQL is
-# written in SQLite's spelling (PostgresDb translates the types, see the module docstring); a
-# function is a data migration, run in the same transaction.
-MIGRATIONS: tuple[str | Callable[[ProfilesDb], None], ...] = (
-    """
-    CREATE TABLE IF NOT EXISTS profiles (
-        id INTEGER PRIMARY KEY,
-        identity TEXT NOT NULL UNIQUE,
-        full_name TEXT, email TEXT, phone TEXT, company TEXT, title TEXT, location TEXT,
-        profile_url TEXT, source TEXT, source_updated_at REAL,
-        extra TEXT NOT NULL DEFAULT '{}',
-        created_at REAL NOT NULL, updated_at REAL NOT NULL
-    );
-    CREATE TABLE IF NOT EXISTS import_jobs (
-        job_id TEXT PRIMARY KEY,
-        path TEXT NOT NULL, name TEXT NOT NULL,
-        content_hash TEXT NOT NULL, size INTEGER NOT NULL, mtime_ns INTEGER NOT NULL,
-        status TEXT NOT NULL,
-        layout TEXT,
-        byte_offset INTEGER NOT NULL DEFAULT 0,
-        line_no INTEGER NOT NULL DEFAULT 0,
-        batches INTEGER NOT NULL DEFAULT 0,
-        rows_read INTEGER NOT NULL DEFAULT 0,
-        inserted INTEGER NOT NULL DEFAULT 0,
-        updated INTEGER NOT NULL DEFAULT 0,
-        unchanged INTEGER NOT NULL DEFAULT 0,
-        rejected INTEGER NOT NULL DEFAULT 0,
-        reasons TEXT NOT NULL DEFAULT '{}',
-        warnings TEXT NOT NULL DEFAULT '[]',
-        error TEXT,
-        forced INTEGER NOT NULL DEFAULT 0,
-        duplicate_of TEXT,
-        runs INTEGER NOT NULL DEFAULT 0,
-        active_s REAL NOT NULL DEFAULT 0,
-        started_at REAL NOT NULL, updated_at REAL NOT NULL, finished_at REAL
-    );
-    CREATE INDEX IF NOT EXISTS import_jobs_status ON import_jobs (status, content_hash);
-    CREATE INDEX IF NOT EXISTS import_jobs_path ON import_jobs (path, size, mtime_ns);
-    CREATE TABLE IF NOT EXISTS quarantine (
-        id INTEGER PRIMARY KEY,
-        job_id TEXT NOT NULL, line INTEGER NOT NULL,
-        raw TEXT NOT NULL, reasons TEXT NOT NULL, codes TEXT NOT NULL, at REAL NOT NULL
-    );
-    CREATE INDEX IF NOT EXISTS quarantine_job ON quarantine (job_id, line);
-    CREATE TABLE IF NOT EXISTS processed_files (
-        content_hash TEXT PRIMARY KEY,
-        job_id TEXT NOT NULL, path TEXT NOT NULL, size INTEGER NOT NULL,
-        finished_at REAL NOT NULL
-    );
-    """,
-    # line accounting: the physical lines of the file (counted while hashing it, split on LF
-    # and on CR) against the lines the records and skipped blank lines consumed
-    """
-    ALTER TABLE import_jobs ADD COLUMN record_lines INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE import_jobs ADD COLUMN blank_lines INTEGER NOT NULL DEFAULT 0;
-    ALTER TABLE import_jobs ADD COLUMN file_lines_lf INTEGER;
-    ALTER TABLE import_jobs ADD COLUMN file_lines_cr INTEGER;
-    """,
-    _rekey_idna_emails,
-)
-_MIGRATIONS_TABLE = ("CREATE TABLE IF NOT EXISTS bga_profile_migrations "
-                     "(version INTEGER NOT NULL PRIMARY KEY, applied_at REAL NOT NULL)")
+# the data steps of ``PROFILES`` migrations (run in the migration's transaction)
+DATA_STEPS: dict[str, DataStep] = {"rekey_idna_emails": _rekey_idna_emails}
 
 
 class JobMoved(RuntimeError):
     """Another process advanced or finished this job since this one read its position."""
 
 
-def is_postgres(location: str) -> bool:
-    return location.startswith(POSTGRES_PREFIXES)
-
-
 def profiles_location(database_url: str) -> str:
     """Where the profiles of the system at ``database_url`` live (see the module docstring):
     a SQLite path, a SQLite ``file:`` URI (memory), or the PostgreSQL URL itself."""
-    if database_url.startswith("sqlite:///"):
-        path = Path(database_url[len("sqlite:///"):])
-        stem = path.name[:-3] if path.name.endswith(".db") else path.name
-        return str(path.with_name(f"{stem}.profiles.db"))
-    if database_url.startswith("memory://"):
-        name = database_url[len("memory://"):] or "default"
-        return f"file:bga-profiles-{name}?mode=memory&cache=shared"
-    if is_postgres(database_url):
-        return database_url
-    raise ValueError(f"the profile importer needs a sqlite:///, memory:// or postgresql:// "
-                     f"database, got {database_url.split('://')[0]}://")
+    return parse_url(database_url).profiles_location
 
 
 def default_inbox(database_url: str) -> Path | None:
     """The watched folder: ``imports/`` beside the state database (``./data/imports``); None
     when the state is not a file (memory, PostgreSQL): then the agent needs option ``inbox``."""
-    if database_url.startswith("sqlite:///"):
-        return Path(database_url[len("sqlite:///"):]).parent / "imports"
-    return None
+    path = parse_url(database_url).path
+    return None if path is None else path.parent / "imports"
 
 
 def database_errors() -> tuple[type[Exception], ...]:
@@ -201,10 +119,6 @@ def database_errors() -> tuple[type[Exception], ...]:
     so SQLite-only processes never import it)."""
     psycopg = sys.modules.get("psycopg")
     return (sqlite3.Error, psycopg.Error) if psycopg is not None else (sqlite3.Error,)
-
-
-_KEEP_ALIVE: dict[str, sqlite3.Connection] = {}  # in-memory databases live with the process
-_KEEP_ALIVE_LOCK = threading.Lock()
 
 
 @dataclass(frozen=True)
@@ -244,214 +158,6 @@ class Prepared:
     action: str  # new | resumed | skipped
 
 
-class Row(Protocol):
-    """A result row by column name: ``sqlite3.Row`` or psycopg's ``dict_row``."""
-
-    def __getitem__(self, key: str, /) -> Any: ...
-
-    def keys(self) -> Any: ...
-
-
-# -- the connection layer: the few operations the store needs, per dialect --------------------
-
-
-class ProfilesDb(abc.ABC):
-    """One connection to the profiles database. SQL is in SQLite's spelling (``?``)."""
-
-    where: str  # for messages (no password)
-
-    @abc.abstractmethod
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None: ...
-
-    @abc.abstractmethod
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]: ...
-
-    @abc.abstractmethod
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        """Execute a statement; returns the rows it changed (for compare-and-swap)."""
-
-    @abc.abstractmethod
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None: ...
-
-    def where_in(self, sql: str, values: Sequence[Any]) -> list[Row]:
-        """``sql`` ending in ``WHERE <column>`` completed with "is one of ``values``"."""
-        out: list[Row] = []
-        for i in range(0, len(values), 500):
-            chunk = values[i:i + 500]
-            out.extend(self.all(f"{sql} IN ({','.join('?' * len(chunk))})", chunk))
-        return out
-
-    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        """Insert ``rows`` (bulk)."""
-        self.many(f"INSERT INTO {table} ({', '.join(columns)}) VALUES "
-                  f"({','.join('?' * len(columns))})", rows)
-
-    @abc.abstractmethod
-    def write(self) -> contextlib.AbstractContextManager[None]:
-        """A transaction holding the database's write lock (one writer at a time)."""
-
-    @abc.abstractmethod
-    def ddl(self, script: str) -> list[str]:
-        """The statements of a migration script in this dialect."""
-
-    @abc.abstractmethod
-    def close(self) -> None: ...
-
-    def migrate(self) -> None:
-        """Apply the missing ``MIGRATIONS`` under the write lock: idempotent, safe to race."""
-        with self.write():
-            for statement in self.ddl(_MIGRATIONS_TABLE):
-                self.run(statement)
-            done = {r["version"] for r in self.all("SELECT version FROM bga_profile_migrations")}
-            for version, script in enumerate(MIGRATIONS, start=1):
-                if version in done:
-                    continue
-                if callable(script):
-                    script(self)
-                else:
-                    for statement in self.ddl(script):
-                        self.run(statement)
-                self.run("INSERT INTO bga_profile_migrations VALUES (?, ?)",
-                         (version, time.time()))
-
-
-class SqliteDb(ProfilesDb):
-    """A file (WAL) or a shared in-memory database; ``BEGIN IMMEDIATE`` is the write lock."""
-
-    def __init__(self, location: str, *, create: bool = True) -> None:
-        memory = location.startswith("file:")
-        if memory:
-            with _KEEP_ALIVE_LOCK:
-                if location not in _KEEP_ALIVE:
-                    _KEEP_ALIVE[location] = sqlite3.connect(location, uri=True,
-                                                            check_same_thread=False)
-        elif create:
-            Path(location).parent.mkdir(parents=True, exist_ok=True)
-        elif not Path(location).exists():
-            raise FileNotFoundError(f"no profiles database at {location}")
-        self.where = location
-        conn = self.conn = sqlite3.connect(location, uri=memory, timeout=BUSY_TIMEOUT_S,
-                                           isolation_level=None, check_same_thread=False)
-        conn.row_factory = sqlite3.Row
-        conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
-        if not memory:
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a killed process loses nothing
-            # checkpoint the WAL every 64 MB, not every 4 MB: bulk imports pay far fewer fsyncs
-            conn.execute("PRAGMA wal_autocheckpoint=16384")
-            conn.execute("PRAGMA journal_size_limit=67108864")
-        conn.execute("PRAGMA cache_size=-65536")  # 64 MB: the identity index stays in memory
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = self.conn.execute(sql, params).fetchone()
-        return row
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return self.conn.execute(sql, params).fetchall()
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self.conn.execute(sql, params).rowcount
-
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        self.conn.executemany(sql, rows)
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            yield
-            self.conn.execute("COMMIT")
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-
-    def ddl(self, script: str) -> list[str]:
-        return [s for s in script.split(";") if s.strip()]
-
-    def close(self) -> None:
-        self.conn.close()
-
-
-_PG_TYPES = ((re.compile(r"\bid INTEGER PRIMARY KEY\b"),
-              "id BIGINT GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY"),
-             (re.compile(r"\bINTEGER\b"), "BIGINT"),
-             (re.compile(r"\bREAL\b"), "DOUBLE PRECISION"))
-
-
-class PostgresDb(ProfilesDb):
-    """A psycopg 3 connection (autocommit; ``write`` opens the transactions) in the state's
-    schema; the write lock is an advisory lock keyed on that schema."""
-
-    def __init__(self, url: str, *, create: bool = True) -> None:
-        import psycopg
-        from psycopg.rows import dict_row
-
-        from state.backends.postgres import lock_key
-
-        self.where = redact(url)  # messages never carry the password
-        try:
-            self.conn: psycopg.Connection[Any] = psycopg.connect(
-                url, autocommit=True, row_factory=dict_row, connect_timeout=CONNECT_TIMEOUT_S)
-        except psycopg.OperationalError as exc:
-            raise ConnectionError(f"cannot connect to PostgreSQL at {self.where}: "
-                                  f"{exc}".strip()) from exc
-        try:
-            schema = self.one("SELECT current_schema() AS s")
-            if schema is None or schema["s"] is None:
-                raise ValueError(f"no schema on the search_path of {self.where}")
-            self.schema: str = schema["s"]
-            self.where = f"{self.where} (schema {self.schema})"
-            # a wait for the write lock gives up after SQLite's busy timeout instead of hanging
-            self.conn.execute(f"SET lock_timeout = {int(BUSY_TIMEOUT_S * 1000)}")
-            self._lock = lock_key(self.schema, "profiles-write")
-            if not create and self.one(
-                    "SELECT 1 AS ok FROM information_schema.tables WHERE "
-                    "table_schema = current_schema() AND table_name = 'import_jobs'") is None:
-                raise FileNotFoundError(f"no profiles database at {self.where}")
-        except BaseException:
-            self.conn.close()
-            raise
-
-    def one(self, sql: str, params: Sequence[Any] = ()) -> Row | None:
-        row: Row | None = self.conn.execute(sql.replace("?", "%s"), nul_free(params)).fetchone()
-        return row
-
-    def all(self, sql: str, params: Sequence[Any] = ()) -> list[Row]:
-        return self.conn.execute(sql.replace("?", "%s"), nul_free(params)).fetchall()
-
-    def run(self, sql: str, params: Sequence[Any] = ()) -> int:
-        return self.conn.execute(sql.replace("?", "%s"), nul_free(params)).rowcount
-
-    def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
-        with self.conn.cursor() as cur:
-            cur.executemany(sql.replace("?", "%s"), [nul_free(r) for r in rows])
-
-    def where_in(self, sql: str, values: Sequence[Any]) -> list[Row]:
-        # one statement with an array parameter, not one per 500 values
-        return self.conn.execute(f"{sql} = ANY(%s)", (list(nul_free(values)),)).fetchall()
-
-    def insert(self, table: str, columns: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
-        # COPY: one round trip for the batch (executemany costs one statement per row)
-        with self.conn.cursor() as cur, \
-                cur.copy(f"COPY {table} ({', '.join(columns)}) FROM STDIN") as copy:
-            for row in rows:
-                copy.write_row(nul_free(row))
-
-    @contextlib.contextmanager
-    def write(self) -> Iterator[None]:
-        with self.conn.transaction():
-            self.conn.execute("SELECT pg_advisory_xact_lock(%s)", (self._lock,))
-            yield
-
-    def ddl(self, script: str) -> list[str]:
-        for pattern, replacement in _PG_TYPES:
-            script = pattern.sub(replacement, script)
-        return [s for s in script.split(";") if s.strip()]
-
-    def close(self) -> None:
-        self.conn.close()
-
-
 def _record_of(row: Row) -> Record:
     """A stored profile as the merge policy sees it."""
     record = {c: row[c] for c in _COLUMNS}
@@ -479,7 +185,7 @@ def _decode_job(row: Row | None) -> dict[str, Any] | None:
 class ProfileStore:
     """One connection to the profiles database (use from one thread at a time)."""
 
-    def __init__(self, db: ProfilesDb, location: str) -> None:
+    def __init__(self, db: SyncDb, location: str) -> None:
         self.db = db
         self.location = location
         # fault-injection points for the kill-and-resume tests: called inside the batch
@@ -491,10 +197,9 @@ class ProfileStore:
     def open(cls, location: str, *, create: bool = True) -> ProfileStore:
         """Connect and migrate. ``create=False`` (read-only tools) raises FileNotFoundError
         instead of creating a missing database; ConnectionError if PostgreSQL is unreachable."""
-        db: ProfilesDb = (PostgresDb(location, create=create) if is_postgres(location)
-                          else SqliteDb(location, create=create))
+        db = open_profiles(location, create=create)
         try:
-            db.migrate()
+            migrate(db, PROFILES, DATA_STEPS)
         except BaseException:
             db.close()
             raise

@@ -1,5 +1,6 @@
-"""Backends chosen by URL: ``sqlite:///path``, ``memory://name``,
-``postgresql://...`` (or ``postgres://...``)."""
+"""The database object per URL (``sqlite:///path``, ``memory://name``, ``postgresql://...`` or
+``postgres://...``): a ``Backend`` owns every table of its database and their migrations.
+Where each table and migration lives: README, "Storage: one database object"."""
 
 from __future__ import annotations
 
@@ -10,6 +11,8 @@ from state.backends.base import (
     StaleCheckpoint,
     describe_trouble,
 )
+from state.backends.migrations import SchemaNotReady
+from state.backends.url import POSTGRES_PREFIXES, DatabaseUrl, parse_url
 
 DEFAULT_URL = "sqlite:///./data/state.db"
 
@@ -17,22 +20,19 @@ DEFAULT_URL = "sqlite:///./data/state.db"
 def make_backend(url: str, *, failover_s: float | None = None) -> Backend:
     """The backend for a database URL (not yet set up); ``failover_s`` see ``Backend``."""
     backend: Backend
-    if url.startswith("sqlite:///"):
+    dialect = parse_url(url).dialect  # ValueError naming the accepted forms
+    if dialect == "sqlite":
         from state.backends.sqlite import SqliteBackend
 
         backend = SqliteBackend(url)
-    elif url.startswith("memory://"):
+    elif dialect == "memory":
         from state.backends.memory import MemoryBackend
 
         backend = MemoryBackend(url)
-    elif url.startswith(("postgresql://", "postgres://")):
+    else:
         from state.backends.postgres import PostgresBackend
 
         backend = PostgresBackend(url)
-    else:
-        raise ValueError(
-            f"unsupported database URL {url!r}: use sqlite:///path/to/file.db, "
-            "postgresql://user@host/db or memory://name")
     if failover_s is not None:
         if not 1 <= failover_s <= 3600:
             raise ValueError(f"failover time must be between 1 and 3600 s, got {failover_s:g}")
@@ -40,5 +40,6 @@ def make_backend(url: str, *, failover_s: float | None = None) -> Backend:
     return backend
 
 
-__all__ = ["DEFAULT_FAILOVER_S", "DEFAULT_URL", "Backend", "LockBusy", "StaleCheckpoint",
-           "describe_trouble", "make_backend"]
+__all__ = ["DEFAULT_FAILOVER_S", "DEFAULT_URL", "POSTGRES_PREFIXES", "Backend", "DatabaseUrl",
+           "LockBusy", "SchemaNotReady", "StaleCheckpoint", "describe_trouble", "make_backend",
+           "parse_url"]

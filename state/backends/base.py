@@ -1,9 +1,11 @@
-"""The narrow interface a storage backend implements.
+"""The narrow interface a storage backend implements: the one database object per URL.
 
-A backend owns four things in one database: the LangGraph checkpointer, the durable inbox of
-events written from outside the graph, the quarantine of rows that could not be folded, and
-the fold lock that lets one process at a time write the state. Everything above it (fold,
-queries, API, graph) is the same code for every backend.
+A backend owns every table of its database and their migrations (``state.backends.migrations``):
+the LangGraph checkpointer, the durable inbox of events written from outside the graph (with
+its streams), the quarantine of rows that could not be folded, the locks that let one process
+at a time fold, lead or step an agent, and the local trace store (``traces()``). It also says
+where the importer's profiles live (``profiles_location``; same migration runner). Everything
+above it (fold, queries, API, graph) is the same code for every backend.
 """
 
 from __future__ import annotations
@@ -11,23 +13,19 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from state.backends.lease import Leases
+from state.backends.syncdb import nul_free
+from state.backends.traces import TraceStore
+from state.backends.url import parse_url
 from state.fold import InboxRow, Quarantined
 from state.redact import redact
 
 InboxWrite = tuple[int, str, bytes]  # (seq, kind, payload)
-
-
-def nul_free(values: Sequence[Any]) -> Sequence[Any]:
-    """Parameters PostgreSQL text can hold (every store kept there uses it): NUL characters,
-    which SQLite keeps, become U+FFFD, so one stray byte does not lose the batch it came in."""
-    if any(isinstance(v, str) and "\x00" in v for v in values):
-        return [v.replace("\x00", "\ufffd") if isinstance(v, str) else v for v in values]
-    return values
+__all__ = ["Backend", "InboxWrite", "LockBusy", "StaleCheckpoint", "describe_trouble",
+           "nul_free"]
 
 
 class StaleCheckpoint(RuntimeError):
@@ -83,10 +81,22 @@ class Backend(abc.ABC):
         """The URL for messages and logs: any password in it redacted."""
         return redact(self.url)
 
+    @property
+    def profiles_location(self) -> str:
+        """Where the importer's profiles of this database live (``DatabaseUrl``)."""
+        return parse_url(self.url).profiles_location
+
     @abc.abstractmethod
-    async def setup(self, *, create: bool = True) -> None:
+    async def setup(self, *, create: bool = True, read_only: bool = False) -> None:
         """Create or migrate the schema; idempotent and safe to race. With ``create=False`` a
-        missing database is an error (read-only tools must not create one by mistake)."""
+        missing database is an error (tools must not create one by mistake). ``read_only``
+        migrates nothing and writes nothing: it needs a database whose schema is current
+        (``SchemaNotReady``, a ValueError, says what is missing otherwise)."""
+
+    @abc.abstractmethod
+    def traces(self) -> TraceStore:
+        """The local trace store of this database, on the backend's own connections (use it
+        after ``setup()``; ``aclose()`` closes it with the backend)."""
 
     @abc.abstractmethod
     async def open_stream(self, producer: str) -> int:

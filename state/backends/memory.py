@@ -14,6 +14,8 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import DELTA_METADATA_KEYS, prune_plan, refuse_delta
+from state.backends.traces import MemoryTraceStore
+from state.backends.url import parse_url
 from state.fold import InboxRow, Quarantined
 
 
@@ -32,15 +34,18 @@ _STORES: dict[str, _Store] = {}
 
 class MemoryBackend(Backend):
     def __init__(self, url: str) -> None:
-        if not url.startswith("memory://"):
+        if parse_url(url).dialect != "memory":
             raise ValueError(f"not a memory URL: {url!r}")
         self.url = url
         self._store = _STORES.setdefault(url, _Store())
         self.checkpointer = self._store.saver
         self._holding: set[str] = set()
 
-    async def setup(self, *, create: bool = True) -> None:
+    async def setup(self, *, create: bool = True, read_only: bool = False) -> None:
         return None
+
+    def traces(self) -> MemoryTraceStore:
+        return MemoryTraceStore(self.url)
 
     async def open_stream(self, producer: str) -> int:
         stream = self._store.next_stream

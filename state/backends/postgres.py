@@ -2,9 +2,10 @@
 
 Checkpoints go through LangGraph's ``AsyncPostgresSaver`` on a psycopg ``AsyncConnectionPool``,
 subclassed to add compare-and-swap on the shared state's thread (as ``CasSqliteSaver`` does); the
-inbox, its streams and the quarantine are plain tables; the fold and leader locks are
-session-level advisory locks, each held on a dedicated connection, so the server releases the
-lock of a process that dies.
+inbox, its streams, the quarantine and the local traces are plain tables
+(``state.backends.migrations.STATE``; the trace store shares the pool); the fold and leader
+locks are session-level advisory locks, each held on a dedicated connection, so the server
+releases the lock of a process that dies.
 
 Everything is scoped to the connection's ``current_schema()``: several state databases can
 live in one PostgreSQL database as separate schemas (``?options=-csearch_path%3Dname``), and
@@ -23,7 +24,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import socket
 import time
@@ -43,42 +43,23 @@ from psycopg_pool import AsyncConnectionPool
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import LinearThreads, prune_plan, refuse_delta
 from state.backends.lease import lease_s, lock_session_sql, poll, pool_session_sql
+from state.backends.migrations import (
+    STATE,
+    SchemaNotReady,
+    migrate,
+    require_current,
+    require_saver_migrations,
+)
+from state.backends.syncdb import CONNECT_TIMEOUT_S, PostgresSyncDb, lock_key
+from state.backends.traces import PostgresTraceStore
+from state.backends.url import parse_url
 from state.fold import InboxRow, Quarantined
-from state.outbox import PG_SCHEMA as OUTBOX_SCHEMA
-from state.traces import PG_SCHEMA as TRACES_SCHEMA
+from state.redact import redact
 
-CONNECT_TIMEOUT_S = 10
 LOCK_TIMEOUT_S = 5  # a lookup of a commit's outcome waits this long for its row lock
 POOL_MAX = 4
 SPARE_LOCK_CONNS = 4  # idle lock sessions kept for reuse (a tick locks each agent step)
 LOCK_SPACE = 0x42474101  # first key of the two-int advisory locks (threads, migrations)
-LOCK_PREFIX = "bga-lock"  # single bigint advisory locks: hash of prefix + schema + name
-
-# Append-only: each entry runs once, in order, recorded in bga_migrations.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE IF NOT EXISTS bga_streams (
-        stream_id BIGSERIAL PRIMARY KEY,
-        producer TEXT NOT NULL, host TEXT, pid INTEGER,
-        opened_at DOUBLE PRECISION NOT NULL, closed_at DOUBLE PRECISION
-    );
-    CREATE TABLE IF NOT EXISTS bga_inbox (
-        stream_id BIGINT NOT NULL, seq BIGINT NOT NULL,
-        kind TEXT NOT NULL, payload BYTEA NOT NULL,
-        PRIMARY KEY (stream_id, seq)
-    );
-    CREATE TABLE IF NOT EXISTS bga_quarantine (
-        id BIGSERIAL PRIMARY KEY,
-        stream_id BIGINT, seq BIGINT, kind TEXT, payload BYTEA,
-        reason TEXT NOT NULL, at DOUBLE PRECISION NOT NULL
-    );
-    """,
-    TRACES_SCHEMA,  # the local trace store (state/traces.py)
-    # each stream's highest committed sequence number (a lost commit reply is looked up)
-    "ALTER TABLE bga_streams ADD COLUMN IF NOT EXISTS last_seq BIGINT NOT NULL DEFAULT 0",
-    OUTBOX_SCHEMA,  # the alert outbox and its messages (state/outbox.py)
-)
-
 
 
 class _ConnKwargs(TypedDict):
@@ -125,12 +106,6 @@ async def try_session_lock(conn: AsyncConnection[Any], key: int, wait: float | N
             return bool((await cur.fetchone() or (False,))[0])
 
     return await poll(attempt, wait)
-
-
-def lock_key(schema: str, name: str) -> int:
-    """Signed 64-bit advisory lock key for lock ``name`` of the state in ``schema``."""
-    digest = hashlib.blake2b(f"{LOCK_PREFIX}:{schema}:{name}".encode(), digest_size=8).digest()
-    return int.from_bytes(digest, "big", signed=True)
 
 
 class CasPostgresSaver(LinearThreads, AsyncPostgresSaver):
@@ -251,8 +226,8 @@ async def delete_checkpoints(cur: psycopg.AsyncCursor[DictRow], keys: Sequence[t
 
 class PostgresBackend(Backend):
     def __init__(self, url: str) -> None:
-        if not url.startswith(("postgresql://", "postgres://")):
-            raise ValueError(f"not a PostgreSQL URL: {url!r}")
+        if parse_url(url).dialect != "postgres":
+            raise ValueError(f"not a PostgreSQL URL: {redact(url)!r}")
         self.url = url
         self.schema = ""
         self._pool: AsyncConnectionPool | None = None
@@ -268,23 +243,17 @@ class PostgresBackend(Backend):
             raise ConnectionError(f"cannot connect to PostgreSQL at {self.where}: "
                                   f"{exc}".strip()) from exc
 
-    async def setup(self, *, create: bool = True) -> None:
-        conn = await self._connect()
+    async def setup(self, *, create: bool = True, read_only: bool = False) -> None:
+        db = await asyncio.to_thread(PostgresSyncDb, self.url)  # migrations run on it
         try:
-            cur = await conn.execute("SELECT coalesce(current_schema(), '') AS s")
-            row = await cur.fetchone()
-            assert row is not None  # a SELECT without FROM returns one row
-            self.schema = row["s"]
-            if not self.schema:
-                raise ValueError(f"no schema to create the state in at {self.where} "
-                                 "(does the search_path name a schema that exists?)")
-            if not create:
-                cur = await conn.execute("SELECT to_regclass('bga_migrations') AS t")
-                row = await cur.fetchone()
-                assert row is not None
-                if row["t"] is None:
-                    raise ValueError(f"no state database at {self.where} (wrong --db? "
-                                     "nothing has run yet? `bga run` or `bga demo` creates it)")
+            self.schema = db.schema
+            if read_only:  # migrates nothing, writes nothing
+                await asyncio.to_thread(require_current, db, STATE, self.where)
+                await asyncio.to_thread(require_saver_migrations, db, "checkpoint_migrations",
+                                        len(CasPostgresSaver.MIGRATIONS), self.where)
+            elif not create and not await asyncio.to_thread(db.has_table, STATE.table):
+                raise SchemaNotReady(f"no state database at {self.where} "
+                                     f"({STATE.missing_hint})")
             self._pool = AsyncConnectionPool(self.url, min_size=1, max_size=POOL_MAX,
                                              kwargs={**_CONN_KWARGS,  # a dead link errors
                                                      **keepalives(self.failover_s)},
@@ -292,35 +261,27 @@ class PostgresBackend(Backend):
                                              timeout=60)
             await self._pool.open(wait=True, timeout=CONNECT_TIMEOUT_S * 3)
             self.checkpointer = CasPostgresSaver(self._pool)
-            # One migrating process at a time. Session-level and polled, not a blocking
-            # statement: the saver's migrations run CREATE INDEX CONCURRENTLY, which waits for
-            # every transaction holding an older snapshot, so a process blocked in
-            # pg_advisory_lock() would deadlock with the holder. Dies with its session.
-            key = lock_key(self.schema, "migrate")
-            await try_session_lock(conn, key, wait=None)
-            try:
-                async with conn.transaction():
-                    await conn.execute("CREATE TABLE IF NOT EXISTS bga_migrations "
-                                       "(version INTEGER PRIMARY KEY, "
-                                       "applied_at DOUBLE PRECISION NOT NULL)")
-                    cur = await conn.execute("SELECT version FROM bga_migrations")
-                    done = {r["version"] for r in await cur.fetchall()}
-                    for version, script in enumerate(MIGRATIONS, start=1):
-                        if version in done:
-                            continue
-                        for statement in filter(str.strip, script.split(";")):
-                            await conn.execute(statement)
-                        await conn.execute("INSERT INTO bga_migrations VALUES (%s, %s)",
-                                           (version, time.time()))
-                await self.checkpointer.setup()  # its own migrations, under the same lock
-            finally:
-                if not conn.closed:
-                    await conn.execute("SELECT pg_advisory_unlock(%s)", (key,))
+            if not read_only:
+                # One migrating process at a time (``PostgresSyncDb.lock_session``: polled,
+                # so it never deadlocks with the saver's CREATE INDEX CONCURRENTLY); the
+                # saver's own migrations run under the same lock. Dies with its session.
+                await asyncio.to_thread(db.lock_session, "migrate")
+                try:
+                    await asyncio.to_thread(migrate, db, STATE)
+                    await self.checkpointer.setup()
+                finally:
+                    await asyncio.to_thread(db.unlock_session, "migrate")
         except BaseException:
-            await conn.close()
             await self.aclose()
             raise
-        await conn.close()
+        finally:
+            await asyncio.to_thread(db.close)
+
+    def traces(self) -> PostgresTraceStore:
+        """The trace store on this backend's connection pool (used after ``setup()``)."""
+        if self._pool is None:
+            raise RuntimeError("PostgreSQL backend used before setup()")
+        return PostgresTraceStore(self.url, pool=self._pool)
 
     async def _configure(self, conn: AsyncConnection) -> None:
         for statement in pool_session_sql(self.failover_s):

@@ -1,21 +1,23 @@
-"""SQLite backend: checkpoints, inbox and quarantine in one WAL file; a file lock for folds.
+"""SQLite backend: checkpoints, inbox, quarantine and local traces in one WAL file; file
+locks for folds, leadership and agent steps.
 
 Inbox writes use their own ``sqlite3`` connection in a worker thread (one transaction per
-group commit); checkpoints go through ``CasSqliteSaver`` (``AsyncSqliteSaver`` with compare-and-swap
-on the shared state's thread) on an ``aiosqlite`` connection.
+group commit), which the trace store shares (``traces()``); checkpoints go through
+``CasSqliteSaver`` (``AsyncSqliteSaver`` with compare-and-swap on the shared state's thread)
+on an ``aiosqlite`` connection. Tables come from ``state.backends.migrations.STATE``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import os
 import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 
 import aiosqlite
 from langgraph.checkpoint.base import get_checkpoint_metadata
@@ -29,76 +31,15 @@ from state.backends.history import (
     prune_plan,
     refuse_delta,
 )
-from state.backends.lease import SQLITE_SCHEMA as LEASE_SCHEMA
 from state.backends.lease import SqliteLeases, poll
+from state.backends.migrations import STATE, SchemaNotReady, migrate, require_current
+from state.backends.syncdb import BUSY_TIMEOUT_S, SqliteSyncDb, sqlite_connect
+from state.backends.traces import SqliteTraceStore
+from state.backends.url import sqlite_path
 from state.fold import InboxRow, Quarantined
-from state.outbox import SCHEMA as OUTBOX_SCHEMA
-from state.traces import SCHEMA as TRACES_SCHEMA
 
-BUSY_TIMEOUT_MS = 60_000
-
-# Append-only: each entry runs once, in order, recorded in bga_migrations.
-MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE IF NOT EXISTS bga_streams (
-        stream_id INTEGER PRIMARY KEY AUTOINCREMENT,
-        producer TEXT NOT NULL, host TEXT, pid INTEGER,
-        opened_at REAL NOT NULL, closed_at REAL
-    );
-    CREATE TABLE IF NOT EXISTS bga_inbox (
-        stream_id INTEGER NOT NULL, seq INTEGER NOT NULL,
-        kind TEXT NOT NULL, payload BLOB NOT NULL,
-        PRIMARY KEY (stream_id, seq)
-    ) WITHOUT ROWID;
-    CREATE TABLE IF NOT EXISTS bga_quarantine (
-        id INTEGER PRIMARY KEY AUTOINCREMENT,
-        stream_id INTEGER, seq INTEGER, kind TEXT, payload BLOB,
-        reason TEXT NOT NULL, at REAL NOT NULL
-    );
-    """,
-    TRACES_SCHEMA,  # the local trace store (state/traces.py)
-    # each stream's highest committed sequence number (a lost commit reply is looked up)
-    "ALTER TABLE bga_streams ADD COLUMN last_seq INTEGER NOT NULL DEFAULT 0",
-    OUTBOX_SCHEMA,  # the alert outbox and its messages (state/outbox.py)
-    LEASE_SCHEMA,  # the locks' lease rows (state/backends/lease.py)
-)
-
-
-def path_from_url(url: str) -> Path:
-    if not url.startswith("sqlite:///"):
-        raise ValueError(f"not a sqlite URL: {url!r} (expected sqlite:///path/to/file.db)")
-    raw = url[len("sqlite:///"):]
-    if not raw:
-        raise ValueError("sqlite URL has no path")
-    return Path(raw)
-
-
-def _connect(path: Path) -> sqlite3.Connection:
-    conn = sqlite3.connect(path, timeout=BUSY_TIMEOUT_MS / 1000, isolation_level=None,
-                           check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
-    conn.execute("PRAGMA synchronous=NORMAL")
-    return conn
-
-
-def _migrate(conn: sqlite3.Connection) -> None:
-    conn.execute("PRAGMA auto_vacuum=INCREMENTAL")  # only takes effect on a new file
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.execute("BEGIN IMMEDIATE")
-    try:
-        conn.execute("CREATE TABLE IF NOT EXISTS bga_migrations "
-                     "(version INTEGER PRIMARY KEY, applied_at REAL NOT NULL)")
-        done = {v for (v,) in conn.execute("SELECT version FROM bga_migrations")}
-        for version, script in enumerate(MIGRATIONS, start=1):
-            if version in done:
-                continue
-            for statement in filter(str.strip, script.split(";")):
-                conn.execute(statement)
-            conn.execute("INSERT INTO bga_migrations VALUES (?, ?)", (version, time.time()))
-        conn.execute("COMMIT")
-    except BaseException:
-        conn.execute("ROLLBACK")
-        raise
+BUSY_TIMEOUT_MS = int(BUSY_TIMEOUT_S * 1000)
+path_from_url = sqlite_path  # the file of a sqlite:/// URL (one URL parser: state.backends.url)
 
 
 class CasSqliteSaver(LinearThreads, AsyncSqliteSaver):
@@ -240,7 +181,7 @@ class CasSqliteSaver(LinearThreads, AsyncSqliteSaver):
 class SqliteBackend(Backend):
     def __init__(self, url: str) -> None:
         self.url = url
-        self.path = path_from_url(url)
+        self.path = sqlite_path(url)
         self._write: sqlite3.Connection | None = None
         self._read: sqlite3.Connection | None = None
         self._write_lock = asyncio.Lock()
@@ -248,21 +189,38 @@ class SqliteBackend(Backend):
         self._aconn: aiosqlite.Connection | None = None
         self._leases_db: SqliteLeases | None = None
         self._lease_lock = asyncio.Lock()
+        self._traces: SqliteTraceStore | None = None
         self.checkpointer: CasSqliteSaver
 
-    async def setup(self, *, create: bool = True) -> None:
-        if not create and not await asyncio.to_thread(self.path.exists):
-            raise ValueError(f"no state database at {self.path} (wrong --db? nothing has "
-                             "run yet? `bga run` or `bga demo` creates it)")
-        await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
-        self._write = await asyncio.to_thread(_connect, self.path)
-        await asyncio.to_thread(_migrate, self._write)
-        self._read = await asyncio.to_thread(_connect, self.path)
-        self._aconn = await aiosqlite.connect(self.path, timeout=BUSY_TIMEOUT_MS / 1000)
+    async def setup(self, *, create: bool = True, read_only: bool = False) -> None:
+        if (not create or read_only) and not await asyncio.to_thread(self.path.exists):
+            raise SchemaNotReady(f"no state database at {self.path} ({STATE.missing_hint})")
+        if not read_only:
+            await asyncio.to_thread(self.path.parent.mkdir, parents=True, exist_ok=True)
+        self._write = await asyncio.to_thread(sqlite_connect, self.path)
+        db = SqliteSyncDb(self._write, str(self.path))
+        if read_only:  # no migration, no write transaction: a check that writes nothing
+            await asyncio.to_thread(functools.partial(
+                require_current, db, STATE, str(self.path), also=("checkpoints", "writes")))
+        else:
+            await asyncio.to_thread(migrate, db, STATE)
+        self._read = await asyncio.to_thread(sqlite_connect, self.path)
+        self._aconn = await aiosqlite.connect(self.path, timeout=BUSY_TIMEOUT_S)
         await self._aconn.execute(f"PRAGMA busy_timeout={BUSY_TIMEOUT_MS}")
         await self._aconn.execute("PRAGMA synchronous=NORMAL")
         self.checkpointer = CasSqliteSaver(self._aconn)
-        await self.checkpointer.setup()
+        if read_only:
+            self.checkpointer.is_setup = True  # its setup() writes (WAL pragma, CREATE TABLE)
+        else:
+            await self.checkpointer.setup()
+
+    def traces(self) -> SqliteTraceStore:
+        """The trace store on this backend's write connection (used after ``setup()``)."""
+        if self._traces is None:
+            if self._write is None:
+                raise RuntimeError("SQLite backend used before setup()")
+            self._traces = SqliteTraceStore(self.url, shared=(self._write, self._write_lock))
+        return self._traces
 
     # -- inbox ----------------------------------------------------------------------------
     async def _on_write(self, fn, *args):
@@ -407,6 +365,7 @@ class SqliteBackend(Backend):
         if self._aconn is not None:
             await self._aconn.close()
             self._aconn = None
+        self._traces = None  # it used the write connection
         for conn in (self._write, self._read):
             if conn is not None:
                 conn.close()

@@ -71,7 +71,7 @@ async def test_a_second_handle_sees_the_rows_of_the_first(db_url: str) -> None:
 
 async def test_quarantine_is_idempotent_redacted_capped_and_newest_first(
         db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("state.traces.KEEP_QUARANTINED", 4)
+    monkeypatch.setattr("state.backends.traces.KEEP_QUARANTINED", 4)
     async with await open_state(db_url) as store:
         await store.quarantine([], at=1.0)
         assert await store.quarantined() == []

@@ -11,7 +11,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from nodes.profile_import.models import normalize_email
-from nodes.profile_import.store import MIGRATIONS, ProfileStore, profiles_location
+from nodes.profile_import.store import ProfileStore, profiles_location
+from state.backends.migrations import PROFILES
 from tests.importer.email_corpus import INVALID, VALID
 from tests.importer.helpers import run_import, store_of, write_csv
 
@@ -91,7 +92,7 @@ async def test_unicode_and_punycode_spellings_are_one_profile(tmp_path: Path,
 def _downgrade(location: str) -> sqlite3.Connection:
     """A SQLite profiles database as the release before the IDNA identity left it."""
     conn = sqlite3.connect(location, isolation_level=None)
-    rekey = MIGRATIONS.index(next(m for m in MIGRATIONS if callable(m))) + 1
+    rekey = next(v for v, m in enumerate(PROFILES.of("sqlite"), start=1) if m.data)
     conn.execute("DELETE FROM bga_profile_migrations WHERE version >= ?", (rekey,))
     return conn
 

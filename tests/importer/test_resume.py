@@ -23,8 +23,9 @@ import pytest
 from nodes.profile_import.job import ImportOptions
 from nodes.profile_import.job_graph import job_thread, run_job
 from nodes.profile_import.models import validate_row
-from nodes.profile_import.store import JobMoved, PostgresDb, ProfileStore, profiles_location
+from nodes.profile_import.store import JobMoved, ProfileStore, profiles_location
 from state.backends import make_backend
+from state.backends.syncdb import PostgresSyncDb
 from tests.importer.helpers import people_rows, run_import, snapshot, store_of, write_csv
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -164,7 +165,7 @@ def _in_thread(target: Any) -> Iterator[threading.Thread]:
 
 def _wait_until_blocked(store: ProfileStore, watcher: ProfileStore) -> None:
     """Until ``store``'s PostgreSQL session waits for a lock (seen from ``watcher``'s)."""
-    assert isinstance(store.db, PostgresDb) and isinstance(watcher.db, PostgresDb)
+    assert isinstance(store.db, PostgresSyncDb) and isinstance(watcher.db, PostgresSyncDb)
     pid = store.db.conn.info.backend_pid
     for _ in range(3000):
         row = watcher.db.one("SELECT wait_event_type FROM pg_stat_activity WHERE pid=?", (pid,))
@@ -212,7 +213,7 @@ def test_racing_writers_commit_a_batch_exactly_once(tmp_path: Path, process_db_u
         with _in_thread(lambda: commit("first", first)):
             assert inside.wait(60)
             with _in_thread(lambda: commit("second", second)):
-                if isinstance(second.db, PostgresDb):
+                if isinstance(second.db, PostgresSyncDb):
                     _wait_until_blocked(second, watcher)
                 release.set()
         assert outcome == {"first": "committed", "second": "moved"}

@@ -7,12 +7,9 @@ import threading
 
 import pytest
 
-from nodes.profile_import.store import (
-    MIGRATIONS,
-    PostgresDb,
-    ProfileStore,
-    profiles_location,
-)
+from nodes.profile_import.store import ProfileStore, profiles_location
+from state.backends.migrations import PROFILES
+from state.backends.syncdb import PostgresSyncDb
 
 
 def test_locations_per_backend() -> None:
@@ -26,7 +23,7 @@ def test_locations_per_backend() -> None:
 
 def test_connection_errors_name_the_server_but_never_the_password() -> None:
     with pytest.raises(ConnectionError) as err:  # nothing listens on port 1
-        PostgresDb("postgresql://u:s3cret@127.0.0.1:1/bga")
+        PostgresSyncDb("postgresql://u:s3cret@127.0.0.1:1/bga")
     assert "127.0.0.1" in str(err.value) and "s3cret" not in str(err.value)
 
 
@@ -59,7 +56,7 @@ def test_concurrent_first_opens_set_up_the_schema_once(process_db_url: str) -> N
         assert errors == [] and len(stores) == 8
         versions = [r["version"] for r in stores[0].db.all(
             "SELECT version FROM bga_profile_migrations ORDER BY version")]
-        assert versions == list(range(1, len(MIGRATIONS) + 1))
+        assert versions == list(range(1, PROFILES.latest(stores[0].db.dialect) + 1))
         assert stores[-1].count_profiles() == 0 and stores[-1].jobs() == []
     finally:
         for store in stores:
@@ -71,7 +68,7 @@ def test_postgres_tables_live_in_the_connections_schema(postgres_url: str) -> No
     (file sizes, offsets and nanosecond mtimes overflow INTEGER; REAL would round times)."""
     store = ProfileStore.open(profiles_location(postgres_url))
     try:
-        assert isinstance(store.db, PostgresDb)
+        assert isinstance(store.db, PostgresSyncDb)
         assert store.db.schema.startswith("bga_t_") and store.db.schema in postgres_url
         rows = store.db.all(
             "SELECT table_name, column_name, data_type FROM information_schema.columns "

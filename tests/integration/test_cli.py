@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 
 from state import SharedState
+from state.backends import SchemaNotReady
 
 ROOT = Path(__file__).resolve().parents[2]
 RUN_TIMEOUT_S = 90.0
@@ -162,8 +163,21 @@ def system_state(url: str) -> dict[str, Any]:
     return asyncio.run(_read_state(url))[1]
 
 
+def state_so_far(url: str) -> dict[str, Any]:
+    """``read_state`` for polls: empty while the database is not there yet (a read-only open
+    never makes it, and a scheduler just started may still be creating it)."""
+    try:
+        return read_state(url)
+    except SchemaNotReady:
+        return {}
+
+
 def ticks_of(url: str) -> int:
-    return int(system_state(url)["stats"].get("ticks", 0))
+    """Ticks so far; 0 while the database is not there yet (``state_so_far``)."""
+    try:
+        return int(system_state(url)["stats"].get("ticks", 0))
+    except SchemaNotReady:
+        return 0
 
 
 async def _write_metrics(url: str, series: str, n: int) -> None:

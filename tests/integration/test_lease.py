@@ -15,7 +15,13 @@ from graph import scheduler, worker
 from state import SharedState
 from state.backends import LockBusy, lease, make_backend
 from tests.agents.example import ECHO
-from tests.integration.test_cli import BgaProcess, Children, flat, metric_count, read_state
+from tests.integration.test_cli import (
+    BgaProcess,
+    Children,
+    flat,
+    metric_count,
+    state_so_far,
+)
 from tests.integration.test_cluster import counter_of, series_count
 from tests.integration.test_scheduler import MetricWriter, wait_until
 
@@ -175,7 +181,7 @@ async def test_the_worker_rides_out_failed_writes_with_one_line(
 
 
 def _tick_of(url: str) -> tuple[int | None, int]:
-    tick = read_state(url).get("tick") or {}
+    tick = state_so_far(url).get("tick") or {}
     return (tick.get("coordinator") or {}).get("pid"), int(tick.get("n", 0))
 
 
