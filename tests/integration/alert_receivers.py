@@ -6,12 +6,13 @@ so a test can kill the sender while a delivery is in flight."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import email
 import json
 import socket
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from email.message import Message
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -154,3 +155,17 @@ def wait_for(condition: Callable[[], bool], timeout: float = 60.0, what: str = "
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out waiting for {what or condition}")
         time.sleep(0.02)
+
+
+@contextlib.contextmanager
+def running_receivers(secret: str) -> Iterator[dict[str, Any]]:
+    """A signed webhook (``hook``, checking ``secret``), a Slack-format webhook (``chat``) and
+    an SMTP server (``mail``) on localhost, stopped at the end."""
+    hook = HttpReceiver(secret=secret).start()
+    chat = HttpReceiver().start()
+    mail = SmtpReceiver().start()
+    try:
+        yield {"hook": hook, "chat": chat, "mail": mail}
+    finally:
+        for r in (hook, chat, mail):
+            r.stop()

@@ -19,7 +19,8 @@ from nodes.notify import outbox_entries
 from state import SharedState
 from state.models import InvalidInput
 from state.outbox import OutboxStore
-from tests.integration.alert_receivers import HttpReceiver, SmtpReceiver, free_port
+from tests.clock import FakeClock
+from tests.integration.alert_receivers import free_port, running_receivers
 
 SECRET = "whsec-7d1f0c3b9a2e4f6081d5"
 SLACK_TOKEN = "T0000/B0000/XyZsecretSlackToken42"
@@ -27,29 +28,10 @@ SMTP_PASSWORD = "smtp-pa55-word-9f8e7d"
 DIGEST_S = 30.0
 
 
-class FakeClock:
-    def __init__(self, start: float) -> None:
-        self.now = start
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> float:
-        self.now += seconds
-        return self.now
-
-
 @pytest.fixture
 def receivers() -> Iterator[dict[str, Any]]:
-    hook = HttpReceiver(secret=SECRET).start()
-    chat = HttpReceiver().start()
-    mail = SmtpReceiver().start()
-    try:
-        yield {"hook": hook, "chat": chat, "mail": mail}
-    finally:
-        hook.stop()
-        chat.stop()
-        mail.stop()
+    with running_receivers(SECRET) as running:
+        yield running
 
 
 def channel_env(receivers: dict[str, Any]) -> dict[str, str]:

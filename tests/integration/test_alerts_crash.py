@@ -23,7 +23,7 @@ from graph import runner
 from nodes.notify import outbox_entries
 from state import SharedState
 from state.outbox import OutboxStore
-from tests.integration.alert_receivers import HttpReceiver, SmtpReceiver, wait_for
+from tests.integration.alert_receivers import running_receivers, wait_for
 from tests.integration.test_alerts import (
     CHANNELS,
     NO_SCHEDULER_DOWN,
@@ -40,14 +40,8 @@ PER_ROUND = 4
 
 @pytest.fixture
 def receivers() -> Iterator[dict[str, Any]]:
-    hook = HttpReceiver(secret=SECRET).start()
-    chat = HttpReceiver().start()
-    mail = SmtpReceiver().start()
-    try:
-        yield {"hook": hook, "chat": chat, "mail": mail}
-    finally:
-        for r in (hook, chat, mail):
-            r.stop()
+    with running_receivers(SECRET) as running:
+        yield running
 
 
 def start_sender(url: str, env: dict[str, str], log: Path) -> subprocess.Popen:

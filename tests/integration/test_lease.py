@@ -15,6 +15,7 @@ from graph import scheduler, worker
 from state import SharedState
 from state.backends import LockBusy, lease, make_backend
 from tests.agents.example import ECHO
+from tests.clock import FakeClock
 from tests.integration.test_cli import (
     BgaProcess,
     Children,
@@ -28,18 +29,10 @@ from tests.integration.test_scheduler import MetricWriter, wait_until
 WAIT_S = 60.0
 
 
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
 async def test_sqlite_a_lease_that_is_not_renewed_is_taken_over(
     sqlite_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     monkeypatch.setattr(lease, "wall", clock)
     monkeypatch.setattr(lease, "monotonic", clock)
     a, b, c = (make_backend(sqlite_url, failover_s=3) for _ in range(3))
@@ -80,7 +73,7 @@ async def test_sqlite_a_lease_outlives_a_clock_set_back_by_at_most_a_lease(
 ) -> None:
     """An expiry further ahead than a lease can only come from a clock set back (or a row
     written before a reboot on another clock): it counts as lapsed, never as held forever."""
-    clock = FakeClock()
+    clock = FakeClock(1_000_000.0)
     monkeypatch.setattr(lease, "wall", clock)
     a, b = make_backend(sqlite_url, failover_s=3), make_backend(sqlite_url, failover_s=3)
     await a.setup()
