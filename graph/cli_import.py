@@ -43,6 +43,7 @@ from nodes.profile_import.store import (
     database_errors,
     profiles_location,
 )
+from state.backends.migrations import SchemaNotReady
 from state.settings import database_url
 
 
@@ -211,7 +212,7 @@ def _show_rejected(url: str, job_id: str, limit: int, as_json: bool) -> None:
         raise typer.Exit(2) from None
     try:
         store = ProfileStore.open(location, create=False)  # a typo must not create one
-    except FileNotFoundError as exc:
+    except (FileNotFoundError, SchemaNotReady) as exc:
         err.print(f"[red]error:[/red] {exc}")
         raise typer.Exit(2) from None
     except (OSError, *database_errors()) as exc:  # type: ignore[misc]  # see _run_import

@@ -53,7 +53,7 @@ import orjson
 
 from nodes.profile_import.merge import INSERTED, UNCHANGED, UPDATED, Record, merge
 from nodes.profile_import.models import FIELDS, REASONS, Profile, Reason, normalize_email
-from state.backends.migrations import PROFILES, DataStep, migrate
+from state.backends.migrations import PROFILES, DataStep, migrate, require_current
 from state.backends.syncdb import Row, SyncDb, open_profiles
 from state.backends.url import parse_url
 from state.redact import redact
@@ -195,11 +195,16 @@ class ProfileStore:
 
     @classmethod
     def open(cls, location: str, *, create: bool = True) -> ProfileStore:
-        """Connect and migrate. ``create=False`` (read-only tools) raises FileNotFoundError
-        instead of creating a missing database; ConnectionError if PostgreSQL is unreachable."""
+        """Connect and migrate. ``create=False`` (read-only tools) creates and migrates
+        nothing: FileNotFoundError for a missing database, ``SchemaNotReady`` (a ValueError
+        naming what is missing) for one whose schema is absent or not current;
+        ConnectionError if PostgreSQL is unreachable."""
         db = open_profiles(location, create=create)
         try:
-            migrate(db, PROFILES, DATA_STEPS)
+            if create:
+                migrate(db, PROFILES, DATA_STEPS)
+            else:
+                require_current(db, PROFILES, db.where)
         except BaseException:
             db.close()
             raise

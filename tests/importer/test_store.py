@@ -3,13 +3,15 @@ can race on."""
 
 from __future__ import annotations
 
+import sqlite3
 import threading
+from pathlib import Path
 
 import pytest
 
 from nodes.profile_import.store import ProfileStore, profiles_location
-from state.backends.migrations import PROFILES
-from state.backends.syncdb import PostgresSyncDb
+from state.backends.migrations import PROFILES, SchemaNotReady
+from state.backends.syncdb import PostgresSyncDb, open_profiles
 
 
 def test_locations_per_backend() -> None:
@@ -82,3 +84,32 @@ def test_postgres_tables_live_in_the_connections_schema(postgres_url: str) -> No
         assert types["profiles", "source_updated_at"] == "double precision"
     finally:
         store.close()
+
+
+def test_an_open_without_create_migrates_nothing_and_says_what_is_missing(
+        process_db_url: str, tmp_path: Path) -> None:
+    """``create=False`` (read-only tools) never migrates: a file with no profiles schema and
+    a database behind on its migrations are refused with a clear error, and stay as they
+    were."""
+    empty = tmp_path / "empty.profiles.db"
+    sqlite3.connect(empty).close()  # a database file, but not a profiles database
+    with pytest.raises(SchemaNotReady, match=r"no profiles database at .*nothing was imported"):
+        ProfileStore.open(str(empty), create=False)
+    with sqlite3.connect(empty) as conn:
+        assert conn.execute("SELECT count(*) FROM sqlite_master").fetchone()[0] == 0
+
+    location = profiles_location(process_db_url)
+    ProfileStore.open(location).close()
+    store = ProfileStore.open(location)
+    latest = PROFILES.latest(store.db.dialect)
+    with store.db.write():
+        store.db.run("DELETE FROM bga_profile_migrations WHERE version=?", (latest,))
+    store.close()
+    with pytest.raises(SchemaNotReady, match=f"lacks migration\\(s\\) {latest} of {latest}"):
+        ProfileStore.open(location, create=False)
+    db = open_profiles(location)
+    try:
+        versions = [r["version"] for r in db.all("SELECT version FROM bga_profile_migrations")]
+        assert latest not in versions  # the refused open applied nothing
+    finally:
+        db.close()
