@@ -43,7 +43,6 @@ from state.api import SharedState
 from state.checkpoints import gc_paused, load_values
 from state.config import RulesConfig, flatten
 from state.models import ACTIONABLE, InvalidInput
-from state.outbox import OutboxStore
 from state.schema import TIER_WIDTH
 from state.settings import database_url
 
@@ -604,7 +603,8 @@ def channel_sizes(snap: Snapshot) -> dict[str, int]:
 
 
 async def _alert_history(url: str, limit: int) -> dict[str, Any]:
-    async with _open(url), OutboxStore(url) as store:  # an existing database only
+    async with _open(url) as shared:  # an existing database only
+        store = shared.backend.outbox()
         return {"messages": await store.history(limit), "counts": await store.counts()}
 
 

@@ -262,12 +262,10 @@ def run(db: DbOption = None,
             sender = None
             if send_alerts:
                 from graph import alerts
-                from state.outbox import OutboxStore
-                store = await stack.enter_async_context(OutboxStore(url))
                 sending = await stack.enter_async_context(SharedState.open(
                     url, producer=alerts.SENDER, failover_s=failover_s(failover)))
                 sender = asyncio.create_task(alerts.run(
-                    sending, store, stop=stop, interval_s=interval or 1.0,
+                    sending, sending.backend.outbox(), stop=stop, interval_s=interval or 1.0,
                     log=lambda line: err.print(line, highlight=False)))
             traffic = None
             if demo:

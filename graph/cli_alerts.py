@@ -12,7 +12,6 @@ from rich.table import Table
 from graph import alerts, cli_common, scheduler
 from graph.cli_common import DbOption, console, err
 from state.api import SharedState
-from state.outbox import OutboxStore
 from state.redact import redact
 from state.settings import database_url
 
@@ -30,10 +29,10 @@ def run_command(db: DbOption = None,
     async def go() -> int:
         stop = asyncio.Event()
         scheduler.install_signal_handlers(stop)
-        async with SharedState.open(url, producer=alerts.SENDER) as shared, \
-                OutboxStore(url) as store:
+        async with SharedState.open(url, producer=alerts.SENDER) as shared:
             console.print(f"alert sender running on {redact(url)}; Ctrl-C stops it")
-            return await alerts.run(shared, store, stop=stop, interval_s=interval,
+            return await alerts.run(shared, shared.backend.outbox(), stop=stop,
+                                    interval_s=interval,
                                     log=lambda line: err.print(line, highlight=False))
 
     passes = cli_common.run(go())
@@ -47,9 +46,8 @@ def test_command(channel: Annotated[str, typer.Argument(help="Channel name")],
     url = database_url(db)
 
     async def go() -> alerts.Outcome:
-        async with SharedState.open(url, producer=alerts.SENDER, must_exist=True) as shared, \
-                OutboxStore(url) as store:
-            return await alerts.Sender(shared, store).test(channel)
+        async with SharedState.open(url, producer=alerts.SENDER, must_exist=True) as shared:
+            return await alerts.Sender(shared, shared.backend.outbox()).test(channel)
 
     outcome = cli_common.run(go())
     if not outcome.ok:
@@ -67,8 +65,8 @@ def history_command(db: DbOption = None,
 
     async def go() -> list[dict]:
         async with SharedState.open(url, producer=alerts.SENDER, must_exist=True,
-                                    read_only=True), OutboxStore(url) as store:
-            return await store.history(limit)
+                                    read_only=True) as shared:
+            return await shared.backend.outbox().history(limit)
 
     rows = cli_common.run(go())
     if as_json:

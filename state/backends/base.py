@@ -3,7 +3,8 @@
 A backend owns every table of its database and their migrations (``state.backends.migrations``):
 the LangGraph checkpointer, the durable inbox of events written from outside the graph (with
 its streams), the quarantine of rows that could not be folded, the locks that let one process
-at a time fold, lead or step an agent, and the local trace store (``traces()``). It also says
+at a time fold, lead or step an agent, the local trace store (``traces()``) and the alert
+outbox (``outbox()``), both on the backend's own connections. It also says
 where the importer's profiles live (``profiles_location``; same migration runner). Everything
 above it (fold, queries, API, graph) is the same code for every backend.
 """
@@ -17,6 +18,7 @@ from contextlib import asynccontextmanager
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
 from state.backends.lease import Leases
+from state.backends.outbox import OutboxStore
 from state.backends.syncdb import nul_free
 from state.backends.traces import TraceStore
 from state.backends.url import parse_url
@@ -97,6 +99,11 @@ class Backend(abc.ABC):
     def traces(self) -> TraceStore:
         """The local trace store of this database, on the backend's own connections (use it
         after ``setup()``; ``aclose()`` closes it with the backend)."""
+
+    @abc.abstractmethod
+    def outbox(self) -> OutboxStore:
+        """The alert outbox of this database, on the backend's own connections (use it
+        after ``setup()``; ``aclose()`` closes them with the backend)."""
 
     @abc.abstractmethod
     async def open_stream(self, producer: str) -> int:

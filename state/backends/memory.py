@@ -1,19 +1,26 @@
 """Ephemeral in-process backend (``memory://name``) for notebooks and unit tests.
 
 Instances opened with the same URL in one process share one store, so a producer and a
-reader see each other as they would on a real database.
+reader see each other as they would on a real database. The alert outbox
+(``outbox()``) keeps its tables in an in-process SQLite database per URL (the same SQL as on
+a file), made by the state migrations.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sqlite3
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from langgraph.checkpoint.memory import InMemorySaver
 
+from state.backends.aiodb import SqliteAsyncDb
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import DELTA_METADATA_KEYS, prune_plan, refuse_delta
+from state.backends.migrations import STATE, migrate
+from state.backends.outbox import OutboxStore
+from state.backends.syncdb import SqliteSyncDb
 from state.backends.traces import MemoryTraceStore
 from state.backends.url import parse_url
 from state.fold import InboxRow, Quarantined
@@ -40,12 +47,27 @@ class MemoryBackend(Backend):
         self._store = _STORES.setdefault(url, _Store())
         self.checkpointer = self._store.saver
         self._holding: set[str] = set()
+        self._outbox: tuple[OutboxStore, sqlite3.Connection] | None = None
 
     async def setup(self, *, create: bool = True, read_only: bool = False) -> None:
         return None
 
     def traces(self) -> MemoryTraceStore:
         return MemoryTraceStore(self.url)
+
+    def outbox(self) -> OutboxStore:
+        """The alert outbox in the in-process SQLite database of this URL, on a connection of
+        this backend's (the database lives as long as the process)."""
+        if self._outbox is None:
+            name = parse_url(self.url).name or "default"
+            db = SqliteSyncDb.open(f"file:bga-outbox-{name}?mode=memory&cache=shared")
+            try:
+                migrate(db, STATE)
+            except BaseException:
+                db.close()
+                raise
+            self._outbox = OutboxStore(SqliteAsyncDb(db.conn, asyncio.Lock())), db.conn
+        return self._outbox[0]
 
     async def open_stream(self, producer: str) -> int:
         stream = self._store.next_stream
@@ -140,3 +162,6 @@ class MemoryBackend(Backend):
     async def aclose(self) -> None:
         for name in list(self._holding):
             await self._release(name)
+        if self._outbox is not None:
+            self._outbox[1].close()
+            self._outbox = None

@@ -2,10 +2,10 @@
 
 Checkpoints go through LangGraph's ``AsyncPostgresSaver`` on a psycopg ``AsyncConnectionPool``,
 subclassed to add compare-and-swap on the shared state's thread (as ``CasSqliteSaver`` does); the
-inbox, its streams, the quarantine and the local traces are plain tables
-(``state.backends.migrations.STATE``; the trace store shares the pool); the fold and leader
-locks are session-level advisory locks, each held on a dedicated connection, so the server
-releases the lock of a process that dies.
+inbox, its streams, the quarantine, the local traces and the alert outbox are plain tables
+(``state.backends.migrations.STATE``; the trace store and the outbox share the pool); the fold
+and leader locks are session-level advisory locks, each held on a dedicated connection, so the
+server releases the lock of a process that dies.
 
 Everything is scoped to the connection's ``current_schema()``: several state databases can
 live in one PostgreSQL database as separate schemas (``?options=-csearch_path%3Dname``), and
@@ -40,6 +40,7 @@ from psycopg.rows import AsyncRowFactory, DictRow, dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
+from state.backends.aiodb import PostgresAsyncDb
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import LinearThreads, prune_plan, refuse_delta
 from state.backends.lease import lease_s, lock_session_sql, poll, pool_session_sql
@@ -50,6 +51,7 @@ from state.backends.migrations import (
     require_current,
     require_saver_migrations,
 )
+from state.backends.outbox import OutboxStore
 from state.backends.syncdb import CONNECT_TIMEOUT_S, PostgresSyncDb, lock_key
 from state.backends.traces import PostgresTraceStore
 from state.backends.url import parse_url
@@ -282,6 +284,12 @@ class PostgresBackend(Backend):
         if self._pool is None:
             raise RuntimeError("PostgreSQL backend used before setup()")
         return PostgresTraceStore(self.url, pool=self._pool)
+
+    def outbox(self) -> OutboxStore:
+        """The alert outbox on this backend's connection pool (used after ``setup()``)."""
+        if self._pool is None:
+            raise RuntimeError("PostgreSQL backend used before setup()")
+        return OutboxStore(PostgresAsyncDb(self._pool))
 
     async def _configure(self, conn: AsyncConnection) -> None:
         for statement in pool_session_sql(self.failover_s):

@@ -2,7 +2,8 @@
 locks for folds, leadership and agent steps.
 
 Inbox writes use their own ``sqlite3`` connection in a worker thread (one transaction per
-group commit), which the trace store shares (``traces()``); checkpoints go through
+group commit), which the trace store and the alert outbox share (``traces()``,
+``outbox()``); checkpoints go through
 ``CasSqliteSaver`` (``AsyncSqliteSaver`` with compare-and-swap on the shared state's thread)
 on an ``aiosqlite`` connection. Tables come from ``state.backends.migrations.STATE``.
 """
@@ -23,6 +24,7 @@ import aiosqlite
 from langgraph.checkpoint.base import get_checkpoint_metadata
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
+from state.backends.aiodb import SqliteAsyncDb
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import (
     DELTA_METADATA_KEYS,
@@ -33,6 +35,7 @@ from state.backends.history import (
 )
 from state.backends.lease import SqliteLeases, poll
 from state.backends.migrations import STATE, SchemaNotReady, migrate, require_current
+from state.backends.outbox import OutboxStore
 from state.backends.syncdb import BUSY_TIMEOUT_S, SqliteSyncDb, sqlite_connect
 from state.backends.traces import SqliteTraceStore
 from state.backends.url import sqlite_path
@@ -190,6 +193,7 @@ class SqliteBackend(Backend):
         self._leases_db: SqliteLeases | None = None
         self._lease_lock = asyncio.Lock()
         self._traces: SqliteTraceStore | None = None
+        self._outbox: OutboxStore | None = None
         self.checkpointer: CasSqliteSaver
 
     async def setup(self, *, create: bool = True, read_only: bool = False) -> None:
@@ -221,6 +225,14 @@ class SqliteBackend(Backend):
                 raise RuntimeError("SQLite backend used before setup()")
             self._traces = SqliteTraceStore(self.url, shared=(self._write, self._write_lock))
         return self._traces
+
+    def outbox(self) -> OutboxStore:
+        """The alert outbox on this backend's write connection (used after ``setup()``)."""
+        if self._outbox is None:
+            if self._write is None:
+                raise RuntimeError("SQLite backend used before setup()")
+            self._outbox = OutboxStore(SqliteAsyncDb(self._write, self._write_lock))
+        return self._outbox
 
     # -- inbox ----------------------------------------------------------------------------
     async def _on_write(self, fn, *args):
@@ -365,7 +377,7 @@ class SqliteBackend(Backend):
         if self._aconn is not None:
             await self._aconn.close()
             self._aconn = None
-        self._traces = None  # it used the write connection
+        self._traces = self._outbox = None  # they used the write connection
         for conn in (self._write, self._read):
             if conn is not None:
                 conn.close()

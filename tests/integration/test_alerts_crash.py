@@ -22,7 +22,6 @@ import pytest
 from graph import runner
 from nodes.notify import outbox_entries
 from state import SharedState
-from state.outbox import OutboxStore
 from tests.integration.alert_receivers import running_receivers, wait_for
 from tests.integration.test_alerts import (
     CHANNELS,
@@ -57,7 +56,8 @@ def all_sent(url: str, raised: set[str]) -> bool:
     """The outbox says every raised alert is in a message its receiver answered."""
 
     async def check() -> bool:
-        async with OutboxStore(url) as store:
+        async with SharedState.open(url, producer="test", read_only=True) as shared:
+            store = shared.backend.outbox()
             counts = await store.counts()
             sent = {a["key"] for m in await store.history(10_000) if m["status"] == "sent"
                     for a in m["events"]}

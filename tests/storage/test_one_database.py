@@ -30,7 +30,8 @@ STORAGE_MODULES = [
     "state.traces", "state.backends", "state.backends.url", "state.backends.migrations",
     "state.backends.syncdb", "state.backends.traces", "state.backends.base",
     "state.backends.sqlite", "state.backends.postgres", "state.backends.memory",
-    "state.api", "state.settings", "nodes.profile_import.store",
+    "state.api", "state.settings", "nodes.profile_import.store", "state.outbox",
+    "state.backends.outbox", "state.backends.aiodb",
 ]
 
 
@@ -217,3 +218,30 @@ async def test_the_backend_hands_out_its_trace_store(db_url: str) -> None:
             await store.append([{**row, "id": "r2"}])
         assert [r["id"] for r in await shared.backend.traces().read_after(0, 10)] == [
             "r1", "r2"]
+
+
+def _alert(key: str, subject: str = "disk") -> dict[str, Any]:
+    return {"key": key, "channel": "hook", "subject": subject, "event": "firing",
+            "summary": f"alert {key}"}
+
+
+async def test_the_backend_hands_out_its_alert_outbox(db_url: str) -> None:
+    """``Backend.outbox()`` is the outbox tables of the backend's own database, on its own
+    connections: another handle on the same URL sees what one wrote, a message's members
+    are fixed in one transaction, and the store's connections close with the backend."""
+    async with SharedState.open(db_url, producer="tests") as shared:
+        store = shared.backend.outbox()
+        assert await store.enqueue([_alert("a1"), _alert("a2", "cpu\x00")], 10.0) == 2
+        assert await store.enqueue([_alert("a1"), _alert("a3")], 11.0) == 1
+        await store.make_message("m1", "hook", ["a1", "a2"], 12.0)
+        async with SharedState.open(db_url, producer="other") as other:
+            seen = other.backend.outbox()
+            assert [a["key"] for a in await seen.unbatched("hook")] == ["a3"]
+            assert [(m["key"], [a["key"] for a in m["alerts"]]) for m in await seen.due(12.0)
+                    ] == [("m1", ["a1", "a2"])]
+            await seen.record("m1", now=13.0, ok=True)
+        assert await store.counts() == {"waiting": 1, "sent": 1}
+        assert [e["key"] for e in (await store.history())[0]["events"]] == ["a1", "a2"]
+    with pytest.raises(Exception, match=r"(?i)closed"):  # no connection of its own
+        await store.counts()
+
