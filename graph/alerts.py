@@ -503,33 +503,39 @@ class Sender:
 async def run(shared: SharedState, store: OutboxStore, *, stop: asyncio.Event,
               interval_s: float = 1.0, log: Log = print, clock: Clock = time.time,
               env: Mapping[str, str] | None = None, max_passes: int | None = None) -> int:
-    """Pass until ``stop``: one sender per database (the backend's sender lock; a second
-    stands by). Database trouble is one line and a doubling wait, never an exit. ``env``
-    replaces the process environment for channel targets (tests)."""
-    from graph.scheduler import Backoff, _sleep_until, hold_or_stand_by
+    """Pass until ``stop``: one sender per database (the backend's sender lock, a lease; a
+    second stands by, and a sender that lost its lease stands down and competes again).
+    Database trouble is one line and a doubling wait, never an exit. ``env`` replaces the
+    process environment for channel targets (tests)."""
+    from graph.scheduler import Backoff, _sleep_until, compete
 
     backend = shared.backend
-    lock = await hold_or_stand_by(
-        lambda wait: backend.sender_lock(wait=wait), stop, log,
-        f"another alert sender is running on {backend.where}; standing by",
-        "took over as the alert sender")
-    if lock is None:
-        return 0
     sender = Sender(shared, store, clock=clock, env=env, log=log)
     backoff = Backoff(log, backend.where)
     passes = 0
-    try:
-        while not stop.is_set() and (max_passes is None or passes < max_passes):
-            try:
-                await sender.pass_once()
-                await store.prune(clock())
-            except Exception as exc:
-                await backoff.trouble(exc, stop, "alert pass failed")
-                continue
-            backoff.ok()
-            passes += 1
-            await _sleep_until(stop, interval_s)
-    finally:
-        with contextlib.suppress(Exception):
-            await lock.__aexit__(None, None, None)
+    while not stop.is_set() and (max_passes is None or passes < max_passes):
+        lock = await compete(
+            lambda wait: backend.sender_lock(wait=wait), stop, log, backoff,
+            f"another alert sender is running on {backend.where}; standing by",
+            "took over as the alert sender", "cannot compete for the alert sender lock")
+        if lock is None:
+            break
+        try:
+            while not stop.is_set() and (max_passes is None or passes < max_passes):
+                try:
+                    if not await backend.holds("alerts"):
+                        log("lost the alert sender lock (its lease lapsed, was taken over, or "
+                            "went with its database session); standing by")
+                        break
+                    await sender.pass_once()
+                    await store.prune(clock())
+                except Exception as exc:
+                    await backoff.trouble(exc, stop, "alert pass failed")
+                    continue
+                backoff.ok()
+                passes += 1
+                await _sleep_until(stop, interval_s)
+        finally:
+            with contextlib.suppress(Exception):  # its session may be gone already
+                await lock.__aexit__(None, None, None)
     return passes

@@ -86,6 +86,20 @@ async def hold_or_stand_by(make_lock: Callable[[float | None], AbstractAsyncCont
     return lock
 
 
+async def compete(make_lock: Callable[[float | None], AbstractAsyncContextManager],
+                  stop: asyncio.Event, notify: Notify, backoff: Backoff, busy: str, took: str,
+                  doing: str) -> AbstractAsyncContextManager | None:
+    """``hold_or_stand_by`` until the lock is held (returned) or ``stop`` (None): database
+    trouble while competing (server down, lock file unwritable) is one line, a back-off and
+    another try. The one leadership loop of the scheduler and the alert sender."""
+    while not stop.is_set():
+        try:
+            return await hold_or_stand_by(make_lock, stop, notify, busy, took)
+        except Exception as exc:
+            await backoff.trouble(exc, stop, doing)
+    return None
+
+
 async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = print,
               interval_s: float | None = None, max_ticks: int | None = None,
               on_tick: Callable[[runner.TickReport], Awaitable[None] | None] | None = None,
@@ -101,14 +115,10 @@ async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = prin
     ticks = 0
     backoff = Backoff(notify, backend.where)
     while not stop.is_set() and (max_ticks is None or ticks < max_ticks):
-        try:
-            leader = await hold_or_stand_by(
-                lambda wait: backend.leader_lock(wait=wait), stop, notify,
-                f"another scheduler is running on {backend.where}; standing by to take over",
-                "took over as the scheduler")
-        except Exception as exc:  # server down, lock file unwritable: wait and compete again
-            await backoff.trouble(exc, stop, "cannot compete for the scheduler lock")
-            continue
+        leader = await compete(
+            lambda wait: backend.leader_lock(wait=wait), stop, notify, backoff,
+            f"another scheduler is running on {backend.where}; standing by to take over",
+            "took over as the scheduler", "cannot compete for the scheduler lock")
         if leader is None:
             break
         try:
