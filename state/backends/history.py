@@ -103,9 +103,17 @@ def check_strategy(thread_ids: Iterable[str], strategy: str) -> list[str]:
     return [str(t) for t in thread_ids]
 
 
+class DeltaPruneRefused(NotImplementedError):
+    """A prune of threads whose graph uses a ``DeltaChannel``: their values are rebuilt from
+    older checkpoints' writes, so no checkpoint of them can go (LangGraph's PostgreSQL saver
+    refuses them too, with a ``NotImplementedError``)."""
+
+
 def refuse_delta(thread_ids: Iterable[str]) -> None:
+    """Raise ``DeltaPruneRefused`` naming every thread of ``thread_ids`` (those found to use
+    a ``DeltaChannel``); nothing when there is none."""
     if delta := sorted(set(thread_ids)):
-        raise NotImplementedError(
+        raise DeltaPruneRefused(
             f"can't prune threads that use a DeltaChannel: {', '.join(delta)} (their values "
             "are rebuilt from older checkpoints' writes)")
 

@@ -181,3 +181,25 @@ def test_the_prune_plan_drops_a_finished_call_older_than_every_kept_root() -> No
             ("sub:b", "06", "055"), ("sub:c", "08", "07")]
     doomed, _ = prune_plan(rows, 1, history=True)
     assert sorted(doomed) == [("", "05"), ("sub:a", "04"), ("sub:b", "06")]
+
+
+async def test_a_thread_with_delta_channels_is_refused_by_name_and_keeps_every_checkpoint(
+    backend: Backend,
+) -> None:
+    """Its values are rebuilt from older checkpoints' writes: no checkpoint of it may go."""
+    from langgraph.checkpoint.base import empty_checkpoint
+
+    from state.backends.history import DELTA_METADATA_KEYS, DeltaPruneRefused
+
+    thread = f"delta-{uuid.uuid4().hex[:8]}"
+    config: dict = {"configurable": {"thread_id": thread, "checkpoint_ns": ""}}
+    for step in range(4):
+        checkpoint = empty_checkpoint()
+        metadata = {"source": "loop", "step": step, DELTA_METADATA_KEYS[0]: {"n": step}}
+        config = await backend.checkpointer.aput(config, checkpoint, metadata, {})  # type: ignore[arg-type]
+    before = await listing(backend, thread)
+    assert len(before) == 4
+    with pytest.raises(DeltaPruneRefused, match=thread) as refused:
+        await backend.prune_checkpoints(thread, 1)
+    assert isinstance(refused.value, NotImplementedError)  # as LangGraph's own savers refuse
+    assert await listing(backend, thread) == before
