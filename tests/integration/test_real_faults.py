@@ -12,7 +12,6 @@ import os
 import re
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -24,7 +23,7 @@ from tests.agents.example import ECHO
 from tests.integration import pgserver
 from tests.integration.test_cli import ROOT, BgaProcess, Children, child_env, metric_count
 from tests.integration.test_cluster import counter_of, series_count
-from tests.integration.test_scheduler import wait_until
+from tests.integration.test_scheduler import ScriptWriter, wait_until
 
 WAIT_S = 90.0
 
@@ -59,17 +58,12 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-class Writer:
-    def __init__(self, url: str, directory: Path) -> None:
-        self.stop_file = directory / "stop-writer"
-        self.log = directory / "writer.out"
-        with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-c", WRITER, url, str(self.stop_file)],
-                                         cwd=directory, env=child_env(), stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+class Writer(ScriptWriter):
+    """``WRITER`` in its own process: batches of 10 metrics, counted acknowledged, failed or
+    of unknown outcome (``CommitUnknown``)."""
 
-    def text(self) -> str:
-        return self.log.read_text(errors="replace")
+    script = WRITER
+    wait_s = WAIT_S
 
     def acked(self) -> int:
         found = re.findall(r"^ACK (\d+)$", self.text(), flags=re.MULTILINE)
@@ -79,16 +73,8 @@ class Writer:
         return len(re.findall(r"^FAILED ", self.text(), flags=re.MULTILINE))
 
     def stop(self) -> tuple[int, int]:
-        self.stop_file.touch()
-        assert self.proc.wait(WAIT_S) == 0, self.text()[-3000:]
-        done = re.search(r"^DONE (\d+) (\d+)$", self.text(), flags=re.MULTILINE)
-        assert done, self.text()[-3000:]
-        return int(done.group(1)), int(done.group(2))
-
-    def kill(self) -> None:
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(30)
+        acked, unknown = self.finish()
+        return acked, unknown
 
 
 def _values(url: str) -> dict[str, Any]:

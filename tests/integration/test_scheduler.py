@@ -158,35 +158,53 @@ asyncio.run(main(sys.argv[1], sys.argv[2]))
 """
 
 
-class MetricWriter:
-    """A process writing metrics of series ``crash/w`` through the API (``WRITER``) until
-    ``stop()``, which returns how many it had acknowledged."""
+class ScriptWriter:
+    """A process running a writer ``script`` (argv: url, stop file) until ``finish()`` makes
+    the stop file; it prints ``ACK n`` per acknowledged write and a last ``DONE ...`` line."""
+
+    script = ""
+    wait_s = WAIT_S  # how long it may take to stop
 
     def __init__(self, url: str, directory: Path) -> None:
         self.stop_file = directory / "stop-writer"
         self.log = directory / "writer.out"
         with open(self.log, "wb") as out:
-            self.proc = subprocess.Popen([sys.executable, "-c", WRITER, url, str(self.stop_file)],
-                                         cwd=directory, env=child_env(), stdout=out,
-                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", self.script, url, str(self.stop_file)], cwd=directory,
+                env=child_env(), stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
 
     def tail(self) -> str:
-        return self.log.read_text()[-3000:]
+        return self.text()[-3000:]
 
-    def acked(self) -> bool:
-        return "ACK" in self.log.read_text()
-
-    def stop(self) -> int:
+    def finish(self) -> list[int]:
+        """Stop it; the numbers of its ``DONE`` line."""
         self.stop_file.touch()
-        assert self.proc.wait(WAIT_S) == 0, self.tail()
-        done = re.search(r"^DONE (\d+)$", self.log.read_text(), flags=re.MULTILINE)
+        assert self.proc.wait(self.wait_s) == 0, self.tail()
+        done = re.search(r"^DONE ([\d ]+)$", self.text(), flags=re.MULTILINE)
         assert done, self.tail()
-        return int(done.group(1))
+        return [int(n) for n in done.group(1).split()]
 
     def kill(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(30)
+
+
+class MetricWriter(ScriptWriter):
+    """A process writing metrics of series ``crash/w`` through the API (``WRITER``) until
+    ``stop()``, which returns how many it had acknowledged."""
+
+    script = WRITER
+
+    def acked(self) -> bool:
+        return "ACK" in self.text()
+
+    def stop(self) -> int:
+        (acked,) = self.finish()
+        return acked
 
 
 def test_killing_the_scheduler_mid_tick_never_loses_or_doubles_an_event(
