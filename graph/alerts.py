@@ -336,13 +336,16 @@ class Sender:
         self.shared, self.store, self.clock, self.log = shared, store, clock, log
         self.env = env
         self.fails: dict[str, int] = {}
+        # the last checkpoint's values: a pass between ticks reads only the inbox, not the
+        # whole state again (``SharedState.read(cache=)``; never mutated here)
+        self._read_cache: dict[str, Any] = {}
 
     def _env(self) -> Mapping[str, str]:
         return self.env if self.env is not None else process_env()
 
     async def pass_once(self) -> PassReport:
         report = PassReport()
-        state = await self.shared.read()
+        state = await self.shared.read(cache=self._read_cache)
         config = config_of(state)
         cfg = config.alerts
         now = self.clock()
