@@ -1,5 +1,6 @@
 """Turns on a backend's own connections, for a store whose SQL is written once for every
-dialect (the alert outbox, ``state.backends.outbox``).
+dialect (the alert outbox, ``state.backends.outbox``; the linear threads' checkpoint entries,
+``state.backends.tree``, through ``AiosqliteSql`` / ``PostgresSql`` on a saver's connection).
 
 SQL is in SQLite's spelling with ``?`` placeholders and no literal ``?`` or ``%``, as in
 ``state.backends.syncdb``; the PostgreSQL side swaps the placeholders for ``%s`` and keeps
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from state.backends.syncdb import nul_free
 
 if TYPE_CHECKING:
+    import aiosqlite
     from psycopg import AsyncCursor
     from psycopg_pool import AsyncConnectionPool
 
@@ -85,6 +87,22 @@ class _SqliteSql(Sql):
             await _settled(self._conn.executemany, sql, [tuple(r) for r in rows])
 
 
+class AiosqliteSql(Sql):
+    """Statements on an ``aiosqlite`` connection (a LangGraph SQLite saver's), inside the
+    caller's transaction: the caller holds the saver's lock."""
+
+    def __init__(self, conn: aiosqlite.Connection) -> None:
+        self._conn = conn
+
+    async def all(self, sql: str, params: Sequence[Any] = ()) -> Rows:
+        async with self._conn.execute(sql, tuple(params)) as cur:
+            return [tuple(r) for r in await cur.fetchall()]
+
+    async def many(self, sql: str, rows: Sequence[Sequence[Any]]) -> None:
+        if rows:
+            await self._conn.executemany(sql, [tuple(r) for r in rows])
+
+
 class SqliteAsyncDb(AsyncDb):
     """A SQLite connection that ``lock`` gives to one turn at a time (a backend's write
     connection and its lock); ``BEGIN IMMEDIATE`` is the write lock."""
@@ -112,7 +130,7 @@ class SqliteAsyncDb(AsyncDb):
                 raise
 
 
-class _PostgresSql(Sql):
+class PostgresSql(Sql):
     def __init__(self, cur: AsyncCursor[tuple[Any, ...]]) -> None:
         self._cur = cur
 
@@ -140,4 +158,4 @@ class PostgresAsyncDb(AsyncDb):
         async with self._pool.connection() as conn, \
                 (conn.transaction() if write else contextlib.nullcontext()), \
                 conn.cursor(row_factory=tuple_row) as cur:
-            yield _PostgresSql(cur)
+            yield PostgresSql(cur)

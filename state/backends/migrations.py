@@ -3,7 +3,8 @@
 Two append-only streams of versioned migrations, each spelled out per dialect:
 
 - ``STATE``: the state database's own tables (inbox streams, inbox, inbox quarantine, local
-  traces, trace quarantine, alert outbox and messages), recorded in ``bga_migrations``.
+  traces, trace quarantine, alert outbox and messages, the entries of the linear threads'
+  checkpoints), recorded in ``bga_migrations``.
   LangGraph's checkpointer keeps its tables (``checkpoints``, ``writes`` / ``checkpoint_*``)
   with its own ``setup()``, which the backend runs right after this stream, under the same
   lock.
@@ -90,6 +91,20 @@ OUTBOX_TABLES: dict[SyncDialect, tuple[str, ...]] = {
     "sqlite": _outbox("REAL", "INTEGER"), "postgres": _outbox("DOUBLE PRECISION", "BIGINT")}
 
 
+def _tree_entries(b: str, c: str) -> tuple[str, ...]:
+    """The entries of linear threads' checkpoints (``state.backends.tree``) in one dialect:
+    ``b`` its byte string, ``c`` the collation that orders checkpoint ids as bytes (a
+    template for this entry only)."""
+    return (
+        f"""CREATE TABLE IF NOT EXISTS bga_tree_entries (
+            thread_id TEXT NOT NULL, path {b} NOT NULL, born TEXT{c} NOT NULL, died TEXT{c},
+            type TEXT NOT NULL, value {b} NOT NULL, PRIMARY KEY (thread_id, path, born)
+        )""",
+        "CREATE INDEX IF NOT EXISTS bga_tree_entries_died ON bga_tree_entries "
+        "(thread_id, died)",
+    )
+
+
 _STATE_SQLITE = (
     Migration((
         """CREATE TABLE IF NOT EXISTS bga_streams (
@@ -127,6 +142,7 @@ _STATE_SQLITE = (
     Migration(OUTBOX_TABLES["sqlite"]),  # the alert outbox and its messages (state/outbox.py)
     # the locks' lease rows (state/backends/lease.py; PostgreSQL's locks are sessions)
     Migration((LEASE_TABLE,)),
+    Migration(_tree_entries("BLOB", "")),  # linear threads' checkpoints (state/backends/tree.py)
 )
 
 _STATE_POSTGRES = (
@@ -167,6 +183,7 @@ _STATE_POSTGRES = (
     Migration(("ALTER TABLE bga_streams ADD COLUMN IF NOT EXISTS last_seq BIGINT NOT NULL "
                "DEFAULT 0",)),
     Migration(OUTBOX_TABLES["postgres"]),  # the alert outbox and its messages (state/outbox.py)
+    Migration(_tree_entries("BYTEA", ' COLLATE "C"')),  # linear threads' checkpoints (tree.py)
 )
 
 STATE = Stream(

@@ -19,12 +19,13 @@ import socket
 import sqlite3
 import time
 from collections.abc import AsyncIterator, Sequence
+from typing import Any
 
 import aiosqlite
-from langgraph.checkpoint.base import get_checkpoint_metadata
+from langgraph.checkpoint.base import CheckpointTuple, get_checkpoint_metadata
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
-from state.backends.aiodb import SqliteAsyncDb
+from state.backends.aiodb import AiosqliteSql, SqliteAsyncDb
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import (
     DELTA_METADATA_KEYS,
@@ -38,6 +39,7 @@ from state.backends.migrations import STATE, SchemaNotReady, migrate, require_cu
 from state.backends.outbox import OutboxStore
 from state.backends.syncdb import BUSY_TIMEOUT_S, SqliteSyncDb, sqlite_connect
 from state.backends.traces import SqliteTraceStore
+from state.backends.tree import ROW_PREFIX, EntriesMissing, EntryStore, TreeSerde, Unloaded, diff
 from state.backends.url import sqlite_path
 from state.fold import InboxRow, Quarantined
 
@@ -51,8 +53,20 @@ class CasSqliteSaver(LinearThreads, AsyncSqliteSaver):
 
     On a linear thread the check and the insert share one write transaction: a writer working
     from a checkpoint that is not the newest fails with ForkRefused instead of forking it.
+    Its root checkpoints store their channel values as versioned entries
+    (``state.backends.tree``, in the same transaction), so a checkpoint writes only what
+    changed since its parent; rows of the old layout (the whole checkpoint) still load.
     Every other thread is written exactly as AsyncSqliteSaver writes it.
     """
+
+    serde: TreeSerde
+
+    def __init__(self, conn: aiosqlite.Connection, *, serde: Any = None,
+                 tree: bool = True) -> None:
+        super().__init__(conn, serde=serde)
+        self.serde = TreeSerde(self.serde)
+        self.entries = EntryStore(self.serde.inner)
+        self.tree = tree  # False: linear threads too store whole checkpoints (benchmarks)
 
     async def aput(self, config, checkpoint, metadata, new_versions):
         conf = config["configurable"]
@@ -60,21 +74,64 @@ class CasSqliteSaver(LinearThreads, AsyncSqliteSaver):
         if conf.get("checkpoint_ns", "") or not self.is_linear(thread_id):
             return await super().aput(config, checkpoint, metadata, new_versions)
         parent = conf.get("checkpoint_id")
-        type_, blob = self.serde.dumps_typed(checkpoint)
         meta = json.dumps(get_checkpoint_metadata(config, metadata),
                           ensure_ascii=False).encode("utf-8", "ignore")
+        root = None
         async with self._transaction():
             cur = await self.conn.execute(
                 "SELECT max(checkpoint_id) FROM checkpoints "
                 "WHERE thread_id=? AND checkpoint_ns=''", (thread_id,))
             self.check_parent(thread_id, (await cur.fetchone())[0], parent)
+            if self.tree:  # only what changed since the parent (state.backends.tree)
+                sql = AiosqliteSql(self.conn)
+                base = await self.entries.open_tree(sql, thread_id, parent)
+                root, changes = diff(self.entries.serde, checkpoint["channel_values"], base,
+                                     checkpoint["id"])
+                await self.entries.write(sql, thread_id, changes)
+                type_, blob = self.serde.dump_row(checkpoint)
+            else:
+                type_, blob = self.serde.dumps_typed(checkpoint)
             await self.conn.execute(
                 "INSERT OR REPLACE INTO checkpoints (thread_id, checkpoint_ns, checkpoint_id,"
                 " parent_checkpoint_id, type, checkpoint, metadata) "
                 "VALUES (?, '', ?, ?, ?, ?, ?)",
                 (thread_id, checkpoint["id"], parent, type_, blob, meta))
+        if root is not None:
+            self.entries.remember(thread_id, checkpoint["id"], root)
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
                                  "checkpoint_id": checkpoint["id"]}}
+
+    async def _values(self, tup: CheckpointTuple | None, *, locked: bool
+                      ) -> CheckpointTuple | None:
+        """``tup`` with its channel values loaded, if its row stores them as entries."""
+        if tup is None or not isinstance(tup.checkpoint["channel_values"], Unloaded):
+            return tup
+        conf = tup.config["configurable"]
+        thread_id, checkpoint_id = str(conf["thread_id"]), str(conf["checkpoint_id"])
+        if locked:  # inside alist: the saver's lock is held already
+            root = await self.entries.load(AiosqliteSql(self.conn), thread_id, checkpoint_id)
+        else:
+            async with self.lock:
+                root = await self.entries.load(AiosqliteSql(self.conn), thread_id,
+                                               checkpoint_id)
+        tup.checkpoint["channel_values"] = dict(root.obj)  # shared values: never mutated
+        return tup
+
+    async def aget_tuple(self, config):
+        try:
+            return await self._values(await super().aget_tuple(config), locked=False)
+        except EntriesMissing:  # pruned between the row and its entries: read it again
+            return await self._values(await super().aget_tuple(config), locked=False)
+
+    async def alist(self, config, *, filter=None, before=None, limit=None):
+        async for tup in super().alist(config, filter=filter, before=before, limit=limit):
+            yield await self._values(tup, locked=True)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await super().adelete_thread(thread_id)
+        async with self._transaction():
+            await EntryStore.delete_threads(AiosqliteSql(self.conn), [str(thread_id)])
+        self.entries.forget([thread_id])
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[None]:
@@ -125,6 +182,7 @@ class CasSqliteSaver(LinearThreads, AsyncSqliteSaver):
                 "task_id, task_path, idx, channel, type, value) SELECT ?, checkpoint_ns, "
                 "checkpoint_id, task_id, task_path, idx, channel, type, value FROM writes "
                 "WHERE thread_id=?", (target, source))
+            await EntryStore.copy_thread(AiosqliteSql(self.conn), source, target)
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``keep_latest``: keep the newest checkpoint of every namespace (a subgraph call
@@ -137,6 +195,8 @@ class CasSqliteSaver(LinearThreads, AsyncSqliteSaver):
                 for table in ("checkpoints", "writes"):
                     await self.conn.executemany(f"DELETE FROM {table} WHERE thread_id=?",
                                                 [(t,) for t in thread_ids])
+                await EntryStore.delete_threads(AiosqliteSql(self.conn), thread_ids)
+            self.entries.forget(thread_ids)
             return
         await self._refuse_delta(thread_ids)
         for thread_id in thread_ids:
@@ -178,6 +238,12 @@ class CasSqliteSaver(LinearThreads, AsyncSqliteSaver):
                     "(SELECT 1 FROM checkpoints c WHERE c.thread_id=writes.thread_id AND "
                     "c.checkpoint_ns=writes.checkpoint_ns AND "
                     "c.checkpoint_id=writes.checkpoint_id)", (thread_id, cutoff))
+            if keys:  # the entries no kept checkpoint uses (state.backends.tree)
+                cur = await self.conn.execute(
+                    "SELECT 1 FROM checkpoints WHERE thread_id=? AND checkpoint_ns='' AND "
+                    "type LIKE ? LIMIT 1", (thread_id, ROW_PREFIX + "%"))
+                left = await cur.fetchone() is not None
+                await EntryStore.collect(AiosqliteSql(self.conn), thread_id, cutoff, left)
         return len(keys)
 
 
