@@ -2,7 +2,8 @@
 
 Reducers only merge; this is where a real clock and the configured limits apply. The fold and
 the coordinator run it on every write of the state, so a checkpoint's size depends on the
-configuration, never on how many events have been recorded.
+configuration, never on how many events have been recorded. What it keeps unchanged it returns
+as the same objects (never copies), so writing a checkpoint skips them.
 """
 
 from __future__ import annotations
@@ -31,8 +32,23 @@ def horizons(now: float, retention: RetentionConfig) -> dict[str, int]:
 
 
 def _trim_tiers(tiers: dict[str, dict[int, Any]], cut: dict[str, int]) -> dict[str, dict[int, Any]]:
-    return {name: {b: v for b, v in buckets.items() if b >= cut[name]}
-            for name, buckets in tiers.items()}
+    """The buckets retention still covers; ``tiers`` itself (the same object, as are its
+    untouched tiers) when nothing is dropped, so a checkpoint need not look into it again
+    (``state.backends.tree``)."""
+    out: dict[str, dict[int, Any]] | None = None
+    for name, buckets in tiers.items():
+        if buckets and min(buckets) < cut[name]:
+            if out is None:
+                out = dict(tiers)
+            out[name] = {b: v for b, v in buckets.items() if b >= cut[name]}
+    return tiers if out is None else out
+
+
+def _same(before: dict[str, Any], after: dict[str, Any]) -> dict[str, Any]:
+    """``before`` itself if ``after`` holds the same objects under the same keys."""
+    if len(before) == len(after) and all(before.get(k) is v for k, v in after.items()):
+        return before
+    return after
 
 
 def _newest(items: dict[str, Any], limit: int, key) -> dict[str, Any]:
@@ -51,9 +67,14 @@ def compact_metrics(metrics: dict, now: float, retention: RetentionConfig) -> di
     out = {}
     for series, data in metrics.items():
         tiers = _trim_tiers(data["tiers"], cut)
-        if any(tiers.values()):
+        if not any(tiers.values()):
+            continue
+        if tiers is data["tiers"] and len(data) == 2 and "unit" in data:
+            out[series] = data  # unchanged: the same object
+        else:
             out[series] = {"unit": data.get("unit"), "tiers": tiers}
-    return _newest(out, retention.max_series, lambda s: _last_bucket(s["tiers"]))
+    return _newest(_same(metrics, out), retention.max_series,
+                   lambda s: _last_bucket(s["tiers"]))
 
 
 def compact_error_patterns(patterns: dict, now: float, retention: RetentionConfig) -> dict:
@@ -62,9 +83,10 @@ def compact_error_patterns(patterns: dict, now: float, retention: RetentionConfi
     out = {}
     for pid, p in rekey_patterns(patterns, merge_pattern).items():
         tiers = _trim_tiers(p["tiers"], cut)
-        if any(tiers.values()):
-            out[pid] = {**p, "tiers": tiers}
-    return _newest(out, retention.max_error_patterns, lambda p: p["last_seen"])
+        if not any(tiers.values()):
+            continue
+        out[pid] = p if tiers is p["tiers"] else {**p, "tiers": tiers}  # unchanged: the same
+    return _newest(_same(patterns, out), retention.max_error_patterns, lambda p: p["last_seen"])
 
 
 def _changed_at(rec: dict) -> float:
