@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from typing import Any, TypedDict
 
 import psycopg
-from langgraph.checkpoint.base import get_serializable_checkpoint_metadata
+from langgraph.checkpoint.base import CheckpointTuple, get_serializable_checkpoint_metadata
 from langgraph.checkpoint.postgres.aio import AsyncPostgresSaver
 from langgraph.checkpoint.postgres.base import PRUNE_DELTA_THREADS_SQL
 from langgraph.checkpoint.serde.types import _DeltaSnapshot
@@ -40,7 +40,7 @@ from psycopg.rows import AsyncRowFactory, DictRow, dict_row, tuple_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
-from state.backends.aiodb import PostgresAsyncDb
+from state.backends.aiodb import PostgresAsyncDb, PostgresSql
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import LinearThreads, prune_plan, refuse_delta
 from state.backends.lease import lease_s, lock_session_sql, poll, pool_session_sql
@@ -54,6 +54,7 @@ from state.backends.migrations import (
 from state.backends.outbox import OutboxStore
 from state.backends.syncdb import CONNECT_TIMEOUT_S, PostgresSyncDb, lock_key
 from state.backends.traces import PostgresTraceStore
+from state.backends.tree import TREE_KEY, EntriesMissing, EntryStore, diff
 from state.backends.url import parse_url
 from state.fold import InboxRow, Quarantined
 from state.redact import redact
@@ -116,17 +117,25 @@ class CasPostgresSaver(LinearThreads, AsyncPostgresSaver):
     adelete_for_runs and acopy_thread (``aprune`` is LangGraph's own).
 
     A linear thread's root-namespace write takes a per-thread transaction-scoped advisory
-    lock, checks that the thread's newest checkpoint is the writer's parent and writes blobs
-    and checkpoint in the same transaction; a writer working from a checkpoint that is not
-    the newest gets ForkRefused. Every other thread is written exactly as AsyncPostgresSaver
-    writes it.
+    lock, checks that the thread's newest checkpoint is the writer's parent and writes its
+    channel values as versioned entries (``state.backends.tree``: only what changed since the
+    parent) and the checkpoint in the same transaction; a writer working from a checkpoint
+    that is not the newest gets ForkRefused. Rows of the old layout (channel blobs) still
+    load. Every other thread is written exactly as AsyncPostgresSaver writes it.
     """
+
+    def __init__(self, conn: Any, *, serde: Any = None, tree: bool = True) -> None:
+        super().__init__(conn, serde=serde)
+        self.entries = EntryStore(self.serde)
+        self.tree = tree  # False: linear threads store channel blobs as LangGraph's saver does
 
     async def aput(self, config, checkpoint, metadata, new_versions):
         conf = config["configurable"]
         thread_id = str(conf["thread_id"])
         if conf.get("checkpoint_ns", "") or not self.is_linear(thread_id):
             return await super().aput(config, checkpoint, metadata, new_versions)
+        if self.tree:
+            return await self._aput_entries(config, checkpoint, metadata)
         parent = conf.get("checkpoint_id")
         copy = checkpoint.copy()
         copy["channel_values"] = copy["channel_values"].copy()
@@ -154,6 +163,56 @@ class CasPostgresSaver(LinearThreads, AsyncPostgresSaver):
                               (thread_id, "", checkpoint["id"], parent, Jsonb(copy), meta))
         return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
                                  "checkpoint_id": checkpoint["id"]}}
+
+    async def _aput_entries(self, config, checkpoint, metadata):
+        """A linear thread's root checkpoint as versioned entries (``state.backends.tree``):
+        the row holds the checkpoint with ``channel_values`` = ``{TREE_KEY: 1}``."""
+        conf = config["configurable"]
+        thread_id = str(conf["thread_id"])
+        parent = conf.get("checkpoint_id")
+        meta = Jsonb(get_serializable_checkpoint_metadata(config, metadata))
+        row = {**checkpoint, "channel_values": {TREE_KEY: 1}}
+        async with self._cursor() as cur, cur.connection.transaction():
+            await cur.execute(_THREAD_LOCK_SQL, (LOCK_SPACE, thread_id))
+            await cur.execute("SELECT max(checkpoint_id) AS latest FROM checkpoints "
+                              "WHERE thread_id=%s AND checkpoint_ns=''", (thread_id,))
+            self.check_parent(thread_id, (await cur.fetchone())["latest"], parent)
+            async with cur.connection.cursor(row_factory=tuple_row) as tcur:
+                sql = PostgresSql(tcur)
+                base = await self.entries.open_tree(sql, thread_id, parent)
+                root, changes = diff(self.serde, checkpoint["channel_values"], base,
+                                     checkpoint["id"])
+                await self.entries.write(sql, thread_id, changes)
+            await cur.execute(self.UPSERT_CHECKPOINTS_SQL,
+                              (thread_id, "", checkpoint["id"], parent, Jsonb(row), meta))
+        self.entries.remember(thread_id, checkpoint["id"], root)
+        return {"configurable": {"thread_id": thread_id, "checkpoint_ns": "",
+                                 "checkpoint_id": checkpoint["id"]}}
+
+    async def _load_checkpoint_tuple(self, value: DictRow) -> CheckpointTuple:
+        if (value["checkpoint"].get("channel_values") or {}).get(TREE_KEY) != 1:
+            return await super()._load_checkpoint_tuple(value)
+        thread_id, checkpoint_id = str(value["thread_id"]), str(value["checkpoint_id"])
+        async with self.conn.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+            root = await self.entries.load(PostgresSql(cur), thread_id, checkpoint_id)
+        value = {**value, "checkpoint": {**value["checkpoint"], "channel_values": {}},
+                 "channel_values": None}
+        tup = await super()._load_checkpoint_tuple(value)
+        tup.checkpoint["channel_values"] = dict(root.obj)  # shared values: never mutated
+        return tup
+
+    async def aget_tuple(self, config):
+        try:
+            return await super().aget_tuple(config)
+        except EntriesMissing:  # pruned between the row and its entries: read it again
+            return await super().aget_tuple(config)
+
+    async def adelete_thread(self, thread_id: str) -> None:
+        await super().adelete_thread(thread_id)
+        async with self.conn.connection() as conn, conn.transaction(), \
+                conn.cursor(row_factory=tuple_row) as cur:
+            await EntryStore.delete_threads(PostgresSql(cur), [str(thread_id)])
+        self.entries.forget([thread_id])
 
     async def adelete_for_runs(self, run_ids: Sequence[str]) -> None:
         """Delete the checkpoints (their writes, and blobs no other checkpoint uses) that runs
@@ -192,6 +251,8 @@ class CasPostgresSaver(LinearThreads, AsyncPostgresSaver):
                 "checkpoint_id, task_id, task_path, idx, channel, type, blob FROM "
                 "checkpoint_writes WHERE thread_id=%s ON CONFLICT DO NOTHING",
                 (target, source))
+            async with cur.connection.cursor(row_factory=tuple_row) as tcur:
+                await EntryStore.copy_thread(PostgresSql(tcur), source, target)
 
 
 async def delete_checkpoints(cur: psycopg.AsyncCursor[DictRow], keys: Sequence[tuple[str, str, str]]
@@ -394,6 +455,13 @@ class PostgresBackend(Backend):
                     " AND NOT EXISTS (SELECT 1 FROM checkpoints c WHERE c.thread_id=w.thread_id"
                     " AND c.checkpoint_ns=w.checkpoint_ns AND c.checkpoint_id=w.checkpoint_id)",
                     (thread_id, cutoff))
+            if doomed:  # the entries no kept checkpoint uses (state.backends.tree)
+                await cur.execute("SELECT 1 FROM checkpoints WHERE thread_id=%s AND "
+                                  "checkpoint_ns='' AND checkpoint->'channel_values' ? %s LIMIT 1",
+                                  (thread_id, TREE_KEY))
+                left = await cur.fetchone() is not None
+                async with cur.connection.cursor(row_factory=tuple_row) as tcur:
+                    await EntryStore.collect(PostgresSql(tcur), thread_id, cutoff, left)
             return len(doomed)
 
     async def is_empty(self) -> bool:

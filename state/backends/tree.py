@@ -12,8 +12,9 @@ whose keys are all ``str`` or ``int`` is *split* when it has more than ``SPLIT_M
 split child: its entry holds its keys in order (type ``NODE``), each child an entry of its own
 (a series' 1-minute bucket is the entry ``("metrics", series, "tiers", "1m", start)``).
 Everything else is a *leaf*, encoded whole with the saver's serde. The checkpoint row itself
-holds the checkpoint without its channel values, with type ``ROW_PREFIX + <serde type>``
-(older code refuses such a row loudly instead of reading an empty state).
+holds the checkpoint without its channel values: on SQLite with type ``ROW_PREFIX + <serde
+type>`` (older code refuses such a row loudly instead of reading an empty state), on
+PostgreSQL with ``channel_values`` ``{TREE_KEY: 1}`` (LangGraph's SQL walks that object).
 
 **Writing** checkpoint ``n`` over its parent: the new values are walked against the parent's
 tree (``Node``). The same Python object as before is unchanged with all it holds (the reducers
@@ -48,7 +49,8 @@ import ormsgpack
 from state.backends.aiodb import Sql
 
 NODE = "bga-node"
-ROW_PREFIX = "bga-tree:"
+ROW_PREFIX = "bga-tree:"  # SQLite: the row's type column
+TREE_KEY = "__bga_tree__"  # PostgreSQL: the row's channel_values are {TREE_KEY: 1}
 SPLIT_MIN = 16
 TABLE = "bga_tree_entries"
 _INT_RANGE = range(-(1 << 63), 1 << 64)  # what msgpack holds as an int

@@ -177,16 +177,17 @@ async def test_a_write_that_fails_after_its_entries_leaves_the_state_as_it_was(
         big = {f"k{i}": i for i in range(40)}
         await graph.aupdate_state(cfg(), {"small": big}, as_node="w")
         before = await entry_rows(backend)
-        saver = backend.checkpointer
-        dump_row = saver.serde.dump_row  # type: ignore[attr-defined]
+        entries = backend.checkpointer.entries  # type: ignore[attr-defined]
+        write = entries.write
 
-        def crash(checkpoint: Any) -> Any:  # after the entries, before the checkpoint row
+        async def crash(*args: Any) -> None:  # the entries written, the checkpoint row not
+            await write(*args)
             raise OSError("disk gone")
 
-        monkeypatch.setattr(saver.serde, "dump_row", crash)
+        monkeypatch.setattr(entries, "write", crash)
         with pytest.raises(OSError):
             await graph.aupdate_state(cfg(), {"small": {**big, "k1": -1}}, as_node="w")
-        monkeypatch.setattr(saver.serde, "dump_row", dump_row)
+        monkeypatch.setattr(entries, "write", write)
         assert await entry_rows(backend) == before  # rolled back with the checkpoint
         assert (await graph.aget_state(cfg())).values["small"] == big
         await graph.aupdate_state(cfg(), {"small": {**big, "k2": -2}}, as_node="w")
