@@ -66,7 +66,7 @@ def full_retention(series: list[tuple[str, str]], now: float, rng: random.Random
             for agent, name in series for age in ages for _ in range(PER_BUCKET)]
 
 
-def stats(path: Path, thread_id: str, after: str) -> dict[str, int]:
+def stats(path: Path, thread_id: str, after: str) -> dict[str, Any]:
     """Bytes the checkpoints after ``after`` wrote, and the database's pages in use."""
     conn = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
@@ -114,7 +114,10 @@ async def scenario(path: Path, n_series: int, ticks: int, tree: bool, rng: rando
         for _ in range(2):
             await tick(shared)
         thread = shared.thread_id
-        idle_ms, idle_b, busy_ms, busy_b = [], [], [], []
+        idle_ms: list[float] = []
+        busy_ms: list[float] = []
+        idle_b: list[int] = []
+        busy_b: list[int] = []
         gc.collect()
         for i in range(ticks):
             busy = i % 10 == 5
@@ -122,7 +125,7 @@ async def scenario(path: Path, n_series: int, ticks: int, tree: bool, rng: rando
                 await shared.add_performance_metrics([
                     PerformanceMetric(source_agent=a, name=n, value=latency(rng), unit="ms")
                     for a, n in series[:BUSY_SERIES]])
-            before = (await asyncio.to_thread(stats, path, thread, ""))["newest"] \
+            before: str | None = (await asyncio.to_thread(stats, path, thread, ""))["newest"] \
                 if i < 40 else None
             t1 = time.perf_counter()
             await tick(shared)

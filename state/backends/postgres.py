@@ -193,7 +193,8 @@ class CasPostgresSaver(LinearThreads, AsyncPostgresSaver):
         if (value["checkpoint"].get("channel_values") or {}).get(TREE_KEY) != 1:
             return await super()._load_checkpoint_tuple(value)
         thread_id, checkpoint_id = str(value["thread_id"]), str(value["checkpoint_id"])
-        async with self.conn.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
+        async with self._cursor() as dcur, \
+                dcur.connection.cursor(row_factory=tuple_row) as cur:  # a pool connection
             root = await self.entries.load(PostgresSql(cur), thread_id, checkpoint_id)
         value = {**value, "checkpoint": {**value["checkpoint"], "channel_values": {}},
                  "channel_values": None}
@@ -209,8 +210,8 @@ class CasPostgresSaver(LinearThreads, AsyncPostgresSaver):
 
     async def adelete_thread(self, thread_id: str) -> None:
         await super().adelete_thread(thread_id)
-        async with self.conn.connection() as conn, conn.transaction(), \
-                conn.cursor(row_factory=tuple_row) as cur:
+        async with self._cursor() as dcur, dcur.connection.transaction(), \
+                dcur.connection.cursor(row_factory=tuple_row) as cur:
             await EntryStore.delete_threads(PostgresSql(cur), [str(thread_id)])
         self.entries.forget([thread_id])
 
