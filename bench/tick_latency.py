@@ -8,7 +8,8 @@ Tables:
        them is due and fanned out (``Send``) on every tick.
   2. checkpoint bytes per tick on SQLite with ``--size-agents`` trivial agents after 10, 100
      and 300 ticks (``--marks``): size of the newest checkpoint row, bytes the last tick wrote
-     (new checkpoint rows + their pending writes), checkpoints kept, database bytes in use
+     (new checkpoint rows + their pending writes + the entries born with them,
+     ``state.backends.tree``), checkpoints kept, database bytes in use
      (pages minus free pages) with their growth per tick since the previous mark, and the db
      and WAL file sizes. Flat is the target: the state is bounded and old checkpoints are
      pruned (``retention.checkpoints``).
@@ -130,9 +131,12 @@ def written_since(path: Path, thread_id: str, after_id: str) -> tuple[int, int]:
         w_bytes = conn.execute(
             "SELECT coalesce(sum(length(value)), 0) FROM writes "
             "WHERE thread_id=? AND checkpoint_id > ?", (thread_id, after_id)).fetchone()[0]
+        e_bytes = conn.execute(  # the entries born with them (state.backends.tree)
+            "SELECT coalesce(sum(length(path) + length(value) + length(born)), 0) FROM "
+            "bga_tree_entries WHERE thread_id=? AND born > ?", (thread_id, after_id)).fetchone()[0]
     finally:
         conn.close()
-    return rows, cp_bytes + w_bytes
+    return rows, cp_bytes + w_bytes + e_bytes
 
 
 async def checkpoint_growth(path: Path, n_agents: int, marks: list[int]) -> list[list]:
