@@ -28,7 +28,7 @@ import os
 import socket
 import time
 from collections.abc import Sequence
-from typing import Any, TypedDict
+from typing import Any, TypedDict, cast
 
 import psycopg
 from langgraph.checkpoint.base import CheckpointTuple, get_serializable_checkpoint_metadata
@@ -193,8 +193,8 @@ class CasPostgresSaver(LinearThreads, AsyncPostgresSaver):
         if (value["checkpoint"].get("channel_values") or {}).get(TREE_KEY) != 1:
             return await super()._load_checkpoint_tuple(value)
         thread_id, checkpoint_id = str(value["thread_id"]), str(value["checkpoint_id"])
-        async with self._cursor() as dcur, \
-                dcur.connection.cursor(row_factory=tuple_row) as cur:  # a pool connection
+        pool = cast(AsyncConnectionPool, self.conn)  # not _cursor(): the caller holds its lock
+        async with pool.connection() as conn, conn.cursor(row_factory=tuple_row) as cur:
             root = await self.entries.load(PostgresSql(cur), thread_id, checkpoint_id)
         value = {**value, "checkpoint": {**value["checkpoint"], "channel_values": {}},
                  "channel_values": None}
