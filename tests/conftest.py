@@ -141,13 +141,20 @@ def redis_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def process_db_url(request: pytest.FixtureRequest) -> str:
+    """A fresh SQL database that several OS processes can share: a SQLite file
+    (``sqlite_url``) or a PostgreSQL schema (``postgres_url``, which skips without a server).
+    Request it before the fixtures that start processes, so that the database outlives them."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
                         pytest.param("redis", marks=pytest.mark.redis)])
-def process_db_url(request: pytest.FixtureRequest) -> str:
-    """A fresh database that several OS processes can share: a SQLite file (``sqlite_url``),
-    a PostgreSQL schema (``postgres_url``) or a Redis key prefix (``redis_url``; these two
-    skip without a server). Request it before the fixtures that start processes, so that the
-    database outlives them."""
+def shared_db_url(request: pytest.FixtureRequest) -> str:
+    """``process_db_url`` or a Redis key prefix (``redis_url``, which skips without a
+    server): for the multi-process tests of the state itself (crash, scheduler, failover),
+    which need no SQL table of the importer."""
     return request.getfixturevalue(f"{request.param}_url")
 
 
