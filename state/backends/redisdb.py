@@ -83,7 +83,7 @@ from state.redact import redact
 log = logging.getLogger("bga.redis")
 
 
-class OutboxUnavailable(RuntimeError):
+class OutboxUnavailable(ValueError):
     """The alert outbox needs SQL tables, which a Redis state database does not have."""
 
 
