@@ -1,6 +1,7 @@
 """The database object per URL (``sqlite:///path``, ``memory://name``, ``postgresql://...``,
-``postgres://...``, ``redis://host:port/db`` or ``rediss://...``): a ``Backend`` owns every table of its database and their migrations.
-Where each table and migration lives: README, "Storage: one database object"."""
+``postgres://...``, ``redis://host:port/db`` or ``rediss://...``): a ``Backend`` owns every
+table (Redis: every key) of its database and their migrations. Where each table and
+migration lives: README, "Storage: one database object"."""
 
 from __future__ import annotations
 

@@ -37,10 +37,11 @@ import random
 import socket
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import quote
 
 import orjson
+from langchain_core.runnables import RunnableConfig
 from langgraph.checkpoint.base import (
     WRITES_IDX_MAP,
     BaseCheckpointSaver,
@@ -51,7 +52,6 @@ from langgraph.checkpoint.base import (
     get_checkpoint_id,
     get_checkpoint_metadata,
 )
-from langchain_core.runnables import RunnableConfig
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
@@ -82,12 +82,16 @@ from state.redact import redact
 
 log = logging.getLogger("bga.redis")
 
+# redis-py's annotations mix its sync and async return types (``Awaitable[T] | T``, bytes or
+# str by decode mode), which mypy cannot narrow: clients are typed Any here (bytes replies).
+Client = Any
+
 
 class OutboxUnavailable(ValueError):
     """The alert outbox needs SQL tables, which a Redis state database does not have."""
 
 
-def connect(url: str, **kwargs: Any) -> aioredis.Redis:
+def connect(url: str, **kwargs: Any) -> Client:
     """A redis-py asyncio client for a ``redis://`` / ``rediss://`` state URL (its query,
     such as ``?prefix=``, is ours, not the client's)."""
     return aioredis.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=CONNECT_TIMEOUT_S,
@@ -172,7 +176,7 @@ class CasRedisSaver(LinearThreads, BaseCheckpointSaver[str]):
     like the serving code that uses it; the sync methods run the async ones on the saver's
     loop from another thread (as ``AsyncSqliteSaver`` does)."""
 
-    def __init__(self, client: aioredis.Redis, keys: Keys) -> None:
+    def __init__(self, client: Client, keys: Keys) -> None:
         super().__init__()
         self.client = client
         self.k = keys
@@ -532,14 +536,14 @@ class RedisBackend(Backend):
             raise ValueError(f"not a Redis URL: {redact(url)!r}")
         self.url = url
         self.k = Keys(parsed.key_prefix)
-        self._client: aioredis.Redis | None = None
-        self._locks: aioredis.Redis | None = None  # one connection: its client id is the holder's
+        self._client: Client | None = None
+        self._locks: Client | None = None  # one connection: its client id is the holder's
         self._lock_id = ""
         self._held: dict[str, str] = {}  # lock name -> the value we SET
         self.checkpointer: CasRedisSaver
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> Client:
         if self._client is None:
             raise RuntimeError("Redis backend used before setup()")
         return self._client
@@ -569,7 +573,7 @@ class RedisBackend(Backend):
             await self.aclose()
             raise
 
-    _warned: set[str] = set()  # one warning per server and process
+    _warned: ClassVar[set[str]] = set()  # one warning per server and process
 
     async def _warn_durability(self) -> None:
         try:
@@ -677,7 +681,7 @@ class RedisBackend(Backend):
         return not threads and not live
 
     # -- locks ---------------------------------------------------------------------------------
-    async def _lock_client(self) -> aioredis.Redis:
+    async def _lock_client(self) -> Client:
         """The connection the locks' values name (``CLIENT ID``): while it is open, a lock it
         holds lapses only when not renewed; once it is closed (the process died), a standby
         takes the lock at once."""
@@ -789,14 +793,14 @@ class RedisTraceStore(TraceStore):
     script allocates the numbers and adds the rows, so a reader never sees a gap fill in
     later), the quarantine in a hash by (source, key)."""
 
-    def __init__(self, url: str, *, client: aioredis.Redis | None = None) -> None:
+    def __init__(self, url: str, *, client: Client | None = None) -> None:
         self.url = url
         self.k = Keys(parse_url(url).key_prefix)
         self._own = client is None
         self._client = client
 
     @property
-    def client(self) -> aioredis.Redis:
+    def client(self) -> Client:
         if self._client is None:
             self._client = connect(self.url)
         return self._client

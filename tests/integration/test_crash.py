@@ -21,8 +21,8 @@ from tests.integration.workers import (
     expected_counts,
     expected_view,
     inbox_truth,
-    redis_inbox,
     observe,
+    redis_inbox,
     truth_db,
     write_events,
 )

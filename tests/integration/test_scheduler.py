@@ -2,8 +2,8 @@
 
 Every test runs on a SQLite file, a PostgreSQL schema and a Redis key prefix
 (``shared_db_url``): the leader and fold locks are file locks, session advisory locks and
-``SET NX PX`` keys, each released (or taken over) at once when their process dies. Every wait is bounded; children are SIGKILLed at the
-end of each test whatever happened.
+``SET NX PX`` keys, each released (or taken over) at once when their process dies. Every wait
+is bounded; children are SIGKILLed at the end of each test whatever happened.
 """
 
 from __future__ import annotations
