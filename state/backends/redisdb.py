@@ -64,6 +64,7 @@ from state.backends.history import (
     refuse_delta,
 )
 from state.backends.lease import lease_s, poll
+from state.backends.migrations import SchemaNotReady
 from state.backends.outbox import OutboxStore
 from state.backends.syncdb import CONNECT_TIMEOUT_S
 from state.backends.traces import (
@@ -558,8 +559,9 @@ class RedisBackend(Backend):
         try:
             if not create or read_only:
                 if not await self._client.exists(self.k("created")):
-                    raise ValueError(f"no state database at {self.where} (nothing under key "
-                                     f"prefix {self.k.prefix!r}; open it once for writing)")
+                    raise SchemaNotReady(f"no state database at {self.where} (nothing under "
+                                         f"key prefix {self.k.prefix!r}; open it once for "
+                                         "writing: bga db upgrade --db ...)")
             else:
                 await self._client.setnx(self.k("created"), str(time.time()))
             self.checkpointer = CasRedisSaver(self._client, self.k)
