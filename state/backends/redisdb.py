@@ -67,8 +67,8 @@ from state.backends.lease import lease_s, poll
 from state.backends.migrations import SchemaNotReady
 from state.backends.outbox import OutboxStore
 from state.backends.syncdb import CONNECT_TIMEOUT_S
+from state.backends import traces as _traces
 from state.backends.traces import (
-    KEEP_QUARANTINED,
     KEEP_ROWS,
     QUARANTINE_COLUMNS,
     QuarantinedRecord,
@@ -834,11 +834,12 @@ class RedisTraceStore(TraceStore):
         for q in items:
             values = dict(zip(QUARANTINE_COLUMNS, _quarantine_values(q, at), strict=True))
             await self.client.hsetnx(key, orjson.dumps([q.source, q.key]), orjson.dumps(values))
-        if await self.client.hlen(key) > KEEP_QUARANTINED:
+        cap = _traces.KEEP_QUARANTINED  # read at call time (tests lower it)
+        if await self.client.hlen(key) > cap:
             rows = sorted(((f, orjson.loads(v)) for f, v in
                            (await self.client.hgetall(key)).items()), key=lambda r: -r[1]["at"])
-            cutoff = rows[KEEP_QUARANTINED - 1][1]["at"]
-            old = [f for f, r in rows[KEEP_QUARANTINED:] if r["at"] < cutoff]
+            cutoff = rows[max(cap - 1, 0)][1]["at"]
+            old = [f for f, r in rows[cap:] if r["at"] < cutoff]
             if old:
                 await self.client.hdel(key, *old)
 

@@ -225,6 +225,7 @@ def _alert(key: str, subject: str = "disk") -> dict[str, Any]:
             "summary": f"alert {key}"}
 
 
+@pytest.mark.needs_sql("the alert outbox is SQL tables (test_redis.py: Redis refuses it by name)")
 async def test_the_backend_hands_out_its_alert_outbox(db_url: str) -> None:
     """``Backend.outbox()`` is the outbox tables of the backend's own database, on its own
     connections: another handle on the same URL sees what one wrote, a message's members
