@@ -55,6 +55,7 @@ from langgraph.checkpoint.base import (
 from redis import asyncio as aioredis
 from redis.exceptions import RedisError, ResponseError
 
+from state.backends import traces as _traces
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import (
     DELTA_METADATA_KEYS,
@@ -67,7 +68,6 @@ from state.backends.lease import lease_s, poll
 from state.backends.migrations import SchemaNotReady
 from state.backends.outbox import OutboxStore
 from state.backends.syncdb import CONNECT_TIMEOUT_S
-from state.backends import traces as _traces
 from state.backends.traces import (
     KEEP_ROWS,
     QUARANTINE_COLUMNS,
