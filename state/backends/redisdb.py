@@ -173,9 +173,9 @@ class CasRedisSaver(LinearThreads, BaseCheckpointSaver[str]):
     Per thread and namespace: hashes of checkpoints (``type NUL bytes``), metadata (JSON, as
     the SQLite saver keeps it) and parent ids by checkpoint id, a sorted set of the ids
     (lexicographic: ids are time-ordered), and per checkpoint a hash of its pending writes.
-    Sets list each thread's namespaces, every thread and each run's checkpoints. Async only,
-    like the serving code that uses it; the sync methods run the async ones on the saver's
-    loop from another thread (as ``AsyncSqliteSaver`` does)."""
+    Sets list each thread's namespaces and writes hashes, every thread and each run's
+    checkpoints. Async first, like the serving code that uses it; the sync methods run the
+    async ones on the saver's loop from another thread (as ``AsyncSqliteSaver`` does)."""
 
     def __init__(self, client: Client, keys: Keys) -> None:
         super().__init__()
@@ -310,6 +310,9 @@ class CasRedisSaver(LinearThreads, BaseCheckpointSaver[str]):
         thread_id, ns = str(conf["thread_id"]), conf.get("checkpoint_ns", "")
         key = self._writes_key(thread_id, ns, conf["checkpoint_id"])
         async with self.client.pipeline(transaction=True) as pipe:
+            # every writes hash of the thread, so that writes of a checkpoint never saved
+            # can go too (``_prune``, ``adelete_thread``)
+            pipe.sadd(self.k("wk", thread_id), json.dumps([ns, conf["checkpoint_id"]]))
             for idx, (channel, value) in enumerate(writes):
                 w_idx = WRITES_IDX_MAP.get(channel, idx)
                 type_, blob = self.serde.dumps_typed(value)
@@ -345,10 +348,11 @@ class CasRedisSaver(LinearThreads, BaseCheckpointSaver[str]):
     async def adelete_thread(self, thread_id: str) -> None:
         thread_id = str(thread_id)
         namespaces = await self._namespaces(thread_id)
-        doomed: list[str] = [self.k("ns", thread_id)]
+        doomed: list[str] = [self.k("ns", thread_id), self.k("wk", thread_id)]
         for ns in namespaces:
             doomed += list(self._ns_keys(thread_id, ns))
-            doomed += [self._writes_key(thread_id, ns, i) for i in await self._ids(thread_id, ns)]
+        doomed += [self._writes_key(thread_id, ns, i)
+                   for ns, i in await self._write_keys(thread_id)]
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(*doomed).srem(self.k("threads"), thread_id)
             await pipe.execute()
@@ -395,6 +399,7 @@ class CasRedisSaver(LinearThreads, BaseCheckpointSaver[str]):
                 for cid in ids:
                     pipe.copy(self._writes_key(source, ns, cid.decode()),
                               self._writes_key(target, ns, cid.decode()), replace=True)
+                    pipe.sadd(self.k("wk", target), json.dumps([ns, cid.decode()]))
                 pipe.sadd(self.k("ns", target), ns).sadd(self.k("threads"), target)
                 await pipe.execute()
 
@@ -411,9 +416,32 @@ class CasRedisSaver(LinearThreads, BaseCheckpointSaver[str]):
         rows = await self._rows(thread_id)
         if any(k in meta for *_, meta in rows for k in DELTA_METADATA_KEYS):
             refuse_delta([thread_id])
-        doomed, _ = prune_plan([r[:3] for r in rows], keep, history=history)
+        doomed, cutoff = prune_plan([r[:3] for r in rows], keep, history=history)
         await self._delete(thread_id, doomed)
+        if history and cutoff is not None:  # writes whose checkpoint was never saved
+            saved = {(ns, i) for ns, i, *_ in rows}
+            orphans = [(ns, i) for ns, i in await self._write_keys(thread_id)
+                       if i < cutoff and (ns, i) not in saved]
+            if orphans:
+                await self.client.delete(*(self._writes_key(thread_id, ns, i)
+                                           for ns, i in orphans))
         return len(doomed)
+
+    async def _write_keys(self, thread_id: str) -> list[tuple[str, str]]:
+        """(namespace, checkpoint id) of every writes hash of a thread still there; the
+        index forgets the others."""
+        index = self.k("wk", thread_id)
+        entries = [(m, tuple(json.loads(m))) for m in await self.client.smembers(index)]
+        if not entries:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for _, (ns, i) in entries:
+                pipe.exists(self._writes_key(thread_id, ns, i))
+            there = await pipe.execute()
+        gone = [m for (m, _), ok in zip(entries, there, strict=True) if not ok]
+        if gone:
+            await self.client.srem(index, *gone)
+        return [key for (_, key), ok in zip(entries, there, strict=True) if ok]
 
     async def aprune(self, thread_ids: Sequence[str], *, strategy: str = "keep_latest") -> None:
         """``keep_latest``: keep the newest checkpoint of every namespace (a subgraph call
