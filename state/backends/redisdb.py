@@ -88,6 +88,10 @@ log = logging.getLogger("bga.redis")
 Client = Any
 
 
+REPLY_TIMEOUT_S = 60.0  # redis-py's default (5 s) fails a 50k-entry inbox read on a loaded host;
+# lock renewals have their own bound (half a lease, ``RedisBackend._renew``)
+
+
 class OutboxUnavailable(ValueError):
     """The alert outbox needs SQL tables, which a Redis state database does not have."""
 
@@ -96,7 +100,8 @@ def connect(url: str, **kwargs: Any) -> Client:
     """A redis-py asyncio client for a ``redis://`` / ``rediss://`` state URL (its query,
     such as ``?prefix=``, is ours, not the client's)."""
     return aioredis.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=CONNECT_TIMEOUT_S,
-                                   health_check_interval=0, **kwargs)
+                                   socket_timeout=REPLY_TIMEOUT_S, health_check_interval=0,
+                                   **kwargs)
 
 
 class Keys:
