@@ -355,6 +355,8 @@ async def measure(kind: str, url: str, tmp: Path, args: Any, netns: Netns | None
         run.results["vanish"].note = "n/a: no network namespace (needs root)"
         faults.remove("vanish")
     traffic = Traffic(url, args)
+    async with SharedState.open(url, producer="bench-failover"):
+        pass  # creates the state: a read-only open refuses a database not made yet
     async with SharedState.open(url, producer="bench-failover", read_only=True) as shared:
         try:
             traffic.start()
