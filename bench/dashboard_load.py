@@ -219,8 +219,8 @@ def _visit(browser: Any, base: str, page_spec: Page) -> float:
 
 CASES = ("after a tick", "after an event", "unchanged", "unchanged, scripts cached")
 
-# The floor: Streamlit itself, the same version and flags as ``bga dashboard`` (behind the
-# same front), the same browser and measurement, with nothing of ours on the page.
+# The floor: Streamlit itself, the same version, flags and config file as ``bga dashboard``
+# (behind the same front), the same browser and measurement, with nothing of ours on the page.
 FLOORS = {
     "floor: Streamlit hello world (one st.write)":
         ('import streamlit as st\nst.write("hello world")\n', ("text=hello world",)),
@@ -249,6 +249,9 @@ def measure_floors(repeat: int, log_dir: Path) -> list[tuple[str, list[list[floa
     from playwright.sync_api import sync_playwright
 
     out = []
+    config = log_dir / ".streamlit" / "config.toml"  # the dashboard's script-level config
+    config.parent.mkdir(exist_ok=True)
+    config.write_text((ROOT / "dashboard" / ".streamlit" / "config.toml").read_text())
     for label, (source, ready) in FLOORS.items():
         app = log_dir / f"floor_{len(out)}.py"
         app.write_text(source)
