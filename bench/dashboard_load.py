@@ -248,7 +248,7 @@ def measure_floors(repeat: int, log_dir: Path) -> list[tuple[str, list[list[floa
 
     from playwright.sync_api import sync_playwright
 
-    out = []
+    out: list[tuple[str, list[list[float]]]] = []
     config = log_dir / ".streamlit" / "config.toml"  # the dashboard's script-level config
     config.parent.mkdir(exist_ok=True)
     config.write_text((ROOT / "dashboard" / ".streamlit" / "config.toml").read_text())

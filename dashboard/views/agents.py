@@ -15,7 +15,7 @@ def body() -> None:
     if agents:
         st.caption("Liveness is judged from the heartbeat age: stale after "
                    "`liveness.stale_factor` missed intervals, dead after `liveness.dead_factor`.")
-        head, lines_on, internal_on = st.columns([4, 1, 1], vertical_alignment="bottom")
+        head, lines_on, internal_on = st.columns([2.4, 1, 1.2], vertical_alignment="bottom")
         head.subheader("Key metrics, p95 over the last hour")
         lines = lines_on.toggle("Show p50 lines", key="agents_lines",
                                 help="A line per card: p50 per minute over the last hour.")
