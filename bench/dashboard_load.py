@@ -278,6 +278,8 @@ def measure_floors(repeat: int, log_dir: Path) -> list[tuple[str, list[list[floa
                 finally:
                     browser.close()
             out.append((label, [fresh, fresh, fresh, cached]))
+            print(f"{label}: {statistics.median(fresh):.0f} ms, scripts cached "
+                  f"{statistics.median(cached):.0f} ms", file=sys.stderr, flush=True)
         finally:
             for proc in procs:
                 proc.terminate()
@@ -391,7 +393,8 @@ def main() -> None:
         rows: list[list[Any]] = []
         floor = timed(lambda: data.load_uncached(url=url), args.repeat)
         rows.append(["read the whole state (in this process, no cache)",
-                     f"{statistics.median(floor):,.0f} / {max(floor):,.0f}", "", "", ""])
+                     f"{statistics.median(floor):,.0f} / {max(floor):,.0f}",
+                     *[""] * len(CASES)])
         load = os.getloadavg()
         floors = measure_floors(args.repeat, tmp)
         for label, figures in floors + measure_pages(url, args.repeat, tmp):
