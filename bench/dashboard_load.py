@@ -415,7 +415,8 @@ def main() -> None:
               "(only the inbox is read again); unchanged: the same state, another session; "
               "scripts cached: the same, in a browser context that visited before (its HTTP "
               "cache holds Streamlit's scripts and fonts: a returning visitor)",
-              "floor rows: Streamlit alone (same version, flags and front as `bga dashboard`), "
+              "floor rows: Streamlit alone (same version, flags, config file and front as "
+              "`bga dashboard`), "
               "measured the same way in this run",
               f"target: every page < {TARGET_MS:.0f} ms"]
     print_table(f"Dashboard pages, {args.series} series / {args.insights} insights (ms)",
