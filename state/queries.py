@@ -15,6 +15,7 @@ numbers as a merge of every bucket. Results are shared: never mutate them.
 from __future__ import annotations
 
 import logging
+import math
 import threading
 import time
 from collections import Counter, OrderedDict
@@ -115,12 +116,13 @@ class _Memo:
 WINDOW_MEMO = 16_384  # windows remembered: ~ series x windows read (summaries, rules, optimizer)
 _WINDOWS = _Memo(WINDOW_MEMO)
 _QUANTILES = _Memo(WINDOW_MEMO)
+_LAST = _Memo(WINDOW_MEMO)
 _CONFIGS = _Memo(8)
 
 
 def forget() -> None:
     """Drop everything the read functions remember (a benchmark's "no cache" case, tests)."""
-    for memo in (_WINDOWS, _QUANTILES, _CONFIGS):
+    for memo in (_WINDOWS, _QUANTILES, _LAST, _CONFIGS):
         memo.clear()
 
 
@@ -363,10 +365,29 @@ def span_agg(state: dict[str, Any], series: str, start: float, end: float,
     if not data:
         return None
     buckets = data["tiers"].get(tier, {})
+    last: _Last | None = _LAST.get((series, tier, start))
+    if last is not None and last.buckets is buckets and last.lo < end <= last.hi:
+        return last.result  # the same bucket dict (never mutated), the same buckets in range
     items = [(b, agg) for b, agg in buckets.items() if start <= b < end]
     if len(items) <= 1:
-        return sketch.migrate(items[0][1]) if items else None
-    return _merged((series, tier, start), items)
+        result = sketch.migrate(items[0][1]) if items else None
+    else:
+        result = _merged((series, tier, start), items)
+    lo = max((b for b, _ in items), default=start - 1)  # ends in (lo, hi] take the same items
+    hi = min((b for b in buckets if b >= end), default=math.inf)
+    _LAST.put((series, tier, start), _Last(buckets, lo, hi, result))
+    return result
+
+
+class _Last:
+    """The last window of a series read from one bucket dict: any end in ``(lo, hi]`` takes
+    the same buckets from it."""
+
+    __slots__ = ("buckets", "hi", "lo", "result")
+
+    def __init__(self, buckets: dict[int, sketch.Agg], lo: float, hi: float,
+                 result: sketch.Agg | None) -> None:
+        self.buckets, self.lo, self.hi, self.result = buckets, lo, hi, result
 
 
 class _Window:
