@@ -362,10 +362,13 @@ class SharedState:
         What was read last is kept (this handle's own cache, or ``cache``: a dict the caller
         keeps across handles, e.g. the dashboard's): the decoded checkpoint by its id, and the
         state with the unfolded rows laid over it by that id and the inbox heads
-        (``Backend.inbox_heads``). While no new checkpoint is committed only the heads are
-        read; while the heads are the same too, nothing is merged again. A read after a write
-        still sees it: the write moved its stream's head. The values are shared with later
-        reads: never mutate them.
+        (``Backend.inbox_heads``, read before the rows, and the rows read up to them). While
+        no new checkpoint is committed only the heads are read; while they are the same too,
+        nothing is merged again; when streams grew, only their new rows are read and laid
+        over the kept overlay (the reducers are associative; a float ``sum`` may differ from
+        one merge of all the rows in its last bits, as between fold batches). A read after a
+        write still sees it: the write moved its stream's head. The values are shared with
+        later reads: never mutate them.
         """
         if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 < attempts <= 1000:
             raise InvalidInput("attempts", "must be an integer from 1 to 1000")
@@ -383,12 +386,20 @@ class SharedState:
                 if current != before:
                     continue
                 cache["checkpoint"] = (current, state)
-            heads = await self.backend.inbox_heads()  # before the scan: it may see more
+            heads = await self.backend.inbox_heads()
+            marks = state.get("inbox") or {}
             overlay = cache.get("overlay")
-            if heads is not None and overlay is not None and overlay[:2] == (before, heads):
-                pending, merged = overlay[2], overlay[3]
+            if heads is not None and overlay is not None and overlay[0] == before \
+                    and all(heads.get(s, -1) >= seq for s, seq in overlay[1].items()):
+                # the same checkpoint, streams only grew: lay the rows since over the overlay
+                if overlay[1] == heads:
+                    pending, merged = overlay[2], overlay[3]
+                else:
+                    more, delta = await pending_delta(self.backend, marks, heads, overlay[1])
+                    pending = overlay[2] + more
+                    merged = self._laid_over(overlay[3], delta) if more else overlay[3]
             else:
-                pending, delta = await pending_delta(self.backend, state.get("inbox") or {})
+                pending, delta = await pending_delta(self.backend, marks, heads)
                 merged = self._laid_over(state, delta) if pending else state
             if await self.backend.latest_checkpoint_id(self.thread_id) != before:
                 continue  # a fold committed meanwhile: rows and state may not pair up
