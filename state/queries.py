@@ -16,11 +16,13 @@ from __future__ import annotations
 
 import logging
 import math
+import operator
 import threading
 import time
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
+from functools import partial
 from typing import Any
 
 from croniter import croniter
@@ -373,8 +375,8 @@ def span_agg(state: dict[str, Any], series: str, start: float, end: float,
         result = sketch.migrate(items[0][1]) if items else None
     else:
         result = _merged((series, tier, start), items)
-    lo = max((b for b, _ in items), default=start - 1)  # ends in (lo, hi] take the same items
-    hi = min((b for b in buckets if b >= end), default=math.inf)
+    lo = max(items)[0] if items else start - 1  # ends in (lo, hi] take the same items
+    hi = min(filter(partial(operator.le, end), buckets), default=math.inf)
     _LAST.put((series, tier, start), _Last(buckets, lo, hi, result))
     return result
 
@@ -407,7 +409,7 @@ def _merged(key: tuple[Any, ...], items: list[tuple[int, sketch.Agg]]) -> sketch
     is equal to the remembered one, in order; else the remembered bins of the older buckets
     (if those are equal) merged with the newest bucket; else every bucket merged. Equal
     inputs in the same order give the same numbers (the bins do not depend on the order)."""
-    hot = max(b for b, _ in items)
+    hot = max(items)[0]  # bucket starts are unique: tuples compare on them alone
     key = (*key, hot)
     entry: _Window | None = _WINDOWS.get(key)
     if entry is not None and entry.items == items:
