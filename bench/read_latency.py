@@ -228,14 +228,15 @@ async def run(args: Any) -> None:
             notes.append(f"{n_series} series: raw SQLite SELECT of {n_series * 1000:,} rows: "
                          f"median {median(floor):.1f} ms, p95 {percentile(floor, 95):.1f} ms")
             table += await measure(url, n_series, args, floor, rng)
+    targets = ", ".join(f"{k} series < {v:.0f} ms" for k, v in TARGET_MS.items())
     print_table(
         f"Read latency, SQLite, full retention, ms ({machine()})",
         ["series", "state", "read", "median ms", "p95 ms", "raw SELECT ms", "p95 < target",
          "p95 < raw"],
         table, plain=args.plain,
-        notes=notes + [f"targets (p95): {', '.join(f'{k} series < {v:.0f} ms' for k, v in TARGET_MS.items())}; "
-                       f"calls: warm {args.calls}, cold / no cache / new row {args.cold_calls}, "
-                       f"new checkpoint {args.ticks}; reads from a read-only SharedState"],
+        notes=[*notes, f"targets (p95): {targets}; calls: warm {args.calls}, cold / no cache / "
+                       f"new row {args.cold_calls}, new checkpoint {args.ticks}; reads from a "
+                       "read-only SharedState"],
     )
 
 
