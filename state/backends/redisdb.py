@@ -542,6 +542,16 @@ end
 return n
 """
 
+# KEYS: live; ARGV: prefix of the stream keys -> flat [stream, head seq, ...]
+_HEADS = """
+local out = {}
+for _, s in ipairs(redis.call('ZRANGE', KEYS[1], 0, -1)) do
+  local last = redis.call('XREVRANGE', ARGV[1] .. s, '+', '-', 'COUNT', 1)[1]
+  if last then table.insert(out, s); table.insert(out, last[1]) end
+end
+return out
+"""
+
 # KEYS: lock, counter; ARGV: holder prefix, lease ms, holder value seen ('' none)
 _TAKE = """
 local cur = redis.call('GET', KEYS[1])
@@ -601,6 +611,7 @@ class RedisBackend(Backend):
             self._append = self._client.register_script(_APPEND)
             self._trim = self._client.register_script(_TRIM)
             self._pending = self._client.register_script(_PENDING)
+            self._heads = self._client.register_script(_HEADS)
             self._take = self._client.register_script(_TAKE)
             self._renew_script = self._client.register_script(_RENEW)
             await self._warn_durability()
@@ -680,6 +691,11 @@ class RedisBackend(Backend):
                 seq = int(entry_id.split(b"-")[1])
                 out.append(InboxRow(stream, seq, fields[b"k"].decode(), bytes(fields[b"p"])))
         return out
+
+    async def inbox_heads(self) -> dict[int, int]:
+        """Each stream's newest entry id, in one script (one consistent view)."""
+        flat = await self._heads(keys=[self.k("live")], args=[self.k("inbox") + ":"])
+        return {int(flat[i]): int(flat[i + 1].split(b"-")[1]) for i in range(0, len(flat), 2)}
 
     async def delete_folded(self, marks: dict[int, int]) -> None:
         for stream, mark in marks.items():
