@@ -64,12 +64,12 @@ is held here; bad names are never kept (they raise every time)."""
 
 
 def check_name(field: str, value: object, *, allow_slash: bool = True) -> str:
-    if type(value) is str:  # noqa: E721 - a str subclass takes the full path
+    if type(value) is str:  # a str subclass takes the full path
         known = _NAMES.get((field, value, allow_slash))
         if known is not None:
             return known
     name = _check_name(field, value, allow_slash)
-    if type(value) is str and name == value:  # noqa: E721
+    if type(value) is str and name == value:
         if len(_NAMES) >= _NAMES_MAX:
             _NAMES.clear()
         _NAMES[(field, value, allow_slash)] = name

@@ -21,6 +21,7 @@ import sqlite3
 import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 
 import aiosqlite
 from langgraph.checkpoint.base import get_checkpoint_metadata
@@ -389,7 +390,7 @@ class _Appender:
     itself is the same ``BEGIN IMMEDIATE`` .. ``COMMIT`` as every other write of the file
     (WAL, ``synchronous=NORMAL``: see ``sqlite_connect``)."""
 
-    def __init__(self, path: os.PathLike[str] | str) -> None:
+    def __init__(self, path: Path) -> None:
         self._path = path
         self._jobs: queue.SimpleQueue[tuple[int, Sequence[InboxWrite], asyncio.AbstractEventLoop,
                                             asyncio.Future[None]] | None] = queue.SimpleQueue()
