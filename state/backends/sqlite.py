@@ -1,8 +1,9 @@
 """SQLite backend: checkpoints, inbox, quarantine and local traces in one WAL file; file
 locks for folds, leadership and agent steps.
 
-Inbox writes use their own ``sqlite3`` connection in a worker thread (one transaction per
-group commit), which the trace store and the alert outbox share (``traces()``,
+Inbox appends (one transaction per group commit) run on their own connection in one
+long-lived thread (``_Appender``); the other inbox writes run on a write connection in a
+worker thread, which the trace store and the alert outbox share (``traces()``,
 ``outbox()``); checkpoints go through
 ``CasSqliteSaver`` (``AsyncSqliteSaver`` with compare-and-swap on the shared state's thread)
 on an ``aiosqlite`` connection. Tables come from ``state.backends.migrations.STATE``.
