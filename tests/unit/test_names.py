@@ -69,9 +69,9 @@ def test_a_str_subclass_takes_the_full_check() -> None:
 
 def test_metric_errors_are_unchanged() -> None:
     for _ in range(2):  # once to fill the cache, once from it
-        with pytest.raises(InvalidInput, match="^source_agent: must not contain '/'$"):
+        with pytest.raises(InvalidInput, match=r"^source_agent: must not contain '/'$"):
             PerformanceMetric.checked(source_agent="a/b", name="n", value=1.0)
-        with pytest.raises(InvalidInput, match="^name: must not be empty$"):
+        with pytest.raises(InvalidInput, match=r"^name: must not be empty$"):
             PerformanceMetric.checked(source_agent="a", name=" ", value=1.0)
         m = PerformanceMetric.checked(source_agent=" a ", name="n", value=1, unit="ms")
         assert (m.source_agent, m.name, m.value, m.unit) == ("a", "n", 1.0, "ms")
