@@ -90,6 +90,7 @@ class SharedState:
         self._writer: asyncio.Task | None = None
         self._starting = asyncio.Lock()  # concurrent first writes must open one stream only
         self._unsure: int | None = None  # last seq of a batch whose commit outcome is unknown
+        self._read_cache: dict[str, Any] = {}  # ``read``: the last checkpoint and overlay
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -380,25 +381,48 @@ class SharedState:
         and finishing the inbox scan, state + rows above its watermarks is exact. Otherwise
         read again. The scan pages through the inbox into one bounded delta.
 
-        ``cache`` (a dict the caller keeps, e.g. the dashboard's): the last checkpoint's
-        values, by checkpoint id; while no new checkpoint is committed only the inbox is read.
-        The values are shared with later reads: never mutate them.
+        What was read last is kept (this handle's own cache, or ``cache``: a dict the caller
+        keeps across handles, e.g. the dashboard's): the decoded checkpoint by its id, and the
+        state with the unfolded rows laid over it by that id and the inbox heads
+        (``Backend.inbox_heads``, read before the rows, and the rows read up to them). While
+        no new checkpoint is committed only the heads are read; while they are the same too,
+        nothing is merged again; when streams grew, only their new rows are read and laid
+        over the kept overlay (the reducers are associative; a float ``sum`` may differ from
+        one merge of all the rows in its last bits, as between fold batches). A read after a
+        write still sees it: the write moved its stream's head. The values are shared with
+        later reads: never mutate them.
         """
         if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 < attempts <= 1000:
             raise InvalidInput("attempts", "must be an integer from 1 to 1000")
+        if cache is None:
+            cache = self._read_cache
         folded = False
         for _ in range(attempts):
             before = await self.backend.latest_checkpoint_id(self.thread_id)
-            current: str | None
-            if cache is not None and before is not None and cache.get("id") == before:
-                current, state = before, cache["values"]
+            # entries are tuples, each set whole: sessions of one dashboard share ``cache``
+            last = cache.get("checkpoint")
+            if before is not None and last is not None and last[0] == before:
+                state = last[1]
             else:
                 current, state, _ = await load_values(self.backend.checkpointer, self.config)
-            if current != before:
-                continue
-            if cache is not None:
-                cache.update(id=current, values=state)
-            pending, delta = await pending_delta(self.backend, state.get("inbox") or {})
+                if current != before:
+                    continue
+                cache["checkpoint"] = (current, state)
+            heads = await self.backend.inbox_heads()
+            marks = state.get("inbox") or {}
+            overlay = cache.get("overlay")
+            if heads is not None and overlay is not None and overlay[0] == before \
+                    and all(heads.get(s, -1) >= seq for s, seq in overlay[1].items()):
+                # the same checkpoint, streams only grew: lay the rows since over the overlay
+                if overlay[1] == heads:
+                    pending, merged = overlay[2], overlay[3]
+                else:
+                    more, delta = await pending_delta(self.backend, marks, heads, overlay[1])
+                    pending = overlay[2] + more
+                    merged = self._laid_over(overlay[3], delta) if more else overlay[3]
+            else:
+                pending, delta = await pending_delta(self.backend, marks, heads)
+                merged = self._laid_over(state, delta) if pending else state
             if await self.backend.latest_checkpoint_id(self.thread_id) != before:
                 continue  # a fold committed meanwhile: rows and state may not pair up
             if pending > OVERLAY_LIMIT and not self.read_only and not folded:
@@ -409,14 +433,18 @@ class SharedState:
                     pass  # a tick is folding them now: this read keeps its overlay
                 else:
                     continue
+            if heads is not None and before is not None:
+                cache["overlay"] = (before, heads, pending, merged)
             self._pending = pending
-            if not pending:
-                return state
-            merged = apply_update(state, delta)
-            if "insights" in delta:  # as the fold will record them (its firings dropped)
-                merged["insights"] = lifecycle.settle(merged["insights"])
             return merged
         raise TimeoutError("state kept changing while reading; try again")
+
+    @staticmethod
+    def _laid_over(state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+        merged = apply_update(state, delta)
+        if "insights" in delta:  # as the fold will record them (its firings dropped)
+            merged["insights"] = lifecycle.settle(merged["insights"])
+        return merged
 
     async def flush(self, *, wait: float | None = None) -> FoldReport:
         """Fold everything pending now (takes the fold lock; waits for a running tick).

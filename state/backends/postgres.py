@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from state.backends.aiodb import PostgresAsyncDb
-from state.backends.base import Backend, InboxWrite
+from state.backends.base import INBOX_HEADS, Backend, InboxWrite
 from state.backends.history import LinearThreads, prune_plan, refuse_delta
 from state.backends.lease import lease_s, lock_session_sql, poll, pool_session_sql
 from state.backends.migrations import (
@@ -360,6 +360,9 @@ class PostgresBackend(Backend):
             "(%s, %s) ORDER BY stream_id, seq LIMIT %s", (*after, limit))
         return [InboxRow(r["stream_id"], r["seq"], r["kind"], bytes(r["payload"]))
                 for r in rows]
+
+    async def inbox_heads(self) -> dict[int, int]:
+        return {int(r["stream_id"]): int(r["seq"]) for r in await self._fetch(INBOX_HEADS)}
 
     async def delete_folded(self, marks: dict[int, int]) -> None:
         if marks:

@@ -29,7 +29,7 @@ from langgraph.checkpoint.base import get_checkpoint_metadata
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from state.backends.aiodb import SqliteAsyncDb
-from state.backends.base import Backend, InboxWrite
+from state.backends.base import INBOX_HEADS, Backend, InboxWrite
 from state.backends.history import (
     DELTA_METADATA_KEYS,
     LinearThreads,
@@ -287,6 +287,9 @@ class SqliteBackend(Backend):
             return [InboxRow(s, q, k, p) for s, q, k, p in cur]
 
         return await self._on_read(run)
+
+    async def inbox_heads(self) -> dict[int, int]:
+        return await self._on_read(lambda c: dict(c.execute(INBOX_HEADS).fetchall()))
 
     async def delete_folded(self, marks: dict[int, int]) -> None:
         if marks:
