@@ -62,8 +62,10 @@ def _num(value: float | None) -> str:
     if value is None:
         return "-"
     text = f"{value:.3g}"
-    if abs(float(text)) < 1e4:
+    if abs(float(text)) < 1e3:
         return text
+    if abs(value) < 9999.5:  # 1,006 as 1006, not 1.01e+03
+        return f"{value:.0f}"
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(float(text)) >= scale:  # after rounding: 999,999 is 1.00M, not 1e+03k
             return f"{float(text) / scale:.3g}{suffix}"
