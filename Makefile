@@ -28,8 +28,11 @@ browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 
+# two pytest-xdist workers (tests marked xdist_group(NAME) share one worker, so a module's
+# shared fixture is built once); TEST_WORKERS=0 runs everything in this one process
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist loadgroup
 
 # ruff over the whole tree; mypy (pydantic plugin) over the paths in pyproject's [tool.mypy]
 lint: $(STAMP)
