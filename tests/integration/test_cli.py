@@ -225,10 +225,6 @@ class Demo:
         assert "exported to" in flat(exported.stderr)
 
 
-# the tests of ``demo`` run on one worker under pytest-xdist (`make test`): one demo database
-DEMO_GROUP = pytest.mark.xdist_group("cli_demo")
-
-
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory: pytest.TempPathFactory) -> Demo:
     return Demo(tmp_path_factory.mktemp("demo"))
@@ -240,7 +236,6 @@ def url(tmp_path: Path) -> str:
 
 
 @pytest.mark.slow
-@DEMO_GROUP
 def test_demo_then_status_json_shows_agents_and_metrics(tmp_path: Path, demo: Demo) -> None:
     said = re.search(r"wrote (\d+) events .* one tick folded (\d+) of them", flat(demo.stdout))
     assert said, demo.stdout
@@ -272,7 +267,6 @@ def test_demo_then_status_json_shows_agents_and_metrics(tmp_path: Path, demo: De
 
 
 @pytest.mark.slow
-@DEMO_GROUP
 def test_export_restore_export_is_identical(tmp_path: Path, demo: Demo) -> None:
     document = json.loads(demo.snapshot.read_text())
     assert document["format"] == "background-agents/state@1"
@@ -290,7 +284,6 @@ def test_export_restore_export_is_identical(tmp_path: Path, demo: Demo) -> None:
 
 
 @pytest.mark.slow
-@DEMO_GROUP
 @pytest.mark.parametrize("target", ["has-checkpoint", "has-inbox-rows-only"])
 def test_restore_into_non_empty_db_refuses_and_changes_nothing(
     tmp_path: Path, url: str, demo: Demo, target: str

@@ -33,8 +33,7 @@ from tests.integration.test_cli import ROOT, child_env, sqlite_url_of
 
 langgraph_sdk = pytest.importorskip("langgraph_sdk")
 
-# one worker runs the whole module under pytest-xdist (`make test`): one server, started once
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("langgraph_dev")]
+pytestmark = pytest.mark.slow
 
 STARTUP_TIMEOUT_S = 120.0
 THREAD = thread_uuid("system")
