@@ -57,13 +57,17 @@ def _age(ts: float | None) -> str:
 
 
 def _num(value: float | None) -> str:
-    """A number in at most ~6 characters: 3 significant digits, k/M for big values."""
+    """A number in at most ~6 characters: 3 significant digits (within 0.5 %, finer than the
+    percentiles' own 2 %), with k/M/G from 10,000 up: 23,415 -> ``23.4k``."""
     if value is None:
         return "-"
-    for limit, suffix in ((1e9, "G"), (1e6, "M"), (1e4, "k")):
-        if abs(value) >= limit:
-            return f"{value / limit:.3g}{suffix}"
-    return f"{value:.3g}"
+    text = f"{value:.3g}"
+    if abs(float(text)) < 1e4:
+        return text
+    for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
+        if abs(float(text)) >= scale:  # after rounding: 999,999 is 1.00M, not 1e+03k
+            return f"{float(text) / scale:.3g}{suffix}"
+    return text
 
 
 _VERDICT_STYLE = {"active": "green", "stale": "yellow", "dead": "red", "unknown": "dim",
