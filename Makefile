@@ -28,8 +28,12 @@ browser:
 	command -v chromium >/dev/null || (apt-get update -qq && apt-get install -y -qq chromium)
 	command -v promtool >/dev/null || (apt-get update -qq && apt-get install -y -qq prometheus)
 
+# two pytest-xdist workers; worksteal hands each a contiguous half (a module's shared fixture
+# is mostly built once) and lets an idle one take from the other's tail. (loadgroup is no
+# use: xdist 3.8 cannot rename pytest 9.2's node ids.) TEST_WORKERS=0: one process
+TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q -p no:cacheprovider
+	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 # ruff over the whole tree; mypy (pydantic plugin) over the paths in pyproject's [tool.mypy]
 lint: $(STAMP)

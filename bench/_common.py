@@ -217,15 +217,63 @@ def postgres_schema(base: str) -> Iterator[str]:
         admin.close()
 
 
-BACKEND_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite"}
+REDIS_ENV = "BGA_BENCH_REDIS_URL"
+REDIS_DEFAULT = "redis://127.0.0.1:6379/0"
+
+
+def redis_base() -> str:
+    """The Redis server for the runs: ``$BGA_BENCH_REDIS_URL``, else the local default."""
+    return os.environ.get(REDIS_ENV) or REDIS_DEFAULT
+
+
+def redis_unreachable(base: str) -> str | None:
+    """None if the Redis server at ``base`` answers, else why not (one line)."""
+    import redis
+
+    try:
+        client = redis.Redis.from_url(base.split("?", 1)[0], socket_connect_timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # any failure means: measure without it
+        return " ".join(str(exc).split()) or type(exc).__name__
+    return None
+
+
+@contextlib.contextmanager
+def redis_prefix(base: str) -> Iterator[str]:
+    """URL of a fresh ``b<hex>`` key prefix on ``base``, its keys deleted on exit."""
+    import redis
+
+    from state.backends.url import parse_url
+
+    url = f"{base.split('?', 1)[0]}?prefix=b{uuid.uuid4().hex[:16]}"
+    try:
+        yield url
+    finally:
+        client = redis.Redis.from_url(base.split("?", 1)[0], socket_connect_timeout=10)
+        try:
+            keys = list(client.scan_iter(match=parse_url(url).key_prefix + "*", count=1000))
+            for i in range(0, len(keys), 500):
+                client.unlink(*keys[i:i + 500])
+        finally:
+            client.close()
+
+
+BACKEND_LABEL = {"postgresql": "PostgreSQL", "sqlite": "SQLite", "redis": "Redis"}
 
 
 @contextlib.contextmanager
 def fresh_db(backend: str, tmp: Path, pg_base: str, name: str) -> Iterator[str]:
     """URL of a fresh, empty state database: a new PostgreSQL schema (``backend`` is
-    ``postgresql``) or a new SQLite file in ``tmp`` named after ``name``."""
+    ``postgresql``), a new Redis key prefix (``redis``, on ``redis_base()``) or a new SQLite
+    file in ``tmp`` named after ``name``."""
     if backend == "postgresql":
         with postgres_schema(pg_base) as url:
+            yield url
+    elif backend == "redis":
+        with redis_prefix(redis_base()) as url:
             yield url
     else:
         path = tmp / f"{name}.db"
@@ -235,15 +283,23 @@ def fresh_db(backend: str, tmp: Path, pg_base: str, name: str) -> Iterator[str]:
 
 
 def backends(pg_base: str) -> list[str]:
-    """``["postgresql", "sqlite"]``, or SQLite only (saying so) if the server is unreachable."""
+    """``["postgresql", "redis", "sqlite"]``, less a server that is unreachable (saying so)."""
     from state.redact import redact
 
+    out = []
     why = postgres_unreachable(pg_base)
     if why is None:
-        return ["postgresql", "sqlite"]
-    print(f"PostgreSQL at {redact(pg_base)} is unreachable ({why}); measuring SQLite only "
-          f"(set --pg-url or ${PG_ENV})", flush=True)
-    return ["sqlite"]
+        out.append("postgresql")
+    else:
+        print(f"PostgreSQL at {redact(pg_base)} is unreachable ({why}); measuring without it "
+              f"(set --pg-url or ${PG_ENV})", flush=True)
+    why = redis_unreachable(redis_base())
+    if why is None:
+        out.append("redis")
+    else:
+        print(f"Redis at {redact(redis_base())} is unreachable ({why}); measuring without it "
+              f"(set ${REDIS_ENV})", flush=True)
+    return [*out, "sqlite"]
 
 
 async def inbox_rows(url: str) -> int:

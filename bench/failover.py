@@ -40,7 +40,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from _common import BACKEND_LABEL, machine, median, parser, print_table, temp_dir, verdict
+from _common import (
+    BACKEND_LABEL,
+    machine,
+    median,
+    parser,
+    print_table,
+    redis_base,
+    redis_prefix,
+    temp_dir,
+    verdict,
+)
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from state import PerformanceMetric, SharedState
@@ -345,6 +355,8 @@ async def measure(kind: str, url: str, tmp: Path, args: Any, netns: Netns | None
         run.results["vanish"].note = "n/a: no network namespace (needs root)"
         faults.remove("vanish")
     traffic = Traffic(url, args)
+    async with SharedState.open(url, producer="bench-failover"):
+        pass  # creates the state: a read-only open refuses a database not made yet
     async with SharedState.open(url, producer="bench-failover", read_only=True) as shared:
         try:
             traffic.start()
@@ -430,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--faults", type=lambda s: [f for f in s.split(",") if f],
                    default=list(FAULTS), help="comma-separated: kill,stop,vanish")
     p.add_argument("--backends", type=lambda s: [b for b in s.split(",") if b],
-                   default=["postgresql", "sqlite"], help="postgresql,sqlite")
+                   default=["postgresql", "redis", "sqlite"], help="postgresql,redis,sqlite")
     p.add_argument("--interval", type=float, default=0.2, help="bga run --interval (s)")
     p.add_argument("--failover-s", type=float, default=5.0, help="bga run --failover-s")
     p.add_argument("--poll", type=float, default=0.02, help="state poll period (s)")
@@ -459,6 +471,9 @@ def main(argv: list[str] | None = None) -> None:
                     ns_url = server.url.replace("@127.0.0.1:", f"@{NETNS_HOST}:")
                     runs.append(asyncio.run(measure(kind, server.url, tmp, args, netns,
                                                     ns_url)))
+            elif kind == "redis":
+                with redis_prefix(redis_base()) as url:
+                    runs.append(asyncio.run(measure(kind, url, tmp, args, None, None)))
             else:
                 url = f"sqlite:///{tmp / 'failover.db'}"
                 runs.append(asyncio.run(measure(kind, url, tmp, args, None, None)))

@@ -7,12 +7,21 @@ Rows:
   (d) 4 OS processes doing (b) at once on one database (aggregate)
   (e) the naive LangGraph design: a ``StateGraph`` with ``metrics: Annotated[list, operator.add]``
       on ``SqliteSaver``, one ``graph.update_state`` per event (and the same with a tiny state)
-  (f) raw SQLite ``executemany`` of the same rows (the floor)
+  (f) raw SQLite ``executemany`` of the same rows, and one commit per row (the floors)
+  (g) on PostgreSQL: (a), (b) and its raw floors (``executemany`` and ``COPY`` in one
+      transaction, one autocommit ``INSERT`` per row), on a fresh schema
+  (ref) the asyncio floor: the same ``gather`` of calls that each only await a future that
+      a "writer" resolves in bulk (no validation, no database): what calls in flight cost
+      before any write
+
+A last table sets ours next to the floors: calls in flight against raw ``executemany``
+(target: within 5x) and one await at a time against one commit per row (within 2x).
 
 API figures include building and validating each ``PerformanceMetric`` (the caller's cost)
 and count an event only once its call returned, i.e. once it is committed.
 
-    .venv/bin/python bench/write_throughput.py            # defaults finish in ~1 minute
+    .venv/bin/python bench/write_throughput.py            # defaults finish in ~3 minutes
+    .venv/bin/python bench/write_throughput.py --pg-url postgresql://postgres@127.0.0.1/test
     .venv/bin/python bench/write_throughput.py --concurrent 200000 --chunks 1000,10000,50000
 """
 
@@ -31,6 +40,8 @@ import orjson
 from _common import (
     SERIES,
     GcTimer,
+    add_pg_option,
+    backends,
     db_files,
     fmt_bytes,
     gather_chunks,
@@ -39,6 +50,7 @@ from _common import (
     machine,
     metric,
     parser,
+    postgres_schema,
     print_table,
     rate,
     run_producers,
@@ -50,6 +62,7 @@ from _common import (
 from langchain_core.runnables import RunnableConfig
 
 from state import SharedState
+from state.redact import redact
 
 TARGET = 50_000  # events/s through the API from one process
 
@@ -73,7 +86,7 @@ class Row:
 # -- (a) (b) (c): one process through the API ---------------------------------------------------
 
 
-async def api_sequential(url: str, n: int) -> Row:
+async def api_sequential(url: str, n: int, label: str = "") -> Row:
     async with SharedState.open(url, producer="bench-seq") as shared:
         await warm(shared)
         gc.collect()
@@ -82,11 +95,12 @@ async def api_sequential(url: str, n: int) -> Row:
             for i in range(n):
                 await shared.add_performance_metric(metric(i))
             dt = time.perf_counter() - t0
-    return Row("(a) sequential: one await at a time", n, dt, target=TARGET, gc_s=g.total,
-               note="one group commit per event")
+    return Row(f"{label}(a) sequential: one await at a time", n, dt,
+               target=None if label else TARGET, gc_s=g.total, note="one group commit per event")
 
 
-async def api_concurrent(url: str, n: int, chunk: int, *, freeze: bool = False) -> Row:
+async def api_concurrent(url: str, n: int, chunk: int, *, freeze: bool = False,
+                         label: str = "") -> Row:
     async with SharedState.open(url, producer="bench-gather") as shared:
         await warm(shared)
         gc.collect()
@@ -101,10 +115,42 @@ async def api_concurrent(url: str, n: int, chunk: int, *, freeze: bool = False) 
             if freeze:
                 gc.unfreeze()
         pending = await shared.backend.pending_count()
-    mode = f"(b) concurrent: gather, {chunk:,} calls in flight"
+    mode = f"{label}(b) concurrent: gather, {chunk:,} calls in flight"
     if freeze:
         mode = f"(b) same, {chunk:,} in flight, app called gc.freeze()"
-    return Row(mode, n, dt, target=TARGET, gc_s=g.total, note=f"{pending - 1:,} rows in inbox")
+    return Row(mode, n, dt, target=None if label else TARGET, gc_s=g.total,
+               note=f"{pending - 1:,} rows in inbox")
+
+
+async def asyncio_floor(n: int, chunk: int) -> Row:
+    """``gather`` of ``chunk`` calls at a time, each awaiting a future that a writer task
+    resolves in bulk once per loop turn: the cost of calls in flight with nothing written."""
+    loop = asyncio.get_running_loop()
+    waiting: list[asyncio.Future[None]] = []
+
+    async def call(_: int) -> None:
+        future = loop.create_future()
+        waiting.append(future)
+        await future
+
+    async def writer() -> None:
+        while True:
+            await asyncio.sleep(0)
+            done = waiting[:]
+            waiting.clear()
+            for future in done:
+                future.set_result(None)
+
+    task = asyncio.create_task(writer())
+    gc.collect()
+    with GcTimer() as g:
+        t0 = time.perf_counter()
+        for start in range(0, n, chunk):
+            await asyncio.gather(*(call(i) for i in range(start, min(start + chunk, n))))
+        dt = time.perf_counter() - t0
+    task.cancel()
+    return Row(f"(ref) asyncio floor: gather, {chunk:,} in flight, nothing written", n, dt,
+               gc_s=g.total, note="each call awaits one future, resolved in bulk")
 
 
 async def api_batch(url: str, n: int, size: int) -> Row:
@@ -239,7 +285,88 @@ def raw_sqlite(path: Path, n: int, n_per_row: int) -> list[Row]:
     dt = time.perf_counter() - t0
     out.append(Row("(f'') raw SQLite, one commit per row", n_per_row, dt,
                    note="WAL, synchronous=NORMAL"))
+    conn.execute("PRAGMA synchronous=FULL")  # what surviving a power loss would cost
+    t0 = time.perf_counter()
+    for row in rows[:n_per_row // 10]:
+        conn.execute("INSERT INTO per_row VALUES (?, ?, ?, ?)", row)
+    out.append(Row("(ref) raw SQLite, one commit per row, synchronous=FULL", n_per_row // 10,
+                   time.perf_counter() - t0, note="an fsync per commit: survives power loss"))
     conn.close()
+    return out
+
+
+# -- (g): PostgreSQL ----------------------------------------------------------------------------
+
+
+def raw_postgres(url: str, n: int, n_per_row: int) -> list[Row]:
+    """The floors on PostgreSQL: rows into an inbox-shaped table in one transaction
+    (``executemany``, then ``COPY``), and one autocommit ``INSERT`` per row."""
+    import psycopg
+
+    rows = _raw_rows(n)
+    out = []
+    with psycopg.connect(url, autocommit=True) as conn:
+        for name in ("many", "copy", "per_row"):
+            conn.execute(f"CREATE TABLE raw_{name} (stream_id BIGINT NOT NULL, seq BIGINT NOT "
+                         "NULL, kind TEXT NOT NULL, payload BYTEA NOT NULL, "
+                         "PRIMARY KEY (stream_id, seq))")
+        t0 = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur:
+            cur.executemany("INSERT INTO raw_many VALUES (%s, %s, %s, %s)", rows)
+        out.append(Row("(g) raw PostgreSQL executemany, one transaction", n,
+                       time.perf_counter() - t0, note="inbox-shaped table"))
+        t0 = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur, \
+                cur.copy("COPY raw_copy FROM STDIN") as copy:
+            for row in rows:
+                copy.write_row(row)
+        out.append(Row("(g) raw PostgreSQL COPY, one transaction", n, time.perf_counter() - t0,
+                       note="what our append uses for a batch"))
+        t0 = time.perf_counter()
+        for row in rows[:n_per_row]:
+            conn.execute("INSERT INTO raw_per_row VALUES (%s, %s, %s, %s)", row)
+        out.append(Row("(g) raw PostgreSQL, one commit per row", n_per_row,
+                       time.perf_counter() - t0, note="autocommit INSERT, server defaults"))
+    return out
+
+
+def postgres_rows(pg_url: str, args: Any) -> list[Row]:
+    out = []
+    with postgres_schema(pg_url) as url:
+        out.append(asyncio.run(api_sequential(url, args.pg_seq, label="PG ")))
+    with postgres_schema(pg_url) as url:
+        out.append(asyncio.run(api_concurrent(url, args.pg_concurrent, min(args.chunks),
+                                              label="PG ")))
+    with postgres_schema(pg_url) as url:
+        out.extend(raw_postgres(url, args.pg_raw, args.pg_raw_per_row))
+    return out
+
+
+def versus(rows: list[Row]) -> list[list[Any]]:
+    """Ours next to its floor, same run: (ours, floor, how many times slower, target)."""
+    by = {r.mode: rate(r.events, r.seconds) for r in rows}
+
+    def pick(prefix: str) -> float | None:  # the best row of that kind (floors: the highest)
+        return max((v for k, v in by.items() if k.startswith(prefix)), default=None)
+
+    out = []
+    for label, ours, floor, limit in (
+        ("SQLite, calls in flight vs raw executemany", "(b) concurrent",
+         "(f", 5),
+        ("SQLite, one await at a time vs one commit per row", "(a) sequential",
+         "(f'') raw SQLite", 2),
+        ("PostgreSQL, calls in flight vs raw COPY", "PG (b)", "(g) raw PostgreSQL COPY", 5),
+        ("PostgreSQL, one await at a time vs one commit per row", "PG (a)",
+         "(g) raw PostgreSQL, one commit", 2),
+        ("asyncio floor vs SQLite raw executemany (no write at all)", "(ref) asyncio",
+         "(f", 5),
+    ):
+        a, b = pick(ours), pick(floor)
+        if a is None or b is None:
+            continue
+        times = b / a
+        out.append([label, a, b, f"{times:.1f}x", f"<= {limit}x",
+                    "yes" if times <= limit else "MISS"])
     return out
 
 
@@ -263,7 +390,17 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--naive", type=int, default=2_000, help="events for (e)")
     p.add_argument("--raw", type=int, default=500_000, help="rows for (f)")
     p.add_argument("--raw-per-row", type=int, default=20_000, help="rows for one-commit-per-row")
+    add_pg_option(p)
+    p.add_argument("--pg-seq", type=int, default=2_000, help="events for (a) on PostgreSQL")
+    p.add_argument("--pg-concurrent", type=int, default=20_000,
+                   help="events for (b) on PostgreSQL (smallest --chunks in flight)")
+    p.add_argument("--pg-raw", type=int, default=100_000, help="rows for the PostgreSQL floors")
+    p.add_argument("--pg-raw-per-row", type=int, default=5_000,
+                   help="rows for PostgreSQL one-commit-per-row")
+    p.add_argument("--no-postgres", dest="postgres", action="store_false",
+                   help="SQLite only")
     args = p.parse_args(argv)
+    load_before = machine()
     random.seed(args.seed)
 
     rows: list[Row] = []
@@ -287,9 +424,12 @@ def main(argv: list[str] | None = None) -> None:
             rows.append(naive_langgraph(tmp / "naive_tiny.db", args.naive, tiny=True))
         if args.raw > 0:
             rows.extend(raw_sqlite(tmp / "raw.db", args.raw, args.raw_per_row))
+        rows.append(asyncio.run(asyncio_floor(args.concurrent, min(args.chunks))))
+        if args.postgres and "postgresql" in backends(args.pg_url):
+            rows.extend(postgres_rows(args.pg_url, args))
 
     print_table(
-        f"Write throughput, SQLite, one run ({machine()})",
+        f"Write throughput, one run (at start: {load_before}; at end: {machine()})",
         ["mode", "events", "seconds", "events/s", "target", "meets", "GC time", "note"],
         [r.cells() for r in rows],
         plain=args.plain,
@@ -298,7 +438,16 @@ def main(argv: list[str] | None = None) -> None:
             "it returned (its rows are committed).",
             "GC time: share of the run spent in CPython's cyclic garbage collector.",
             f"target: >= {TARGET:,} events/s through the API from one process.",
+            "PG rows: PostgreSQL at "
+            f"{redact(args.pg_url) if args.postgres else 'not measured'}, on this machine.",
         ],
+    )
+    print_table(
+        f"Ours next to the floor, same run ({machine()})",
+        ["what", "ours events/s", "floor rows/s", "floor / ours", "target", "meets"],
+        versus(rows), plain=args.plain,
+        notes=["The asyncio row: what any gather of calls in flight costs on this interpreter "
+               "and load, before validation or a write."],
     )
 
 

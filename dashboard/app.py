@@ -45,9 +45,11 @@ page = st.navigation({
 }, position="sidebar" if auth.may_look() else "hidden")
 me = auth.gate_page()  # the login form (and nothing else) until the session may look
 with st.sidebar:
-    st.selectbox("Refresh every", ui.REFRESH_CHOICES, key=ui.REFRESH_KEY,
-                 index=ui.REFRESH_CHOICES.index(ui.DEFAULT_REFRESH_S),
-                 format_func=lambda s: f"{s} s" if s else "off (manual)")
+    # pills, not a select box: a select box's scripts (twenty files) would be one more thing
+    # a first visit of the Overview or the Agents page loads before it shows anything
+    st.segmented_control("Refresh every", ui.REFRESH_CHOICES, key=ui.REFRESH_KEY,
+                         default=ui.DEFAULT_REFRESH_S, required=True,
+                         format_func=lambda s: f"{s} s" if s else "off")
     if st.button("Refresh now", icon=":material/refresh:"):
         data.refresh()
     st.caption(f"State: `{data.display_url(data.configured_url())}`")

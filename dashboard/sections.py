@@ -114,9 +114,11 @@ def processes_table(rows: list[dict[str, Any]]) -> None:
 
 
 def agent_metrics(snap: Snapshot, agents: list[dict[str, Any]], *, internal: bool = False,
-                  per_agent: int = 8, per_row: int = 4) -> None:
-    """Per agent, a card per series (its busiest ``per_agent``): p95 over the last hour, and
-    p50 per minute as a line. Internal series only when ``internal``."""
+                  lines: bool = False, per_agent: int = 4, per_row: int = 4) -> None:
+    """Per agent, a card per series (its busiest ``per_agent``, one row): p95 over the last
+    hour, and with ``lines`` p50 per minute as a line (a chart each, drawn on demand: every
+    card and chart is browser work a new visit waits for). Internal series only when
+    ``internal``."""
     shown = hidden = internal_hidden = 0
     for a in agents:
         own = [m for m in a["metrics"] if internal or not data.is_internal(m["series"], snap)]
@@ -132,13 +134,13 @@ def agent_metrics(snap: Snapshot, agents: list[dict[str, Any]], *, internal: boo
         for row in range(0, len(cards), per_row):
             cols = st.columns(per_row)
             for col, m in zip(cols, cards[row:row + per_row], strict=False):
-                line = data.spark(snap, m["series"])
+                line = data.spark(snap, m["series"]) if lines else []
                 col.metric(
                     ui.safe_text(m["name"]), ui.num(m["p95"], m["unit"]),
                     help=f"{ui.safe_text(m['series'])}, p95 over the last hour: "
                          f"{m['count']:,} samples; p50 {ui.num(m['p50'], m['unit'])}, "
-                         f"p99 {ui.num(m['p99'], m['unit'])};"
-                         " the line is p50 per minute",
+                         f"p99 {ui.num(m['p99'], m['unit'])}"
+                         + ("; the line is p50 per minute" if lines else ""),
                     chart_data=line if len(line) > 1 else None, border=True)
     if not shown:
         ui.empty("No agent has reported a metric in the last hour.")

@@ -62,8 +62,10 @@ def _num(value: float | None) -> str:
     if value is None:
         return "-"
     text = f"{value:.3g}"
-    if abs(float(text)) < 1e4:
+    if abs(float(text)) < 1e3:
         return text
+    if abs(value) < 9999.5:  # 1,006 as 1006, not 1.01e+03
+        return f"{value:.0f}"
     for scale, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if abs(float(text)) >= scale:  # after rounding: 999,999 is 1.00M, not 1e+03k
             return f"{float(text) / scale:.3g}{suffix}"
@@ -264,7 +266,10 @@ def run(db: DbOption = None,
                 bound = await stack.enter_async_context(metrics.serve(url, metrics_port))
                 console.print(f"metrics: http://127.0.0.1:{bound}/metrics")
             sender = None
-            if send_alerts:
+            if send_alerts and not shared.backend.has_outbox:
+                err.print(f"alerts: not delivered on {redact(url)} (this backend has no alert "
+                          "outbox; see README, Storage)", highlight=False)
+            elif send_alerts:
                 from graph import alerts
                 sending = await stack.enter_async_context(SharedState.open(
                     url, producer=alerts.SENDER, failover_s=failover_s(failover)))

@@ -9,6 +9,7 @@ return the last checkpoint with every acknowledged but not yet folded row laid o
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
@@ -42,8 +43,7 @@ OVERLAY_LIMIT = 100_000
 _Item = tuple[str, bytes]
 
 
-def _dumps(payload: dict[str, Any]) -> bytes:
-    return orjson.dumps(payload)
+_dumps = orjson.dumps  # a payload's inbox encoding, made once per event
 
 
 class CommitUnknown(ConnectionError):
@@ -83,10 +83,14 @@ class SharedState:
         self._graph = build_fold_graph(backend)
         self._stream = 0
         self._seq = 0
-        self._queue: asyncio.Queue[tuple[list[_Item], asyncio.Future] | None] = asyncio.Queue()
+        self._queue: collections.deque[tuple[list[_Item], asyncio.Future[None]]] = \
+            collections.deque()  # calls waiting for the next group commit, oldest first
+        self._wake: asyncio.Future[None] | None = None  # the idle writer waits on it
+        self._closing = False
         self._writer: asyncio.Task | None = None
         self._starting = asyncio.Lock()  # concurrent first writes must open one stream only
         self._unsure: int | None = None  # last seq of a batch whose commit outcome is unknown
+        self._read_cache: dict[str, Any] = {}  # ``read``: the last checkpoint and overlay
 
     @classmethod
     @contextlib.asynccontextmanager
@@ -117,7 +121,8 @@ class SharedState:
 
     async def aclose(self) -> None:
         if self._writer is not None:
-            await self._queue.put(None)
+            self._closing = True  # the writer commits what is queued, then stops
+            self._nudge()
             await self._writer
             self._writer = None
             await self.backend.close_stream(self._stream)
@@ -130,36 +135,51 @@ class SharedState:
                                   f"to {self.backend.where}; open it without read_only")
 
     async def _submit(self, items: list[_Item]) -> None:
-        self._refuse_if_read_only("a write")
         if self._writer is None:
-            async with self._starting:
-                if self._writer is None:
-                    self._stream = await self.backend.open_stream(self.producer)
-                    self._writer = asyncio.create_task(self._write_loop(),
-                                                       name="bga-inbox-writer")
-        future: asyncio.Future = asyncio.get_running_loop().create_future()
-        await self._queue.put((items, future))
-        await future
+            await self._start_writer()
+        await self._enqueue(items)
+
+    async def _start_writer(self) -> None:
+        self._refuse_if_read_only("a write")
+        async with self._starting:
+            if self._writer is None:
+                self._stream = await self.backend.open_stream(self.producer)
+                self._writer = asyncio.create_task(self._write_loop(), name="bga-inbox-writer")
+
+    def _enqueue(self, items: list[_Item]) -> asyncio.Future[None]:
+        """Queue ``items`` for the next group commit; the future is done once they are
+        committed (or failed). Awaiting it directly keeps a call to one coroutine frame and
+        one future: with thousands of calls in flight, fewer objects for the cyclic GC."""
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.append((items, future))
+        self._nudge()
+        return future
+
+    def _nudge(self) -> None:
+        wake = self._wake
+        if wake is not None and not wake.done():
+            wake.set_result(None)
 
     async def _write_loop(self) -> None:
-        """Single writer: drain the queue into one transaction per round (group commit)."""
+        """Single writer: drain the queue into one transaction per round (group commit);
+        after ``aclose`` it commits what is queued, then returns."""
+        queue = self._queue
+        loop = asyncio.get_running_loop()
         while True:
-            first = await self._queue.get()
-            if first is None:
-                return
-            batch = [first]
-            size = len(first[0])
-            stop = False
-            while size < GROUP_COMMIT_MAX and not self._queue.empty():
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stop = True
-                    break
+            if not queue:
+                if self._closing:
+                    return
+                self._wake = loop.create_future()
+                await self._wake
+                self._wake = None
+                continue
+            batch = [queue.popleft()]
+            size = len(batch[0][0])
+            while queue and size < GROUP_COMMIT_MAX:
+                nxt = queue.popleft()
                 batch.append(nxt)
                 size += len(nxt[0])
             await self._write_batch(batch)
-            if stop:
-                return
 
     async def _write_batch(self, batch: list[tuple[list[_Item], asyncio.Future]]) -> None:
         """One group commit. After an error its outcome is looked up (the stream's committed
@@ -215,14 +235,17 @@ class SharedState:
         kind, payload = event
         await self._submit([(kind, _dumps(payload))])
 
+    async def add_performance_metric(self, metric: PerformanceMetric | Mapping[str, Any]) -> None:
+        kind, payload = events.metric(metric, self.clock())  # validated before anything else
+        if self._writer is None:
+            await self._start_writer()
+        await self._enqueue([(kind, _dumps(payload))])
+
     async def write_events(self, batch: Sequence[events.Event]) -> None:
         """Events made by ``state.events`` (already validated), committed together: all or
         none. A worker writes one agent step this way, its reports and new cursor at once."""
         if batch:
             await self._submit([(kind, _dumps(payload)) for kind, payload in checked(batch)])
-
-    async def add_performance_metric(self, metric: PerformanceMetric | Mapping[str, Any]) -> None:
-        await self._send(events.metric(metric, self.clock()))
 
     async def add_performance_metrics(
         self, metrics: Iterable[PerformanceMetric | Mapping[str, Any]]
@@ -358,25 +381,48 @@ class SharedState:
         and finishing the inbox scan, state + rows above its watermarks is exact. Otherwise
         read again. The scan pages through the inbox into one bounded delta.
 
-        ``cache`` (a dict the caller keeps, e.g. the dashboard's): the last checkpoint's
-        values, by checkpoint id; while no new checkpoint is committed only the inbox is read.
-        The values are shared with later reads: never mutate them.
+        What was read last is kept (this handle's own cache, or ``cache``: a dict the caller
+        keeps across handles, e.g. the dashboard's): the decoded checkpoint by its id, and the
+        state with the unfolded rows laid over it by that id and the inbox heads
+        (``Backend.inbox_heads``, read before the rows, and the rows read up to them). While
+        no new checkpoint is committed only the heads are read; while they are the same too,
+        nothing is merged again; when streams grew, only their new rows are read and laid
+        over the kept overlay (the reducers are associative; a float ``sum`` may differ from
+        one merge of all the rows in its last bits, as between fold batches). A read after a
+        write still sees it: the write moved its stream's head. The values are shared with
+        later reads: never mutate them.
         """
         if isinstance(attempts, bool) or not isinstance(attempts, int) or not 0 < attempts <= 1000:
             raise InvalidInput("attempts", "must be an integer from 1 to 1000")
+        if cache is None:
+            cache = self._read_cache
         folded = False
         for _ in range(attempts):
             before = await self.backend.latest_checkpoint_id(self.thread_id)
-            current: str | None
-            if cache is not None and before is not None and cache.get("id") == before:
-                current, state = before, cache["values"]
+            # entries are tuples, each set whole: sessions of one dashboard share ``cache``
+            last = cache.get("checkpoint")
+            if before is not None and last is not None and last[0] == before:
+                state = last[1]
             else:
                 current, state, _ = await load_values(self.backend.checkpointer, self.config)
-            if current != before:
-                continue
-            if cache is not None:
-                cache.update(id=current, values=state)
-            pending, delta = await pending_delta(self.backend, state.get("inbox") or {})
+                if current != before:
+                    continue
+                cache["checkpoint"] = (current, state)
+            heads = await self.backend.inbox_heads()
+            marks = state.get("inbox") or {}
+            overlay = cache.get("overlay")
+            if heads is not None and overlay is not None and overlay[0] == before \
+                    and all(heads.get(s, -1) >= seq for s, seq in overlay[1].items()):
+                # the same checkpoint, streams only grew: lay the rows since over the overlay
+                if overlay[1] == heads:
+                    pending, merged = overlay[2], overlay[3]
+                else:
+                    more, delta = await pending_delta(self.backend, marks, heads, overlay[1])
+                    pending = overlay[2] + more
+                    merged = self._laid_over(overlay[3], delta) if more else overlay[3]
+            else:
+                pending, delta = await pending_delta(self.backend, marks, heads)
+                merged = self._laid_over(state, delta) if pending else state
             if await self.backend.latest_checkpoint_id(self.thread_id) != before:
                 continue  # a fold committed meanwhile: rows and state may not pair up
             if pending > OVERLAY_LIMIT and not self.read_only and not folded:
@@ -387,14 +433,18 @@ class SharedState:
                     pass  # a tick is folding them now: this read keeps its overlay
                 else:
                     continue
+            if heads is not None and before is not None:
+                cache["overlay"] = (before, heads, pending, merged)
             self._pending = pending
-            if not pending:
-                return state
-            merged = apply_update(state, delta)
-            if "insights" in delta:  # as the fold will record them (its firings dropped)
-                merged["insights"] = lifecycle.settle(merged["insights"])
             return merged
         raise TimeoutError("state kept changing while reading; try again")
+
+    @staticmethod
+    def _laid_over(state: dict[str, Any], delta: dict[str, Any]) -> dict[str, Any]:
+        merged = apply_update(state, delta)
+        if "insights" in delta:  # as the fold will record them (its firings dropped)
+            merged["insights"] = lifecycle.settle(merged["insights"])
+        return merged
 
     async def flush(self, *, wait: float | None = None) -> FoldReport:
         """Fold everything pending now (takes the fold lock; waits for a running tick).

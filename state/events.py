@@ -114,7 +114,7 @@ def triage(insight_id_: str, action: str, by: str, *, duration_s: float | None =
            now: float | None = None) -> Event:
     """A lifecycle action on one insight (``state.lifecycle.ACTIONS``), by a producer or a
     dashboard session; ``mute`` needs ``duration_s``."""
-    if action not in ACTIONS:
+    if not isinstance(action, str) or action not in ACTIONS:  # a list is unhashable
         raise InvalidInput("action", f"must be one of {', '.join(ACTIONS)}, got {action!r}")
     t = now or time.time()
     payload: dict[str, Any] = {"id": check_name("insight_id", insight_id_), "action": action,

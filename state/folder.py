@@ -106,16 +106,38 @@ def build_fold_graph(backend: Backend):
     return graph.compile(checkpointer=backend.checkpointer)
 
 
-async def pending_delta(backend: Backend, marks: dict[int, int]) -> tuple[int, dict[str, Any]]:
-    """Rows above the watermarks folded into one delta, paging through the inbox (for reads)."""
+async def pending_delta(backend: Backend, marks: dict[int, int],
+                        heads: dict[int, int] | None = None,
+                        since: dict[int, int] | None = None) -> tuple[int, dict[str, Any]]:
+    """Rows above the watermarks folded into one delta (for reads): how many, and the delta.
+
+    Without ``heads``, every row of the inbox above them, paging through it. With ``heads``
+    (``Backend.inbox_heads``, read before), exactly the rows up to each stream's head (rows
+    committed since are left out, so the result belongs to those heads), read stream by
+    stream; with ``since`` (the heads of an earlier overlay of the same checkpoint), only the
+    rows above those too: the delta to lay over that overlay."""
     builder = DeltaBuilder()
-    after = (0, 0)
     pending = 0
-    while True:
-        rows = await backend.read_inbox(READ_CHUNK, after)
-        if not rows:
-            return pending, builder.build()
-        after = (rows[-1].stream, rows[-1].seq)
-        fresh = [r for r in rows if r.seq > marks.get(r.stream, 0)]
-        pending += len(fresh)
-        fold_rows(fresh, builder, build=False)  # built once, when the scan ends
+    if heads is None:
+        after = (0, 0)
+        while True:
+            rows = await backend.read_inbox(READ_CHUNK, after)
+            if not rows:
+                return pending, builder.build()
+            after = (rows[-1].stream, rows[-1].seq)
+            fresh = [r for r in rows if r.seq > marks.get(r.stream, 0)]
+            pending += len(fresh)
+            fold_rows(fresh, builder, build=False)  # built once, when the scan ends
+    since = since or {}
+    for stream in sorted(heads):
+        head = heads[stream]
+        low = max(marks.get(stream, 0), since.get(stream, 0))
+        while low < head:
+            rows = await backend.read_inbox(min(READ_CHUNK, head - low), (stream, low))
+            fresh = [r for r in rows if r.stream == stream and low < r.seq <= head]
+            pending += len(fresh)
+            fold_rows(fresh, builder, build=False)
+            if len(fresh) < len(rows) or not rows:
+                break  # the stream's rows end below its head (never: no gaps) or above it
+            low = fresh[-1].seq
+    return pending, builder.build()

@@ -7,6 +7,7 @@ Validation happens here, before anything is written, so a bad value raises
 from __future__ import annotations
 
 import math
+import re
 import time
 import uuid
 from typing import Any, Literal, Self
@@ -29,6 +30,7 @@ MAX_PAYLOAD_BYTES = 16_384
 FUTURE_SKEW_S = 300.0
 MAX_AGE_DAYS = 3650  # the longest retention (day buckets): an older timestamp is never counted
 MAX_METRIC = 1e18
+_CONTROL = re.compile(r"[\x00-\x1f]")
 
 Priority = Literal["info", "low", "medium", "high", "critical"]
 PRIORITIES: tuple[str, ...] = ("info", "low", "medium", "high", "critical")
@@ -54,7 +56,27 @@ def _utf8(field: str, value: str) -> None:
         raise InvalidInput(field, "is not valid Unicode (lone surrogate)") from None
 
 
+_NAMES: dict[tuple[str, str, bool], str] = {}
+_NAMES_MAX = 8_192
+"""Names already checked (agents, series, units repeat on every write): ``check_name`` of a
+known good name is one dict lookup. Only names redaction left alone are kept, so no secret
+is held here; bad names are never kept (they raise every time)."""
+
+
 def check_name(field: str, value: object, *, allow_slash: bool = True) -> str:
+    if type(value) is str:  # a str subclass takes the full path
+        known = _NAMES.get((field, value, allow_slash))
+        if known is not None:
+            return known
+    name = _check_name(field, value, allow_slash)
+    if type(value) is str and name == value:
+        if len(_NAMES) >= _NAMES_MAX:
+            _NAMES.clear()
+        _NAMES[(field, value, allow_slash)] = name
+    return name
+
+
+def _check_name(field: str, value: object, allow_slash: bool) -> str:
     if not isinstance(value, str):
         raise InvalidInput(field, f"must be a string, got {type(value).__name__}")
     _utf8(field, value)
@@ -65,7 +87,7 @@ def check_name(field: str, value: object, *, allow_slash: bool = True) -> str:
         raise InvalidInput(field, f"longer than {MAX_NAME} characters")
     if not allow_slash and "/" in value:
         raise InvalidInput(field, "must not contain '/'")
-    if any(ord(c) < 32 for c in value):
+    if _CONTROL.search(value):
         raise InvalidInput(field, "must not contain control characters")
     redacted = redact(value)  # names, ids, types and units are redacted like free text
     if len(redacted) > MAX_NAME:

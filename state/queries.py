@@ -2,15 +2,27 @@
 
 The SharedState API, the CLI and the dashboard all read through these, so a number means the
 same thing everywhere. They are pure: state and ``now`` in, plain data out.
+
+What they derive at a cost is remembered by value, per process (``_Memo``): a window's merged
+sketch by series, tier, window start and newest bucket, used only while the window's buckets
+are equal to those it was merged from (a late event in an old bucket, a new bucket or a new
+checkpoint's decoded copy is compared, not trusted), the effective config by the config
+channel, quantiles by the sketch they were read from. So a repeated read costs a walk over
+the window's buckets, and a read after a new event costs one bucket's merge, with the same
+numbers as a merge of every bucket. Results are shared: never mutate them.
 """
 
 from __future__ import annotations
 
 import logging
+import math
+import operator
+import threading
 import time
-from collections import Counter
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from fnmatch import fnmatchcase
+from functools import partial
 from typing import Any
 
 from croniter import croniter
@@ -74,8 +86,60 @@ def config_flat(state: dict[str, Any]) -> dict[str, Any]:
     return {k: v["value"] for k, v in (state.get("config") or {}).items()}
 
 
+class _Memo:
+    """A bounded, thread-safe map (the least recently used entry goes first): what the read
+    functions remember between calls. Each entry carries what it was derived from; the caller
+    checks that before using it."""
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self.lock = threading.Lock()
+        self.entries: OrderedDict[Any, Any] = OrderedDict()
+
+    def get(self, key: Any) -> Any:
+        with self.lock:
+            entry = self.entries.get(key)
+            if entry is not None:
+                self.entries.move_to_end(key)
+            return entry
+
+    def put(self, key: Any, entry: Any) -> None:
+        with self.lock:
+            self.entries[key] = entry
+            self.entries.move_to_end(key)
+            while len(self.entries) > self.size:
+                self.entries.popitem(last=False)
+
+    def clear(self) -> None:
+        with self.lock:
+            self.entries.clear()
+
+
+WINDOW_MEMO = 16_384  # windows remembered: ~ series x windows read (summaries, rules, optimizer)
+_WINDOWS = _Memo(WINDOW_MEMO)
+_QUANTILES = _Memo(WINDOW_MEMO)
+_LAST = _Memo(WINDOW_MEMO)
+_CONFIGS = _Memo(8)
+
+
+def forget() -> None:
+    """Drop everything the read functions remember (a benchmark's "no cache" case, tests)."""
+    for memo in (_WINDOWS, _QUANTILES, _LAST, _CONFIGS):
+        memo.clear()
+
+
 def config_of(state: dict[str, Any]) -> SystemConfig:
-    return effective(config_flat(state))
+    """The effective config (defaults under the stored values), validated once per config
+    channel value: shared between callers, never mutate it."""
+    channel = state.get("config") or {}
+    with _CONFIGS.lock:
+        known = list(_CONFIGS.entries.values())
+    for stored, config in reversed(known):
+        if stored is channel or stored == channel:
+            return config
+    config = effective(config_flat(state))
+    _CONFIGS.put(id(channel), (channel, config))
+    return config
 
 
 def config_values(state: dict[str, Any]) -> dict[str, Any]:
@@ -260,10 +324,22 @@ def active_agents(state: dict[str, Any], now: float, max_age_minutes: float = 5)
             if a["last_heartbeat"] is not None and a["last_heartbeat"] >= oldest]
 
 
+def quantiles(agg: sketch.Agg) -> tuple[float | None, float | None, float | None]:
+    """p50, p95 and p99 of a sketch, read once per sketch object (sketches in the state and
+    the merged windows are never mutated)."""
+    hit = _QUANTILES.get(id(agg))
+    if hit is not None and hit[0] is agg:
+        return hit[1]
+    qs = (sketch.quantile(agg, 0.50), sketch.quantile(agg, 0.95), sketch.quantile(agg, 0.99))
+    _QUANTILES.put(id(agg), (agg, qs))  # holding ``agg`` keeps its id from being reused
+    return qs
+
+
 def _stats(agg: sketch.Agg | None, seconds: float) -> dict[str, Any]:
     if agg is None:
         return {"count": 0, "sum": 0.0, "rate": 0.0, "mean": None, "min": None, "max": None,
                 "p50": None, "p95": None, "p99": None}
+    p50, p95, p99 = quantiles(agg)
     return {
         "count": agg[sketch.COUNT],
         "sum": agg[sketch.SUM],
@@ -271,9 +347,9 @@ def _stats(agg: sketch.Agg | None, seconds: float) -> dict[str, Any]:
         "mean": sketch.mean(agg),
         "min": agg[sketch.MIN],
         "max": agg[sketch.MAX],
-        "p50": sketch.quantile(agg, 0.50),
-        "p95": sketch.quantile(agg, 0.95),
-        "p99": sketch.quantile(agg, 0.99),
+        "p50": p50,
+        "p95": p95,
+        "p99": p99,
     }
 
 
@@ -291,7 +367,65 @@ def span_agg(state: dict[str, Any], series: str, start: float, end: float,
     if not data:
         return None
     buckets = data["tiers"].get(tier, {})
-    return sketch.merge_all([agg for b, agg in buckets.items() if start <= b < end])
+    last: _Last | None = _LAST.get((series, tier, start))
+    if last is not None and last.buckets is buckets and last.lo < end <= last.hi:
+        return last.result  # the same bucket dict (never mutated), the same buckets in range
+    items = [(b, agg) for b, agg in buckets.items() if start <= b < end]
+    if len(items) <= 1:
+        result = sketch.migrate(items[0][1]) if items else None
+    else:
+        result = _merged((series, tier, start), items)
+    lo = max(items)[0] if items else start - 1  # ends in (lo, hi] take the same items
+    hi = min(filter(partial(operator.le, end), buckets), default=math.inf)
+    _LAST.put((series, tier, start), _Last(buckets, lo, hi, result))
+    return result
+
+
+class _Last:
+    """The last window of a series read from one bucket dict: any end in ``(lo, hi]`` takes
+    the same buckets from it."""
+
+    __slots__ = ("buckets", "hi", "lo", "result")
+
+    def __init__(self, buckets: dict[int, sketch.Agg], lo: float, hi: float,
+                 result: sketch.Agg | None) -> None:
+        self.buckets, self.lo, self.hi, self.result = buckets, lo, hi, result
+
+
+class _Window:
+    """A merged window: the (bucket, sketch) pairs it was merged from, in order, the merged
+    bins of all but its newest bucket, and the result."""
+
+    __slots__ = ("cold", "cold_bins", "items", "result")
+
+    def __init__(self, items: list[tuple[int, sketch.Agg]], cold: dict[int, sketch.Agg],
+                 cold_bins: tuple[list[int], list[int]], result: sketch.Agg) -> None:
+        self.items, self.cold, self.cold_bins, self.result = items, cold, cold_bins, result
+
+
+def _merged(key: tuple[Any, ...], items: list[tuple[int, sketch.Agg]]) -> sketch.Agg:
+    """``sketch.merge_all`` of the sketches of ``items`` (two or more), remembered by ``key``
+    and the window's newest bucket: the remembered result while every (bucket, sketch) pair
+    is equal to the remembered one, in order; else the remembered bins of the older buckets
+    (if those are equal) merged with the newest bucket; else every bucket merged. Equal
+    inputs in the same order give the same numbers (the bins do not depend on the order)."""
+    hot = max(items)[0]  # bucket starts are unique: tuples compare on them alone
+    key = (*key, hot)
+    entry: _Window | None = _WINDOWS.get(key)
+    if entry is not None and entry.items == items:
+        if entry.items[-1][1] is not items[-1][1]:  # equal copies (a newly decoded checkpoint):
+            _WINDOWS.put(key, _Window(items, {b: agg for b, agg in items if b != hot},
+                                      entry.cold_bins, entry.result))  # let the old ones go
+        return entry.result
+    cold = {b: agg for b, agg in items if b != hot}
+    if entry is not None and entry.cold == cold:
+        cold_bins = entry.cold_bins
+    else:
+        cold_bins = sketch.merge_bins(cold.values())
+    pos, neg = sketch.merge_bins([agg for b, agg in items if b == hot], cold_bins)
+    result = sketch.merge_with_bins([agg for _, agg in items], pos, neg)
+    _WINDOWS.put(key, _Window(items, cold, cold_bins, result))
+    return result
 
 
 def window_agg(state: dict[str, Any], series: str, hours: float, now: float,
@@ -320,8 +454,14 @@ def performance_summary(state: dict[str, Any], hours: float, now: float) -> dict
                               **stats}
 
     each("metrics", sorted((state.get("metrics") or {}).items(), key=lambda kv: str(kv[0])), row)
+    overall = None
+    if len(aggs) == 1:
+        overall = sketch.migrate(aggs[0])
+    elif aggs:
+        overall = _merged(("overall", tier, _window_start(now, hours, TIER_WIDTH[tier])),
+                          list(enumerate(aggs)))
     return {"window_hours": hours, "tier": tier,
-            "series": series_out, "overall": _stats(sketch.merge_all(aggs), seconds)}
+            "series": series_out, "overall": _stats(overall, seconds)}
 
 
 def series_points(state: dict[str, Any], series: str, hours: float, now: float) -> list[dict]:

@@ -243,6 +243,25 @@ def merge_all(aggs: Iterable[Agg]) -> Agg | None:
         return None
     if len(aggs) == 1:
         return migrate(aggs[0])
+    return merge_with_bins(aggs, *merge_bins(aggs))
+
+
+def merge_bins(aggs: Iterable[Agg], base: tuple[list[int], list[int]] | None = None
+               ) -> tuple[list[int], list[int]]:
+    """The (pos, neg) stores of ``merge_all`` of ``aggs`` and of the aggregates whose
+    ``merge_bins`` is ``base``: bins add up exactly whatever the order or grouping (the
+    collapse threshold depends only on the highest key, and collapsing twice is collapsing
+    once), so the bins of a window can be kept and merged with one more bucket later."""
+    stores = [_stores(a) for a in aggs]
+    if base is not None:
+        stores.append(base)
+    return _merge_many([s[0] for s in stores]), _merge_many([s[1] for s in stores])
+
+
+def merge_with_bins(aggs: list[Agg], pos: list[int], neg: list[int]) -> Agg:
+    """``merge_all(aggs)`` of two or more aggregates whose merged bins are already known
+    (``merge_bins``): count, sum, min, max and zeros are folded here in the same order, so
+    the result is the same, bit for bit."""
     first = aggs[0]
     count, total, lo, hi, zeros = first[COUNT], first[SUM], first[MIN], first[MAX], first[ZEROS]
     for a in islice(aggs, 1, None):
@@ -251,9 +270,7 @@ def merge_all(aggs: Iterable[Agg]) -> Agg | None:
         lo = min(lo, a[MIN])
         hi = max(hi, a[MAX])
         zeros = zeros + a[ZEROS]
-    stores = [_stores(a) for a in aggs]
-    return [count, total, lo, hi, zeros,
-            _merge_many([s[0] for s in stores]), _merge_many([s[1] for s in stores])]
+    return [count, total, lo, hi, zeros, pos, neg]
 
 
 def migrate(agg: Agg) -> Agg:

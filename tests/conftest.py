@@ -1,7 +1,9 @@
 """Fixtures shared by every test: a database URL per backend.
 
 PostgreSQL runs when ``BGA_TEST_POSTGRES_URL`` names a server (``.ci/run`` sets it): each test
-gets a fresh schema of that database, dropped afterwards. Without the variable those tests
+gets a fresh schema of that database, dropped afterwards. Redis runs when ``BGA_TEST_REDIS_URL``
+names one (``redis://127.0.0.1:6379/0``; ``.ci/run`` sets it): each test gets a key prefix of
+its own (``?prefix=``), whose keys are deleted afterwards. Without the variable those tests
 skip; in CI (``CI=true`` or ``BGA_CI=1``) a missing or unreachable server fails them.
 """
 
@@ -16,9 +18,11 @@ from urllib.parse import quote
 
 import pytest
 
-BACKENDS = ["sqlite", "memory", "postgres"]
+BACKENDS = ["sqlite", "memory", "postgres", "redis"]
 POSTGRES_ENV = "BGA_TEST_POSTGRES_URL"
 POSTGRES_MISSING = f"PostgreSQL tests need {POSTGRES_ENV}; .ci/run sets it"
+REDIS_ENV = "BGA_TEST_REDIS_URL"
+REDIS_MISSING = f"Redis tests need {REDIS_ENV} (e.g. redis://127.0.0.1:6379/0); .ci/run sets it"
 
 
 def make_url(kind: str, tmp_path: Path) -> str:
@@ -66,11 +70,56 @@ def postgres_schema() -> Iterator[str]:
         admin.close()
 
 
+@contextlib.contextmanager
+def redis_prefix() -> Iterator[str]:
+    """URL of a fresh key prefix on the test Redis server, its keys deleted on exit.
+
+    Skips without ``BGA_TEST_REDIS_URL``; fails instead of skipping in CI."""
+    base = os.environ.get(REDIS_ENV, "").strip()
+    if not base:
+        if in_ci():
+            pytest.fail(f"{REDIS_ENV} is not set, but CI requires the Redis tests")
+        pytest.skip(REDIS_MISSING)
+    import redis
+
+    from state.backends.url import parse_url
+
+    admin = redis.Redis.from_url(base.split("?", 1)[0], socket_connect_timeout=10)
+    try:
+        admin.ping()
+    except (redis.RedisError, OSError) as exc:
+        admin.close()
+        message = f"Redis at {REDIS_ENV} is unreachable: {exc}"
+        if in_ci():
+            pytest.fail(message)
+        pytest.skip(message)
+    url = f"{base.split('?', 1)[0]}?prefix=t{uuid.uuid4().hex[:16]}"
+    try:
+        yield url
+    finally:
+        with contextlib.suppress(redis.RedisError, OSError):
+            keys = list(admin.scan_iter(match=parse_url(url).key_prefix + "*", count=1000))
+            for i in range(0, len(keys), 500):
+                admin.unlink(*keys[i:i + 500])
+        admin.close()
+
+
+@contextlib.contextmanager
+def server_url(kind: str) -> Iterator[str]:
+    """A fresh database on a server backend (``postgres`` schema or ``redis`` prefix)."""
+    with postgres_schema() if kind == "postgres" else redis_prefix() as url:
+        yield url
+
+
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """A fresh, empty database of each backend."""
-    if request.param == "postgres":
-        with postgres_schema() as url:
+    """A fresh, empty database of each backend; a test marked ``needs_sql(reason)`` (the
+    importer's tables, the alert outbox) skips Redis, saying why."""
+    needs_sql = request.node.get_closest_marker("needs_sql")
+    if request.param == "redis" and needs_sql is not None:
+        pytest.skip(f"not on Redis: {needs_sql.args[0]}")
+    if request.param in ("postgres", "redis"):
+        with server_url(request.param) as url:
             yield url
     else:
         yield make_url(request.param, tmp_path)
@@ -89,11 +138,27 @@ def postgres_url() -> Iterator[str]:
         yield url
 
 
+@pytest.fixture
+def redis_url() -> Iterator[str]:
+    """A fresh Redis key prefix (for tests that need several OS processes)."""
+    with redis_prefix() as url:
+        yield url
+
+
 @pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def process_db_url(request: pytest.FixtureRequest) -> str:
-    """A fresh database that several OS processes can share: a SQLite file (``sqlite_url``)
-    or a PostgreSQL schema (``postgres_url``, which skips without a server). Request it before
-    the fixtures that start processes, so that the database outlives them."""
+    """A fresh SQL database that several OS processes can share: a SQLite file
+    (``sqlite_url``) or a PostgreSQL schema (``postgres_url``, which skips without a server).
+    Request it before the fixtures that start processes, so that the database outlives them."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                        pytest.param("redis", marks=pytest.mark.redis)])
+def shared_db_url(request: pytest.FixtureRequest) -> str:
+    """``process_db_url`` or a Redis key prefix (``redis_url``, which skips without a
+    server): for the multi-process tests of the state itself (crash, scheduler, failover),
+    which need no SQL table of the importer."""
     return request.getfixturevalue(f"{request.param}_url")
 
 

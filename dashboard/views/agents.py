@@ -15,12 +15,14 @@ def body() -> None:
     if agents:
         st.caption("Liveness is judged from the heartbeat age: stale after "
                    "`liveness.stale_factor` missed intervals, dead after `liveness.dead_factor`.")
-        head, toggle = st.columns([3, 1], vertical_alignment="bottom")
+        head, lines_on, internal_on = st.columns([2.4, 1, 1.2], vertical_alignment="bottom")
         head.subheader("Key metrics, p95 over the last hour")
-        internal = toggle.toggle("Show internal series", key="agents_internal",
-                                 help="The system's own runs, mirrored by the bridge "
-                                      "(`langsmith_bridge/local/...`).")
-        sections.agent_metrics(snap, agents, internal=internal)
+        lines = lines_on.toggle("Show p50 lines", key="agents_lines",
+                                help="A line per card: p50 per minute over the last hour.")
+        internal = internal_on.toggle("Show internal series", key="agents_internal",
+                                      help="The system's own runs, mirrored by the bridge "
+                                           "(`langsmith_bridge/local/...`).")
+        sections.agent_metrics(snap, agents, internal=internal, lines=lines)
     st.subheader("Processes")
     st.caption("The coordinator that led the last tick and every `bga worker`, on any host "
                "that shares this database.")

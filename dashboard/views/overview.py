@@ -6,6 +6,9 @@ import streamlit as st
 
 from dashboard import data, sections, ui
 
+# a first look: every pattern (up to 500) is on the Error patterns page, filtered and sorted
+TOP_ERRORS = 10
+
 
 def body() -> None:
     snap = data.load()
@@ -17,8 +20,12 @@ def body() -> None:
     st.subheader("Agents")
     sections.agents_table(snap, agents)
     st.subheader("Error patterns in the last hour")
-    sections.error_table(data.error_patterns(snap, 1), 1, compact=True)
-    st.caption("Every column, filters and other windows: the Error patterns page.")
+    patterns = data.error_patterns(snap, 1)  # the most frequent first
+    sections.error_table(patterns[:TOP_ERRORS], 1, compact=True)
+    more = f"The {TOP_ERRORS} most frequent of {len(patterns):,}. " \
+        if len(patterns) > TOP_ERRORS else ""
+    st.caption(f"{more}Every pattern and column, filters and other windows: the Error "
+               "patterns page.")
 
 
 st.title("Overview")

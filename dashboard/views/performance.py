@@ -10,7 +10,7 @@ import streamlit as st
 
 from dashboard import data, sections, ui
 
-MAX_CHARTS = 6
+MAX_CHARTS = 3  # charted by default: two Vega views each, drawn before a visit is ready
 CUSTOM = "Custom"
 QUANTILES = ("p50", "p95", "p99")
 

@@ -1,6 +1,7 @@
-"""The database object per URL (``sqlite:///path``, ``memory://name``, ``postgresql://...`` or
-``postgres://...``): a ``Backend`` owns every table of its database and their migrations.
-Where each table and migration lives: README, "Storage: one database object"."""
+"""The database object per URL (``sqlite:///path``, ``memory://name``, ``postgresql://...``,
+``postgres://...``, ``redis://host:port/db`` or ``rediss://...``): a ``Backend`` owns every
+table (Redis: every key) of its database and their migrations. Where each table and
+migration lives: README, "Storage: one database object"."""
 
 from __future__ import annotations
 
@@ -29,6 +30,10 @@ def make_backend(url: str, *, failover_s: float | None = None) -> Backend:
         from state.backends.memory import MemoryBackend
 
         backend = MemoryBackend(url)
+    elif dialect == "redis":
+        from state.backends.redisdb import RedisBackend
+
+        backend = RedisBackend(url)
     else:
         from state.backends.postgres import PostgresBackend
 

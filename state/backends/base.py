@@ -70,6 +70,15 @@ def describe_trouble(exc: BaseException, where: str) -> str:
     return f"{meaning} at {where}: {text}"
 
 
+# each stream's highest sequence number in the inbox, with one index probe per stream (a skip
+# scan: GROUP BY would read every row)
+INBOX_HEADS = (
+    "WITH RECURSIVE s(id) AS (SELECT min(stream_id) FROM bga_inbox UNION ALL "
+    "SELECT (SELECT min(stream_id) FROM bga_inbox WHERE stream_id > s.id) FROM s "
+    "WHERE s.id IS NOT NULL) "
+    "SELECT id AS stream_id, (SELECT max(seq) FROM bga_inbox WHERE stream_id = s.id) AS seq "
+    "FROM s WHERE id IS NOT NULL")
+
 class Backend(abc.ABC):
     url: str
     checkpointer: BaseCheckpointSaver
@@ -127,6 +136,14 @@ class Backend(abc.ABC):
     async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
         """Up to ``limit`` rows after ``after`` in (stream, seq) order (keyset paging)."""
 
+    async def inbox_heads(self) -> dict[int, int] | None:
+        """Each stream that has rows in the inbox -> its highest sequence number there, read
+        without reading the rows (None: this backend cannot tell, and readers re-read the
+        inbox every time). A stream appends in sequence order and rows go only once a
+        committed checkpoint covers them, so while the latest checkpoint is the same, equal
+        heads mean the same unfolded rows: ``SharedState.read`` lays them over it once."""
+        return None
+
     @abc.abstractmethod
     async def delete_folded(self, marks: dict[int, int]) -> None:
         """Delete rows whose seq is at or below their stream's mark."""
@@ -174,6 +191,9 @@ class Backend(abc.ABC):
         return self._leases
 
     _leases: Leases | None = None
+
+    has_outbox: bool = True
+    """Whether ``outbox()`` works here (Redis has no alert outbox: it raises, saying so)."""
 
     async def drop_leases(self) -> None:
         """Stop renewing every lock (``aclose`` calls it before it releases them)."""

@@ -93,6 +93,12 @@ class MemoryBackend(Backend):
         keys = sorted(k for k in self._store.inbox if k > after)[:limit]
         return [self._store.inbox[k] for k in keys]
 
+    async def inbox_heads(self) -> dict[int, int]:
+        heads: dict[int, int] = {}
+        for stream, seq in self._store.inbox:
+            heads[stream] = max(seq, heads.get(stream, 0))
+        return heads
+
     async def delete_folded(self, marks: dict[int, int]) -> None:
         for key in [k for k in self._store.inbox if k[1] <= marks.get(k[0], 0)]:
             del self._store.inbox[key]

@@ -41,7 +41,7 @@ from psycopg.types.json import Jsonb
 from psycopg_pool import AsyncConnectionPool
 
 from state.backends.aiodb import PostgresAsyncDb, PostgresSql
-from state.backends.base import Backend, InboxWrite
+from state.backends.base import INBOX_HEADS, Backend, InboxWrite
 from state.backends.history import LinearThreads, prune_plan, refuse_delta
 from state.backends.lease import lease_s, lock_session_sql, poll, pool_session_sql
 from state.backends.migrations import (
@@ -72,6 +72,16 @@ class _ConnKwargs(TypedDict):
 
 
 _CONN_KWARGS: _ConnKwargs = {"autocommit": True, "prepare_threshold": 0, "row_factory": dict_row}
+
+APPEND_ONE_STATEMENT = 256
+"""An append of up to this many rows is one statement on an autocommit connection (one round
+trip instead of BEGIN, COPY, UPDATE, COMMIT); a bigger one streams its rows with COPY. Both
+insert the rows and set the stream's ``last_seq`` (its row lock held until COMMIT, which
+``committed_seq`` waits for) in one transaction."""
+_APPEND_SQL = (
+    "WITH ins AS (INSERT INTO bga_inbox (stream_id, seq, kind, payload) "
+    "SELECT %s, s, k, p FROM unnest(%s::bigint[], %s::text[], %s::bytea[]) AS t(s, k, p)) "
+    "UPDATE bga_streams SET last_seq=%s WHERE stream_id=%s")
 
 # the lock a CAS write and a prune of one thread take (xact-scoped, two-int key space)
 _THREAD_LOCK_SQL = ("SELECT pg_advisory_xact_lock(%s, hashtext(coalesce(current_schema(), '') "
@@ -382,6 +392,12 @@ class PostgresBackend(Backend):
     async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
         if not rows:
             return
+        if len(rows) <= APPEND_ONE_STATEMENT:  # one round trip: the statement is the transaction
+            async with self._conn() as conn:
+                await conn.execute(_APPEND_SQL, (stream, [r[0] for r in rows],
+                                                 [r[1] for r in rows], [r[2] for r in rows],
+                                                 rows[-1][0], stream), prepare=False)
+            return  # not prepared: its text goes with each append (a proxy can see it commit)
         async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             async with cur.copy("COPY bga_inbox (stream_id, seq, kind, payload) "
                                 "FROM STDIN") as copy:
@@ -406,6 +422,9 @@ class PostgresBackend(Backend):
             "(%s, %s) ORDER BY stream_id, seq LIMIT %s", (*after, limit))
         return [InboxRow(r["stream_id"], r["seq"], r["kind"], bytes(r["payload"]))
                 for r in rows]
+
+    async def inbox_heads(self) -> dict[int, int]:
+        return {int(r["stream_id"]): int(r["seq"]) for r in await self._fetch(INBOX_HEADS)}
 
     async def delete_folded(self, marks: dict[int, int]) -> None:
         if marks:

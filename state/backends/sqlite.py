@@ -1,8 +1,9 @@
 """SQLite backend: checkpoints, inbox, quarantine and local traces in one WAL file; file
 locks for folds, leadership and agent steps.
 
-Inbox writes use their own ``sqlite3`` connection in a worker thread (one transaction per
-group commit), which the trace store and the alert outbox share (``traces()``,
+Inbox appends (one transaction per group commit) run on their own connection in one
+long-lived thread (``_Appender``); the other inbox writes run on a write connection in a
+worker thread, which the trace store and the alert outbox share (``traces()``,
 ``outbox()``); checkpoints go through
 ``CasSqliteSaver`` (``AsyncSqliteSaver`` with compare-and-swap on the shared state's thread)
 on an ``aiosqlite`` connection. Tables come from ``state.backends.migrations.STATE``.
@@ -15,10 +16,13 @@ import contextlib
 import functools
 import json
 import os
+import queue
 import socket
 import sqlite3
+import threading
 import time
 from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
 from typing import Any
 
 import aiosqlite
@@ -26,7 +30,7 @@ from langgraph.checkpoint.base import CheckpointTuple, get_checkpoint_metadata
 from langgraph.checkpoint.sqlite.aio import AsyncSqliteSaver
 
 from state.backends.aiodb import AiosqliteSql, SqliteAsyncDb
-from state.backends.base import Backend, InboxWrite
+from state.backends.base import INBOX_HEADS, Backend, InboxWrite
 from state.backends.history import (
     DELTA_METADATA_KEYS,
     LinearThreads,
@@ -260,6 +264,7 @@ class SqliteBackend(Backend):
         self._lease_lock = asyncio.Lock()
         self._traces: SqliteTraceStore | None = None
         self._outbox: OutboxStore | None = None
+        self._appender: _Appender | None = None
         self.checkpointer: CasSqliteSaver
 
     async def setup(self, *, create: bool = True, read_only: bool = False) -> None:
@@ -324,21 +329,13 @@ class SqliteBackend(Backend):
             "UPDATE bga_streams SET closed_at=? WHERE stream_id=?", (time.time(), stream)))
 
     async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
-        def run(conn: sqlite3.Connection) -> None:
-            conn.execute("BEGIN IMMEDIATE")
-            try:
-                conn.executemany("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)",
-                                 [(stream, seq, kind, payload) for seq, kind, payload in rows])
-                if rows:
-                    conn.execute("UPDATE bga_streams SET last_seq=? WHERE stream_id=?",
-                                 (rows[-1][0], stream))
-                conn.execute("COMMIT")
-            except BaseException:
-                if conn.in_transaction:  # disk full: SQLite has already rolled it back
-                    conn.execute("ROLLBACK")
-                raise
-
-        await self._on_write(run)
+        if not rows:
+            return
+        if self._appender is None:
+            if self._write is None:
+                raise RuntimeError("SQLite backend used before setup()")
+            self._appender = _Appender(self.path)
+        await self._appender.append(stream, rows)
 
     async def committed_seq(self, stream: int) -> int:
         def run(conn: sqlite3.Connection) -> int:
@@ -356,6 +353,9 @@ class SqliteBackend(Backend):
             return [InboxRow(s, q, k, p) for s, q, k, p in cur]
 
         return await self._on_read(run)
+
+    async def inbox_heads(self) -> dict[int, int]:
+        return await self._on_read(lambda c: dict(c.execute(INBOX_HEADS).fetchall()))
 
     async def delete_folded(self, marks: dict[int, int]) -> None:
         if marks:
@@ -444,7 +444,76 @@ class SqliteBackend(Backend):
             await self._aconn.close()
             self._aconn = None
         self._traces = self._outbox = None  # they used the write connection
+        if self._appender is not None:
+            await self._appender.aclose()
+            self._appender = None
         for conn in (self._write, self._read):
             if conn is not None:
                 conn.close()
         self._write = self._read = None
+
+
+class _Appender:
+    """The inbox's writer: one thread with its own connection, running one append (a group
+    commit) at a time in the order they came. A call costs one hand-off to the thread and
+    one wake-up of the event loop, no executor, lock or context copy per batch; the commit
+    itself is the same ``BEGIN IMMEDIATE`` .. ``COMMIT`` as every other write of the file
+    (WAL, ``synchronous=NORMAL``: see ``sqlite_connect``)."""
+
+    def __init__(self, path: Path) -> None:
+        self._path = path
+        self._jobs: queue.SimpleQueue[tuple[int, Sequence[InboxWrite], asyncio.AbstractEventLoop,
+                                            asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="bga-inbox-append", daemon=True)
+        self._thread.start()
+
+    def append(self, stream: int, rows: Sequence[InboxWrite]) -> asyncio.Future[None]:
+        """``rows`` committed in one transaction with the stream's ``last_seq``; the future
+        is done once the transaction is (a cancelled caller does not undo it)."""
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
+        self._jobs.put((stream, rows, loop, future))
+        return future
+
+    async def aclose(self) -> None:
+        self._jobs.put(None)
+        await asyncio.to_thread(self._thread.join)
+
+    def _run(self) -> None:
+        conn: sqlite3.Connection | None = None
+        while (job := self._jobs.get()) is not None:
+            stream, rows, loop, future = job
+            error: BaseException | None = None
+            try:
+                if conn is None:
+                    conn = sqlite_connect(self._path)
+                _commit(conn, stream, rows)
+            except BaseException as exc:  # handed to the caller, as to_thread would
+                error = exc
+            with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
+                loop.call_soon_threadsafe(_settle, future, error)
+        if conn is not None:
+            conn.close()
+
+
+def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
+    if future.done():  # the caller was cancelled; the commit stands (committed_seq says so)
+        return
+    if error is None:
+        future.set_result(None)
+    else:
+        future.set_exception(error)
+
+
+def _commit(conn: sqlite3.Connection, stream: int, rows: Sequence[InboxWrite]) -> None:
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        conn.executemany("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)",
+                         [(stream, seq, kind, payload) for seq, kind, payload in rows])
+        conn.execute("UPDATE bga_streams SET last_seq=? WHERE stream_id=?",
+                     (rows[-1][0], stream))
+        conn.execute("COMMIT")
+    except BaseException:
+        if conn.in_transaction:  # disk full: SQLite has already rolled it back
+            conn.execute("ROLLBACK")
+        raise

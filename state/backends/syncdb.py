@@ -18,7 +18,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal, Protocol
 
-from state.backends.url import is_postgres
+from state.backends.url import REDIS_PREFIXES, is_postgres
 from state.redact import redact
 
 if TYPE_CHECKING:
@@ -285,6 +285,10 @@ def open_profiles(location: str, *, create: bool = True) -> SyncDb:
     (``DatabaseUrl.profiles_location``): a SQLite file or ``file:`` URI, or a PostgreSQL URL,
     whose write lock is the schema's ``profiles-write`` advisory lock. ``create=False``
     raises FileNotFoundError instead of creating a missing database. Not yet migrated."""
+    if location.startswith(REDIS_PREFIXES):
+        raise ValueError(f"the profile importer needs SQL tables, which a Redis state database "
+                         f"({redact(location)}) does not have: keep the state on SQLite or "
+                         "PostgreSQL to import profiles")
     if not is_postgres(location):
         return SqliteSyncDb.open(location, create=create)
     db = PostgresSyncDb(location, write_lock="profiles-write")

@@ -472,4 +472,8 @@ def open_store(url: str) -> TraceStore:
         return SqliteTraceStore(url)
     if dialect == "memory":
         return MemoryTraceStore(url)
+    if dialect == "redis":
+        from state.backends.redisdb import RedisTraceStore
+
+        return RedisTraceStore(url)
     return PostgresTraceStore(url)

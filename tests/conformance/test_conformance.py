@@ -22,7 +22,7 @@ from langgraph.checkpoint.memory import InMemorySaver
 
 from state.backends import make_backend
 from state.backends.history import LinearThreads
-from tests.conftest import make_url, postgres_schema
+from tests.conftest import make_url, server_url
 
 
 async def run_suite(url: str) -> tuple[CapabilityReport, BaseCheckpointSaver]:
@@ -53,10 +53,11 @@ def failures(report: CapabilityReport) -> list[str]:
             for failure in result.failures]
 
 
-@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+@pytest.mark.parametrize("kind", ["sqlite", pytest.param("postgres", marks=pytest.mark.postgres),
+                                  pytest.param("redis", marks=pytest.mark.redis)])
 async def test_our_savers_pass_every_capability_of_the_suite(kind: str, tmp_path: Path) -> None:
-    if kind == "postgres":
-        with postgres_schema() as url:
+    if kind in ("postgres", "redis"):
+        with server_url(kind) as url:
             report, saver = await run_suite(url)
     else:
         report, saver = await run_suite(make_url(kind, tmp_path))

@@ -13,6 +13,7 @@ import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from typing import Annotated, TypedDict
+from urllib.parse import unquote
 
 import pytest
 from langgraph.graph import END, START, StateGraph
@@ -81,6 +82,8 @@ def leftovers(backend: Backend) -> dict[str, int]:
                 "WHERE c.thread_id=w.thread_id AND c.checkpoint_ns=w.checkpoint_ns "
                 "AND c.checkpoint_id=w.checkpoint_id)").fetchone()
         return {"writes": writes}
+    if url.startswith("redis"):
+        return {"writes": redis_orphan_writes(url)}
     import psycopg
 
     with psycopg.connect(url) as conn:
@@ -93,6 +96,25 @@ def leftovers(backend: Backend) -> dict[str, int]:
             "checkpoints c WHERE c.thread_id=b.thread_id AND c.checkpoint_ns=b.checkpoint_ns "
             "AND c.checkpoint->'channel_versions'->>b.channel = b.version)").fetchone()
     return {"writes": writes, "blobs": blobs}
+
+
+def redis_orphan_writes(url: str) -> int:
+    """Hashes of pending writes (``wr:<thread>:<ns>:<id>``) whose checkpoint is gone."""
+    import redis
+
+    from state.backends.redisdb import Keys
+    from state.backends.url import parse_url
+
+    keys = Keys(parse_url(url).key_prefix)
+    client = redis.Redis.from_url(url.split("?", 1)[0])
+    try:
+        orphans = 0
+        for key in client.scan_iter(match=keys("wr") + ":*"):
+            thread, ns, cid = (unquote(p) for p in key.decode()[len(keys("wr")) + 1:].split(":"))
+            orphans += not client.hexists(keys("cp", thread, ns), cid)
+        return orphans
+    finally:
+        client.close()
 
 
 @pytest.fixture

@@ -25,7 +25,7 @@ import pytest
 
 from graph import runner
 from state import OptimizationRecord, PerformanceMetric, SharedState
-from tests.conftest import postgres_schema
+from tests.conftest import server_url
 
 T = TypeVar("T")
 
@@ -84,11 +84,15 @@ async def write_state(shared: SharedState) -> dict[str, str]:
     return ids
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", "postgres", "redis"])
 def page_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
-    """An empty database the dashboard reads: a SQLite file or a PostgreSQL schema."""
-    if request.param == "postgres":
-        with postgres_schema() as url:
+    """An empty database the dashboard reads: a SQLite file, a PostgreSQL schema or a Redis
+    key prefix (``needs_sql`` tests skip Redis, saying why)."""
+    needs_sql = request.node.get_closest_marker("needs_sql")
+    if request.param == "redis" and needs_sql is not None:
+        pytest.skip(f"not on Redis: {needs_sql.args[0]}")
+    if request.param in ("postgres", "redis"):
+        with server_url(request.param) as url:
             yield url
     else:
         yield f"sqlite:///{tmp_path / 'state.db'}"

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import socket
+import time
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -81,6 +82,25 @@ def test_overview_numbers_match_the_state(state_db: StateFixture, dash: Any) -> 
     assert counts == {"ValueError": 7, "TimeoutError": 2}
 
 
+def test_overview_lists_the_most_frequent_error_patterns(state_db: StateFixture,
+                                                         dash: Any) -> None:
+    """Beyond ``TOP_ERRORS`` patterns the Overview lists the most frequent ones and says how
+    many there are; the Error patterns page lists them all."""
+    async def many(shared: SharedState) -> None:
+        for i in range(12):
+            for _ in range(i + 1):  # pattern i seen i + 1 times
+                await shared.add_error_pattern(f"Kind{i}Error", f"failure number {i}", "importer")
+
+    api(state_db.url, many)
+    at = dash(state_db.url, "overview")
+    errors = frame(at, 1)
+    assert len(errors) == 10
+    assert list(errors["count"]) == sorted(errors["count"], reverse=True)
+    assert list(errors["type"])[:3] == ["Kind11Error", "Kind10Error", "Kind9Error"]
+    assert any("The 10 most frequent of 14." in c.value for c in at.caption)
+    assert len(frame(dash(state_db.url, "errors"))) == 14
+
+
 def test_empty_state_tells_the_user_what_to_do(empty_db: str, dash: Any) -> None:
     at = dash(empty_db, "overview")
     assert metrics(at)["Agents"] == "0"
@@ -129,6 +149,25 @@ def test_agents_page_rows_and_metric_cards(state_db: StateFixture, dash: Any) ->
     assert table.loc["importer", "key metric"] == f"latency_ms p95 {ui.num(latency['p95'], 'ms')}"
 
 
+def test_agents_cards_draw_their_p50_line_on_demand(state_db: StateFixture, dash: Any) -> None:
+    """A new visit draws the cards' numbers without a chart each; the toggle adds the line
+    (p50 per minute), on the same cards."""
+    api(state_db.url, lambda s: s.add_performance_metrics(  # a second minute: a line to draw
+        PerformanceMetric(source_agent="importer", name="latency_ms", value=float(v), unit="ms",
+                          timestamp=time.time() - 300) for v in (10, 20, 30)))
+    at = dash(state_db.url, "agents")
+    card = next(m for m in at.metric if m.label == "latency_ms")
+    assert list(card.proto.chart_data) == []
+    assert "the line is" not in card.proto.help
+    at.toggle(key="agents_lines").set_value(True).run()
+    card = next(m for m in at.metric if m.label == "latency_ms")
+    snap = data.load_uncached(url=state_db.url)
+    points = data.series_points(snap, "importer/latency_ms", 1)
+    assert len(points) == 2
+    assert list(card.proto.chart_data) == pytest.approx([p["p50"] for p in points])
+    assert "the line is p50 per minute" in card.proto.help
+
+
 def test_performance_summary_and_window(state_db: StateFixture, dash: Any) -> None:
     at = dash(state_db.url, "performance")
     for label, hours in (("1 h", 1), ("24 h", 24), ("7 d", 168)):
@@ -147,7 +186,7 @@ def test_performance_summary_and_window(state_db: StateFixture, dash: Any) -> No
         assert metrics(at)["Series shown"] == f"{len(own)} of {len(perf['series'])}"
     charted = at.multiselect(key="perf_series").value
     counts = sorted((s["count"] for s in own.values()), reverse=True)
-    assert len(charted) == min(6, len(counts))  # the busiest series are charted by default
+    assert len(charted) == min(3, len(counts))  # views/performance.py MAX_CHARTS, the busiest
     assert min(own[n]["count"] for n in charted) == counts[len(charted) - 1]
     assert "importer/latency_ms" in charted
     assert len(at.get("vega_lite_chart")) == 2 * len(charted)

@@ -121,9 +121,13 @@ def spawner(tmp_path: Path):
 
 
 @pytest.fixture
-def children(tmp_path: Path, process_db_url: str) -> Iterator[Children]:
-    """``bga`` children sharing ``process_db_url``, able to load the example agents of
-    ``tests.agents``; all SIGKILLed before the database is torn down."""
+def children(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Children]:
+    """``bga`` children sharing the test's ``shared_db_url`` or ``process_db_url``, able to
+    load the example agents of ``tests.agents``; all SIGKILLed before the database is torn
+    down (it is set up first)."""
+    for name in ("shared_db_url", "process_db_url"):
+        if name in request.fixturenames:
+            request.getfixturevalue(name)
     kids = Children(tmp_path, env=child_env(PYTHONPATH=str(ROOT)))
     try:
         yield kids

@@ -192,6 +192,8 @@ CASES: list[tuple[str, Call, str]] = [
         {"agents": {"bridge": {"options": {"threshold": NAN}}}}),
      "agents.bridge.options.threshold"),
     # read arguments
+    ("triage-list-action", lambda s: s.update_insights(["x"], []), "action"),  # fuzz-found
+    ("triage-unknown-action", lambda s: s.update_insights(["x"], "snooze"), "action"),
     ("read-insights-priority", lambda s: s.get_insights(priority="urgent"), "priority"),
     ("read-errors-min-frequency", lambda s: s.get_error_patterns(min_frequency=0),
      "min_frequency"),

@@ -1,7 +1,9 @@
 """A write whose commit reply is lost neither wedges the handle nor counts twice (PostgreSQL).
 
-A TCP proxy in front of the server cuts the connection right after it forwarded a COMMIT
-(the server commits, the client never hears) or instead of forwarding it (nothing commits).
+A TCP proxy in front of the server cuts the connection right after it forwarded the message
+that commits an append (the server commits, the client never hears) or instead of forwarding it
+(nothing commits). That message is a COMMIT, or, for a small append, its one statement on an
+autocommit connection (``state.backends.postgres.APPEND_ONE_STATEMENT``).
 Either way the handle looks up its stream's committed sequence before writing again: the
 first write is acknowledged, the second refused (so the caller retries), and every later write
 goes through (before: ``UniqueViolation bga_inbox_pkey`` forever).
@@ -19,6 +21,7 @@ from state import SharedState
 
 WRITES = 30
 CUT_AT = (5, 17)
+COMMITS = (b"COMMIT", b"INSERT INTO bga_inbox")  # what commits an append (see the docstring)
 
 
 class CommitCutter:
@@ -51,7 +54,7 @@ class CommitCutter:
 
         async def upstream() -> None:
             while not cut.is_set() and (chunk := await c_reader.read(65536)):
-                if self.mode is not None and b"COMMIT" in chunk:
+                if self.mode is not None and any(m in chunk for m in COMMITS):
                     mode, self.mode = self.mode, None
                     self.cuts += 1
                     if mode == "after_commit":

@@ -1,4 +1,5 @@
-"""Several OS processes write one SQLite state at once while another folds: exact counts.
+"""Several OS processes write one SQLite (or Redis) state at once while another folds: exact
+counts.
 
 Each writer's committed rows are always a prefix of its event sequence (one stream, one writer
 task committing in sequence order), so any consistent read must show, per producer, exactly the
@@ -31,9 +32,16 @@ CHUNK = 50
 RUN_TIMEOUT_S = 90.0
 
 
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def state_url(request: pytest.FixtureRequest) -> str:
+    """A SQLite file or a Redis key prefix (PostgreSQL: ``test_postgres_scale``)."""
+    return request.getfixturevalue(f"{request.param}_url")
+
+
 async def test_concurrent_writer_processes_and_folder_count_exactly(
-    sqlite_url: str, tmp_path: Path, spawner
+    state_url: str, tmp_path: Path, spawner
 ) -> None:
+    sqlite_url = state_url
     producers = [f"p{i}" for i in range(WRITERS)]
     reads, folder_rows = await run_writers_while_reading(
         sqlite_url, tmp_path, spawner, producers, EVENTS, CHUNK, RUN_TIMEOUT_S)

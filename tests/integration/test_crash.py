@@ -2,8 +2,9 @@
 
 Every failure message carries the random seed; rerun with ``BGA_CRASH_SEED=<seed>`` to get the
 same kill schedule (the moments are the same, what the killed process was doing may differ).
-Both tests run on a SQLite file and on a PostgreSQL schema (``process_db_url``); the ground
-truth is read from the tables directly (``inbox_truth``), not through the backend under test.
+Both tests run on a SQLite file, a PostgreSQL schema and a Redis key prefix (``shared_db_url``);
+the ground truth is read from the tables or keys directly (``inbox_truth``), not through the
+backend under test.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from tests.integration.workers import (
     expected_view,
     inbox_truth,
     observe,
+    redis_inbox,
     truth_db,
     write_events,
 )
@@ -65,13 +67,13 @@ async def flush(url: str) -> int:
 
 
 async def test_writers_killed_mid_write_keep_exactly_their_committed_prefix(
-    process_db_url: str, spawner
+    shared_db_url: str, spawner
 ) -> None:
     """(a) Per killed writer: acknowledged <= committed <= attempted, the committed rows are a
     gap-free prefix 1..K of its stream, and the state shows exactly the first K events - before
     a fold (overlay), after a fold, and after the producer restarts and writes again."""
     seed, rng = make_rng()
-    url = process_db_url
+    url = shared_db_url
     # Kept below the read overlay's row limit (100k): this test reads before folding.
     attempted, writers, restart = 30_000, 3, 400
     committed: dict[str, list[int]] = {}
@@ -133,20 +135,24 @@ async def test_writers_killed_mid_write_keep_exactly_their_committed_prefix(
 
 def unfolded_but_covered(url: str, marks: dict[int, int]) -> int:
     """Inbox rows at or below their stream's watermark: a fold committed, its delete did not."""
+    if url.startswith("redis"):
+        inbox = redis_inbox(url)
+        return sum(1 for stream, mark in marks.items()
+                   for seq, _ in inbox.get(int(stream), ("", []))[1] if seq <= int(mark))
     with truth_db(url) as query:
         return sum(query("SELECT count(*) FROM bga_inbox WHERE stream_id=? AND seq<=?",
                          (int(stream), int(mark)))[0][0] for stream, mark in marks.items())
 
 
 async def test_folder_killed_mid_flush_folds_every_event_exactly_once(
-    process_db_url: str, spawner
+    shared_db_url: str, spawner
 ) -> None:
     """(b) A folder process is SIGKILLed at a random moment of its flush() loop, ten times,
     with the inbox pre-filled by a writer process and this process appending meanwhile: after
     every kill the state (checkpoint + unfolded rows) counts each written event exactly once,
     and so does the final state after a flush here."""
     seed, rng = make_rng()
-    url = process_db_url
+    url = shared_db_url
     producers = ["f0", "f1", "f2"]
     written: dict[str, list[int]] = {p: [] for p in producers}
     rounds = 10

@@ -170,7 +170,56 @@ async def test_the_worker_rides_out_failed_writes_with_one_line(
     assert sum("works again after 3 failed attempt(s)" in line for line in lines) == 1, lines
 
 
-# -- a stopped leader, in processes: SQLite file and PostgreSQL ---------------------------------
+# -- Redis: SET NX PX with a fencing token -------------------------------------------------------
+
+
+async def test_redis_a_holder_whose_connection_is_gone_is_taken_over_at_once(
+        redis_url: str) -> None:
+    """A killed holder's lock connection closes: a standby takes its lock although its lease
+    has not lapsed (the holder's client id is gone), with a new token, and the old holder's
+    renewal is refused (the fence)."""
+    a = make_backend(redis_url, failover_s=600)  # a lease of 300 s: only the takeover frees it
+    b = make_backend(redis_url, failover_s=600)
+    await a.setup()
+    await b.setup()
+    try:
+        assert await a._acquire("leader", 0)
+        old = a._held["leader"]  # type: ignore[attr-defined]
+        with pytest.raises(LockBusy):  # alive: busy
+            async with b.leader_lock(wait=0):
+                pass
+        await a._locks.aclose()  # type: ignore[attr-defined]  # as a SIGKILL would
+        async with b.leader_lock(wait=WAIT_S):
+            new = b._held["leader"]  # type: ignore[attr-defined]
+            assert int(new.split(":")[1]) == int(old.split(":")[1]) + 1  # the token moved on
+            a._locks = None  # type: ignore[attr-defined]
+            await a._lock_client()  # type: ignore[attr-defined]
+            assert not await a._renew("leader")  # the stale holder is fenced off
+            assert await b.holds("leader")
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+async def test_redis_a_lease_that_is_not_renewed_lapses_and_is_taken_over(
+        redis_url: str) -> None:
+    """A holder that is alive but stops renewing (SIGSTOP) loses its lock once the key's
+    PX expires; when it wakes its renewal fails and ``holds`` says so."""
+    a = make_backend(redis_url, failover_s=1)  # a lease of 0.5 s
+    b = make_backend(redis_url, failover_s=1)
+    await a.setup()
+    await b.setup()
+    try:
+        assert await a._acquire("fold", 0)
+        async with b.fold_lock(wait=WAIT_S):  # bounded wait: taken once the lease lapsed
+            assert not await a._renew("fold")
+        assert not await a._renew("fold")
+    finally:
+        await a.aclose()
+        await b.aclose()
+
+
+# -- a stopped leader, in processes: SQLite file, PostgreSQL and Redis --------------------------
 
 
 def _tick_of(url: str) -> tuple[int | None, int]:
@@ -180,12 +229,12 @@ def _tick_of(url: str) -> tuple[int | None, int]:
 
 @pytest.mark.slow
 def test_a_stopped_leader_is_replaced_and_stands_down_when_it_wakes(
-    children: Children, process_db_url: str, tmp_path: Path
+    children: Children, shared_db_url: str, tmp_path: Path
 ) -> None:
     """Three ``bga run --coordinator-only --failover-s 3`` and a producer. SIGSTOP the leader
     between two ticks: a standby's ticks follow; SIGCONT it: it says it lost the lock and
     stands by; at the end every acknowledged metric is counted exactly once."""
-    url = process_db_url
+    url = shared_db_url
     args = ("run", "--db", url, "--interval", "0.5", "--coordinator-only", "--failover-s", "3")
     writer = MetricWriter(url, tmp_path)
     coordinators: dict[int, BgaProcess] = {}

@@ -1,9 +1,9 @@
 """``bga run`` as real processes: clean stop on signals, leader election, crash recovery.
 
-Every test runs on a SQLite file and on a PostgreSQL schema (``process_db_url``): the leader
-and fold locks are file locks there and session advisory locks here, both released by the OS
-or the server when their process dies. Every wait is bounded; children are SIGKILLed at the
-end of each test whatever happened.
+Every test runs on a SQLite file, a PostgreSQL schema and a Redis key prefix
+(``shared_db_url``): the leader and fold locks are file locks, session advisory locks and
+``SET NX PX`` keys, each released (or taken over) at once when their process dies. Every wait
+is bounded; children are SIGKILLed at the end of each test whatever happened.
 """
 
 from __future__ import annotations
@@ -43,10 +43,10 @@ INTERVAL = "0.2"
 
 
 @pytest.fixture
-def url(process_db_url: str) -> str:
+def url(shared_db_url: str) -> str:
     """The database every process of the test shares (a URL passed as one argv item: no shell
     quoting, so PostgreSQL's ``?options=-csearch_path%3D...`` goes through as it is)."""
-    return process_db_url
+    return shared_db_url
 
 
 def wait_until(condition: Callable[[], bool], what: str, *watch: BgaProcess,

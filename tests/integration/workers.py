@@ -42,6 +42,7 @@ from pathlib import Path
 
 from state import SharedState, queries, sketch
 from state.backends.sqlite import path_from_url
+from state.backends.url import REDIS_PREFIXES
 
 KINDS = ("metric", "error", "insight", "heartbeat")
 INSIGHT_TYPE = "worker_insight"
@@ -225,10 +226,42 @@ def truth_db(url: str) -> Iterator[Query]:
         raise ValueError(f"no ground truth for {url!r}: SQLite or PostgreSQL only")
 
 
+def redis_inbox(url: str) -> dict[int, tuple[str, list[tuple[int, str]]]]:
+    """Ground truth straight from a Redis state's keys: per inbox stream, its producer and
+    its entries still in the inbox as (seq, kind)."""
+    import redis
+
+    from state.backends.redisdb import Keys
+    from state.backends.url import parse_url
+
+    keys = Keys(parse_url(url).key_prefix)
+    client = redis.Redis.from_url(url.split("?", 1)[0], socket_connect_timeout=10)
+    try:
+        out: dict[int, tuple[str, list[tuple[int, str]]]] = {}
+        for stream in range(1, int(client.get(keys("next_stream")) or 0) + 1):
+            producer = (client.hget(keys("stream", stream), "producer") or b"").decode()
+            rows = [(int(i.split(b"-")[1]), f[b"k"].decode())
+                    for i, f in client.xrange(keys("inbox", stream))]
+            out[stream] = (producer, rows)
+        return out
+    finally:
+        client.close()
+
+
 def inbox_truth(url: str) -> dict[str, dict]:
     """Ground truth straight from the tables: per producer, ``streams``: its streams as
     (stream id, rows still in the inbox, lowest seq, highest seq), and ``kinds``: its rows
     still in the inbox per kind (empty: nothing pending)."""
+    if url.startswith(REDIS_PREFIXES):
+        out = {}
+        for stream, (producer, rows) in sorted(redis_inbox(url).items()):
+            rec = out.setdefault(producer, {"streams": [], "kinds": {}})
+            seqs = [seq for seq, _ in rows]
+            rec["streams"].append((stream, len(rows), min(seqs, default=None),
+                                   max(seqs, default=None)))
+            for _, kind in rows:
+                rec["kinds"][kind] = rec["kinds"].get(kind, 0) + 1
+        return out
     with truth_db(url) as query:
         out: dict[str, dict] = {}
         for producer, stream, n, lo, hi in query(

@@ -31,7 +31,7 @@ STORAGE_MODULES = [
     "state.backends.syncdb", "state.backends.traces", "state.backends.base",
     "state.backends.sqlite", "state.backends.postgres", "state.backends.memory",
     "state.api", "state.settings", "nodes.profile_import.store", "state.outbox",
-    "state.backends.outbox", "state.backends.aiodb",
+    "state.backends.outbox", "state.backends.aiodb", "state.backends.redisdb",
 ]
 
 
@@ -54,8 +54,9 @@ def test_urls_map_to_one_dialect_each() -> None:
     with pytest.raises(ValueError, match="unsupported database URL") as err:
         parse_url("mysql://bob:hunter2-secret@h/d")
     assert "hunter2-secret" not in str(err.value)
+    assert {parse_url(u).dialect for u in ("redis://h", "rediss://h:6380/2")} == {"redis"}
     with pytest.raises(ValueError, match="unsupported database URL"):
-        make_backend("redis://h")
+        make_backend("mongodb://h")
 
 
 def test_every_migration_is_a_list_of_single_statements() -> None:
@@ -225,6 +226,7 @@ def _alert(key: str, subject: str = "disk") -> dict[str, Any]:
             "summary": f"alert {key}"}
 
 
+@pytest.mark.needs_sql("the alert outbox is SQL tables (test_redis.py: Redis refuses it by name)")
 async def test_the_backend_hands_out_its_alert_outbox(db_url: str) -> None:
     """``Backend.outbox()`` is the outbox tables of the backend's own database, on its own
     connections: another handle on the same URL sees what one wrote, a message's members

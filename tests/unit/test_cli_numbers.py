@@ -19,8 +19,8 @@ def parse(text: str) -> float:
 
 
 def test_examples() -> None:
-    values = (23_415, 9_999, 999_999, 1_234_567, 0.5, -23_415, None)
-    assert [_num(v) for v in values] == ["23.4k", "10k", "1M", "1.23M", "0.5", "-23.4k", "-"]
+    values = (23_415, 1_006, 9_999, 999_999, 1_234_567, 0.5, -23_415, None)
+    assert [_num(v) for v in values] == ["23.4k", "1006", "9999", "1M", "1.23M", "0.5", "-23.4k", "-"]
 
 
 @given(st.floats(min_value=1.0, max_value=9.9e14) | st.floats(min_value=-9.9e14, max_value=-1.0))
@@ -28,3 +28,10 @@ def test_short_and_within_half_a_percent(value: float) -> None:
     text = _num(value)
     assert len(text) <= 6 + (value < 0)
     assert math.isclose(parse(text), value, rel_tol=0.005)
+
+
+def test_every_integer_magnitude_up_to_a_million() -> None:
+    for value in (*range(1, 100_000), *range(100_000, 1_000_000, 97)):
+        text = _num(value)
+        assert len(text) <= 6, (value, text)
+        assert math.isclose(parse(text), value, rel_tol=0.005), (value, text)

@@ -1,0 +1,144 @@
+"""SharedState.read keeps what it read: the decoded checkpoint by id, the overlay by inbox heads.
+
+Invalidation: a new checkpoint is loaded again; a write from any handle moves a stream's head
+and is read (read-your-writes), and only the rows since are read; the same checkpoint and
+heads merge nothing again. Results equal a fresh handle's read of the same database.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+import state.api
+from state import PerformanceMetric, SharedState, queries
+from tests.clock import FakeClock
+
+
+def metric(name: str, value: float, agent: str = "svc") -> PerformanceMetric:
+    return PerformanceMetric(source_agent=agent, name=name, value=value, unit="ms")
+
+
+class Counting:
+    """Counts checkpoint loads and inbox rows read by ``SharedState.read``."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, reader: SharedState) -> None:
+        self.loads = 0
+        self.rows = 0
+        load, read_inbox = state.api.load_values, reader.backend.read_inbox
+
+        async def counted_load(*args, **kwargs):
+            self.loads += 1
+            return await load(*args, **kwargs)
+
+        async def counted_read_inbox(*args, **kwargs):
+            rows = await read_inbox(*args, **kwargs)
+            self.rows += len(rows)
+            return rows
+
+        monkeypatch.setattr(state.api, "load_values", counted_load)
+        monkeypatch.setattr(reader.backend, "read_inbox", counted_read_inbox)
+
+
+async def fresh_summary(url: str, hours: float, now: float) -> dict:
+    queries.forget()
+    async with SharedState.open(url, producer="fresh", read_only=True) as fresh:
+        return queries.performance_summary(await fresh.read(), hours, now)
+
+
+async def test_same_checkpoint_and_inbox_merge_nothing_again(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    if db_url.startswith("memory://"):
+        pytest.skip("a memory database is private to its handle")
+    clock = FakeClock()
+    async with SharedState.open(db_url, producer="writer", clock=clock) as writer, \
+            SharedState.open(db_url, producer="reader", read_only=True,
+                             clock=clock) as reader:
+        await writer.add_performance_metrics([metric("lat", float(v)) for v in range(1, 101)])
+        await writer.flush()
+        await writer.add_performance_metrics([metric("lat", 500.0), metric("lat", 0.0)])
+        counting = Counting(monkeypatch, reader)
+        first = await reader.read()
+        assert counting.loads == 1 and counting.rows == 2
+        again = await reader.read()
+        assert again is first  # nothing loaded, read or merged again
+        assert counting.loads == 1 and counting.rows == 2
+        summary = await reader.get_performance_summary(hours=1)
+        assert summary["series"]["svc/lat"]["count"] == 102
+        assert summary["series"]["svc/lat"]["min"] == 0.0
+
+        # a write from another handle: read at once, only its row read, no checkpoint loaded
+        await writer.add_performance_metric(metric("lat", 9000.0))
+        summary = await reader.get_performance_summary(hours=1)
+        assert summary["series"]["svc/lat"]["count"] == 103
+        assert summary["series"]["svc/lat"]["max"] == 9000.0
+        assert counting.loads == 1 and counting.rows == 3
+        assert reader.pending == 3
+
+        # a new checkpoint: loaded again, the overlay laid over the old one dropped
+        await writer.flush()
+        summary = await reader.get_performance_summary(hours=1)
+        assert counting.loads == 2 and reader.pending == 0
+        assert summary["series"]["svc/lat"]["count"] == 103
+        assert summary == await fresh_summary(db_url, 1, clock())
+
+
+async def test_incremental_overlay_equals_a_fresh_read(db_url: str) -> None:
+    """Two writers, reads between their writes and a fold, a late row in an old bucket:
+    every read equals a fresh handle's (integer values: every float sum is exact in any
+    order, so the whole summary compares equal)."""
+    if db_url.startswith("memory://"):
+        pytest.skip("a memory database is private to its handle")
+    clock = FakeClock()
+    async with SharedState.open(db_url, producer="a", clock=clock) as a, \
+            SharedState.open(db_url, producer="b", clock=clock) as b, \
+            SharedState.open(db_url, producer="reader", read_only=True,
+                             clock=clock) as reader:
+        for round_ in range(6):
+            await a.add_performance_metrics([metric("lat", float(round_ * 10 + i))
+                                             for i in range(5)])
+            await b.add_performance_metrics([metric("lat", 7.0), metric(f"s{round_}", 1e9)])
+            if round_ == 2:
+                await a.add_performance_metric(PerformanceMetric(
+                    source_agent="svc", name="lat", value=123456.0,
+                    timestamp=clock() - 5 * 3600))  # an old, closed bucket
+            if round_ == 3:
+                await a.flush()
+            for hours in (1, 24, 168):
+                mine = await reader.get_performance_summary(hours=hours)
+                assert mine == await fresh_summary(db_url, hours, clock())
+            clock.advance(61)
+
+
+async def test_a_handle_reads_its_own_writes(db_url: str) -> None:
+    async with SharedState.open(db_url, producer="tests", clock=FakeClock()) as shared:
+        for i in range(1, 5):
+            await shared.add_performance_metric(metric("own", float(i)))
+            summary = await shared.get_performance_summary(hours=1)
+            assert summary["series"]["svc/own"]["count"] == i
+            assert summary["series"]["svc/own"]["max"] == float(i)
+        pid = await shared.add_error_pattern("ValueError", "bad row 1", "svc")
+        assert [p["pattern_id"] for p in await shared.get_error_patterns()] == [pid]
+        await shared.flush()
+        await shared.add_performance_metric(metric("own", 0.5))
+        summary = await shared.get_performance_summary(hours=1)
+        assert summary["series"]["svc/own"]["count"] == 5
+        assert summary["series"]["svc/own"]["min"] == 0.5
+
+
+async def test_the_callers_cache_is_shared_across_handles(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The dashboard's ``cache=``: a new handle on the same database reuses the decoded
+    checkpoint and overlay another handle left in it."""
+    if db_url.startswith("memory://"):
+        pytest.skip("a memory database is private to its handle")
+    async with SharedState.open(db_url, producer="writer") as writer:
+        await writer.add_performance_metric(metric("x", 1.0))
+        await writer.flush()
+        await writer.add_performance_metric(metric("x", 2.0))
+        cache: dict = {}
+        async with SharedState.open(db_url, producer="r1", read_only=True) as r1:
+            first = await r1.read(cache=cache)
+        async with SharedState.open(db_url, producer="r2", read_only=True) as r2:
+            counting = Counting(monkeypatch, r2)
+            assert await r2.read(cache=cache) is first
+            assert counting.loads == 0 and counting.rows == 0
