@@ -20,7 +20,8 @@ def parse(text: str) -> float:
 
 def test_examples() -> None:
     values = (23_415, 1_006, 9_999, 999_999, 1_234_567, 0.5, -23_415, None)
-    assert [_num(v) for v in values] == ["23.4k", "1006", "9999", "1M", "1.23M", "0.5", "-23.4k", "-"]
+    assert [_num(v) for v in values] == ["23.4k", "1006", "9999", "1M", "1.23M", "0.5",
+                                         "-23.4k", "-"]
 
 
 @given(st.floats(min_value=1.0, max_value=9.9e14) | st.floats(min_value=-9.9e14, max_value=-1.0))
