@@ -7,6 +7,8 @@ import time
 from dataclasses import dataclass
 
 from langchain_core.runnables import RunnableConfig
+from langgraph.checkpoint.base import BaseCheckpointSaver
+from langgraph.graph.state import CompiledStateGraph
 
 from graph.system import build_system_graph
 from graph.tracing import local_tracer
@@ -14,8 +16,20 @@ from state.api import SharedState
 from state.backends import describe_trouble
 from state.context import Context
 from state.queries import config_of
+from state.schema import SystemState
 
 log = logging.getLogger("bga.runner")
+
+
+def system_graph(checkpointer: BaseCheckpointSaver
+                 ) -> CompiledStateGraph[SystemState, Context, SystemState, SystemState]:
+    """The system graph compiled once per checkpointer (compiling costs ~60 ms a tick; a
+    compiled graph is reusable and holds no run state), kept on the checkpointer itself."""
+    graph = getattr(checkpointer, "_bga_system_graph", None)
+    if graph is None:
+        graph = build_system_graph(checkpointer=checkpointer)
+        checkpointer._bga_system_graph = graph  # type: ignore[attr-defined]  # our own cache
+    return graph
 
 
 @dataclass
@@ -34,7 +48,7 @@ async def tick(shared: SharedState, *, wait: float | None = None, trace: bool = 
     leaves every agent to worker processes (``bga worker``).
     """
     backend = shared.backend
-    graph = build_system_graph(checkpointer=backend.checkpointer)
+    graph = system_graph(backend.checkpointer)
     context = Context(backend=backend, clock=shared.clock, coordinator_only=coordinator_only)
     started = time.perf_counter()
     async with backend.fold_lock(wait):
