@@ -33,7 +33,7 @@ browser:
 # use: xdist 3.8 cannot rename pytest 9.2's node ids.) TEST_WORKERS=0: one process
 TEST_WORKERS ?= 2
 test: $(STAMP) browser
-	$(PY) -m pytest -q -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
+	$(PY) -m pytest -q -rs -p no:cacheprovider -n $(TEST_WORKERS) --dist worksteal
 
 # ruff over the whole tree; mypy (pydantic plugin) over the paths in pyproject's [tool.mypy]
 lint: $(STAMP)
