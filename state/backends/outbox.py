@@ -18,6 +18,7 @@ The public names are re-exported by ``state.outbox``.
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,9 +32,76 @@ KEEP_MESSAGES = 10_000
 PENDING, SENT, DROPPED = "pending", "sent", "dropped"
 
 
-class OutboxStore:
-    """The outbox tables of one state database, on its backend's connections
-    (``Backend.outbox()``; the backend closes them)."""
+def status_after(ok: bool, drop: bool) -> str:
+    """A message's status after one try: sent, dropped (no more tries), or still pending."""
+    return SENT if ok else DROPPED if drop else PENDING
+
+
+def history_event(key: str, event: str, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """What the history shows of one alert a message carried."""
+    return {"key": key, "event": event, "subject": subject,
+            **{f: payload.get(f) for f in ("insight_type", "priority", "summary")}}
+
+
+class OutboxStore(abc.ABC):
+    """The alert outbox of one state database (``Backend.outbox()``; the backend closes its
+    connections): the interface the sender (``graph.alerts``), ``bga alerts`` and the dashboard
+    use. Two stores implement it with the same semantics: ``SqlOutboxStore`` (the tables, on
+    SQLite and PostgreSQL) and ``state.backends.redisdb.RedisOutboxStore`` (plain Redis keys;
+    its own implementation of every method, each atomic step one Lua script).
+    ``tests/integration/test_alerts*.py`` run both against the same assertions."""
+
+    @abc.abstractmethod
+    async def enqueue(self, alerts: Sequence[dict[str, Any]], now: float) -> int:
+        """Add alerts (``nodes.notify`` entries) not yet in the outbox; returns how many were
+        new. Keyed by the alert's idempotency key: adding one twice changes nothing."""
+
+    @abc.abstractmethod
+    async def unbatched(self, channel: str) -> list[dict[str, Any]]:
+        """A channel's alerts not yet in a message, oldest first, with ``created_at``."""
+
+    @abc.abstractmethod
+    async def last_event(self, channel: str, subject: str) -> dict[str, Any] | None:
+        """The newest alert about ``subject`` on ``channel`` (its payload), if any."""
+
+    @abc.abstractmethod
+    async def make_message(self, key: str, channel: str, alert_keys: Sequence[str],
+                           now: float) -> None:
+        """Fix a message's members before its first try (one transaction): after a crash
+        the same alerts go out again under the same key."""
+
+    @abc.abstractmethod
+    async def due(self, now: float) -> list[dict[str, Any]]:
+        """Pending messages whose next try is due, oldest first, with their alerts."""
+
+    @abc.abstractmethod
+    async def record(self, key: str, *, now: float, ok: bool, error: str | None = None,
+                     next_at: float | None = None, drop: bool = False) -> None:
+        """One try of a message: sent, or failed (retry at ``next_at``, or dropped)."""
+
+    @abc.abstractmethod
+    async def add_sent(self, key: str, channel: str, now: float, *, ok: bool,
+                       error: str | None, alert: dict[str, Any]) -> None:
+        """Record a message sent outside the queue (``bga alerts test``) in the history."""
+
+    @abc.abstractmethod
+    async def history(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest messages first: channel, status, tries, last error, and what they carried."""
+
+    @abc.abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Alerts waiting for a message, and messages per status."""
+
+    @abc.abstractmethod
+    async def prune(self, now: float, keep_s: float = KEEP_S,
+                    keep_messages: int = KEEP_MESSAGES) -> None:
+        """Forget sent and dropped messages (and their alerts) older than ``keep_s``, and all
+        but the newest ``keep_messages``."""
+
+
+class SqlOutboxStore(OutboxStore):
+    """The outbox tables of one state database (``bga_outbox``, ``bga_alert_messages``), on
+    its backend's connections (``state.backends.aiodb``)."""
 
     def __init__(self, db: AsyncDb) -> None:
         self._db = db
@@ -98,7 +166,7 @@ class OutboxStore:
     async def record(self, key: str, *, now: float, ok: bool, error: str | None = None,
                      next_at: float | None = None, drop: bool = False) -> None:
         """One try of a message: sent, or failed (retry at ``next_at``, or dropped)."""
-        status = SENT if ok else DROPPED if drop else PENDING
+        status = status_after(ok, drop)
         async with self._db.turn(write=True) as sql:
             await sql.all("UPDATE bga_alert_messages SET status=?, attempts=attempts+1, "
                           "last_try_at=?, last_error=?, next_at=?, sent_at=? WHERE key=?",
@@ -132,10 +200,7 @@ class OutboxStore:
                                 "next_at", "last_error", "last_try_at", "sent_at"), row,
                                strict=True))
                 rec["events"] = [
-                    {"key": k, "event": e, "subject": s, **{f: orjson.loads(p).get(f) for f in
-                                                           ("insight_type", "priority",
-                                                            "summary")}}
-                    for k, e, s, p in await sql.all(
+                    history_event(k, e, s, orjson.loads(p)) for k, e, s, p in await sql.all(
                         "SELECT key, event, subject, payload FROM bga_outbox WHERE message=? "
                         "ORDER BY created_at, key", (rec["key"],))]
                 out.append(rec)

@@ -22,8 +22,6 @@ from state.outbox import OutboxStore
 from tests.clock import FakeClock
 from tests.integration.alert_receivers import free_port, running_receivers
 
-pytestmark = pytest.mark.needs_sql("the alert outbox is SQL tables, which Redis does not have")
-
 SECRET = "whsec-7d1f0c3b9a2e4f6081d5"
 SLACK_TOKEN = "T0000/B0000/XyZsecretSlackToken42"
 SMTP_PASSWORD = "smtp-pa55-word-9f8e7d"
