@@ -37,7 +37,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -593,7 +593,7 @@ class RedisBackend(Backend):
     @property
     def client(self) -> Client:
         if self._client is None:
-            raise RuntimeError("Redis backend used before setup()")
+            raise RuntimeError("Redis backend used before setup() or once closed")
         return self._client
 
     async def setup(self, *, create: bool = True, read_only: bool = False) -> None:
@@ -646,7 +646,7 @@ class RedisBackend(Backend):
     def outbox(self) -> RedisOutboxStore:
         """The alert outbox on this backend's client (used after ``setup()``)."""
         if self._outbox is None:
-            self._outbox = RedisOutboxStore(self.client, self.k)
+            self._outbox = RedisOutboxStore(lambda: self.client, self.k)
         return self._outbox
 
     # -- inbox ---------------------------------------------------------------------------------
@@ -1009,13 +1009,19 @@ class RedisOutboxStore(OutboxStore):
     spelling), each step that changes more than one key one Lua script, so a killed sender
     leaves every step whole or not done. The keys are described above ``_OB_ADD``."""
 
-    def __init__(self, client: Client, keys: Keys) -> None:
-        self.client = client
+    def __init__(self, client_of: Callable[[], Client], keys: Keys) -> None:
+        self._client_of = client_of
         self.k = keys
+        client = client_of()
         self._add = client.register_script(_OB_ADD)
         self._message = client.register_script(_OB_MESSAGE)
         self._record = client.register_script(_OB_RECORD)
         self._forget = client.register_script(_OB_FORGET)
+
+    @property
+    def client(self) -> Client:
+        """The backend's client (the store has no connection of its own: closed with it)."""
+        return self._client_of()
 
     def _msg_keys(self, key: str, channel: str) -> list[str]:
         return [self.k("ob_msg", key), self.k("ob_msgs"), self.k("ob_due"), self.k("ob_status"),
@@ -1035,7 +1041,7 @@ class RedisOutboxStore(OutboxStore):
             args += [a["key"], repr(now), orjson.dumps({
                 "channel": channel, "subject": a["subject"], "event": a["event"],
                 "created_at": now, "payload": a})]
-        return await self._add(keys=keys, args=args, client=client)
+        return await self._add(keys=keys, args=args, client=client or self.client)
 
     async def _records(self, keys: Sequence[bytes | str]) -> list[dict[str, Any]]:
         if not keys:
@@ -1078,7 +1084,8 @@ class RedisOutboxStore(OutboxStore):
     async def make_message(self, key: str, channel: str, alert_keys: Sequence[str],
                            now: float) -> None:
         await self._message(keys=self._msg_keys(key, channel), args=[
-            key, channel, repr(now), len(alert_keys), PENDING, 0, repr(now), "--", *alert_keys])
+            key, channel, repr(now), len(alert_keys), PENDING, 0, repr(now), "--", *alert_keys],
+            client=self.client)
 
     async def due(self, now: float) -> list[dict[str, Any]]:
         out = []
@@ -1096,7 +1103,8 @@ class RedisOutboxStore(OutboxStore):
         await self._record(keys=[self.k("ob_msg", key), self.k("ob_due"), self.k("ob_status")],
                            args=[key, status_after(ok, drop), repr(now),
                                  repr(next_at if next_at is not None else now), error or "",
-                                 "1" if error is not None else "0", repr(now) if ok else ""])
+                                 "1" if error is not None else "0", repr(now) if ok else ""],
+                           client=self.client)
 
     async def add_sent(self, key: str, channel: str, now: float, *, ok: bool,
                        error: str | None, alert: dict[str, Any]) -> None:
@@ -1142,6 +1150,7 @@ class RedisOutboxStore(OutboxStore):
             if row is None or row["status"] == PENDING:
                 continue
             members = await self._members(key)
-            keys = self._msg_keys(key, row["channel"])[:6] + [self.k("ob_members", key)]
+            keys = [*self._msg_keys(key, row["channel"])[:6], self.k("ob_members", key)]
             keys += [self.k("ob_subj", r["channel"], r["subject"]) for r in members]
-            await self._forget(keys=keys, args=[key, *(r["key"] for r in members)])
+            await self._forget(keys=keys, args=[key, *(r["key"] for r in members)],
+                               client=self.client)
