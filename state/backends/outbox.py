@@ -9,10 +9,12 @@ its own idempotency key, its members fixed before the first try), sends it, and 
 try. A sender killed mid-delivery sends the same message with the same key again: at least
 once, recognisably the same.
 
-The tables are migrations of the state database (``state.backends.migrations.OUTBOX_TABLES``).
-A backend hands out the store on its own connections (``Backend.outbox()``: a SQLite
-backend's write connection, a PostgreSQL backend's pool, an in-process SQLite database per
-``memory://`` URL); the SQL below is the one copy for every dialect (``state.backends.aiodb``).
+``OutboxStore`` is the interface and its semantics; ``SqlOutboxStore`` keeps it in tables,
+migrations of the state database (``state.backends.migrations.OUTBOX_TABLES``), and a backend
+hands out the store on its own connections (``Backend.outbox()``: a SQLite backend's write
+connection, a PostgreSQL backend's pool, an in-process SQLite database per ``memory://`` URL);
+the SQL below is the one copy for every dialect (``state.backends.aiodb``). A Redis state
+has ``state.backends.redisdb.RedisOutboxStore`` (keys under the state's prefix, Lua steps).
 The public names are re-exported by ``state.outbox``.
 """
 
