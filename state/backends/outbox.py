@@ -110,8 +110,6 @@ class SqlOutboxStore(OutboxStore):
 
     # -- alerts -----------------------------------------------------------------------------
     async def enqueue(self, alerts: Sequence[dict[str, Any]], now: float) -> int:
-        """Add alerts (``nodes.notify`` entries) not yet in the outbox; returns how many were
-        new. Keyed by the alert's idempotency key: adding one twice changes nothing."""
         if not alerts:
             return 0
         async with self._db.turn(write=True) as sql:
@@ -125,14 +123,12 @@ class SqlOutboxStore(OutboxStore):
         return len(new)
 
     async def unbatched(self, channel: str) -> list[dict[str, Any]]:
-        """A channel's alerts not yet in a message, oldest first, with ``created_at``."""
         async with self._db.turn() as sql:
             rows = await sql.all("SELECT payload, created_at FROM bga_outbox WHERE channel=? "
                                  "AND message IS NULL ORDER BY created_at, key", (channel,))
         return [{**orjson.loads(p), "created_at": c} for p, c in rows]
 
     async def last_event(self, channel: str, subject: str) -> dict[str, Any] | None:
-        """The newest alert about ``subject`` on ``channel`` (its payload), if any."""
         async with self._db.turn() as sql:
             rows = await sql.all("SELECT payload FROM bga_outbox WHERE channel=? AND subject=? "
                                  "ORDER BY created_at DESC, key DESC LIMIT 1", (channel, subject))
@@ -141,8 +137,6 @@ class SqlOutboxStore(OutboxStore):
     # -- messages ---------------------------------------------------------------------------
     async def make_message(self, key: str, channel: str, alert_keys: Sequence[str],
                            now: float) -> None:
-        """Fix a message's members before its first try (one transaction): after a crash
-        the same alerts go out again under the same key."""
         async with self._db.turn(write=True) as sql:
             await sql.all("INSERT INTO bga_alert_messages (key, channel, created_at, alerts, "
                           "status, attempts, next_at) VALUES (?, ?, ?, ?, ?, 0, ?) "
@@ -152,7 +146,6 @@ class SqlOutboxStore(OutboxStore):
                           f"({','.join('?' * len(alert_keys))})", (key, *alert_keys))
 
     async def due(self, now: float) -> list[dict[str, Any]]:
-        """Pending messages whose next try is due, oldest first, with their alerts."""
         out = []
         async with self._db.turn() as sql:
             for key, channel, created, attempts in await sql.all(
@@ -167,7 +160,6 @@ class SqlOutboxStore(OutboxStore):
 
     async def record(self, key: str, *, now: float, ok: bool, error: str | None = None,
                      next_at: float | None = None, drop: bool = False) -> None:
-        """One try of a message: sent, or failed (retry at ``next_at``, or dropped)."""
         status = status_after(ok, drop)
         async with self._db.turn(write=True) as sql:
             await sql.all("UPDATE bga_alert_messages SET status=?, attempts=attempts+1, "
@@ -177,7 +169,6 @@ class SqlOutboxStore(OutboxStore):
 
     async def add_sent(self, key: str, channel: str, now: float, *, ok: bool,
                        error: str | None, alert: dict[str, Any]) -> None:
-        """Record a message sent outside the queue (``bga alerts test``) in the history."""
         async with self._db.turn(write=True) as sql:
             await sql.all("INSERT INTO bga_outbox (key, channel, subject, event, created_at, "
                           "payload, message) VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -191,7 +182,6 @@ class SqlOutboxStore(OutboxStore):
                            now if ok else None))
 
     async def history(self, limit: int = 200) -> list[dict[str, Any]]:
-        """Newest messages first: channel, status, tries, last error, and what they carried."""
         out = []
         async with self._db.turn() as sql:
             for row in await sql.all(
@@ -209,7 +199,6 @@ class SqlOutboxStore(OutboxStore):
         return out
 
     async def counts(self) -> dict[str, int]:
-        """Alerts waiting for a message, and messages per status."""
         async with self._db.turn() as sql:
             waiting = await sql.all("SELECT count(*) FROM bga_outbox WHERE message IS NULL")
             out = {"waiting": int(waiting[0][0])}
@@ -220,8 +209,6 @@ class SqlOutboxStore(OutboxStore):
 
     async def prune(self, now: float, keep_s: float = KEEP_S,
                     keep_messages: int = KEEP_MESSAGES) -> None:
-        """Forget sent and dropped messages (and their alerts) older than ``keep_s``, and all
-        but the newest ``keep_messages``."""
         old = ("SELECT key FROM bga_alert_messages WHERE status<>? AND (created_at<? OR key "
                "NOT IN (SELECT key FROM bga_alert_messages ORDER BY created_at DESC LIMIT ?))")
         params = (PENDING, now - keep_s, keep_messages)
