@@ -157,21 +157,31 @@ def diff(serde: Any, values: Mapping[str, Any], base: Node | None, born: str
 
 
 def build(serde: Any, rows: Mapping[bytes, tuple[str, str, bytes]], reuse: Node | None,
-          checkpoint_id: str) -> Node:
+          checkpoint_id: str, *, since_reuse: bool = False) -> Node:
     """The tree of the entry rows (path -> (born, type, value)) valid at one checkpoint,
-    sharing what ``reuse`` (another tree of the thread) holds under the same path and born."""
+    sharing what ``reuse`` (another tree of the thread) holds under the same path and born.
+
+    ``since_reuse``: ``reuse`` is the tree of an older checkpoint of the thread and ``rows``
+    only the entries born after it (and valid at this one). A path with no row then holds
+    the entry it held in ``reuse``: an entry valid at both checkpoints (a path that went away
+    changed its parent's key list, so its parent has a new row that no longer names it)."""
 
     def node(path: tuple[Any, ...], same: Node | None) -> Node:
-        try:
-            born, type_, data = rows[pack_path(path)]
-        except KeyError:
+        row = rows.get(pack_path(path))
+        if row is None and since_reuse and same is not None:
+            if same.children is None:
+                return same  # a leaf unchanged since reuse
+            born, type_, keys = same.born, NODE, list(same.children)  # its children may not be
+        elif row is None:
             raise EntriesMissing(f"checkpoint {checkpoint_id} has no entry {list(path)!r} "
-                                 "(pruned while it was read, or a damaged database)") from None
-        data = bytes(data)
+                                 "(pruned while it was read, or a damaged database)")
+        else:
+            born, type_, raw = row
+            data = bytes(raw)
+            keys = ormsgpack.unpackb(data) if type_ == NODE else []
         if type_ == NODE:
             kids = same.children if same is not None and same.children is not None else None
-            children = {k: node((*path, k), kids.get(k) if kids else None)
-                        for k in ormsgpack.unpackb(data)}
+            children = {k: node((*path, k), kids.get(k) if kids else None) for k in keys}
             if same is not None and kids is not None and same.born == born \
                     and len(kids) == len(children) \
                     and all(kids.get(k) is c for k, c in children.items()):
@@ -236,11 +246,17 @@ class EntryStore:
         have = self.latest.get(thread_id)
         if have is not None and have[0] == checkpoint_id:
             return have[1]
-        rows = await sql.all(f"SELECT path, born, type, value FROM {TABLE} WHERE thread_id=? "
-                             "AND born<=? AND (died IS NULL OR died>?)",
-                             (thread_id, checkpoint_id, checkpoint_id))
+        if have is not None and have[0] < checkpoint_id:  # a newer one: what was born since
+            rows = await sql.all(f"SELECT path, born, type, value FROM {TABLE} WHERE "
+                                 "thread_id=? AND born>? AND born<=? AND (died IS NULL OR "
+                                 "died>?)", (thread_id, have[0], checkpoint_id, checkpoint_id))
+        else:
+            rows = await sql.all(f"SELECT path, born, type, value FROM {TABLE} WHERE "
+                                 "thread_id=? AND born<=? AND (died IS NULL OR died>?)",
+                                 (thread_id, checkpoint_id, checkpoint_id))
         root = build(self.serde, {bytes(p): (b, t, v) for p, b, t, v in rows},
-                     have[1] if have else None, checkpoint_id)
+                     have[1] if have else None, checkpoint_id,
+                     since_reuse=have is not None and have[0] < checkpoint_id)
         self.remember(thread_id, checkpoint_id, root)
         return root
 

@@ -120,7 +120,8 @@ async def test_every_retained_checkpoint_loads_as_written_and_prune_keeps_exactl
         tree_url: str) -> None:
     rng = random.Random(20)
     backend = await opened(tree_url)
-    try:
+    follower = await opened(tree_url)  # another process reading each newest checkpoint, or
+    try:                               # every few: it reads only the entries born since
         graph = graph_on(backend)
         written: dict[str, bytes] = {}
         state: dict[str, Any] = {}
@@ -130,6 +131,11 @@ async def test_every_retained_checkpoint_loads_as_written_and_prune_keeps_exactl
             written[config["configurable"]["checkpoint_id"]] = encoded(backend, state)
             if step % 7 == 0:
                 await backend.prune_checkpoints(THREAD, 6)
+            if rng.random() < 0.6:
+                newest = await follower.checkpointer.aget_tuple(cfg())
+                assert newest is not None
+                assert encoded(follower, newest.checkpoint["channel_values"]) == \
+                    written[config["configurable"]["checkpoint_id"]]
         kept = await retained(backend)
         assert 6 <= len(kept) < 13
         rows = await entry_rows(backend)
@@ -141,6 +147,7 @@ async def test_every_retained_checkpoint_loads_as_written_and_prune_keeps_exactl
             assert encoded(backend, tup.checkpoint["channel_values"]) == written[checkpoint_id]
     finally:
         await backend.aclose()
+        await follower.aclose()
     fresh = await opened(tree_url)  # a new process: nothing cached
     try:
         for checkpoint_id in reversed(kept):  # oldest first: nothing in common with a cache
