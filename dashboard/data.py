@@ -604,15 +604,11 @@ def channel_sizes(snap: Snapshot) -> dict[str, int]:
 
 async def _alert_history(url: str, limit: int) -> dict[str, Any]:
     async with _open(url) as shared:  # an existing database only
-        if not shared.backend.has_outbox:  # Redis: no outbox (README, Redis)
-            return {"messages": [], "counts": {}, "unavailable": "this state database (Redis) "
-                    "has no alert outbox: alerts are not delivered from it"}
         store = shared.backend.outbox()
         return {"messages": await store.history(limit), "counts": await store.counts()}
 
 
 def alert_history(limit: int = 200, url: str | None = None) -> dict[str, Any]:
     """The newest alert messages (channel, status, tries, last error, the alerts in each) and
-    counts: alerts waiting for a message, messages per status; ``unavailable`` says why there
-    are none on a backend without an outbox."""
+    counts: alerts waiting for a message, messages per status."""
     return run_sync(_alert_history(configured_url(url), limit))

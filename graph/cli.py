@@ -266,10 +266,7 @@ def run(db: DbOption = None,
                 bound = await stack.enter_async_context(metrics.serve(url, metrics_port))
                 console.print(f"metrics: http://127.0.0.1:{bound}/metrics")
             sender = None
-            if send_alerts and not shared.backend.has_outbox:
-                err.print(f"alerts: not delivered on {redact(url)} (this backend has no alert "
-                          "outbox; see README, Storage)", highlight=False)
-            elif send_alerts:
+            if send_alerts:
                 from graph import alerts
                 sending = await stack.enter_async_context(SharedState.open(
                     url, producer=alerts.SENDER, failover_s=failover_s(failover)))

@@ -114,7 +114,7 @@ def server_url(kind: str) -> Iterator[str]:
 @pytest.fixture(params=BACKENDS)
 def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
     """A fresh, empty database of each backend; a test marked ``needs_sql(reason)`` (the
-    importer's tables, the alert outbox) skips Redis, saying why."""
+    importer's tables) skips Redis, saying why."""
     needs_sql = request.node.get_closest_marker("needs_sql")
     if request.param == "redis" and needs_sql is not None:
         pytest.skip(f"not on Redis: {needs_sql.args[0]}")

@@ -16,9 +16,6 @@ def body() -> None:
     alerts = data.config_values(snap).get("alerts") or {}
     channels = alerts.get("channels") or {}
     history = data.alert_history()
-    if history.get("unavailable"):
-        ui.empty(history["unavailable"])
-        return
     counts = history["counts"]
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Waiting (digest window)", counts.get("waiting", 0))

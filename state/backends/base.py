@@ -192,9 +192,6 @@ class Backend(abc.ABC):
 
     _leases: Leases | None = None
 
-    has_outbox: bool = True
-    """Whether ``outbox()`` works here (Redis has no alert outbox: it raises, saying so)."""
-
     async def drop_leases(self) -> None:
         """Stop renewing every lock (``aclose`` calls it before it releases them)."""
         if self._leases is not None:

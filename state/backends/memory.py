@@ -19,7 +19,7 @@ from state.backends.aiodb import SqliteAsyncDb
 from state.backends.base import Backend, InboxWrite
 from state.backends.history import DELTA_METADATA_KEYS, prune_plan, refuse_delta
 from state.backends.migrations import STATE, migrate
-from state.backends.outbox import OutboxStore
+from state.backends.outbox import OutboxStore, SqlOutboxStore
 from state.backends.syncdb import SqliteSyncDb
 from state.backends.traces import MemoryTraceStore
 from state.backends.url import parse_url
@@ -66,7 +66,7 @@ class MemoryBackend(Backend):
             except BaseException:
                 db.close()
                 raise
-            self._outbox = OutboxStore(SqliteAsyncDb(db.conn, asyncio.Lock())), db.conn
+            self._outbox = SqlOutboxStore(SqliteAsyncDb(db.conn, asyncio.Lock())), db.conn
         return self._outbox[0]
 
     async def open_stream(self, producer: str) -> int:

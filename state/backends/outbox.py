@@ -9,15 +9,18 @@ its own idempotency key, its members fixed before the first try), sends it, and 
 try. A sender killed mid-delivery sends the same message with the same key again: at least
 once, recognisably the same.
 
-The tables are migrations of the state database (``state.backends.migrations.OUTBOX_TABLES``).
-A backend hands out the store on its own connections (``Backend.outbox()``: a SQLite
-backend's write connection, a PostgreSQL backend's pool, an in-process SQLite database per
-``memory://`` URL); the SQL below is the one copy for every dialect (``state.backends.aiodb``).
+``OutboxStore`` is the interface and its semantics; ``SqlOutboxStore`` keeps it in tables,
+migrations of the state database (``state.backends.migrations.OUTBOX_TABLES``), and a backend
+hands out the store on its own connections (``Backend.outbox()``: a SQLite backend's write
+connection, a PostgreSQL backend's pool, an in-process SQLite database per ``memory://`` URL);
+the SQL below is the one copy for every dialect (``state.backends.aiodb``). A Redis state
+has ``state.backends.redisdb.RedisOutboxStore`` (keys under the state's prefix, Lua steps).
 The public names are re-exported by ``state.outbox``.
 """
 
 from __future__ import annotations
 
+import abc
 from collections.abc import Sequence
 from typing import Any
 
@@ -31,17 +34,82 @@ KEEP_MESSAGES = 10_000
 PENDING, SENT, DROPPED = "pending", "sent", "dropped"
 
 
-class OutboxStore:
-    """The outbox tables of one state database, on its backend's connections
-    (``Backend.outbox()``; the backend closes them)."""
+def status_after(ok: bool, drop: bool) -> str:
+    """A message's status after one try: sent, dropped (no more tries), or still pending."""
+    return SENT if ok else DROPPED if drop else PENDING
+
+
+def history_event(key: str, event: str, subject: str, payload: dict[str, Any]) -> dict[str, Any]:
+    """What the history shows of one alert a message carried."""
+    return {"key": key, "event": event, "subject": subject,
+            **{f: payload.get(f) for f in ("insight_type", "priority", "summary")}}
+
+
+class OutboxStore(abc.ABC):
+    """The alert outbox of one state database (``Backend.outbox()``; the backend closes its
+    connections): the interface the sender (``graph.alerts``), ``bga alerts`` and the dashboard
+    use. Two stores implement it with the same semantics: ``SqlOutboxStore`` (the tables, on
+    SQLite and PostgreSQL) and ``state.backends.redisdb.RedisOutboxStore`` (plain Redis keys;
+    its own implementation of every method, each atomic step one Lua script).
+    ``tests/integration/test_alerts*.py`` run both against the same assertions."""
+
+    @abc.abstractmethod
+    async def enqueue(self, alerts: Sequence[dict[str, Any]], now: float) -> int:
+        """Add alerts (``nodes.notify`` entries) not yet in the outbox; returns how many were
+        new. Keyed by the alert's idempotency key: adding one twice changes nothing."""
+
+    @abc.abstractmethod
+    async def unbatched(self, channel: str) -> list[dict[str, Any]]:
+        """A channel's alerts not yet in a message, oldest first, with ``created_at``."""
+
+    @abc.abstractmethod
+    async def last_event(self, channel: str, subject: str) -> dict[str, Any] | None:
+        """The newest alert about ``subject`` on ``channel`` (its payload), if any."""
+
+    @abc.abstractmethod
+    async def make_message(self, key: str, channel: str, alert_keys: Sequence[str],
+                           now: float) -> None:
+        """Fix a message's members before its first try (one transaction): after a crash
+        the same alerts go out again under the same key."""
+
+    @abc.abstractmethod
+    async def due(self, now: float) -> list[dict[str, Any]]:
+        """Pending messages whose next try is due, oldest first, with their alerts."""
+
+    @abc.abstractmethod
+    async def record(self, key: str, *, now: float, ok: bool, error: str | None = None,
+                     next_at: float | None = None, drop: bool = False) -> None:
+        """One try of a message: sent, or failed (retry at ``next_at``, or dropped)."""
+
+    @abc.abstractmethod
+    async def add_sent(self, key: str, channel: str, now: float, *, ok: bool,
+                       error: str | None, alert: dict[str, Any]) -> None:
+        """Record a message sent outside the queue (``bga alerts test``) in the history."""
+
+    @abc.abstractmethod
+    async def history(self, limit: int = 200) -> list[dict[str, Any]]:
+        """Newest messages first: channel, status, tries, last error, and what they carried."""
+
+    @abc.abstractmethod
+    async def counts(self) -> dict[str, int]:
+        """Alerts waiting for a message, and messages per status."""
+
+    @abc.abstractmethod
+    async def prune(self, now: float, keep_s: float = KEEP_S,
+                    keep_messages: int = KEEP_MESSAGES) -> None:
+        """Forget sent and dropped messages (and their alerts) older than ``keep_s``, and all
+        but the newest ``keep_messages``."""
+
+
+class SqlOutboxStore(OutboxStore):
+    """The outbox tables of one state database (``bga_outbox``, ``bga_alert_messages``), on
+    its backend's connections (``state.backends.aiodb``)."""
 
     def __init__(self, db: AsyncDb) -> None:
         self._db = db
 
     # -- alerts -----------------------------------------------------------------------------
     async def enqueue(self, alerts: Sequence[dict[str, Any]], now: float) -> int:
-        """Add alerts (``nodes.notify`` entries) not yet in the outbox; returns how many were
-        new. Keyed by the alert's idempotency key: adding one twice changes nothing."""
         if not alerts:
             return 0
         async with self._db.turn(write=True) as sql:
@@ -55,14 +123,12 @@ class OutboxStore:
         return len(new)
 
     async def unbatched(self, channel: str) -> list[dict[str, Any]]:
-        """A channel's alerts not yet in a message, oldest first, with ``created_at``."""
         async with self._db.turn() as sql:
             rows = await sql.all("SELECT payload, created_at FROM bga_outbox WHERE channel=? "
                                  "AND message IS NULL ORDER BY created_at, key", (channel,))
         return [{**orjson.loads(p), "created_at": c} for p, c in rows]
 
     async def last_event(self, channel: str, subject: str) -> dict[str, Any] | None:
-        """The newest alert about ``subject`` on ``channel`` (its payload), if any."""
         async with self._db.turn() as sql:
             rows = await sql.all("SELECT payload FROM bga_outbox WHERE channel=? AND subject=? "
                                  "ORDER BY created_at DESC, key DESC LIMIT 1", (channel, subject))
@@ -71,8 +137,6 @@ class OutboxStore:
     # -- messages ---------------------------------------------------------------------------
     async def make_message(self, key: str, channel: str, alert_keys: Sequence[str],
                            now: float) -> None:
-        """Fix a message's members before its first try (one transaction): after a crash
-        the same alerts go out again under the same key."""
         async with self._db.turn(write=True) as sql:
             await sql.all("INSERT INTO bga_alert_messages (key, channel, created_at, alerts, "
                           "status, attempts, next_at) VALUES (?, ?, ?, ?, ?, 0, ?) "
@@ -82,7 +146,6 @@ class OutboxStore:
                           f"({','.join('?' * len(alert_keys))})", (key, *alert_keys))
 
     async def due(self, now: float) -> list[dict[str, Any]]:
-        """Pending messages whose next try is due, oldest first, with their alerts."""
         out = []
         async with self._db.turn() as sql:
             for key, channel, created, attempts in await sql.all(
@@ -97,8 +160,7 @@ class OutboxStore:
 
     async def record(self, key: str, *, now: float, ok: bool, error: str | None = None,
                      next_at: float | None = None, drop: bool = False) -> None:
-        """One try of a message: sent, or failed (retry at ``next_at``, or dropped)."""
-        status = SENT if ok else DROPPED if drop else PENDING
+        status = status_after(ok, drop)
         async with self._db.turn(write=True) as sql:
             await sql.all("UPDATE bga_alert_messages SET status=?, attempts=attempts+1, "
                           "last_try_at=?, last_error=?, next_at=?, sent_at=? WHERE key=?",
@@ -107,7 +169,6 @@ class OutboxStore:
 
     async def add_sent(self, key: str, channel: str, now: float, *, ok: bool,
                        error: str | None, alert: dict[str, Any]) -> None:
-        """Record a message sent outside the queue (``bga alerts test``) in the history."""
         async with self._db.turn(write=True) as sql:
             await sql.all("INSERT INTO bga_outbox (key, channel, subject, event, created_at, "
                           "payload, message) VALUES (?, ?, ?, ?, ?, ?, ?) "
@@ -121,7 +182,6 @@ class OutboxStore:
                            now if ok else None))
 
     async def history(self, limit: int = 200) -> list[dict[str, Any]]:
-        """Newest messages first: channel, status, tries, last error, and what they carried."""
         out = []
         async with self._db.turn() as sql:
             for row in await sql.all(
@@ -132,17 +192,13 @@ class OutboxStore:
                                 "next_at", "last_error", "last_try_at", "sent_at"), row,
                                strict=True))
                 rec["events"] = [
-                    {"key": k, "event": e, "subject": s, **{f: orjson.loads(p).get(f) for f in
-                                                           ("insight_type", "priority",
-                                                            "summary")}}
-                    for k, e, s, p in await sql.all(
+                    history_event(k, e, s, orjson.loads(p)) for k, e, s, p in await sql.all(
                         "SELECT key, event, subject, payload FROM bga_outbox WHERE message=? "
                         "ORDER BY created_at, key", (rec["key"],))]
                 out.append(rec)
         return out
 
     async def counts(self) -> dict[str, int]:
-        """Alerts waiting for a message, and messages per status."""
         async with self._db.turn() as sql:
             waiting = await sql.all("SELECT count(*) FROM bga_outbox WHERE message IS NULL")
             out = {"waiting": int(waiting[0][0])}
@@ -153,8 +209,6 @@ class OutboxStore:
 
     async def prune(self, now: float, keep_s: float = KEEP_S,
                     keep_messages: int = KEEP_MESSAGES) -> None:
-        """Forget sent and dropped messages (and their alerts) older than ``keep_s``, and all
-        but the newest ``keep_messages``."""
         old = ("SELECT key FROM bga_alert_messages WHERE status<>? AND (created_at<? OR key "
                "NOT IN (SELECT key FROM bga_alert_messages ORDER BY created_at DESC LIMIT ?))")
         params = (PENDING, now - keep_s, keep_messages)

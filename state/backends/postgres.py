@@ -51,7 +51,7 @@ from state.backends.migrations import (
     require_current,
     require_saver_migrations,
 )
-from state.backends.outbox import OutboxStore
+from state.backends.outbox import OutboxStore, SqlOutboxStore
 from state.backends.syncdb import CONNECT_TIMEOUT_S, PostgresSyncDb, lock_key
 from state.backends.traces import PostgresTraceStore
 from state.backends.tree import TREE_KEY, EntriesMissing, EntryStore, diff
@@ -361,7 +361,7 @@ class PostgresBackend(Backend):
         """The alert outbox on this backend's connection pool (used after ``setup()``)."""
         if self._pool is None:
             raise RuntimeError("PostgreSQL backend used before setup()")
-        return OutboxStore(PostgresAsyncDb(self._pool))
+        return SqlOutboxStore(PostgresAsyncDb(self._pool))
 
     async def _configure(self, conn: AsyncConnection) -> None:
         for statement in pool_session_sql(self.failover_s):

@@ -20,7 +20,8 @@ one server in isolated namespaces; ``RedisBackend.drop_everything`` deletes one.
   unless renewed; a holder whose Redis connection is gone (a killed process) is taken over at
   once, since a standby checks the holder's client id with ``CLIENT LIST ID``.
 - **Trace store**: ``RedisTraceStore``, a sorted set by sequence number.
-- **Alert outbox**: not available (its store is SQL); ``outbox()`` says so.
+- **Alert outbox**: ``RedisOutboxStore``, the same methods and semantics as the SQL tables'
+  store (its own implementation: hashes and sorted sets, each multi-key step one Lua script).
 
 Durability: ``setup`` reads ``CONFIG GET appendonly/appendfsync/save`` and logs one warning when
 nothing reaches the disk (``durability``).
@@ -36,7 +37,7 @@ import os
 import random
 import socket
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -66,7 +67,14 @@ from state.backends.history import (
 )
 from state.backends.lease import lease_s, poll
 from state.backends.migrations import SchemaNotReady
-from state.backends.outbox import OutboxStore
+from state.backends.outbox import (
+    KEEP_MESSAGES,
+    KEEP_S,
+    PENDING,
+    OutboxStore,
+    history_event,
+    status_after,
+)
 from state.backends.syncdb import CONNECT_TIMEOUT_S
 from state.backends.traces import (
     KEEP_ROWS,
@@ -90,10 +98,6 @@ Client = Any
 
 REPLY_TIMEOUT_S = 60.0  # redis-py's default (5 s) fails a 50k-entry inbox read on a loaded host;
 # lock renewals have their own bound (half a lease, ``RedisBackend._renew``)
-
-
-class OutboxUnavailable(ValueError):
-    """The alert outbox needs SQL tables, which a Redis state database does not have."""
 
 
 def connect(url: str, **kwargs: Any) -> Client:
@@ -572,7 +576,6 @@ return 1
 
 
 class RedisBackend(Backend):
-    has_outbox = False
 
     def __init__(self, url: str) -> None:
         parsed = parse_url(url)
@@ -585,11 +588,12 @@ class RedisBackend(Backend):
         self._lock_id = ""
         self._held: dict[str, str] = {}  # lock name -> the value we SET
         self.checkpointer: CasRedisSaver
+        self._outbox: RedisOutboxStore | None = None
 
     @property
     def client(self) -> Client:
         if self._client is None:
-            raise RuntimeError("Redis backend used before setup()")
+            raise RuntimeError("Redis backend used before setup() or once closed")
         return self._client
 
     async def setup(self, *, create: bool = True, read_only: bool = False) -> None:
@@ -639,11 +643,11 @@ class RedisBackend(Backend):
     def traces(self) -> RedisTraceStore:
         return RedisTraceStore(self.url, client=self.client)
 
-    def outbox(self) -> OutboxStore:
-        raise OutboxUnavailable(
-            f"alert delivery is not available on a Redis state database ({self.where}): its "
-            "outbox is SQL tables; run the alert sender against a SQLite or PostgreSQL state, "
-            "or read insights from the API or /metrics")
+    def outbox(self) -> RedisOutboxStore:
+        """The alert outbox on this backend's client (used after ``setup()``)."""
+        if self._outbox is None:
+            self._outbox = RedisOutboxStore(lambda: self.client, self.k)
+        return self._outbox
 
     # -- inbox ---------------------------------------------------------------------------------
     def _stream_key(self, stream: int | str) -> str:
@@ -808,6 +812,7 @@ class RedisBackend(Backend):
                 with contextlib.suppress(Exception):
                     await client.aclose()
         self._locks = self._client = None
+        self._outbox = None
 
 
 def _text(value: Any) -> str:
@@ -902,3 +907,250 @@ class RedisTraceStore(TraceStore):
             client, self._client = self._client, None
             await client.aclose()
 
+
+
+# -- alert outbox ------------------------------------------------------------------------------
+
+# Keys (under the state's prefix): ``ob_alert`` hash alert key -> JSON (channel, subject, event,
+# created_at, payload); ``ob_msgof`` hash alert key -> its message's key; ``ob_wait:<channel>``
+# sorted set of a channel's alerts in no message, ``ob_subj:<channel>:<subject>`` of every
+# alert about a subject, ``ob_members:<message>`` of a message's alerts (all scored by
+# created_at: ties order by key, as the SQL's ``ORDER BY created_at, key``); ``ob_unbatched``
+# set of the alerts in no message; ``ob_msg:<message>`` hash of a message's fields,
+# ``ob_msgs`` sorted set of messages by created_at, ``ob_due`` of the pending ones by next_at,
+# ``ob_status`` hash status -> how many messages.
+
+# KEYS: alerts, msgof, unbatched, then per alert: its wait (or members) set, its subject set
+# ARGV: message key ("": none), then per alert: key, created_at, record
+_OB_ADD = """
+local n = 0
+for i = 0, (#ARGV - 1) / 3 - 1 do
+  local key, at = ARGV[2 + 3 * i], ARGV[3 + 3 * i]
+  if redis.call('HSETNX', KEYS[1], key, ARGV[4 + 3 * i]) == 1 then
+    n = n + 1
+    redis.call('ZADD', KEYS[4 + 2 * i], at, key)
+    redis.call('ZADD', KEYS[5 + 2 * i], at, key)
+    if ARGV[1] ~= '' then redis.call('HSET', KEYS[2], key, ARGV[1])
+    else redis.call('SADD', KEYS[3], key) end
+  end
+end
+return n
+"""
+
+# KEYS: msg, msgs, due, status, alerts, msgof, unbatched, members, wait
+# ARGV: key, channel, created_at, alerts, status, attempts, next_at, then the fields
+# (name, value pairs) a sent-outside-the-queue message adds, "--", then the alert keys to attach
+_OB_MESSAGE = """
+local i = 8
+local extra = {}
+while ARGV[i] ~= '--' do extra[#extra + 1] = ARGV[i]; extra[#extra + 1] = ARGV[i + 1]; i = i + 2 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  redis.call('HSET', KEYS[1], 'channel', ARGV[2], 'created_at', ARGV[3], 'alerts', ARGV[4],
+             'status', ARGV[5], 'attempts', ARGV[6], 'next_at', ARGV[7])
+  if #extra > 0 then redis.call('HSET', KEYS[1], unpack(extra)) end
+  redis.call('ZADD', KEYS[2], ARGV[3], ARGV[1])
+  if ARGV[5] == 'pending' then redis.call('ZADD', KEYS[3], ARGV[7], ARGV[1]) end
+  redis.call('HINCRBY', KEYS[4], ARGV[5], 1)
+end
+for j = i + 1, #ARGV do
+  local key = ARGV[j]
+  local at = redis.call('ZSCORE', KEYS[9], key)
+  if at and redis.call('HEXISTS', KEYS[6], key) == 0 then
+    redis.call('HSET', KEYS[6], key, ARGV[1])
+    redis.call('ZREM', KEYS[9], key)
+    redis.call('SREM', KEYS[7], key)
+    redis.call('ZADD', KEYS[8], at, key)
+  end
+end
+return 1
+"""
+
+# KEYS: msg, due, status; ARGV: key, status, now, next_at, error ("" none), has error (1/0),
+# sent_at ("" none)
+_OB_RECORD = """
+local old = redis.call('HGET', KEYS[1], 'status')
+if not old then return 0 end
+redis.call('HINCRBY', KEYS[3], old, -1)
+redis.call('HINCRBY', KEYS[3], ARGV[2], 1)
+redis.call('HSET', KEYS[1], 'status', ARGV[2], 'last_try_at', ARGV[3], 'next_at', ARGV[4])
+redis.call('HINCRBY', KEYS[1], 'attempts', 1)
+if ARGV[6] == '1' then redis.call('HSET', KEYS[1], 'last_error', ARGV[5])
+else redis.call('HDEL', KEYS[1], 'last_error') end
+if ARGV[7] ~= '' then redis.call('HSET', KEYS[1], 'sent_at', ARGV[7])
+else redis.call('HDEL', KEYS[1], 'sent_at') end
+if ARGV[2] == 'pending' then redis.call('ZADD', KEYS[2], ARGV[4], ARGV[1])
+else redis.call('ZREM', KEYS[2], ARGV[1]) end
+return 1
+"""
+
+# KEYS: msg, msgs, due, status, alerts, msgof, members, then each member's subject set
+# ARGV: key, then the member alert keys (in KEYS order)
+_OB_FORGET = """
+local status = redis.call('HGET', KEYS[1], 'status')
+if not status or status == 'pending' then return 0 end
+for i = 2, #ARGV do
+  redis.call('HDEL', KEYS[5], ARGV[i])
+  redis.call('HDEL', KEYS[6], ARGV[i])
+  redis.call('ZREM', KEYS[6 + i], ARGV[i])
+end
+redis.call('DEL', KEYS[1], KEYS[7])
+redis.call('ZREM', KEYS[2], ARGV[1])
+redis.call('ZREM', KEYS[3], ARGV[1])
+redis.call('HINCRBY', KEYS[4], status, -1)
+return 1
+"""
+
+_MESSAGE_FLOATS = ("created_at", "next_at", "last_try_at", "sent_at")
+
+
+class RedisOutboxStore(OutboxStore):
+    """The alert outbox in Redis: the same methods and semantics as ``SqlOutboxStore`` (one
+    store per interface method, not a shared storage layer: the SQL's queries have no Redis
+    spelling), each step that changes more than one key one Lua script, so a killed sender
+    leaves every step whole or not done. The keys are described above ``_OB_ADD``."""
+
+    def __init__(self, client_of: Callable[[], Client], keys: Keys) -> None:
+        self._client_of = client_of
+        self.k = keys
+        client = client_of()
+        self._add = client.register_script(_OB_ADD)
+        self._message = client.register_script(_OB_MESSAGE)
+        self._record = client.register_script(_OB_RECORD)
+        self._forget = client.register_script(_OB_FORGET)
+
+    @property
+    def client(self) -> Client:
+        """The backend's client (the store has no connection of its own: closed with it)."""
+        return self._client_of()
+
+    def _msg_keys(self, key: str, channel: str) -> list[str]:
+        return [self.k("ob_msg", key), self.k("ob_msgs"), self.k("ob_due"), self.k("ob_status"),
+                self.k("ob_alert"), self.k("ob_msgof"), self.k("ob_unbatched"),
+                self.k("ob_members", key), self.k("ob_wait", channel)]
+
+    async def _add_alerts(self, alerts: Sequence[dict[str, Any]], channel_of: Any, now: float,
+                          message: str = "", client: Client | None = None) -> Any:
+        """Add the alerts not yet here (by key), in no message or in ``message``; how many
+        were new (or, on a pipeline ``client``, the queued call)."""
+        keys = [self.k("ob_alert"), self.k("ob_msgof"), self.k("ob_unbatched")]
+        args: list[Any] = [message]
+        for a in alerts:
+            channel = channel_of(a)
+            keys += [self.k("ob_members", message) if message else self.k("ob_wait", channel),
+                     self.k("ob_subj", channel, a["subject"])]
+            args += [a["key"], repr(now), orjson.dumps({
+                "channel": channel, "subject": a["subject"], "event": a["event"],
+                "created_at": now, "payload": a})]
+        return await self._add(keys=keys, args=args, client=client or self.client)
+
+    async def _records(self, keys: Sequence[bytes | str]) -> list[dict[str, Any]]:
+        if not keys:
+            return []
+        raw = await self.client.hmget(self.k("ob_alert"), list(keys))
+        return [{"key": _text(k), **orjson.loads(r)} for k, r in zip(keys, raw, strict=True)
+                if r is not None]
+
+    async def _members(self, key: str) -> list[dict[str, Any]]:
+        return await self._records(await self.client.zrange(self.k("ob_members", key), 0, -1))
+
+    async def _message_row(self, key: str) -> dict[str, Any] | None:
+        raw = await self.client.hgetall(self.k("ob_msg", key))
+        if not raw:
+            return None
+        got = {_text(f): _text(v) for f, v in raw.items()}
+        row: dict[str, Any] = {"key": key, "channel": got["channel"],
+                               "alerts": int(got["alerts"]), "status": got["status"],
+                               "attempts": int(got["attempts"]),
+                               "last_error": got.get("last_error")}
+        row.update({f: float(got[f]) if f in got else None for f in _MESSAGE_FLOATS})
+        return row
+
+    # -- alerts -----------------------------------------------------------------------------
+    async def enqueue(self, alerts: Sequence[dict[str, Any]], now: float) -> int:
+        if not alerts:
+            return 0
+        return int(await self._add_alerts(alerts, lambda a: a["channel"], now))
+
+    async def unbatched(self, channel: str) -> list[dict[str, Any]]:
+        keys = await self.client.zrange(self.k("ob_wait", channel), 0, -1)
+        return [{**r["payload"], "created_at": r["created_at"]} for r in await self._records(keys)]
+
+    async def last_event(self, channel: str, subject: str) -> dict[str, Any] | None:
+        keys = await self.client.zrevrange(self.k("ob_subj", channel, subject), 0, 0)
+        got = await self._records(keys)
+        return got[0]["payload"] if got else None
+
+    # -- messages ---------------------------------------------------------------------------
+    async def make_message(self, key: str, channel: str, alert_keys: Sequence[str],
+                           now: float) -> None:
+        await self._message(keys=self._msg_keys(key, channel), args=[
+            key, channel, repr(now), len(alert_keys), PENDING, 0, repr(now), "--", *alert_keys],
+            client=self.client)
+
+    async def due(self, now: float) -> list[dict[str, Any]]:
+        out = []
+        for raw in await self.client.zrangebyscore(self.k("ob_due"), "-inf", repr(now)):
+            row = await self._message_row(_text(raw))
+            if row is None or row["status"] != PENDING:
+                continue
+            out.append({"key": row["key"], "channel": row["channel"],
+                        "created_at": row["created_at"], "attempts": row["attempts"],
+                        "alerts": [r["payload"] for r in await self._members(row["key"])]})
+        return sorted(out, key=lambda m: (m["created_at"], m["key"]))
+
+    async def record(self, key: str, *, now: float, ok: bool, error: str | None = None,
+                     next_at: float | None = None, drop: bool = False) -> None:
+        await self._record(keys=[self.k("ob_msg", key), self.k("ob_due"), self.k("ob_status")],
+                           args=[key, status_after(ok, drop), repr(now),
+                                 repr(next_at if next_at is not None else now), error or "",
+                                 "1" if error is not None else "0", repr(now) if ok else ""],
+                           client=self.client)
+
+    async def add_sent(self, key: str, channel: str, now: float, *, ok: bool,
+                       error: str | None, alert: dict[str, Any]) -> None:
+        extra: list[Any] = ["last_try_at", repr(now)]
+        if error is not None:
+            extra += ["last_error", error]
+        if ok:
+            extra += ["sent_at", repr(now)]
+        async with self.client.pipeline(transaction=True) as pipe:  # both scripts or neither
+            await self._add_alerts([alert], lambda a: channel, now, message=key, client=pipe)
+            await self._message(keys=self._msg_keys(key, channel), args=[
+                key, channel, repr(now), 1, status_after(ok, True), 1, repr(now), *extra, "--"],
+                client=pipe)
+            await pipe.execute()
+
+    async def history(self, limit: int = 200) -> list[dict[str, Any]]:
+        out = []
+        for raw in await self.client.zrevrange(self.k("ob_msgs"), 0, max(limit, 1) - 1):
+            row = await self._message_row(_text(raw))
+            if row is None:
+                continue
+            row["events"] = [history_event(r["key"], r["event"], r["subject"], r["payload"])
+                             for r in await self._members(row["key"])]
+            out.append(row)
+        return out
+
+    async def counts(self) -> dict[str, int]:
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.scard(self.k("ob_unbatched")).hgetall(self.k("ob_status"))
+            waiting, statuses = await pipe.execute()
+        out = {"waiting": int(waiting)}
+        out.update({_text(s): int(n) for s, n in statuses.items() if int(n) > 0})
+        return out
+
+    async def prune(self, now: float, keep_s: float = KEEP_S,
+                    keep_messages: int = KEEP_MESSAGES) -> None:
+        msgs = self.k("ob_msgs")
+        old = {_text(m) for m in await self.client.zrangebyscore(msgs, "-inf",
+                                                                 f"({now - keep_s!r}")}
+        old |= {_text(m) for m in await self.client.zrevrange(msgs, keep_messages, -1)}
+        for key in sorted(old):
+            row = await self._message_row(key)
+            if row is None or row["status"] == PENDING:
+                continue
+            members = await self._members(key)
+            keys = [*self._msg_keys(key, row["channel"])[:6], self.k("ob_members", key)]
+            keys += [self.k("ob_subj", r["channel"], r["subject"]) for r in members]
+            await self._forget(keys=keys, args=[key, *(r["key"] for r in members)],
+                               client=self.client)

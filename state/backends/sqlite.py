@@ -40,7 +40,7 @@ from state.backends.history import (
 )
 from state.backends.lease import SqliteLeases, poll
 from state.backends.migrations import STATE, SchemaNotReady, migrate, require_current
-from state.backends.outbox import OutboxStore
+from state.backends.outbox import OutboxStore, SqlOutboxStore
 from state.backends.syncdb import BUSY_TIMEOUT_S, SqliteSyncDb, sqlite_connect
 from state.backends.traces import SqliteTraceStore
 from state.backends.tree import ROW_PREFIX, EntriesMissing, EntryStore, TreeSerde, Unloaded, diff
@@ -302,7 +302,7 @@ class SqliteBackend(Backend):
         if self._outbox is None:
             if self._write is None:
                 raise RuntimeError("SQLite backend used before setup()")
-            self._outbox = OutboxStore(SqliteAsyncDb(self._write, self._write_lock))
+            self._outbox = SqlOutboxStore(SqliteAsyncDb(self._write, self._write_lock))
         return self._outbox
 
     # -- inbox ----------------------------------------------------------------------------

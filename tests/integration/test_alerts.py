@@ -22,8 +22,6 @@ from state.outbox import OutboxStore
 from tests.clock import FakeClock
 from tests.integration.alert_receivers import free_port, running_receivers
 
-pytestmark = pytest.mark.needs_sql("the alert outbox is SQL tables, which Redis does not have")
-
 SECRET = "whsec-7d1f0c3b9a2e4f6081d5"
 SLACK_TOKEN = "T0000/B0000/XyZsecretSlackToken42"
 SMTP_PASSWORD = "smtp-pa55-word-9f8e7d"
@@ -63,6 +61,13 @@ async def shared(db_url: str) -> AsyncIterator[SharedState]:
         await s.update_config({"agents": QUIET_AGENTS, "liveness": NO_SCHEDULER_DOWN,
                                "alerts": {"digest_s": DIGEST_S, "channels": CHANNELS}})
         yield s
+
+
+@pytest.fixture(params=["sqlite", pytest.param("redis", marks=pytest.mark.redis)])
+def cli_db_url(request: pytest.FixtureRequest) -> str:
+    """A database other processes can open, on SQLite and on Redis (whose outbox is a store
+    of its own): for the tests that run ``bga`` or the dashboard."""
+    return request.getfixturevalue(f"{request.param}_url")
 
 
 @pytest.fixture
@@ -357,13 +362,13 @@ async def test_secrets_never_reach_the_database_or_the_export(
         assert secret.encode() not in raw
 
 
-def test_bga_alerts_test_sends_and_lists_history(sqlite_url: str,
+def test_bga_alerts_test_sends_and_lists_history(cli_db_url: str,
                                                  receivers: dict[str, Any]) -> None:
     import subprocess
     import sys
 
     async def setup() -> None:
-        async with SharedState.open(sqlite_url, producer="test") as shared:
+        async with SharedState.open(cli_db_url, producer="test") as shared:
             await shared.update_config({"agents": QUIET_AGENTS,
                                         "alerts": {"channels": CHANNELS}})
             await runner.tick(shared)
@@ -371,13 +376,13 @@ def test_bga_alerts_test_sends_and_lists_history(sqlite_url: str,
     asyncio.run(setup())
     bga = [sys.executable, "-m", "graph.cli"]
     base = {k: v for k, v in os.environ.items() if not k.startswith("BGA_ALERT_")}
-    missing = subprocess.run([*bga, "alerts", "test", "hook", "--db", sqlite_url],
+    missing = subprocess.run([*bga, "alerts", "test", "hook", "--db", cli_db_url],
                              env=base, capture_output=True, text=True, timeout=120)
     assert missing.returncode == 2, missing.stderr
     assert "BGA_ALERT_HOOK_URL is not set" in missing.stderr
     env = {**base, **channel_env(receivers)}
     for name in ("hook", "chat", "mail"):
-        done = subprocess.run([*bga, "alerts", "test", name, "--db", sqlite_url], env=env,
+        done = subprocess.run([*bga, "alerts", "test", name, "--db", cli_db_url], env=env,
                               capture_output=True, text=True, timeout=120)
         assert done.returncode == 0, done.stderr
         assert f"test message delivered to {name}" in done.stdout
@@ -386,10 +391,10 @@ def test_bga_alerts_test_sends_and_lists_history(sqlite_url: str,
     assert "TEST" in receivers["chat"].calls[0].json["text"]
     assert "TEST" in receivers["mail"].mails[0].message["Subject"]
     receivers["hook"].script = [(403, {}, "bad signature")]
-    refused = subprocess.run([*bga, "alerts", "test", "hook", "--db", sqlite_url], env=env,
+    refused = subprocess.run([*bga, "alerts", "test", "hook", "--db", cli_db_url], env=env,
                              capture_output=True, text=True, timeout=120)
     assert refused.returncode == 1 and "HTTP 403 (refused)" in refused.stderr
-    listed = subprocess.run([*bga, "alerts", "history", "--json", "--db", sqlite_url],
+    listed = subprocess.run([*bga, "alerts", "history", "--json", "--db", cli_db_url],
                             env=env, capture_output=True, text=True, timeout=120)
     assert listed.returncode == 0, listed.stderr
     import json
@@ -399,14 +404,14 @@ def test_bga_alerts_test_sends_and_lists_history(sqlite_url: str,
         ("chat", "sent"), ("hook", "dropped"), ("hook", "sent"), ("mail", "sent")]
 
 
-def test_dashboard_shows_the_delivery_history(sqlite_url: str, receivers: dict[str, Any],
+def test_dashboard_shows_the_delivery_history(cli_db_url: str, receivers: dict[str, Any],
                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
 
     from dashboard import data
 
     async def deliver() -> None:
-        async with SharedState.open(sqlite_url, producer="test") as shared:
+        async with SharedState.open(cli_db_url, producer="test") as shared:
             store = shared.backend.outbox()
             await shared.update_config({"agents": QUIET_AGENTS, "alerts": {
                 "digest_s": 0, "channels": CHANNELS}})
@@ -420,7 +425,7 @@ def test_dashboard_shows_the_delivery_history(sqlite_url: str, receivers: dict[s
                          log=lambda _: None).pass_once()
 
     asyncio.run(deliver())
-    monkeypatch.setenv("BGA_DATABASE_URL", sqlite_url)
+    monkeypatch.setenv("BGA_DATABASE_URL", cli_db_url)
     data.refresh()
     app = Path(__file__).resolve().parents[2] / "dashboard" / "app.py"
     at = AppTest.from_file(str(app), default_timeout=60)
@@ -525,7 +530,7 @@ async def test_the_sender_rides_out_a_lost_database_session(
     assert len(receivers["hook"].calls) == len(receivers["mail"].mails) == 1
 
 
-def test_bga_run_delivers_alerts_itself(sqlite_url: str, receivers: dict[str, Any]) -> None:
+def test_bga_run_delivers_alerts_itself(cli_db_url: str, receivers: dict[str, Any]) -> None:
     """`bga run` runs the sender too (one per database): a high insight reaches the webhook
     with no `bga alerts run` beside it; SIGTERM stops both cleanly."""
     import signal
@@ -534,7 +539,7 @@ def test_bga_run_delivers_alerts_itself(sqlite_url: str, receivers: dict[str, An
     import time
 
     async def setup() -> None:
-        async with SharedState.open(sqlite_url, producer="test") as shared:
+        async with SharedState.open(cli_db_url, producer="test") as shared:
             await shared.update_config({"agents": QUIET_AGENTS, "alerts": {
                 "digest_s": 0.0, "channels": {"hook": {"type": "webhook"}}}})
             await shared.add_insight("error_rate_spike", {"summary": "billing: 12 errors"},
@@ -543,7 +548,7 @@ def test_bga_run_delivers_alerts_itself(sqlite_url: str, receivers: dict[str, An
     asyncio.run(setup())
     base = {k: v for k, v in os.environ.items() if not k.startswith("BGA_ALERT_")}
     env = {**base, **channel_env(receivers)}
-    proc = subprocess.Popen([sys.executable, "-m", "graph.cli", "run", "--db", sqlite_url,
+    proc = subprocess.Popen([sys.executable, "-m", "graph.cli", "run", "--db", cli_db_url,
                              "--interval", "0.5"], env=env, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, text=True)
     try:

@@ -18,8 +18,8 @@ from state import PerformanceMetric, SharedState
 
 
 @pytest.fixture
-async def shared(tmp_path: Any) -> AsyncIterator[SharedState]:
-    async with SharedState.open(f"sqlite:///{tmp_path / 's.db'}", producer="test") as s:
+async def shared(db_url: str) -> AsyncIterator[SharedState]:
+    async with SharedState.open(db_url, producer="test") as s:
         await s.update_config({
             "agents": {a: {"enabled": False}
                        for a in ("system_monitor", "langsmith_bridge", "profile_import")},

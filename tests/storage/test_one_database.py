@@ -226,11 +226,11 @@ def _alert(key: str, subject: str = "disk") -> dict[str, Any]:
             "summary": f"alert {key}"}
 
 
-@pytest.mark.needs_sql("the alert outbox is SQL tables (test_redis.py: Redis refuses it by name)")
 async def test_the_backend_hands_out_its_alert_outbox(db_url: str) -> None:
-    """``Backend.outbox()`` is the outbox tables of the backend's own database, on its own
-    connections: another handle on the same URL sees what one wrote, a message's members
-    are fixed in one transaction, and the store's connections close with the backend."""
+    """``Backend.outbox()`` is the outbox of the backend's own database (tables, or Redis
+    keys under its prefix), on its own connections: another handle on the same URL sees what
+    one wrote, a message's members are fixed in one transaction, and the store's connections
+    close with the backend."""
     async with SharedState.open(db_url, producer="tests") as shared:
         store = shared.backend.outbox()
         assert await store.enqueue([_alert("a1"), _alert("a2", "cpu\x00")], 10.0) == 2

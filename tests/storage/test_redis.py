@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from state.backends import make_backend, parse_url
-from state.backends.redisdb import OutboxUnavailable, RedisBackend, durability
+from state.backends.redisdb import RedisBackend, durability
 from state.backends.syncdb import open_profiles
 from tests.conftest import redis_prefix
 
@@ -104,9 +104,6 @@ async def test_a_batch_with_a_used_sequence_number_changes_nothing(
 
 
 async def test_what_redis_does_not_have_is_refused_by_name(redis_backend: RedisBackend) -> None:
-    assert not redis_backend.has_outbox
-    with pytest.raises(OutboxUnavailable, match="not available on a Redis state database"):
-        redis_backend.outbox()
     with pytest.raises(ValueError, match="profile importer needs SQL tables"):
         open_profiles(redis_backend.profiles_location)
 
