@@ -14,6 +14,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import quote
 
 import pytest
@@ -41,25 +42,37 @@ def with_schema(base: str, schema: str) -> str:
     return f"{base}{sep}options={quote(f'-csearch_path={schema}', safe='')}"
 
 
+def service_base(env: str, missing: str, what: str) -> str:
+    """The server URL a service test needs (from ``env``): skips without it, saying why;
+    fails instead of skipping in CI, where every service test is required."""
+    base = os.environ.get(env, "").strip()
+    if not base:
+        if in_ci():
+            pytest.fail(f"{env} is not set, but CI requires the {what} tests")
+        pytest.skip(missing)
+    return base
+
+
+def service_unreachable(what: str, env: str, exc: BaseException) -> NoReturn:
+    """Skip (fail in CI) a test whose server does not answer."""
+    message = f"{what} at {env} is unreachable: {exc}"
+    if in_ci():
+        pytest.fail(message)
+    pytest.skip(message)
+
+
 @contextlib.contextmanager
 def postgres_schema() -> Iterator[str]:
     """URL of a fresh, empty schema on the test server, dropped on exit.
 
     Skips without ``BGA_TEST_POSTGRES_URL``; fails instead of skipping in CI."""
-    base = os.environ.get(POSTGRES_ENV, "").strip()
-    if not base:
-        if in_ci():
-            pytest.fail(f"{POSTGRES_ENV} is not set, but CI requires the PostgreSQL tests")
-        pytest.skip(POSTGRES_MISSING)
+    base = service_base(POSTGRES_ENV, POSTGRES_MISSING, "PostgreSQL")
     import psycopg
 
     try:
         admin = psycopg.connect(base, autocommit=True, connect_timeout=10)
     except psycopg.OperationalError as exc:
-        message = f"PostgreSQL at {POSTGRES_ENV} is unreachable: {exc}"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+        service_unreachable("PostgreSQL", POSTGRES_ENV, exc)
     schema = f"bga_t_{uuid.uuid4().hex[:16]}"
     try:
         admin.execute(f'CREATE SCHEMA "{schema}"')
@@ -75,11 +88,7 @@ def redis_prefix() -> Iterator[str]:
     """URL of a fresh key prefix on the test Redis server, its keys deleted on exit.
 
     Skips without ``BGA_TEST_REDIS_URL``; fails instead of skipping in CI."""
-    base = os.environ.get(REDIS_ENV, "").strip()
-    if not base:
-        if in_ci():
-            pytest.fail(f"{REDIS_ENV} is not set, but CI requires the Redis tests")
-        pytest.skip(REDIS_MISSING)
+    base = service_base(REDIS_ENV, REDIS_MISSING, "Redis")
     import redis
 
     from state.backends.url import parse_url
@@ -89,10 +98,7 @@ def redis_prefix() -> Iterator[str]:
         admin.ping()
     except (redis.RedisError, OSError) as exc:
         admin.close()
-        message = f"Redis at {REDIS_ENV} is unreachable: {exc}"
-        if in_ci():
-            pytest.fail(message)
-        pytest.skip(message)
+        service_unreachable("Redis", REDIS_ENV, exc)
     url = f"{base.split('?', 1)[0]}?prefix=t{uuid.uuid4().hex[:16]}"
     try:
         yield url
