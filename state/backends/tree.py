@@ -166,7 +166,15 @@ def build(serde: Any, rows: Mapping[bytes, tuple[str, str, bytes]], reuse: Node 
     the entry it held in ``reuse``: an entry valid at both checkpoints (a path that went away
     changed its parent's key list, so its parent has a new row that no longer names it)."""
 
+    touched: set[tuple[Any, ...]] = set()  # since_reuse: the paths with a new row below them
+    if since_reuse:
+        for packed in rows:
+            path = unpack_path(packed)
+            touched.update(path[:i] for i in range(len(path) + 1))
+
     def node(path: tuple[Any, ...], same: Node | None) -> Node:
+        if since_reuse and same is not None and path not in touched:
+            return same  # nothing at or below it changed since reuse: not walked
         row = rows.get(pack_path(path))
         if row is None and since_reuse and same is not None:
             if same.children is None:
