@@ -350,7 +350,7 @@ async def test_a_cursor_from_before_the_overlap_resumes_without_counting_twice(
     old = {"lo": st["lo"], "b": [], "o": {}}  # the start-time cursor's shape: lo, b, o
     data["cursors"][key]["s"] = {"proj-a#root": old}
     await shared.write_events([events.agent_data(AGENT, data)])
-    later = add_runs(fake, 5, first=time.time() + 1e-3, spacing=1e-4, latency=0.01)  # ends before the read
+    later = add_runs(fake, 5, first=time.time() + 1e-3, spacing=1e-4, latency=0.01)
     await asyncio.sleep(0.05)
     again = await sync(shared)
     assert again.report.mirrored == len(later)  # no overlap behind an old cursor: no recount
