@@ -35,7 +35,7 @@ from argon2 import PasswordHasher
 from argon2.exceptions import InvalidHashError, VerificationError, VerifyMismatchError
 from streamlit.runtime.scriptrunner import get_script_run_ctx
 
-from state.settings import Settings
+from state.settings import current as current_settings
 
 ROLES = ("viewer", "operator")
 ANONYMOUS = ("none", *ROLES)
@@ -135,7 +135,7 @@ def _read_users(path: str) -> dict[str, User]:
 
 def settings() -> AuthSettings:
     """The users and the anonymous role in force now (the file is re-read when it changes)."""
-    env = Settings()
+    env = current_settings()
     path = env.dashboard_users.strip()
     users = _read_users(path) if path else {}
     anonymous = env.dashboard_anonymous.strip().lower() or ("none" if users else "viewer")

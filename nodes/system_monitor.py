@@ -7,7 +7,7 @@ import resource
 
 from nodes.base import Agent, AgentContext
 from state.backends.url import parse_url
-from state.settings import Settings
+from state.settings import current as current_settings
 
 
 class SystemMonitor(Agent):
@@ -18,7 +18,7 @@ class SystemMonitor(Agent):
     async def step(self, ctx: AgentContext) -> None:
         ctx.metric("rss_mb", resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, unit="MB")
         ctx.metric("load_1m", os.getloadavg()[0])
-        url = ctx.database_url or Settings().database_url
+        url = ctx.database_url or current_settings().database_url
         path = parse_url(url).path  # the state's file on SQLite, else None
         if path is not None:
             size = sum(os.path.getsize(p) for p in (path, f"{path}-wal") if os.path.exists(p))

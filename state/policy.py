@@ -27,7 +27,7 @@ from pathlib import Path
 
 from state.models import InvalidInput
 from state.redact import redact
-from state.settings import Settings
+from state.settings import current as current_settings
 
 RULE_CODE = "code-from-environment"
 RULE_ROOTS = "read-roots"
@@ -69,11 +69,13 @@ def allowed_code(field: str, path: str, builtin: Iterable[str], env_value: str,
 
 
 def agent_class(field: str, path: str, builtin: Iterable[str]) -> str:
-    return allowed_code(field, path, builtin, Settings().agent_classes, "BGA_AGENT_CLASSES")
+    return allowed_code(field, path, builtin, current_settings().agent_classes,
+                        "BGA_AGENT_CLASSES")
 
 
 def import_runner(field: str, path: str, builtin: Iterable[str]) -> str:
-    return allowed_code(field, path, builtin, Settings().import_runners, "BGA_IMPORT_RUNNERS")
+    return allowed_code(field, path, builtin, current_settings().import_runners,
+                        "BGA_IMPORT_RUNNERS")
 
 
 def roots_of(raw: str) -> list[Path]:
@@ -109,12 +111,12 @@ def confine(field: str, path: str | Path, roots: Iterable[Path], env_name: str) 
 
 def import_roots(default: Path | None) -> list[Path]:
     """``BGA_IMPORT_ROOTS``, plus the default inbox beside a SQLite state database."""
-    roots = roots_of(Settings().import_roots)
+    roots = roots_of(current_settings().import_roots)
     return [*roots, default.expanduser().resolve()] if default is not None else roots
 
 
 def export_roots() -> list[Path]:
-    return roots_of(Settings().export_roots)
+    return roots_of(current_settings().export_roots)
 
 
 def _norm(url: str) -> str:
@@ -124,7 +126,7 @@ def _norm(url: str) -> str:
 def langsmith_endpoint(field: str, requested: str | None) -> str:
     """The LangSmith API the key may be sent to: ``LANGSMITH_ENDPOINT`` (or LangSmith's own)
     unless ``requested`` is one of the endpoints listed in ``BGA_LANGSMITH_ENDPOINTS``."""
-    env = Settings()
+    env = current_settings()
     default = _norm(env.langsmith_endpoint or DEFAULT_LANGSMITH_ENDPOINT)
     if requested is None or not requested.strip():
         return default
@@ -143,5 +145,5 @@ DEFAULT_DASHBOARD_HOSTS = ("127.0.0.1", "localhost")
 def dashboard_hosts() -> list[str]:
     """Host names the dashboard answers to: 127.0.0.1, localhost and ``BGA_DASHBOARD_HOSTS``
     (a page on any other name, e.g. after DNS rebinding, is refused)."""
-    extra = [h.lower() for h in split_list(Settings().dashboard_hosts)]
+    extra = [h.lower() for h in split_list(current_settings().dashboard_hosts)]
     return list(dict.fromkeys([*DEFAULT_DASHBOARD_HOSTS, *extra]))

@@ -27,6 +27,7 @@ from nodes.langsmith_bridge.mirror import MAX_PROJECT, Mirror, clean
 from state import policy
 from state.models import MAX_PAYLOAD_BYTES
 from state.settings import Settings
+from state.settings import current as current_settings
 from state.traces import open_store
 
 MAX_CURSORS = 25
@@ -87,7 +88,7 @@ def make_source(settings: BridgeSettings, database_url: str | None,
     Reads the environment and ``.env`` and may touch the file system: call it off the event
     loop (``langgraph dev`` refuses blocking calls in nodes).
     """
-    env = Settings()
+    env = current_settings()
     kind = settings.source
     if kind == "auto":
         kind = "file" if settings.path else ("langsmith" if env.langsmith_api_key else "local")

@@ -44,7 +44,7 @@ from nodes.profile_import.store import (
 )
 from state import policy
 from state.backends import make_backend
-from state.settings import Settings as ProcessSettings
+from state.settings import current as current_settings
 
 RUNNER = "nodes.profile_import.job_graph:run_job"  # the built-in one; others: BGA_IMPORT_RUNNERS
 PATTERNS = ("*.csv", "*.tsv", "*.jsonl", "*.ndjson", "*.json")
@@ -138,7 +138,7 @@ class ProfileImportAgent(Agent):
 
     async def step(self, ctx: AgentContext) -> None:
         s = self.settings
-        url = ctx.database_url or ProcessSettings().database_url
+        url = ctx.database_url or current_settings().database_url
         default = default_inbox(url)
         inbox = policy.confine(f"agents.{self.agent_id}.options.inbox", s.inbox,
                                policy.import_roots(default), "BGA_IMPORT_ROOTS") \
