@@ -43,13 +43,14 @@ def nul_free(values: Sequence[Any]) -> Sequence[Any]:
     return values
 
 
-def sqlite_connect(location: str | Path, *, uri: bool = False) -> sqlite3.Connection:
+def sqlite_connect(location: str | Path, *, uri: bool = False,
+                   busy_timeout_s: float = BUSY_TIMEOUT_S) -> sqlite3.Connection:
     """A SQLite connection as every store here uses it: autocommit (transactions are opened
-    explicitly), shareable with a worker thread, waiting up to ``BUSY_TIMEOUT_S`` for a lock.
-    Opening sets connection options only; it writes nothing."""
-    conn = sqlite3.connect(location, uri=uri, timeout=BUSY_TIMEOUT_S, isolation_level=None,
+    explicitly), shareable with a worker thread, waiting up to ``busy_timeout_s`` (default
+    ``BUSY_TIMEOUT_S``) for a lock. Opening sets connection options only; it writes nothing."""
+    conn = sqlite3.connect(location, uri=uri, timeout=busy_timeout_s, isolation_level=None,
                            check_same_thread=False)
-    conn.execute(f"PRAGMA busy_timeout={int(BUSY_TIMEOUT_S * 1000)}")
+    conn.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
     conn.execute("PRAGMA synchronous=NORMAL")  # WAL: a killed process loses nothing
     return conn
 
