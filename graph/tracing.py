@@ -1,6 +1,6 @@
 """The local tracer: records every run of this system's own graph into the local trace store.
 
-``LocalTracer`` is an ``AsyncBaseTracer`` (a LangChain/LangSmith-compatible callback handler):
+``LocalTracer`` is a ``BaseTracer`` (a LangChain/LangSmith-compatible callback handler):
 ``graph.runner.tick`` and ``graph.worker`` attach it to a step's run config, so every finished
 run (the tick itself, each node, each agent step, and any LLM or tool call an agent makes
 through LangChain) is buffered and written to the state database in one transaction after the
@@ -17,7 +17,7 @@ import weakref
 from datetime import datetime
 from typing import Any
 
-from langchain_core.tracers.base import AsyncBaseTracer
+from langchain_core.tracers.base import BaseTracer
 from langchain_core.tracers.schemas import Run
 
 from state.redact import redact, redact_obj
@@ -117,10 +117,15 @@ def row_from_run(run: Run, project: str, now: float | None = None) -> dict[str, 
     }
 
 
-class LocalTracer(AsyncBaseTracer):
-    """Records each finished run of this system's own graph into the local trace store."""
+class LocalTracer(BaseTracer):
+    """Records each finished run of this system's own graph into the local trace store.
+
+    Its callbacks only buffer rows (``flush`` writes them), so it is a synchronous tracer run
+    in line, as LangChain's own LangSmith tracer is: an async one costs a task per callback
+    event and two more per run start and end (``AsyncBaseTracer`` gathers its hooks)."""
 
     name = "bga_local_tracer"
+    run_inline = True
 
     def __init__(self, database_url: str, *, project: str = LOCAL_PROJECT,
                  store: TraceStore | None = None) -> None:
@@ -131,10 +136,10 @@ class LocalTracer(AsyncBaseTracer):
         self._buffer: list[dict[str, Any]] = []
         self.recorded = 0
 
-    async def _persist_run(self, run: Run) -> None:
+    def _persist_run(self, run: Run) -> None:
         return None  # every run is recorded as it ends (``_on_run_update``)
 
-    async def _on_run_update(self, run: Run) -> None:
+    def _on_run_update(self, run: Run) -> None:
         try:
             row = row_from_run(run, self.project)
         except Exception:  # a tracer must never break the traced run
