@@ -10,11 +10,15 @@ or a state) until the page's first meaningful content is on screen (the element 
 ``PAGES``: the cards, the charts' marks, the table), with the script run finished.
 
   - after a tick: an event was folded into a new checkpoint just before (the first visitor
-    after each tick: the dashboard reads the whole state again and derives what changed);
+    after each tick: the dashboard reads the new checkpoint's new entries and derives what
+    changed);
   - after an event: one event not folded yet (the dashboard reads only the inbox again);
   - unchanged: the same state (another visitor, another page, a refresh).
 
-Also what reading the whole state costs in this process (``load_uncached``, no cache).
+Then, in one session, each page reached by its sidebar link from another page (Streamlit's
+scripts loaded, the websocket open: what a person does after the first page), after a tick
+and unchanged. Also what reading the whole state costs in this process (``load_uncached``, no
+cache).
 
     .venv/bin/python bench/dashboard_load.py                          # 500 series, 500 insights
     .venv/bin/python bench/dashboard_load.py --series 50 --repeat 3 --keep /tmp/dash.db
@@ -79,6 +83,11 @@ class Page:
     click: str | None = None  # a radio (window, state) clicked after the page is ready
     pick_oldest: bool = False  # time travel: open the oldest checkpoint listed
 
+
+# the sidebar's link to each page (dashboard/app.py), for switching pages within a session
+LINKS = {"": "Overview", "agents": "Agents", "performance": "Performance",
+         "errors": "Error patterns", "insights": "Insights", "optimizations": "Optimizations",
+         "configuration": "Configuration", "time_travel": "Time travel", "export": "Export"}
 
 PAGES = [
     Page("overview", "", (METRIC, TABLE)),
@@ -312,13 +321,18 @@ def warm_visits(browser: Any, base: str, spec: Page, repeat: int) -> list[float]
         context.close()
 
 
-def measure_pages(url: str, repeat: int, log_dir: Path) -> list[tuple[str, list[list[float]]]]:
+Figures = list[tuple[str, list[list[float]]]]  # (row label, milliseconds per column)
+
+
+def measure_pages(url: str, repeat: int, log_dir: Path) -> tuple[Figures, Figures]:
+    """Every page in new sessions (``CASES``), then switching pages in one session."""
     from playwright.sync_api import sync_playwright
 
     procs = Processes(log_dir)
     port = free_port()
     procs.start("dashboard", "dashboard", "--db", url, "--port", str(port))
     out = []
+    switches: Figures = []
     try:
         problem = dashboard_up(procs, port)
         if problem:
@@ -341,11 +355,58 @@ def measure_pages(url: str, repeat: int, log_dir: Path) -> list[tuple[str, list[
                     print(f"{spec.label}: " + ", ".join(  # progress, the table comes last
                         f"{c} {statistics.median(f):.0f} ms" for c, f in
                         zip(CASES, figures, strict=True)), file=sys.stderr, flush=True)
+                switches = measure_switches(url, base, browser, repeat)
             finally:
                 browser.close()
     finally:
         procs.stop()
-    return out
+    return out, switches
+
+
+SWITCH_CASES = ("after a tick", "unchanged")
+
+
+def measure_switches(url: str, base: str, browser: Any, repeat: int) -> Figures:
+    """Each page reached by its sidebar link from another page of the same session (what a
+    person does after the first page: Streamlit's scripts are loaded, the websocket is open),
+    after a tick and unchanged; milliseconds from the click until the page's content is drawn
+    and its script run has finished."""
+    from playwright.sync_api import expect
+
+    page = open_page(browser)
+    specs = [s for s in PAGES if not (s.click or s.pick_oldest)]
+    figures: dict[str, list[list[float]]] = {s.label: [[] for _ in SWITCH_CASES] for s in specs}
+    try:
+        page.goto(f"{base}/export")
+        expect(page.locator(TABLE).first).to_be_attached(timeout=60_000)
+        for _ in range(repeat):
+            for spec in specs:
+                for case, fold in enumerate((True, None)):
+                    if fold is not None:
+                        data.run_sync(touch(url, fold=fold))
+                        time.sleep(data.LIVE_TTL_S + 0.2)  # the cached read expired
+                    elif spec.path == "":  # from a page other than the one measured
+                        _switch(page, LINKS["export"], PAGES[-1].ready)
+                    else:
+                        _switch(page, LINKS[""], PAGES[0].ready)
+                    figures[spec.label][case].append(_switch(page, LINKS[spec.path],
+                                                             spec.ready))
+    finally:
+        page.close()
+    return list(figures.items())
+
+
+def _switch(page: Any, link: str, ready: tuple[str, ...]) -> float:
+    from playwright.sync_api import expect
+
+    t0 = time.perf_counter()
+    page.get_by_test_id("stSidebarNav").get_by_role("link", name=link, exact=True).click()
+    expect(page.get_by_test_id("stMain").get_by_role("heading", level=1, name=link)) \
+        .to_be_visible(timeout=60_000)
+    for selector in ready:
+        expect(page.locator(selector).first).to_be_attached(timeout=60_000)
+    expect(page.get_by_test_id("stStatusWidgetRunningIcon")).to_have_count(0, timeout=60_000)
+    return (time.perf_counter() - t0) * 1000
 
 
 def timed(fn: Callable[[], Any], repeat: int) -> list[float]:
@@ -397,11 +458,17 @@ def main() -> None:
                      *[""] * len(CASES)])
         load = os.getloadavg()
         floors = measure_floors(args.repeat, tmp)
-        for label, figures in floors + measure_pages(url, args.repeat, tmp):
+        pages, switches = measure_pages(url, args.repeat, tmp)
+        for label, figures in floors + pages:
             worst = max(max(f) for f in figures[:3])  # a first visit: nothing cached
             rows.append([label, *(f"{statistics.median(f):,.0f} / {max(f):,.0f}"
                                   for f in figures),
                          verdict(worst, TARGET_MS, higher_is_better=False)])
+        switch_rows = [[label, *(f"{statistics.median(f):,.0f} / {max(f):,.0f}"
+                                 for f in figures),
+                        verdict(max(max(f) for f in figures), TARGET_MS,
+                                higher_is_better=False)]
+                       for label, figures in switches]
     after = os.getloadavg()
     if RETRIED:
         notes.append(f"{len(RETRIED)} visit(s) failed to load and ran again: "
@@ -411,7 +478,7 @@ def main() -> None:
               "(Chromium 1400x1000), from navigation (or the click on a window / state) until "
               "the page's content is drawn and its script run has finished",
               "after a tick: an event was folded into a new checkpoint just before (the "
-              "dashboard reads the whole state again); after an event: one unfolded event "
+              "dashboard reads its new entries); after an event: one unfolded event "
               "(only the inbox is read again); unchanged: the same state, another session; "
               "scripts cached: the same, in a browser context that visited before (its HTTP "
               "cache holds Streamlit's scripts and fonts: a returning visitor)",
@@ -422,6 +489,14 @@ def main() -> None:
     print_table(f"Dashboard pages, {args.series} series / {args.insights} insights (ms)",
                 ["page", *CASES, f"< {TARGET_MS:.0f} ms (max, first visits)"], rows,
                 plain=args.plain, notes=notes)
+    print_table("Switching pages in one session, the same state (ms)",
+                ["page", *SWITCH_CASES, f"< {TARGET_MS:.0f} ms (max)"], switch_rows,
+                plain=args.plain,
+                notes=[f"median / max of {args.repeat} switches: from the click on the page's "
+                       "sidebar link, on another page of the same session, until its content "
+                       "is drawn and its script run has finished",
+                       "after a tick: an event was folded into a new checkpoint just before; "
+                       "unchanged: the same state"])
 
 
 if __name__ == "__main__":

@@ -382,7 +382,8 @@ class SharedState:
         read again. The scan pages through the inbox into one bounded delta.
 
         What was read last is kept (this handle's own cache, or ``cache``: a dict the caller
-        keeps across handles, e.g. the dashboard's): the decoded checkpoint by its id, and the
+        keeps across handles, e.g. the dashboard's): the decoded checkpoint by its id (with a
+        caller's ``cache``, also the tree it was decoded from: ``Backend.share_trees``), and the
         state with the unfolded rows laid over it by that id and the inbox heads
         (``Backend.inbox_heads``, read before the rows, and the rows read up to them). While
         no new checkpoint is committed only the heads are read; while they are the same too,
@@ -396,6 +397,8 @@ class SharedState:
             raise InvalidInput("attempts", "must be an integer from 1 to 1000")
         if cache is None:
             cache = self._read_cache
+        else:  # the decoded trees too: a new checkpoint costs its new entries, not a decode
+            self.backend.share_trees(cache.setdefault("trees", {}))
         folded = False
         for _ in range(attempts):
             before = await self.backend.latest_checkpoint_id(self.thread_id)

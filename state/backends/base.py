@@ -14,6 +14,7 @@ from __future__ import annotations
 import abc
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
+from typing import Any
 
 from langgraph.checkpoint.base import BaseCheckpointSaver
 
@@ -142,6 +143,13 @@ class Backend(abc.ABC):
         inbox every time). A stream appends in sequence order and rows go only once a
         committed checkpoint covers them, so while the latest checkpoint is the same, equal
         heads mean the same unfolded rows: ``SharedState.read`` lays them over it once."""
+        return None
+
+    def share_trees(self, trees: dict[str, Any]) -> None:
+        """Let this handle's checkpoint loads start from the decoded trees in ``trees`` (a dict
+        a caller keeps across handles of one database, e.g. the dashboard's) and leave theirs
+        there, so a new checkpoint read by a new handle reads only the entries born since
+        (``state.backends.tree.EntryStore``). A backend that stores no entries ignores it."""
         return None
 
     @abc.abstractmethod

@@ -351,6 +351,9 @@ class PostgresBackend(Backend):
         finally:
             await asyncio.to_thread(db.close)
 
+    def share_trees(self, trees: dict[str, Any]) -> None:
+        self.checkpointer.entries.latest = trees
+
     def traces(self) -> PostgresTraceStore:
         """The trace store on this backend's connection pool (used after ``setup()``)."""
         if self._pool is None:

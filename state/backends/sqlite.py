@@ -289,6 +289,9 @@ class SqliteBackend(Backend):
         else:
             await self.checkpointer.setup()
 
+    def share_trees(self, trees: dict[str, Any]) -> None:
+        self.checkpointer.entries.latest = trees
+
     def traces(self) -> SqliteTraceStore:
         """The trace store on this backend's write connection (used after ``setup()``)."""
         if self._traces is None:

@@ -11,6 +11,7 @@ import pytest
 
 import state.api
 from state import PerformanceMetric, SharedState, queries
+from state.backends import tree
 from tests.clock import FakeClock
 
 
@@ -142,3 +143,37 @@ async def test_the_callers_cache_is_shared_across_handles(
             counting = Counting(monkeypatch, r2)
             assert await r2.read(cache=cache) is first
             assert counting.loads == 0 and counting.rows == 0
+
+
+async def test_a_new_checkpoint_read_by_a_new_handle_decodes_only_its_new_entries(
+        db_url: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The caller's cache keeps the decoded tree too (``Backend.share_trees``): after a tick,
+    a new handle (the dashboard opens one per read) reads the entries born since, not the
+    whole state, and gets what a fresh handle gets."""
+    if db_url.startswith("memory://"):
+        pytest.skip("a memory database is private to its handle")
+    built: list[int] = []  # entries decoded per tree build
+    real_build = tree.build
+
+    def counted_build(serde, rows, *args, **kwargs):
+        built.append(len(rows))
+        return real_build(serde, rows, *args, **kwargs)
+
+    monkeypatch.setattr(tree, "build", counted_build)
+    clock = FakeClock()
+    async with SharedState.open(db_url, producer="writer", clock=clock) as writer:
+        await writer.add_performance_metrics([metric(f"s{i}", float(i)) for i in range(40)])
+        await writer.flush()
+        cache: dict = {}
+        async with SharedState.open(db_url, producer="r1", read_only=True, clock=clock) as r1:
+            await r1.read(cache=cache)
+        whole = sum(built)
+        await writer.add_performance_metric(metric("s7", 1000.0))
+        await writer.flush()
+        built.clear()
+        async with SharedState.open(db_url, producer="r2", read_only=True, clock=clock) as r2:
+            mine = queries.performance_summary(await r2.read(cache=cache), 1, clock())
+        if whole:  # a backend that stores checkpoints as entries (SQLite, PostgreSQL)
+            assert 0 < sum(built) < whole / 4, (built, whole)
+        assert mine["series"]["svc/s7"]["count"] == 2
+        assert mine == await fresh_summary(db_url, 1, clock())
