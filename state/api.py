@@ -33,6 +33,7 @@ from state.models import (
     OptimizationRecord,
     PerformanceMetric,
     check_name,
+    check_utf8_tree,
 )
 from state.schema import SYSTEM_THREAD, apply_update, thread_uuid
 from state.settings import database_url
@@ -561,6 +562,7 @@ class SharedState:
         self._refuse_if_read_only("restore_state()")
         try:
             values = queries.state_from_document(document)
+            check_utf8_tree("document", values)  # no lone surrogate reaches the saver
         except InvalidInput:
             raise
         except (ValueError, TypeError, KeyError, AttributeError) as exc:

@@ -56,6 +56,25 @@ def _utf8(field: str, value: str) -> None:
         raise InvalidInput(field, "is not valid Unicode (lone surrogate)") from None
 
 
+def check_utf8_tree(field: str, value: object) -> None:
+    """``_utf8`` for every string key and value in nested dicts, lists and tuples (a restored
+    document's channels); the field names the path to the first bad one."""
+    stack: list[tuple[str, object]] = [(field, value)]
+    while stack:
+        where, item = stack.pop()
+        if isinstance(item, str):
+            _utf8(where, item)
+        elif isinstance(item, dict):
+            for k, v in item.items():
+                if isinstance(k, str):
+                    _utf8(f"{where} key", k)
+                    stack.append((f"{where}.{k}", v))
+                else:
+                    stack.append((f"{where}.{k!r}", v))
+        elif isinstance(item, list | tuple):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(item))
+
+
 _NAMES: dict[tuple[str, str, bool], str] = {}
 _NAMES_MAX = 8_192
 """Names already checked (agents, series, units repeat on every write): ``check_name`` of a

@@ -273,6 +273,24 @@ async def test_restore_with_bad_document_changes_nothing(shared: SharedState) ->
     assert await shared.export_state() == before
 
 
+@pytest.mark.parametrize("where", ["key", "value"])
+async def test_restore_refuses_a_lone_surrogate_anywhere(shared: SharedState, where: str) -> None:
+    """No database or JSON document can store one: refused naming the place (found by the
+    fuzz test on PostgreSQL: an agents key '\ud800' reached the saver's msgpack)."""
+    await shared.register_agent("svc", kind="svc")
+    before = await shared.export_state()
+    bad = json.loads(json.dumps(before))
+    agents = bad["channels"]["agents"]
+    if where == "key":
+        agents["\ud800"] = {}
+    else:
+        agents["svc"]["kind"] = "bad \udfff kind"
+    with pytest.raises(InvalidInput, match="lone surrogate") as caught:
+        await shared.restore_state(bad, force=True)
+    assert caught.value.field.startswith("document")
+    assert await shared.export_state() == before
+
+
 # -- secrets -------------------------------------------------------------------------------------
 
 async def test_secrets_never_reach_state_exports_or_reads(db_url: str) -> None:
