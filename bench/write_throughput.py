@@ -10,9 +10,10 @@ Rows:
   (f) raw SQLite ``executemany`` of the same rows, and one commit per row (the floors)
   (g) on PostgreSQL: (a), (b) and its raw floors (``executemany`` and ``COPY`` in one
       transaction, one autocommit ``INSERT`` per row), on a fresh schema
-  (ref) the asyncio floor: the same ``gather`` of calls that each only await a future that
-      a "writer" resolves in bulk (no validation, no database): what calls in flight cost
-      before any write
+  (ref) a gather of coroutines: the same ``gather`` over coroutine calls that each only
+      await a future that a "writer" resolves in bulk (no validation, no database): what
+      calls in flight would cost if each were a coroutine, as the API's writes were before
+      they returned futures (``gather`` wraps each coroutine in a task, not a future)
 
 A last table sets ours next to the floors: calls in flight against raw ``executemany``
 (target: within 5x) and one await at a time against one commit per row (within 2x).
@@ -149,7 +150,7 @@ async def asyncio_floor(n: int, chunk: int) -> Row:
             await asyncio.gather(*(call(i) for i in range(start, min(start + chunk, n))))
         dt = time.perf_counter() - t0
     task.cancel()
-    return Row(f"(ref) asyncio floor: gather, {chunk:,} in flight, nothing written", n, dt,
+    return Row(f"(ref) gather of coroutines: {chunk:,} in flight, nothing written", n, dt,
                gc_s=g.total, note="each call awaits one future, resolved in bulk")
 
 
@@ -358,7 +359,7 @@ def versus(rows: list[Row]) -> list[list[Any]]:
         ("PostgreSQL, calls in flight vs raw COPY", "PG (b)", "(g) raw PostgreSQL COPY", 5),
         ("PostgreSQL, one await at a time vs one commit per row", "PG (a)",
          "(g) raw PostgreSQL, one commit", 2),
-        ("asyncio floor vs SQLite raw executemany (no write at all)", "(ref) asyncio",
+        ("a gather of coroutines vs SQLite raw executemany (no write)", "(ref) gather of",
          "(f", 5),
     ):
         a, b = pick(ours), pick(floor)
@@ -446,8 +447,9 @@ def main(argv: list[str] | None = None) -> None:
         f"Ours next to the floor, same run ({machine()})",
         ["what", "ours events/s", "floor rows/s", "floor / ours", "target", "meets"],
         versus(rows), plain=args.plain,
-        notes=["The asyncio row: what any gather of calls in flight costs on this interpreter "
-               "and load, before validation or a write."],
+        notes=["The coroutines row: what a gather of coroutine calls in flight (a task "
+               "each) costs on this interpreter and load, before validation or a write; "
+               "the API's writes return futures, which gather takes as they are."],
     )
 
 

@@ -124,14 +124,20 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
-        """Insert rows in one transaction (group commit); all or nothing. The same transaction
-        records the stream's highest sequence number (``committed_seq``)."""
+        """Insert rows in one transaction (group commit); all or nothing; a stream's rows in
+        sequence order, each append after the previous one committed."""
+
+    def append_now(self, stream: int, rows: Sequence[InboxWrite]) -> bool:
+        """``append`` done in this call, without waiting for anything, if the backend can
+        (a small append on SQLite); False, and nothing written, if not. The caller then
+        uses ``append``. Rows and order as for ``append``."""
+        return False
 
     @abc.abstractmethod
     async def committed_seq(self, stream: int) -> int:
-        """Highest sequence number of ``stream`` whose batch committed (``append`` records it
-        in the same transaction): how a writer learns the outcome of a commit whose reply it
-        never got."""
+        """Highest sequence number of ``stream`` whose batch committed: how a writer learns the
+        outcome of a commit whose reply it never got. (SQLite reads it off the inbox and the
+        mark ``delete_folded`` keeps; the others record it with each append.)"""
 
     @abc.abstractmethod
     async def read_inbox(self, limit: int, after: tuple[int, int] = (0, 0)) -> list[InboxRow]:
@@ -154,7 +160,8 @@ class Backend(abc.ABC):
 
     @abc.abstractmethod
     async def delete_folded(self, marks: dict[int, int]) -> None:
-        """Delete rows whose seq is at or below their stream's mark."""
+        """Delete rows whose seq is at or below their stream's mark (on SQLite the marks are
+        kept, in the same transaction, for ``committed_seq``)."""
 
     @abc.abstractmethod
     async def pending_count(self) -> int: ...

@@ -2,11 +2,11 @@
 locks for folds, leadership and agent steps.
 
 Inbox appends (one transaction per group commit) run on their own connection in one
-long-lived thread (``_Appender``); the other inbox writes run on a write connection in a
-worker thread, which the trace store and the alert outbox share (``traces()``,
-``outbox()``); checkpoints go through
-``CasSqliteSaver`` (``AsyncSqliteSaver`` with compare-and-swap on the shared state's thread)
-on an ``aiosqlite`` connection. Tables come from ``state.backends.migrations.STATE``.
+long-lived thread, a small one at once on the event loop's thread (``_Appender``); the other
+inbox writes run on a write connection in a worker thread, which the trace store and the alert
+outbox share (``traces()``, ``outbox()``); checkpoints go through ``CasSqliteSaver``
+(``AsyncSqliteSaver`` with compare-and-swap on the shared state's thread) on an ``aiosqlite``
+connection. Tables come from ``state.backends.migrations.STATE``.
 """
 
 from __future__ import annotations
@@ -48,6 +48,14 @@ from state.backends.url import sqlite_path
 from state.fold import InboxRow, Quarantined
 
 BUSY_TIMEOUT_MS = int(BUSY_TIMEOUT_S * 1000)
+# A stream's committed sequence: its newest row still in the inbox, else the mark up to which
+# ``delete_folded`` deleted its rows (kept in ``bga_streams.last_seq`` in the same
+# transaction), so an append writes its rows only. (Databases written before this recorded
+# ``last_seq`` with every append too: the same answer.)
+COMMITTED_SEQ = ("SELECT max(last_seq, coalesce((SELECT max(seq) FROM bga_inbox "
+                 "WHERE stream_id=?), 0)) FROM bga_streams WHERE stream_id=?")
+INLINE_MAX_ROWS = 64  # an append this small may commit on the event loop's own thread
+INLINE_CHECKPOINT_EVERY = 256  # every so many, one goes through the thread (WAL checkpoint)
 path_from_url = sqlite_path  # the file of a sqlite:/// URL (one URL parser: state.backends.url)
 
 
@@ -334,16 +342,21 @@ class SqliteBackend(Backend):
     async def append(self, stream: int, rows: Sequence[InboxWrite]) -> None:
         if not rows:
             return
+        await self._inbox_appender().append(stream, rows)
+
+    def append_now(self, stream: int, rows: Sequence[InboxWrite]) -> bool:
+        return self._inbox_appender().append_now(stream, rows)
+
+    def _inbox_appender(self) -> _Appender:
         if self._appender is None:
             if self._write is None:
                 raise RuntimeError("SQLite backend used before setup()")
             self._appender = _Appender(self.path)
-        await self._appender.append(stream, rows)
+        return self._appender
 
     async def committed_seq(self, stream: int) -> int:
         def run(conn: sqlite3.Connection) -> int:
-            row = conn.execute("SELECT last_seq FROM bga_streams WHERE stream_id=?",
-                               (stream,)).fetchone()
+            row = conn.execute(COMMITTED_SEQ, (stream, stream)).fetchone()
             return int(row[0]) if row else 0
 
         return await self._on_read(run)
@@ -361,9 +374,18 @@ class SqliteBackend(Backend):
         return await self._on_read(lambda c: dict(c.execute(INBOX_HEADS).fetchall()))
 
     async def delete_folded(self, marks: dict[int, int]) -> None:
-        if marks:
-            await self._on_write(lambda c: c.executemany(
-                "DELETE FROM bga_inbox WHERE stream_id=? AND seq<=?", list(marks.items())))
+        if not marks:
+            return
+
+        def run(conn: sqlite3.Connection) -> None:
+            with SqliteSyncDb(conn, str(self.path)).write():  # the marks with the deletes
+                conn.executemany(
+                    "UPDATE bga_streams SET last_seq=max(last_seq, ?) WHERE stream_id=?",
+                    [(seq, stream) for stream, seq in marks.items()])
+                conn.executemany("DELETE FROM bga_inbox WHERE stream_id=? AND seq<=?",
+                                 list(marks.items()))
+
+        await self._on_write(run)
 
     async def pending_count(self) -> int:
         return await self._on_read(
@@ -457,11 +479,19 @@ class SqliteBackend(Backend):
 
 
 class _Appender:
-    """The inbox's writer: one thread with its own connection, running one append (a group
-    commit) at a time in the order they came. A call costs one hand-off to the thread and
-    one wake-up of the event loop, no executor, lock or context copy per batch; the commit
-    itself is the same ``BEGIN IMMEDIATE`` .. ``COMMIT`` as every other write of the file
-    (WAL, ``synchronous=NORMAL``: see ``sqlite_connect``)."""
+    """The inbox's writer: appends commit in the order they came, one at a time.
+
+    A small append (at most ``INLINE_MAX_ROWS`` rows) with nothing else in flight commits at
+    once on the calling (event loop) thread, on a connection that never waits for a lock
+    (``busy_timeout`` 0, ~12 us for a one-row commit in WAL with ``synchronous=NORMAL``): one
+    await at a time then costs no thread hand-off. If the file is locked (a checkpoint, a
+    fold, another process's append) it does not wait there: the append goes to the thread,
+    whose connection waits for the lock as every other write of the file does. Bigger group
+    commits go to the thread too, so the loop is never held for long. The inline connection
+    never checkpoints the WAL (``wal_autocheckpoint`` 0, an fsync); every
+    ``INLINE_CHECKPOINT_EVERY``-th append goes through the thread's connection, which does
+    when the WAL is over SQLite's 1,000 pages. A call to the thread costs one hand-off to it
+    and one wake-up of the event loop, no executor, lock or context copy per batch."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
@@ -469,18 +499,59 @@ class _Appender:
                                             asyncio.Future[None]] | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="bga-inbox-append", daemon=True)
         self._thread.start()
+        self._in_thread = 0  # appends handed to the thread and not settled yet
+        self._inline: sqlite3.Connection | None = None
+        self._since_thread = 0  # inline commits since the thread's last one
+        self.inline_commits = 0  # how many appends committed on the loop's thread
 
     def append(self, stream: int, rows: Sequence[InboxWrite]) -> asyncio.Future[None]:
-        """``rows`` committed in one transaction with the stream's ``last_seq``; the future
-        is done once the transaction is (a cancelled caller does not undo it)."""
+        """``rows`` committed in one transaction; the future is done once the transaction
+        is (a cancelled caller does not undo it)."""
         loop = asyncio.get_running_loop()
         future: asyncio.Future[None] = loop.create_future()
+        if self.append_now(stream, rows):
+            future.set_result(None)
+            return future
+        self._in_thread += 1
         self._jobs.put((stream, rows, loop, future))
         return future
+
+    def append_now(self, stream: int, rows: Sequence[InboxWrite]) -> bool:
+        """Commit a small append here and now if nothing is in flight on the thread; False
+        (nothing written) if it is too big, its turn is the thread's, or the file is locked."""
+        if len(rows) > INLINE_MAX_ROWS or self._in_thread \
+                or self._since_thread >= INLINE_CHECKPOINT_EVERY:
+            return False
+        if self._inline is None:
+            self._inline = sqlite_connect(self._path, busy_timeout_s=0)
+            self._inline.execute("PRAGMA wal_autocheckpoint=0")
+        try:
+            _commit(self._inline, stream, rows)
+        except sqlite3.OperationalError as exc:
+            if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                return False  # rolled back: the thread's connection waits for the lock
+            raise
+        self._since_thread += 1
+        self.inline_commits += 1
+        return True
+
+    def _settle(self, future: asyncio.Future[None], error: BaseException | None) -> None:
+        """On the loop, once the thread finished a job (whether or not anybody still waits)."""
+        self._in_thread -= 1
+        self._since_thread = 0
+        if future.done():  # the caller was cancelled; the commit stands (committed_seq says so)
+            return
+        if error is None:
+            future.set_result(None)
+        else:
+            future.set_exception(error)
 
     async def aclose(self) -> None:
         self._jobs.put(None)
         await asyncio.to_thread(self._thread.join)
+        if self._inline is not None:
+            self._inline.close()
+            self._inline = None
 
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
@@ -494,27 +565,19 @@ class _Appender:
             except BaseException as exc:  # handed to the caller, as to_thread would
                 error = exc
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
-                loop.call_soon_threadsafe(_settle, future, error)
+                loop.call_soon_threadsafe(self._settle, future, error)
         if conn is not None:
             conn.close()
-
-
-def _settle(future: asyncio.Future[None], error: BaseException | None) -> None:
-    if future.done():  # the caller was cancelled; the commit stands (committed_seq says so)
-        return
-    if error is None:
-        future.set_result(None)
-    else:
-        future.set_exception(error)
 
 
 def _commit(conn: sqlite3.Connection, stream: int, rows: Sequence[InboxWrite]) -> None:
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)",
-                         [(stream, seq, kind, payload) for seq, kind, payload in rows])
-        conn.execute("UPDATE bga_streams SET last_seq=? WHERE stream_id=?",
-                     (rows[-1][0], stream))
+        if len(rows) == 1:
+            conn.execute("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)", (stream, *rows[0]))
+        else:
+            conn.executemany("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)",
+                             [(stream, seq, kind, payload) for seq, kind, payload in rows])
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # disk full: SQLite has already rolled it back

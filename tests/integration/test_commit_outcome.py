@@ -137,6 +137,9 @@ async def test_every_backend_looks_up_an_unknown_outcome(
             await real(stream, rows)
 
         monkeypatch.setattr(shared.backend, "append", flaky)
+        # every write through the writer (SQLite would commit one at a time in the call:
+        # that path's own failures are the next test's)
+        monkeypatch.setattr(shared.backend, "append_now", lambda stream, rows: False)
         refused = 0
         for i in range(12):
             metric = {"source_agent": "w", "name": "n", "value": float(i)}
@@ -148,3 +151,42 @@ async def test_every_backend_looks_up_an_unknown_outcome(
         assert refused == (0 if committed else 2)
         [series] = (await shared.get_performance_summary(hours=1))["series"].values()
         assert series["count"] == 12
+
+
+@pytest.mark.parametrize("committed", [True, False])
+async def test_a_direct_commit_that_fails_leaves_the_write_to_the_writer(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, committed: bool
+) -> None:
+    """SQLite commits a lone write in the call (``SharedState._commit_now``). If that raises,
+    whether or not it committed, the writer takes the write over with the same sequence
+    number: counted once either way, and the caller never sees the error."""
+    async with SharedState.open(sqlite_url, producer="w") as shared:
+        real_now = shared.backend.append_now
+        real = shared.backend.append
+        seen = {"now": 0, "writer": 0}
+
+        def flaky_now(stream: int, rows) -> bool:
+            seen["now"] += 1
+            if seen["now"] in (3, 7):
+                if committed:
+                    assert real_now(stream, rows)
+                raise OSError("the reply was lost")
+            return real_now(stream, rows)
+
+        async def counted(stream: int, rows) -> None:
+            seen["writer"] += 1
+            await real(stream, rows)
+
+        monkeypatch.setattr(shared.backend, "append_now", flaky_now)
+        monkeypatch.setattr(shared.backend, "append", counted)
+        for i in range(12):
+            await shared.add_performance_metric({"source_agent": "w", "name": "n",
+                                                 "value": float(i)})
+        # the writer wrote the first (it opens the stream) and the two that failed, only those
+        assert seen["writer"] == 3
+        assert seen["now"] >= 10
+        assert await shared.backend.committed_seq(shared._stream) == 12
+        await shared.flush()
+        [series] = (await shared.get_performance_summary(hours=1))["series"].values()
+        assert series["count"] == 12  # none lost, none doubled
+        assert series["mean"] == sum(range(12)) / 12
