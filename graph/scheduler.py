@@ -110,7 +110,9 @@ async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = prin
     it, and a leader whose lease lapsed (it could not renew within the lease: it was stopped,
     its network was cut), was taken over or went with its database session (server restart)
     stops ticking and stands by again: by then another scheduler may lead. Database trouble
-    (a failed tick or lock attempt) is one line, a back-off, and another try."""
+    (a failed tick or lock attempt) is one line, a back-off, and another try. After each tick
+    (and ``on_tick``) the garbage collector's upkeep runs (``runner.settle_gc``: the first
+    one freezes the warm heap), then the scheduler sleeps until the next tick is due."""
     backend = shared.backend
     ticks = 0
     backoff = Backoff(notify, backend.where)
@@ -145,6 +147,7 @@ async def run(shared: SharedState, *, stop: asyncio.Event, notify: Notify = prin
                     result = on_tick(report)
                     if asyncio.iscoroutine(result):
                         await result
+                runner.settle_gc()  # the idle gap before the next tick
                 try:
                     every = interval_s or config_of(await shared.read()).ticker.interval_s
                 except Exception as exc:

@@ -6,6 +6,11 @@ instead of ~20 ms). The state is plain acyclic data that reference counting free
 collector is paused while it is decoded, and what was allocated meanwhile goes straight to the
 oldest generation when it resumes: otherwise the first allocation after it would start a full
 collection over the whole new state (~70 ms of a 50-series read on a busy machine).
+
+A long-running process (the scheduler, ``graph.runner.settle_gc``) can freeze its warm heap
+once (``freeze_heap``) so that full collections skip it; the pause then keeps that freeze as it
+is, and what was allocated meanwhile stays young and is collected as usual (full collections
+skip the frozen heap, so they walk little more than that state).
 """
 
 from __future__ import annotations
@@ -22,6 +27,34 @@ from state.fingerprint import rekey_patterns
 from state.reducers import merge_pattern
 from state.schema import CHANNELS
 
+heap_frozen = False  # set by freeze_heap (gc.get_freeze_count() walks the whole frozen list)
+
+
+def freeze_heap() -> bool:
+    """Once per process: a full collection, then everything still alive frozen (``gc.freeze``:
+    into the permanent generation, which collections skip). True if this call froze it.
+
+    Frozen objects are still freed when their last reference goes; only a reference cycle
+    among them that becomes garbage later is never collected. This freezes once, right after
+    a full collection (no garbage is frozen), and ``gc_paused`` then freezes nothing more, so
+    what can never be collected is bounded by the heap alive at that one moment."""
+    global heap_frozen
+    if heap_frozen:
+        return False
+    gc.collect()
+    gc.freeze()
+    heap_frozen = True
+    return True
+
+
+def thaw_heap() -> None:
+    """Undo ``freeze_heap`` (``gc.unfreeze``: the frozen objects back into the oldest
+    generation), so that the next ``freeze_heap`` freezes again: for tests and benchmarks that
+    play several fresh processes in one."""
+    global heap_frozen
+    gc.unfreeze()
+    heap_frozen = False
+
 
 @contextlib.contextmanager
 def gc_paused() -> Iterator[None]:
@@ -31,10 +64,13 @@ def gc_paused() -> Iterator[None]:
         yield
     finally:
         if was:
-            # freeze + unfreeze: every tracked object into the oldest generation, without
-            # counting it towards the next full collection (nothing is left frozen)
-            gc.freeze()
-            gc.unfreeze()
+            if not heap_frozen:
+                # freeze + unfreeze: every tracked object into the oldest generation, without
+                # counting it towards the next full collection (nothing is left frozen)
+                gc.freeze()
+                gc.unfreeze()
+            # else unfreeze would thaw the heap freeze_heap froze, and freezing without it
+            # would freeze this state, and whatever else is alive now, for good
             gc.enable()
 
 
