@@ -157,10 +157,10 @@ class LangSmithBridgeAgent(Agent):
         if not s.force and now < due:
             ctx.progress["next_poll_in_s"] = round(due - now, 1)
             return
+        started = time.monotonic()  # the step's own deadline counts making the source too
         source = await asyncio.to_thread(make_source, s, ctx.database_url,
                                          id(asyncio.get_running_loop()))
         key = cursor_key(source)
-        started = time.monotonic()
         limits = Limits(max_runs=s.max_runs_per_step, deadline=started + 0.8 * s.budget_s,
                         now=now)
         state = ctx.state or await read_state(ctx.database_url)
