@@ -255,6 +255,7 @@ class EntryStore:
         if have is not None and have[0] == checkpoint_id:
             return have[1]
         if have is not None and have[0] < checkpoint_id:  # a newer one: what was born since
+            # (the index on (thread_id, born) reads only those, not every open entry)
             rows = await sql.all(f"SELECT path, born, type, value FROM {TABLE} WHERE "
                                  "thread_id=? AND born>? AND born<=? AND (died IS NULL OR "
                                  "died>?)", (thread_id, have[0], checkpoint_id, checkpoint_id))
