@@ -7,9 +7,11 @@ What they derive at a cost is remembered by value, per process (``_Memo``): a wi
 sketch by series, tier, window start and newest bucket, used only while the window's buckets
 are equal to those it was merged from (a late event in an old bucket, a new bucket or a new
 checkpoint's decoded copy is compared, not trusted), the effective config by the config
-channel, quantiles by the sketch they were read from. So a repeated read costs a walk over
-the window's buckets, and a read after a new event costs one bucket's merge, with the same
-numbers as a merge of every bucket. Results are shared: never mutate them.
+channel, quantiles by the sketch they were read from, a summary's row of a series by the
+window sketch it was made from, a merge across series per block of series. So a repeated read
+costs a walk over the window's buckets, and a read after a new event costs one bucket's merge
+and one block's, with the same numbers as a merge of every bucket. Results are shared: never
+mutate them.
 """
 
 from __future__ import annotations
@@ -119,12 +121,15 @@ WINDOW_MEMO = 16_384  # windows remembered: ~ series x windows read (summaries, 
 _WINDOWS = _Memo(WINDOW_MEMO)
 _QUANTILES = _Memo(WINDOW_MEMO)
 _LAST = _Memo(WINDOW_MEMO)
+_ROWS = _Memo(WINDOW_MEMO)
+_BLOCKS = _Memo(1_024)  # merges across series (``_merged_blocks``) and their blocks' bins
 _CONFIGS = _Memo(8)
+MEMOS = (_WINDOWS, _QUANTILES, _LAST, _ROWS, _BLOCKS, _CONFIGS)
 
 
 def forget() -> None:
     """Drop everything the read functions remember (a benchmark's "no cache" case, tests)."""
-    for memo in (_WINDOWS, _QUANTILES, _LAST, _CONFIGS):
+    for memo in MEMOS:
         memo.clear()
 
 
@@ -428,6 +433,34 @@ def _merged(key: tuple[Any, ...], items: list[tuple[int, sketch.Agg]]) -> sketch
     return result
 
 
+BLOCK = 32  # aggregates per block of a merge across series (``_merged_blocks``)
+
+
+def _merged_blocks(key: tuple[Any, ...], aggs: list[sketch.Agg]) -> sketch.Agg:
+    """``sketch.merge_all(aggs)`` of two or more aggregates (each series' window, in series
+    order), remembered by ``key``: the remembered result while ``aggs`` are equal to those it
+    was merged from; else the bins are merged per block of ``BLOCK`` consecutive aggregates,
+    each block's bins remembered by ``key`` and position and reused while its aggregates
+    are equal, and the blocks' bins added up (bins add up exactly whatever the grouping).
+    So after one series changed, one block is merged again, not every series."""
+    entry = _BLOCKS.get(key)
+    if entry is not None and entry[0] == aggs:
+        return entry[1]
+    parts = []
+    for i in range(0, len(aggs), BLOCK):
+        block = aggs[i:i + BLOCK]
+        hit = _BLOCKS.get((*key, i))
+        if hit is not None and hit[0] == block:
+            parts.append(hit[1])
+            continue
+        bins = sketch.merge_bins(block)
+        _BLOCKS.put((*key, i), (block, bins))
+        parts.append(bins)
+    result = sketch.merge_with_bins(aggs, *sketch.add_bins(parts))
+    _BLOCKS.put(key, (aggs, result))
+    return result
+
+
 def window_agg(state: dict[str, Any], series: str, hours: float, now: float,
                tier: str | None = None) -> sketch.Agg | None:
     """One merged sketch of a series over the last ``hours`` (buckets started by ``now``)."""
@@ -437,7 +470,12 @@ def window_agg(state: dict[str, Any], series: str, hours: float, now: float,
 
 
 def performance_summary(state: dict[str, Any], hours: float, now: float) -> dict[str, Any]:
-    """Per series and overall: count, sum, rate (/s), mean, min, max, p50, p95, p99."""
+    """Per series and overall: count, sum, rate (/s), mean, min, max, p50, p95, p99.
+
+    A series' row is remembered with the window sketch and unit it was made from and is the
+    same (shared) dict while the window is the same sketch object (a series no event
+    reached since the last read: its buckets are the same objects in a new checkpoint); the
+    overall sketch is ``_merged_blocks`` of the windows."""
     seconds = hours * 3600
     series_out: dict[str, Any] = {}
     aggs = []
@@ -447,19 +485,24 @@ def performance_summary(state: dict[str, Any], hours: float, now: float) -> dict
         agg = window_agg(state, series, hours, now, tier)
         if agg is None:
             return
-        stats = _stats(agg, seconds)
         aggs.append(agg)
+        unit = data.get("unit")
+        hit = _ROWS.get((series, hours, tier))
+        if hit is not None and hit[0] is agg and hit[1] == unit:
+            series_out[series] = hit[2]
+            return
         source, _, name = series.partition("/")
-        series_out[series] = {"source_agent": source, "name": name, "unit": data.get("unit"),
-                              **stats}
+        out = {"source_agent": source, "name": name, "unit": unit, **_stats(agg, seconds)}
+        _ROWS.put((series, hours, tier), (agg, unit, out))  # holding ``agg`` keeps its id
+        series_out[series] = out
 
     each("metrics", sorted((state.get("metrics") or {}).items(), key=lambda kv: str(kv[0])), row)
     overall = None
     if len(aggs) == 1:
         overall = sketch.migrate(aggs[0])
     elif aggs:
-        overall = _merged(("overall", tier, _window_start(now, hours, TIER_WIDTH[tier])),
-                          list(enumerate(aggs)))
+        overall = _merged_blocks(
+            ("overall", tier, _window_start(now, hours, TIER_WIDTH[tier])), aggs)
     return {"window_hours": hours, "tier": tier,
             "series": series_out, "overall": _stats(overall, seconds)}
 

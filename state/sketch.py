@@ -258,6 +258,13 @@ def merge_bins(aggs: Iterable[Agg], base: tuple[list[int], list[int]] | None = N
     return _merge_many([s[0] for s in stores]), _merge_many([s[1] for s in stores])
 
 
+def add_bins(parts: Iterable[tuple[list[int], list[int]]]) -> tuple[list[int], list[int]]:
+    """The (pos, neg) stores of several ``merge_bins`` results added up: the ``merge_bins``
+    of all the aggregates they were merged from (exact, whatever the grouping)."""
+    parts = list(parts)
+    return _merge_many([p[0] for p in parts]), _merge_many([p[1] for p in parts])
+
+
 def merge_with_bins(aggs: list[Agg], pos: list[int], neg: list[int]) -> Agg:
     """``merge_all(aggs)`` of two or more aggregates whose merged bins are already known
     (``merge_bins``): count, sum, min, max and zeros are folded here in the same order, so
