@@ -4,12 +4,15 @@ The SharedState API, the CLI and the dashboard all read through these, so a numb
 same thing everywhere. They are pure: state and ``now`` in, plain data out.
 
 What they derive at a cost is remembered by value, per process (``_Memo``): a window's merged
-sketch by series, tier, window start and newest bucket, used only while the window's buckets
+sketch and bin counts by series, tier and window start, used only while the window's buckets
 are equal to those it was merged from (a late event in an old bucket, a new bucket or a new
-checkpoint's decoded copy is compared, not trusted), the effective config by the config
-channel, quantiles by the sketch they were read from. So a repeated read costs a walk over
-the window's buckets, and a read after a new event costs one bucket's merge, with the same
-numbers as a merge of every bucket. Results are shared: never mutate them.
+checkpoint's decoded copy is compared, not trusted; the buckets that differ are taken out of
+the counts or added, also when the window moved on with the clock), the effective config by the
+config channel, quantiles by the sketch they were read from, a summary's row of a series by the
+window sketch it was made from, a merge across series per block of series. So a repeated read
+costs a walk over the window's buckets, and a read after a new event costs one bucket's merge
+and one block's, with the same numbers as a merge of every bucket. Results are shared: never
+mutate them.
 """
 
 from __future__ import annotations
@@ -110,6 +113,10 @@ class _Memo:
             while len(self.entries) > self.size:
                 self.entries.popitem(last=False)
 
+    def pop(self, key: Any) -> Any:
+        with self.lock:
+            return self.entries.pop(key, None)
+
     def clear(self) -> None:
         with self.lock:
             self.entries.clear()
@@ -119,12 +126,15 @@ WINDOW_MEMO = 16_384  # windows remembered: ~ series x windows read (summaries, 
 _WINDOWS = _Memo(WINDOW_MEMO)
 _QUANTILES = _Memo(WINDOW_MEMO)
 _LAST = _Memo(WINDOW_MEMO)
+_ROWS = _Memo(WINDOW_MEMO)
+_BLOCKS = _Memo(1_024)  # merges across series (``_merged_blocks``) and their blocks' bins
 _CONFIGS = _Memo(8)
+MEMOS = (_WINDOWS, _QUANTILES, _LAST, _ROWS, _BLOCKS, _CONFIGS)
 
 
 def forget() -> None:
     """Drop everything the read functions remember (a benchmark's "no cache" case, tests)."""
-    for memo in (_WINDOWS, _QUANTILES, _LAST, _CONFIGS):
+    for memo in MEMOS:
         memo.clear()
 
 
@@ -330,7 +340,8 @@ def quantiles(agg: sketch.Agg) -> tuple[float | None, float | None, float | None
     hit = _QUANTILES.get(id(agg))
     if hit is not None and hit[0] is agg:
         return hit[1]
-    qs = (sketch.quantile(agg, 0.50), sketch.quantile(agg, 0.95), sketch.quantile(agg, 0.99))
+    p50, p95, p99 = sketch.quantiles(agg, (0.50, 0.95, 0.99))
+    qs = (p50, p95, p99)
     _QUANTILES.put(id(agg), (agg, qs))  # holding ``agg`` keeps its id from being reused
     return qs
 
@@ -393,38 +404,93 @@ class _Last:
 
 
 class _Window:
-    """A merged window: the (bucket, sketch) pairs it was merged from, in order, the merged
-    bins of all but its newest bucket, and the result."""
+    """A merged window: the (bucket, sketch) pairs it was merged from, in order, their bin
+    counts, and the result."""
 
-    __slots__ = ("cold", "cold_bins", "items", "result")
+    __slots__ = ("counts", "items", "result")
 
-    def __init__(self, items: list[tuple[int, sketch.Agg]], cold: dict[int, sketch.Agg],
-                 cold_bins: tuple[list[int], list[int]], result: sketch.Agg) -> None:
-        self.items, self.cold, self.cold_bins, self.result = items, cold, cold_bins, result
+    def __init__(self, items: list[tuple[int, sketch.Agg]], counts: sketch.BinCounts,
+                 result: sketch.Agg) -> None:
+        self.items, self.counts, self.result = items, counts, result
 
 
-def _merged(key: tuple[Any, ...], items: list[tuple[int, sketch.Agg]]) -> sketch.Agg:
+SLIDE_BACK = 8  # earlier starts (in buckets) a window looks for to move on from
+
+
+def _merged(key: tuple[Any, str, float], items: list[tuple[int, sketch.Agg]]) -> sketch.Agg:
     """``sketch.merge_all`` of the sketches of ``items`` (two or more), remembered by ``key``
-    and the window's newest bucket: the remembered result while every (bucket, sketch) pair
-    is equal to the remembered one, in order; else the remembered bins of the older buckets
-    (if those are equal) merged with the newest bucket; else every bucket merged. Equal
-    inputs in the same order give the same numbers (the bins do not depend on the order)."""
-    hot = max(items)[0]  # bucket starts are unique: tuples compare on them alone
-    key = (*key, hot)
+    (series, tier, window start): the remembered result while every (bucket, sketch) pair
+    is equal to the remembered one, in order; else the remembered bin counts of this window
+    (a new or late event: a bucket's sketch changed), or of the series' window in the tier
+    that started up to ``SLIDE_BACK`` buckets earlier (the clock moved on: that entry is
+    taken over), with the sketches that went out taken out and those that came in added;
+    every bucket merged again only when most changed. Count, sum, min, max and zeros are
+    folded over ``items`` in order, so equal inputs in the same order give the same numbers
+    as one merge of every bucket, bit for bit."""
     entry: _Window | None = _WINDOWS.get(key)
     if entry is not None and entry.items == items:
         if entry.items[-1][1] is not items[-1][1]:  # equal copies (a newly decoded checkpoint):
-            _WINDOWS.put(key, _Window(items, {b: agg for b, agg in items if b != hot},
-                                      entry.cold_bins, entry.result))  # let the old ones go
+            _WINDOWS.put(key, _Window(items, entry.counts, entry.result))  # let the old go
         return entry.result
-    cold = {b: agg for b, agg in items if b != hot}
-    if entry is not None and entry.cold == cold:
-        cold_bins = entry.cold_bins
-    else:
-        cold_bins = sketch.merge_bins(cold.values())
-    pos, neg = sketch.merge_bins([agg for b, agg in items if b == hot], cold_bins)
-    result = sketch.merge_with_bins([agg for _, agg in items], pos, neg)
-    _WINDOWS.put(key, _Window(items, cold, cold_bins, result))
+    if entry is None:
+        series, tier, start = key
+        width = TIER_WIDTH[tier]
+        for k in range(1, SLIDE_BACK + 1):
+            entry = _WINDOWS.pop((series, tier, start - k * width))
+            if entry is not None:
+                break
+    counts = None
+    if entry is not None:
+        old = dict(entry.items)
+        out: list[sketch.Agg] = []
+        came: list[sketch.Agg] = []
+        for b, agg in items:
+            was = old.pop(b, None)
+            if was is None:
+                came.append(agg)
+            elif was is not agg and was != agg:
+                out.append(was)
+                came.append(agg)
+        out.extend(old.values())  # buckets no longer in the window
+        if len(out) + len(came) < len(items):
+            counts = entry.counts.copy()
+            for agg in out:
+                counts.take(agg)
+            for agg in came:
+                counts.add(agg)
+    aggs = [agg for _, agg in items]
+    if counts is None:
+        counts = sketch.BinCounts(aggs)
+    result = sketch.merge_with_bins(aggs, *counts.stores(aggs))
+    _WINDOWS.put(key, _Window(items, counts, result))
+    return result
+
+
+BLOCK = 32  # aggregates per block of a merge across series (``_merged_blocks``)
+
+
+def _merged_blocks(key: tuple[Any, ...], aggs: list[sketch.Agg]) -> sketch.Agg:
+    """``sketch.merge_all(aggs)`` of two or more aggregates (each series' window, in series
+    order), remembered by ``key``: the remembered result while ``aggs`` are equal to those it
+    was merged from; else the bins are merged per block of ``BLOCK`` consecutive aggregates,
+    each block's bins remembered by ``key`` and position and reused while its aggregates
+    are equal, and the blocks' bins added up (bins add up exactly whatever the grouping).
+    So after one series changed, one block is merged again, not every series."""
+    entry = _BLOCKS.get(key)
+    if entry is not None and entry[0] == aggs:
+        return entry[1]
+    parts = []
+    for i in range(0, len(aggs), BLOCK):
+        block = aggs[i:i + BLOCK]
+        hit = _BLOCKS.get((*key, i))
+        if hit is not None and hit[0] == block:
+            parts.append(hit[1])
+            continue
+        bins = sketch.merge_bins(block)
+        _BLOCKS.put((*key, i), (block, bins))
+        parts.append(bins)
+    result = sketch.merge_with_bins(aggs, *sketch.add_bins(parts))
+    _BLOCKS.put(key, (aggs, result))
     return result
 
 
@@ -437,7 +503,12 @@ def window_agg(state: dict[str, Any], series: str, hours: float, now: float,
 
 
 def performance_summary(state: dict[str, Any], hours: float, now: float) -> dict[str, Any]:
-    """Per series and overall: count, sum, rate (/s), mean, min, max, p50, p95, p99."""
+    """Per series and overall: count, sum, rate (/s), mean, min, max, p50, p95, p99.
+
+    A series' row is remembered with the window sketch and unit it was made from and is the
+    same (shared) dict while the window is the same sketch object (a series no event
+    reached since the last read: its buckets are the same objects in a new checkpoint); the
+    overall sketch is ``_merged_blocks`` of the windows."""
     seconds = hours * 3600
     series_out: dict[str, Any] = {}
     aggs = []
@@ -447,19 +518,24 @@ def performance_summary(state: dict[str, Any], hours: float, now: float) -> dict
         agg = window_agg(state, series, hours, now, tier)
         if agg is None:
             return
-        stats = _stats(agg, seconds)
         aggs.append(agg)
+        unit = data.get("unit")
+        hit = _ROWS.get((series, hours, tier))
+        if hit is not None and hit[0] is agg and hit[1] == unit:
+            series_out[series] = hit[2]
+            return
         source, _, name = series.partition("/")
-        series_out[series] = {"source_agent": source, "name": name, "unit": data.get("unit"),
-                              **stats}
+        out = {"source_agent": source, "name": name, "unit": unit, **_stats(agg, seconds)}
+        _ROWS.put((series, hours, tier), (agg, unit, out))  # holding ``agg`` keeps its id
+        series_out[series] = out
 
     each("metrics", sorted((state.get("metrics") or {}).items(), key=lambda kv: str(kv[0])), row)
     overall = None
     if len(aggs) == 1:
         overall = sketch.migrate(aggs[0])
     elif aggs:
-        overall = _merged(("overall", tier, _window_start(now, hours, TIER_WIDTH[tier])),
-                          list(enumerate(aggs)))
+        overall = _merged_blocks(
+            ("overall", tier, _window_start(now, hours, TIER_WIDTH[tier])), aggs)
     return {"window_hours": hours, "tier": tier,
             "series": series_out, "overall": _stats(overall, seconds)}
 

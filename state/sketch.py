@@ -30,8 +30,10 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Iterable
-from itertools import islice
+from collections.abc import Iterable, Sequence
+from functools import reduce
+from itertools import islice, pairwise
+from operator import add, itemgetter
 from typing import Any
 
 RELATIVE_ACCURACY = 0.02
@@ -97,6 +99,22 @@ def _add_into(bins: dict[int, int], store: list[int]) -> None:
         else:
             k += (t & _GAP_MASK) + 1
             bins[k] = get(k, 0) + (t >> _GAP_BITS) + 1
+
+
+def _take_from(bins: dict[int, int], store: list[int]) -> None:
+    """Take a store's counts out of ``{key: count}`` (they were added before); keys left at
+    zero are dropped."""
+    k = store[0] - 1
+    for t in islice(store, 1, None):
+        if t < 0:
+            k -= t
+        else:
+            k += (t & _GAP_MASK) + 1
+            left = bins[k] - (t >> _GAP_BITS) - 1
+            if left:
+                bins[k] = left
+            else:
+                del bins[k]
 
 
 def _decode(store: list[int]) -> tuple[list[int], list[int]]:
@@ -258,19 +276,73 @@ def merge_bins(aggs: Iterable[Agg], base: tuple[list[int], list[int]] | None = N
     return _merge_many([s[0] for s in stores]), _merge_many([s[1] for s in stores])
 
 
+def add_bins(parts: Iterable[tuple[list[int], list[int]]]) -> tuple[list[int], list[int]]:
+    """The (pos, neg) stores of several ``merge_bins`` results added up: the ``merge_bins``
+    of all the aggregates they were merged from (exact, whatever the grouping)."""
+    parts = list(parts)
+    return _merge_many([p[0] for p in parts]), _merge_many([p[1] for p in parts])
+
+
+class BinCounts:
+    """The bin counts of a multiset of aggregates added up per sign (``{key: count}``, before
+    any collapse), which aggregates can be added to and taken out of again: integer counts,
+    so exact. ``stores`` is the ``merge_bins`` of the aggregates it holds, the same, bit for
+    bit, however they were reached (collapsing depends only on the keys present): a window
+    that moved on by a bucket takes one sketch out and one in, instead of merging every
+    bucket again."""
+
+    __slots__ = ("live", "neg", "pos")
+
+    def __init__(self, aggs: Iterable[Agg] = ()) -> None:
+        self.pos: dict[int, int] = {}
+        self.neg: dict[int, int] = {}
+        self.live = [0, 0]  # aggregates held with a non-empty pos, neg store
+        for agg in aggs:
+            self.add(agg)
+
+    def copy(self) -> BinCounts:
+        new = BinCounts()
+        new.pos, new.neg, new.live = dict(self.pos), dict(self.neg), list(self.live)
+        return new
+
+    def add(self, agg: Agg) -> None:
+        for i, (store, bins) in enumerate(zip(_stores(agg), (self.pos, self.neg),
+                                              strict=True)):
+            if store:
+                _add_into(bins, store)
+                self.live[i] += 1
+
+    def take(self, agg: Agg) -> None:
+        """Take out an aggregate added before (or one equal to it)."""
+        for i, (store, bins) in enumerate(zip(_stores(agg), (self.pos, self.neg),
+                                              strict=True)):
+            if store:
+                _take_from(bins, store)
+                self.live[i] -= 1
+
+    def stores(self, aggs: list[Agg]) -> tuple[list[int], list[int]]:
+        """``merge_bins(aggs)``, ``aggs`` being the aggregates held (read only for a sign of
+        which at most one of them has bins: ``merge_bins`` returns that store as it is)."""
+        out = []
+        for i, bins in enumerate((self.pos, self.neg)):
+            live = self.live[i]
+            out.append(_store_from(bins) if live >= 2 else [] if not live
+                       else _merge_many([_stores(a)[i] for a in aggs]))
+        return out[0], out[1]
+
+
+_COUNT_OF, _SUM_OF, _MIN_OF, _MAX_OF, _ZEROS_OF = map(itemgetter, (COUNT, SUM, MIN, MAX, ZEROS))
+
+
 def merge_with_bins(aggs: list[Agg], pos: list[int], neg: list[int]) -> Agg:
     """``merge_all(aggs)`` of two or more aggregates whose merged bins are already known
     (``merge_bins``): count, sum, min, max and zeros are folded here in the same order, so
     the result is the same, bit for bit."""
-    first = aggs[0]
-    count, total, lo, hi, zeros = first[COUNT], first[SUM], first[MIN], first[MAX], first[ZEROS]
-    for a in islice(aggs, 1, None):
-        count = count + a[COUNT]
-        total = total + a[SUM]
-        lo = min(lo, a[MIN])
-        hi = max(hi, a[MAX])
-        zeros = zeros + a[ZEROS]
-    return [count, total, lo, hi, zeros, pos, neg]
+    # left folds in C: reduce adds from the first sum on (as ``merge`` does, pairwise); min
+    # and max keep the first of equal values, as ``min(lo, x)`` does
+    return [sum(map(_COUNT_OF, aggs)), reduce(add, map(_SUM_OF, aggs)),
+            min(map(_MIN_OF, aggs)), max(map(_MAX_OF, aggs)), sum(map(_ZEROS_OF, aggs)),
+            pos, neg]
 
 
 def migrate(agg: Agg) -> Agg:
@@ -387,6 +459,55 @@ def quantile(agg: Agg, q: float) -> float | None:
             if seen >= rank:
                 return _clamp(bin_value(k), agg)
     return float(agg[MAX])
+
+
+def quantiles(agg: Agg, qs: Sequence[float]) -> list[float | None]:
+    """``[quantile(agg, q) for q in qs]`` in one walk over the bins (``qs`` ascending; else
+    one walk per q)."""
+    if any(a > b for a, b in pairwise(qs)):
+        return [quantile(agg, q) for q in qs]
+    count = agg[COUNT]
+    if count <= 0:
+        return [None] * len(qs)
+    out: list[float | None] = [float(agg[MIN]) if q <= 0 else float(agg[MAX]) for q in qs]
+    wanted = [(i, nearest_rank(q, count)) for i, q in enumerate(qs) if 0 < q < 1]
+    if not wanted:
+        return out
+    n = len(wanted)
+    j, seen, need = 0, 0, wanted[0][1]  # wanted[j]: the next rank to reach (ranks ascend)
+    pos, neg = _stores(agg)
+    if neg:
+        keys, counts = _decode(neg)
+        for i in range(len(keys) - 1, -1, -1):  # most negative first
+            seen += counts[i]
+            if seen >= need:
+                while j < n and seen >= wanted[j][1]:
+                    out[wanted[j][0]] = _clamp(-bin_value(keys[i]), agg)
+                    j += 1
+                if j == n:
+                    return out
+                need = wanted[j][1]
+    seen += agg[ZEROS]
+    while j < n and seen >= wanted[j][1]:
+        out[wanted[j][0]] = _clamp(0.0, agg)
+        j += 1
+    if pos and j < n:
+        need = wanted[j][1]
+        k = pos[0] - 1
+        for t in islice(pos, 1, None):
+            if t < 0:
+                k -= t
+                continue
+            k += (t & _GAP_MASK) + 1
+            seen += (t >> _GAP_BITS) + 1
+            if seen >= need:
+                while j < n and seen >= wanted[j][1]:
+                    out[wanted[j][0]] = _clamp(bin_value(k), agg)
+                    j += 1
+                if j == n:
+                    break
+                need = wanted[j][1]
+    return out  # ranks never reached keep float(max), as in ``quantile``
 
 
 def _clamp(value: float, agg: Agg) -> float:

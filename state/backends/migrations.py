@@ -105,6 +105,12 @@ def _tree_entries(b: str, c: str) -> tuple[str, ...]:
     )
 
 
+# the entries born after a checkpoint (``EntryStore.load`` of a newer one reads only those):
+# without it that range scanned every open entry of the thread (~26 ms at 500 series)
+TREE_ENTRIES_BORN = ("CREATE INDEX IF NOT EXISTS bga_tree_entries_born ON bga_tree_entries "
+                     "(thread_id, born)",)
+
+
 _STATE_SQLITE = (
     Migration((
         """CREATE TABLE IF NOT EXISTS bga_streams (
@@ -143,6 +149,7 @@ _STATE_SQLITE = (
     # the locks' lease rows (state/backends/lease.py; PostgreSQL's locks are sessions)
     Migration((LEASE_TABLE,)),
     Migration(_tree_entries("BLOB", "")),  # linear threads' checkpoints (state/backends/tree.py)
+    Migration(TREE_ENTRIES_BORN),  # their entries by birth (EntryStore.load since a checkpoint)
 )
 
 _STATE_POSTGRES = (
@@ -184,6 +191,7 @@ _STATE_POSTGRES = (
                "DEFAULT 0",)),
     Migration(OUTBOX_TABLES["postgres"]),  # the alert outbox and its messages (state/outbox.py)
     Migration(_tree_entries("BYTEA", ' COLLATE "C"')),  # linear threads' checkpoints (tree.py)
+    Migration(TREE_ENTRIES_BORN),  # their entries by birth (EntryStore.load since a checkpoint)
 )
 
 STATE = Stream(

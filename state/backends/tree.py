@@ -166,14 +166,18 @@ def build(serde: Any, rows: Mapping[bytes, tuple[str, str, bytes]], reuse: Node 
     the entry it held in ``reuse``: an entry valid at both checkpoints (a path that went away
     changed its parent's key list, so its parent has a new row that no longer names it)."""
 
-    touched: set[tuple[Any, ...]] = set()  # since_reuse: the paths with a new row below them
+    # since_reuse: the paths with a new row at or below them, as a tree of their keys (a
+    # child untouched since reuse is then found by its key, without building its path)
+    touched: dict[Any, Any] | None = None
     if since_reuse:
+        touched = {}
         for packed in rows:
-            path = unpack_path(packed)
-            touched.update(path[:i] for i in range(len(path) + 1))
+            at = touched
+            for key in unpack_path(packed):
+                at = at.setdefault(key, {})
 
-    def node(path: tuple[Any, ...], same: Node | None) -> Node:
-        if since_reuse and same is not None and path not in touched:
+    def node(path: tuple[Any, ...], same: Node | None, below: dict[Any, Any] | None) -> Node:
+        if since_reuse and same is not None and below is None:
             return same  # nothing at or below it changed since reuse: not walked
         row = rows.get(pack_path(path))
         if row is None and since_reuse and same is not None:
@@ -189,7 +193,16 @@ def build(serde: Any, rows: Mapping[bytes, tuple[str, str, bytes]], reuse: Node 
             keys = ormsgpack.unpackb(data) if type_ == NODE else []
         if type_ == NODE:
             kids = same.children if same is not None and same.children is not None else None
-            children = {k: node((*path, k), kids.get(k) if kids else None) for k in keys}
+            children: dict[Any, Node]
+            if since_reuse and kids and not below and all(map(kids.__contains__, keys)):
+                children = {k: kids[k] for k in keys}  # only its key list changed
+            else:
+                children = {}
+                for k in keys:
+                    kid = kids.get(k) if kids else None
+                    sub = below.get(k) if below is not None else None
+                    children[k] = kid if since_reuse and kid is not None and sub is None \
+                        else node((*path, k), kid, sub)
             if same is not None and kids is not None and same.born == born \
                     and len(kids) == len(children) \
                     and all(kids.get(k) is c for k, c in children.items()):
@@ -199,7 +212,7 @@ def build(serde: Any, rows: Mapping[bytes, tuple[str, str, bytes]], reuse: Node 
             return same
         return Node(born, serde.loads_typed((type_, data)), type_, data)
 
-    return node((), reuse)
+    return node((), reuse, touched)
 
 
 def count(node: Node) -> int:
@@ -255,6 +268,7 @@ class EntryStore:
         if have is not None and have[0] == checkpoint_id:
             return have[1]
         if have is not None and have[0] < checkpoint_id:  # a newer one: what was born since
+            # (the index on (thread_id, born) reads only those, not every open entry)
             rows = await sql.all(f"SELECT path, born, type, value FROM {TABLE} WHERE "
                                  "thread_id=? AND born>? AND born<=? AND (died IS NULL OR "
                                  "died>?)", (thread_id, have[0], checkpoint_id, checkpoint_id))

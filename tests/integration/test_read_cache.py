@@ -177,3 +177,52 @@ async def test_a_new_checkpoint_read_by_a_new_handle_decodes_only_its_new_entrie
             assert 0 < sum(built) < whole / 4, (built, whole)
         assert mine["series"]["svc/s7"]["count"] == 2
         assert mine == await fresh_summary(db_url, 1, clock())
+
+
+async def test_a_read_after_a_new_checkpoint_recomputes_only_the_series_that_changed(
+        db_url: str) -> None:
+    """After a tick that folded one event of one series, a reader's summaries equal a fresh
+    decode's (the new event is in, nothing stale), and every other series' row is the one
+    read before (``queries.performance_summary`` reuses it: its buckets are the same objects
+    in the new checkpoint); also after the clock moved the windows on."""
+    if db_url.startswith("memory://"):
+        pytest.skip("a memory database is private to its handle")
+    clock = FakeClock()
+    hours = (1, 24, 168)
+    async with SharedState.open(db_url, producer="writer", clock=clock) as writer, \
+            SharedState.open(db_url, producer="reader", read_only=True,
+                             clock=clock) as reader:
+        now = clock()
+        await writer.add_performance_metrics([
+            PerformanceMetric(source_agent="svc", name=f"s{s}", value=1.1 * (s + i),
+                              unit="ms", timestamp=now - i * 97.0)
+            for s in range(12) for i in range(40)])  # an hour of minute buckets, 1 h ones
+        await writer.flush()
+        before_state = await reader.read()
+        before = {h: await reader.get_performance_summary(hours=h) for h in hours}
+
+        await writer.add_performance_metric(metric("s7", 1000.0))
+        await writer.flush()
+        after_state = await reader.read()
+        shared = after_state["metrics"]["svc/s0"] is before_state["metrics"]["svc/s0"]
+        afters = {h: await reader.get_performance_summary(hours=h) for h in hours}
+        for h, after in afters.items():  # (fresh_summary empties the memo)
+            assert after == await fresh_summary(db_url, h, clock())
+            assert after["series"]["svc/s7"]["count"] == \
+                before[h]["series"]["svc/s7"]["count"] + 1
+            assert after["series"]["svc/s7"]["max"] == 1000.0
+            assert after["overall"]["max"] == 1000.0
+            others = [s for s in after["series"] if s != "svc/s7"]
+            assert len(others) == 11
+            assert all(after["series"][s] == before[h]["series"][s] for s in others)
+            if shared:  # the backend shares unchanged entries between checkpoints
+                assert [s for s in after["series"]
+                        if after["series"][s] is not before[h]["series"][s]] == ["svc/s7"]
+
+        clock.advance(61)  # every window moves on by a minute: the oldest bucket leaves
+        await writer.add_performance_metric(metric("s3", 2000.0))
+        await writer.flush()
+        for h in hours:
+            moved = await reader.get_performance_summary(hours=h)
+            assert moved == await fresh_summary(db_url, h, clock())
+            assert moved["series"]["svc/s3"]["max"] == 2000.0

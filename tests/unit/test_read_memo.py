@@ -31,7 +31,7 @@ def plain_span(state: dict, series: str, start: float, end: float, tier: str) ->
     return sketch.merge_all([agg for b, agg in buckets.items() if start <= b < end])
 
 
-MEMOS = (queries._WINDOWS, queries._QUANTILES, queries._LAST, queries._CONFIGS)
+MEMOS = queries.MEMOS
 
 
 def uncached(fn, *args):

@@ -515,3 +515,33 @@ def test_same_estimates_as_ddsketch_at_the_same_rank():
         theirs = dd.get_quantile_value((k - 0.5) / (n - 1))
         theirs = min(max(theirs, agg[MIN]), agg[MAX])
         assert sketch.quantile(agg, q) == pytest.approx(theirs, rel=1e-9, abs=1e-12), q
+
+
+@SETTINGS
+@given(st.lists(value, max_size=60), st.lists(unit_q | st.sampled_from(QS), max_size=8))
+def test_quantiles_in_one_walk_are_each_quantile(vals, qs):
+    agg = sketch.from_values(vals)
+    for wanted in (sorted(qs), qs):  # ascending: one walk; any order: one walk per q
+        assert sketch.quantiles(agg, wanted) == [sketch.quantile(agg, q) for q in wanted]
+
+
+@SETTINGS
+@given(st.lists(values, min_size=1, max_size=8), st.lists(values, max_size=8),
+       st.lists(st.booleans(), min_size=16, max_size=16))
+@example([[1.0], [GAMMA**3000]], [[GAMMA**1500]], [False] * 16)  # a collapse, then none
+def test_bin_counts_taken_and_added_are_the_merge_of_what_they_hold(kept, gone, legacy):
+    """Counts that held ``kept`` and ``gone`` and had ``gone`` taken out give the bins of a
+    merge of ``kept`` alone, bit for bit: also across a collapse, with one or no aggregate
+    with bins of a sign, and with dense (old format) aggregates."""
+    def make(i: int, vals: list[float]) -> list:
+        return legacy_from_values(vals) if legacy[i % 16] else sketch.from_values(vals)
+
+    keep = [make(i, v) for i, v in enumerate(kept)]
+    drop = [make(i + len(kept), v) for i, v in enumerate(gone)]
+    counts = sketch.BinCounts(drop[: len(drop) // 2])
+    for agg in keep + drop[len(drop) // 2:]:
+        counts.add(agg)
+    for agg in drop:
+        counts.take(agg)
+    assert counts.stores(keep) == sketch.merge_bins(keep)
+    assert counts.copy().stores(keep) == sketch.merge_bins(keep)
