@@ -104,17 +104,12 @@ def _add_into(bins: dict[int, int], store: list[int]) -> None:
 def _take_from(bins: dict[int, int], store: list[int]) -> None:
     """Take a store's counts out of ``{key: count}`` (they were added before); keys left at
     zero are dropped."""
-    k = store[0] - 1
-    for t in islice(store, 1, None):
-        if t < 0:
-            k -= t
+    for k, c in zip(*_decode(store), strict=True):
+        left = bins[k] - c
+        if left:
+            bins[k] = left
         else:
-            k += (t & _GAP_MASK) + 1
-            left = bins[k] - (t >> _GAP_BITS) - 1
-            if left:
-                bins[k] = left
-            else:
-                del bins[k]
+            del bins[k]
 
 
 def _decode(store: list[int]) -> tuple[list[int], list[int]]:
@@ -429,36 +424,7 @@ def nearest_rank(q: float, count: int) -> int:
 
 def quantile(agg: Agg, q: float) -> float | None:
     """Estimated nearest-rank q-quantile (0 <= q <= 1), clamped to the exact min and max."""
-    count = agg[COUNT]
-    if count <= 0:
-        return None
-    if q <= 0:
-        return float(agg[MIN])
-    if q >= 1:
-        return float(agg[MAX])
-    rank = nearest_rank(q, count)
-    pos, neg = _stores(agg)
-    seen = 0
-    if neg:
-        keys, counts = _decode(neg)
-        for i in range(len(keys) - 1, -1, -1):  # most negative first
-            seen += counts[i]
-            if seen >= rank:
-                return _clamp(-bin_value(keys[i]), agg)
-    seen += agg[ZEROS]
-    if seen >= rank:
-        return _clamp(0.0, agg)
-    if pos:
-        k = pos[0] - 1
-        for t in islice(pos, 1, None):
-            if t < 0:
-                k -= t
-                continue
-            k += (t & _GAP_MASK) + 1
-            seen += (t >> _GAP_BITS) + 1
-            if seen >= rank:
-                return _clamp(bin_value(k), agg)
-    return float(agg[MAX])
+    return quantiles(agg, (q,))[0]
 
 
 def quantiles(agg: Agg, qs: Sequence[float]) -> list[float | None]:
