@@ -193,9 +193,10 @@ class SharedState:
         ``NOW_PER_TURN`` such commits per turn of the loop: past that the calls of a burst
         (a ``gather``) queue for one group commit. Anything but a clean commit (a lock, an
         error) leaves the write to the writer, whose error handling is the only one."""
-        if self._queue or self._writing or not self._stream or self._unsure is not None \
+        if len(items) > self.backend.append_now_rows or self._queue or self._writing \
+                or not self._stream or self._unsure is not None \
                 or self._now_turn >= NOW_PER_TURN:
-            return False
+            return False  # (on a backend without append_now, no rows are made for it)
         seq = self._seq
         rows = [(seq + i, kind, payload) for i, (kind, payload) in enumerate(items, 1)]
         try:

@@ -127,10 +127,13 @@ class Backend(abc.ABC):
         """Insert rows in one transaction (group commit); all or nothing; a stream's rows in
         sequence order, each append after the previous one committed."""
 
+    append_now_rows = 0
+    """The most rows an ``append_now`` may take (0: this backend has none)."""
+
     def append_now(self, stream: int, rows: Sequence[InboxWrite]) -> bool:
         """``append`` done in this call, without waiting for anything, if the backend can
-        (a small append on SQLite); False, and nothing written, if not. The caller then
-        uses ``append``. Rows and order as for ``append``."""
+        (an append of at most ``append_now_rows`` rows on SQLite); False, and nothing
+        written, if not. The caller then uses ``append``. Rows and order as for ``append``."""
         return False
 
     @abc.abstractmethod

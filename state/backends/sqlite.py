@@ -260,6 +260,8 @@ class CasSqliteSaver(LinearThreads, AsyncSqliteSaver):
 
 
 class SqliteBackend(Backend):
+    append_now_rows = INLINE_MAX_ROWS
+
     def __init__(self, url: str) -> None:
         self.url = url
         self.path = sqlite_path(url)
