@@ -12,7 +12,7 @@ import asyncio
 import collections
 import contextlib
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
 import orjson
@@ -47,6 +47,25 @@ T = TypeVar("T")
 
 
 _dumps = orjson.dumps  # a payload's inbox encoding, made once per event
+
+
+class _Write(asyncio.Future[T]):
+    """The future a write returns. Awaiting it counts as a new turn for its handle's direct
+    commits (``SharedState._commit_now``): a caller that awaits each write before making the
+    next is writing one at a time, however long it goes without giving the loop a turn (an
+    ``await`` of a done future does not), so each of its writes commits in the call; calls
+    made without awaiting (a burst for ``gather``) queue for one group commit after the
+    first ``NOW_PER_TURN``."""
+
+    __slots__ = ("_owner",)
+
+    def __init__(self, owner: SharedState, loop: asyncio.AbstractEventLoop) -> None:
+        super().__init__(loop=loop)
+        self._owner = owner
+
+    def __await__(self) -> Generator[Any, None, T]:
+        self._owner._now_turn = 0
+        return super().__await__()
 
 
 def _done(value: T) -> asyncio.Future[T]:
@@ -101,6 +120,7 @@ class SharedState:
         self._unsure: int | None = None  # last seq of a batch whose commit outcome is unknown
         self._writing = False  # the writer has a batch in flight
         self._now_turn = 0  # writes committed by ``_commit_now`` in this turn of the loop
+        self._turn_ends = False  # ``_next_turn`` is scheduled
         self._read_cache: dict[str, Any] = {}  # ``read``: the last checkpoint and overlay
 
     @classmethod
@@ -158,7 +178,7 @@ class SharedState:
 
     def _then(self, write: asyncio.Future[None], value: T) -> asyncio.Future[T]:
         """A future of ``value``, done when ``write`` is (its error, or its cancellation)."""
-        out: asyncio.Future[T] = asyncio.get_running_loop().create_future()
+        out: asyncio.Future[T] = _Write(self, asyncio.get_running_loop())
 
         def settle(done: asyncio.Future[None]) -> None:
             if out.done():
@@ -178,7 +198,7 @@ class SharedState:
         backend can and nothing is queued or being written (``_commit_now``); the future is
         done once they are committed (or failed)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = loop.create_future()
+        future: asyncio.Future[None] = _Write(self, loop)
         if self._commit_now(items, loop):
             future.set_result(None)
             return future
@@ -205,13 +225,15 @@ class SharedState:
         except Exception:
             return False  # the writer tries again and finds out what happened
         self._seq = rows[-1][0]
-        if not self._now_turn:
+        if not self._turn_ends:
+            self._turn_ends = True
             loop.call_soon(self._next_turn)
         self._now_turn += 1
         return True
 
     def _next_turn(self) -> None:
         self._now_turn = 0
+        self._turn_ends = False
 
     def _nudge(self) -> None:
         wake = self._wake

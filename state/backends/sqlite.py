@@ -15,6 +15,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import logging
 import os
 import queue
 import socket
@@ -54,8 +55,11 @@ BUSY_TIMEOUT_MS = int(BUSY_TIMEOUT_S * 1000)
 # ``last_seq`` with every append too: the same answer.)
 COMMITTED_SEQ = ("SELECT max(last_seq, coalesce((SELECT max(seq) FROM bga_inbox "
                  "WHERE stream_id=?), 0)) FROM bga_streams WHERE stream_id=?")
+log = logging.getLogger(__name__)
+
 INLINE_MAX_ROWS = 64  # an append this small may commit on the event loop's own thread
-INLINE_CHECKPOINT_EVERY = 256  # every so many, one goes through the thread (WAL checkpoint)
+INLINE_CHECKPOINT_EVERY = 1000  # inline commits (~a WAL page each) between passive checkpoints
+WAL_RESTART_FRAMES = 4000  # a WAL this long at a checkpoint: the next append restarts it
 path_from_url = sqlite_path  # the file of a sqlite:/// URL (one URL parser: state.backends.url)
 
 
@@ -485,26 +489,36 @@ class _Appender:
 
     A small append (at most ``INLINE_MAX_ROWS`` rows) with nothing else in flight commits at
     once on the calling (event loop) thread, on a connection that never waits for a lock
-    (``busy_timeout`` 0, ~12 us for a one-row commit in WAL with ``synchronous=NORMAL``): one
+    (``busy_timeout`` 0, ~8 us for a one-row commit in WAL with ``synchronous=NORMAL``): one
     await at a time then costs no thread hand-off. If the file is locked (a checkpoint, a
     fold, another process's append) it does not wait there: the append goes to the thread,
     whose connection waits for the lock as every other write of the file does. Bigger group
     commits go to the thread too, so the loop is never held for long. The inline connection
-    never checkpoints the WAL (``wal_autocheckpoint`` 0, an fsync); every
-    ``INLINE_CHECKPOINT_EVERY``-th append goes through the thread's connection, which does
-    when the WAL is over SQLite's 1,000 pages. A call to the thread costs one hand-off to it
-    and one wake-up of the event loop, no executor, lock or context copy per batch."""
+    never checkpoints the WAL (``wal_autocheckpoint`` 0: a checkpoint copies the WAL into the
+    file and fsyncs); after every ``INLINE_CHECKPOINT_EVERY`` inline commits the thread is
+    asked for a passive checkpoint, which the loop does not wait for (it copies what is
+    committed while later appends go on). The WAL starts again from its beginning only at a
+    write that finds all of it copied, which a checkpoint racing a writer that never pauses
+    does not achieve: if one finds the WAL over ``WAL_RESTART_FRAMES`` long, the next append
+    goes to the thread, which checkpoints after committing it while no inline commit races
+    it, so the WAL stays bounded however long one await at a time goes on. A call to the
+    thread costs one hand-off to it and one wake-up of the event loop, no executor, lock or
+    context copy per batch."""
 
     def __init__(self, path: Path) -> None:
         self._path = path
-        self._jobs: queue.SimpleQueue[tuple[int, Sequence[InboxWrite], asyncio.AbstractEventLoop,
-                                            asyncio.Future[None]] | None] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread = threading.Thread(target=self._run, name="bga-inbox-append", daemon=True)
         self._thread.start()
         self._in_thread = 0  # appends handed to the thread and not settled yet
         self._inline: sqlite3.Connection | None = None
-        self._since_thread = 0  # inline commits since the thread's last one
+        self._since_checkpoint = 0  # inline commits since the thread was last asked to checkpoint
         self.inline_commits = 0  # how many appends committed on the loop's thread
+        self.checkpoints = 0  # passive checkpoints the thread ran for the inline commits
+        self.checkpoints_failed = 0  # and those that failed
+        self._checkpoint_failed = False  # the last one failed (logged once until one works)
+        self._restart = False  # set by the thread: the next append goes there to restart the WAL
+        self.restarts = 0  # checkpoints after such an append (none racing it)
 
     def append(self, stream: int, rows: Sequence[InboxWrite]) -> asyncio.Future[None]:
         """``rows`` committed in one transaction; the future is done once the transaction
@@ -521,8 +535,7 @@ class _Appender:
     def append_now(self, stream: int, rows: Sequence[InboxWrite]) -> bool:
         """Commit a small append here and now if nothing is in flight on the thread; False
         (nothing written) if it is too big, its turn is the thread's, or the file is locked."""
-        if len(rows) > INLINE_MAX_ROWS or self._in_thread \
-                or self._since_thread >= INLINE_CHECKPOINT_EVERY:
+        if len(rows) > INLINE_MAX_ROWS or self._in_thread or self._restart:
             return False
         if self._inline is None:
             self._inline = sqlite_connect(self._path, busy_timeout_s=0)
@@ -533,14 +546,17 @@ class _Appender:
             if exc.sqlite_errorcode & 0xFF in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
                 return False  # rolled back: the thread's connection waits for the lock
             raise
-        self._since_thread += 1
         self.inline_commits += 1
+        self._since_checkpoint += 1
+        if self._since_checkpoint >= INLINE_CHECKPOINT_EVERY:
+            self._since_checkpoint = 0
+            self._jobs.put(_CHECKPOINT)
         return True
 
     def _settle(self, future: asyncio.Future[None], error: BaseException | None) -> None:
         """On the loop, once the thread finished a job (whether or not anybody still waits)."""
         self._in_thread -= 1
-        self._since_thread = 0
+        self._since_checkpoint = 0  # the thread's commit checkpointed if the WAL was big
         if future.done():  # the caller was cancelled; the commit stands (committed_seq says so)
             return
         if error is None:
@@ -558,6 +574,9 @@ class _Appender:
     def _run(self) -> None:
         conn: sqlite3.Connection | None = None
         while (job := self._jobs.get()) is not None:
+            if isinstance(job, str):  # _CHECKPOINT
+                conn = self._checkpoint(conn)
+                continue
             stream, rows, loop, future = job
             error: BaseException | None = None
             try:
@@ -566,20 +585,59 @@ class _Appender:
                 _commit(conn, stream, rows)
             except BaseException as exc:  # handed to the caller, as to_thread would
                 error = exc
+            if self._restart:  # no inline commit races this one (one is in the thread)
+                self._restart = False
+                self.restarts += 1
+                conn = self._checkpoint(conn)
             with contextlib.suppress(RuntimeError):  # the loop is closed: nobody waits
                 loop.call_soon_threadsafe(self._settle, future, error)
         if conn is not None:
             conn.close()
 
+    def _checkpoint(self, conn: sqlite3.Connection | None) -> sqlite3.Connection | None:
+        """A passive checkpoint for the inline commits (in the thread, nobody waits for it):
+        it copies what is committed without blocking a writer or a reader. If it fails (a
+        full disk, an unreadable file) the WAL only grows until the next one works; the
+        appends themselves report their own errors. One log line until one works again."""
+        try:
+            if conn is None:
+                conn = sqlite_connect(self._path)
+            frames = _passive_checkpoint(conn)
+        except sqlite3.Error as exc:
+            if not self._checkpoint_failed:
+                log.warning("WAL checkpoint of %s failed (%s); appends go on, the WAL grows "
+                            "until one works", self._path, exc)
+            self._checkpoint_failed = True
+            self.checkpoints_failed += 1
+            return conn
+        if self._checkpoint_failed:
+            log.info("WAL checkpoint of %s works again", self._path)
+        self._checkpoint_failed = False
+        self.checkpoints += 1
+        if frames > WAL_RESTART_FRAMES:  # it was not started again since the last one
+            self._restart = True
+        return conn
+
+
+def _passive_checkpoint(conn: sqlite3.Connection) -> int:
+    """Copy what the WAL holds into the file as far as no reader needs it; its length in frames
+    (it starts again from the beginning at the first write after one copied all of it)."""
+    _busy, frames, _copied = conn.execute("PRAGMA wal_checkpoint(PASSIVE)").fetchone()
+    return int(frames)
+
+
+_Job = tuple[int, Sequence[InboxWrite], asyncio.AbstractEventLoop, asyncio.Future[None]] | str
+_CHECKPOINT = "checkpoint"  # the job that asks the thread for a passive WAL checkpoint
+
 
 def _commit(conn: sqlite3.Connection, stream: int, rows: Sequence[InboxWrite]) -> None:
+    if len(rows) == 1:  # autocommit: the statement is its own transaction (rolled back on error)
+        conn.execute("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)", (stream, *rows[0]))
+        return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        if len(rows) == 1:
-            conn.execute("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)", (stream, *rows[0]))
-        else:
-            conn.executemany("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)",
-                             [(stream, seq, kind, payload) for seq, kind, payload in rows])
+        conn.executemany("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)",
+                         [(stream, seq, kind, payload) for seq, kind, payload in rows])
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # disk full: SQLite has already rolled it back

@@ -10,12 +10,15 @@ connection that does not wait for a lock (``state.backends.sqlite._Appender``).
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
+from collections.abc import Callable
 
 import pytest
 
 from state import SharedState
 from state.api import NOW_PER_TURN
+from state.backends import sqlite as sqlite_backend
 from state.backends.url import sqlite_path
 from state.fold import KIND_ERROR, KIND_HEARTBEAT, KIND_INSIGHT, KIND_METRIC, KIND_REGISTER
 
@@ -78,9 +81,9 @@ async def test_a_burst_is_one_group_commit_and_lone_writes_commit_in_the_call(
             await asyncio.sleep(0)
         assert sizes == [] and len(direct) == 40  # each committed in its own call
         direct.clear()
-        for i in range(41, 81):  # one await at a time, in one turn of the loop
+        for i in range(41, 81):  # one await at a time, never giving the loop a turn
             await shared.add_performance_metric(metric(i))
-        assert len(direct) + len(sizes) == 40 and len(sizes) <= 40 // NOW_PER_TURN
+        assert sizes == [] and len(direct) == 40  # awaiting each is what makes them lone
         sizes.clear()
         direct.clear()
         await asyncio.gather(*(shared.add_performance_metric(metric(i))
@@ -129,3 +132,128 @@ async def test_the_committed_sequence_outlives_the_fold_that_deletes_the_rows(
         assert await shared.backend.committed_seq(shared._stream) == 15
         await shared.flush()
         assert await shared.backend.committed_seq(shared._stream) == 15
+
+
+async def until(done: Callable[[], bool], what: str) -> None:
+    """Wait (turning the loop) for the appender's thread to have done ``what``."""
+    for _ in range(3000):
+        if done():
+            return
+        await asyncio.sleep(0.01)
+    raise AssertionError(f"the appender's thread never {what}")
+
+
+async def write_one_at_a_time(shared: SharedState, rounds: int, start: int = 0) -> int:
+    """``rounds`` times ``INLINE_CHECKPOINT_EVERY`` writes, each awaited, and after each round
+    the passive checkpoint it asked for; the checkpoints the thread ran."""
+    appender = shared.backend._appender
+    assert appender is not None
+    i = start
+    for _ in range(rounds):
+        asked = appender.checkpoints + appender.checkpoints_failed
+        for _ in range(sqlite_backend.INLINE_CHECKPOINT_EVERY):
+            await shared.add_performance_metric(metric(i))
+            i += 1
+        await until(lambda asked=asked: appender.checkpoints + appender.checkpoints_failed > asked,
+                    "ran the checkpoint it was asked for")
+    return appender.checkpoints
+
+
+def wal_bytes(url: str) -> int:
+    path = sqlite_path(url)
+    return path.with_name(path.name + "-wal").stat().st_size
+
+
+@pytest.fixture
+def small_wal(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A checkpoint every 100 inline commits; a WAL over 300 frames is started again."""
+    monkeypatch.setattr(sqlite_backend, "INLINE_CHECKPOINT_EVERY", 100)
+    monkeypatch.setattr(sqlite_backend, "WAL_RESTART_FRAMES", 300)
+
+
+@pytest.mark.usefixtures("small_wal")
+async def test_the_wal_stays_bounded_however_long_one_await_at_a_time_goes_on(
+    sqlite_url: str,
+) -> None:
+    """Inline commits never checkpoint; the thread's passive checkpoints race a writer that
+    never pauses and cannot start the WAL again, so once it is long one append goes to the
+    thread, which checkpoints with nothing racing it: the WAL is reused from its start."""
+    async with SharedState.open(sqlite_url, producer="w") as shared:
+        await shared.add_performance_metric(metric(0))
+        appender = shared.backend._appender
+        assert appender is not None
+        await write_one_at_a_time(shared, 30, start=1)
+        assert appender.restarts >= 3  # the WAL was started again, again and again
+        assert appender.inline_commits >= 3000 - appender.restarts  # the rest: inline
+        # a commit writes at least one frame (a page and a 24-byte header): 3,000 of them in
+        # a WAL never started again take 3,000 frames; a restart comes at most two rounds
+        # (of about 1.3 frames a commit) after a checkpoint found the WAL over the limit
+        with sqlite3.connect(sqlite_path(sqlite_url)) as conn:
+            [(page,)] = conn.execute("PRAGMA page_size").fetchall()
+        bound = (sqlite_backend.WAL_RESTART_FRAMES
+                 + 3 * 2 * sqlite_backend.INLINE_CHECKPOINT_EVERY) * (page + 24)
+        assert wal_bytes(sqlite_url) < bound < 3000 * (page + 24)
+        await shared.flush()
+        [series] = (await shared.get_performance_summary(hours=1))["series"].values()
+        assert series["count"] == 3001 and series["max"] == 3000.0
+
+
+@pytest.mark.usefixtures("small_wal")
+async def test_a_reader_holding_the_wal_delays_its_restart_and_no_write(sqlite_url: str) -> None:
+    """A reader with an open snapshot keeps the checkpoint from copying past it: the WAL
+    grows while it reads, every write still commits, and once it is gone the WAL is
+    started again."""
+    async with SharedState.open(sqlite_url, producer="w") as shared:
+        await shared.add_performance_metric(metric(0))
+        appender = shared.backend._appender
+        assert appender is not None
+        reader = sqlite3.connect(sqlite_path(sqlite_url), isolation_level=None)
+        try:
+            reader.execute("BEGIN")
+            reader.execute("SELECT count(*) FROM bga_inbox").fetchone()  # holds its snapshot
+            await write_one_at_a_time(shared, 10, start=1)
+            held = wal_bytes(sqlite_url)
+            reader.execute("COMMIT")
+        finally:
+            reader.close()
+        restarts = appender.restarts
+        await write_one_at_a_time(shared, 10, start=1001)
+        assert appender.restarts > restarts
+        after = wal_bytes(sqlite_url)
+        await write_one_at_a_time(shared, 10, start=2001)
+        assert wal_bytes(sqlite_url) == after  # reused from its start, no longer growing
+        assert after < held + 100_000  # the frames written until the first restart, at most
+        await shared.flush()
+        [series] = (await shared.get_performance_summary(hours=1))["series"].values()
+        assert series["count"] == 3001
+
+
+@pytest.mark.usefixtures("small_wal")
+async def test_a_failing_checkpoint_is_one_log_line_and_the_writes_go_on(
+    sqlite_url: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    real = sqlite_backend._passive_checkpoint
+    failures = [sqlite3.OperationalError("disk I/O error")] * 3  # the first three
+
+    def flaky(conn: sqlite3.Connection) -> int:
+        if failures:
+            raise failures.pop()
+        return real(conn)
+
+    monkeypatch.setattr(sqlite_backend, "_passive_checkpoint", flaky)
+    caplog.set_level(logging.INFO, logger=sqlite_backend.__name__)
+    async with SharedState.open(sqlite_url, producer="w") as shared:
+        await shared.add_performance_metric(metric(0))
+        appender = shared.backend._appender
+        assert appender is not None
+        await write_one_at_a_time(shared, 5, start=1)
+        assert appender.checkpoints_failed == 3 and appender.checkpoints >= 2
+        await shared.flush()
+        [series] = (await shared.get_performance_summary(hours=1))["series"].values()
+        assert series["count"] == 501
+    said = [r.getMessage() for r in caplog.records if r.name == sqlite_backend.__name__]
+    assert [m for m in said if "failed" in m] == [
+        f"WAL checkpoint of {sqlite_path(sqlite_url)} failed (disk I/O error); appends go on, "
+        "the WAL grows until one works"]
+    assert [m for m in said if "works again" in m] == [
+        f"WAL checkpoint of {sqlite_path(sqlite_url)} works again"]
