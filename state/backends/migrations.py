@@ -320,7 +320,7 @@ def migrate(db: SyncDb, stream: Stream, steps: Mapping[str, DataStep] | None = N
     from ``steps``, in the same transaction; one that is due and not supplied is an error."""
     steps = steps or {}
     for statement in stream.before[db.dialect]:
-        db.run(statement)
+        db.run_before(statement)
     done: list[int] = []
     with db.write():
         db.run(stream.table_ddl[db.dialect])

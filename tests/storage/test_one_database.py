@@ -8,6 +8,7 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -20,7 +21,7 @@ from state import SharedState
 from state.backends import SchemaNotReady, make_backend, parse_url
 from state.backends.migrations import PROFILES, STATE
 from state.backends.syncdb import lock_key
-from state.backends.url import is_postgres
+from state.backends.url import is_postgres, sqlite_path
 from state.traces import open_store
 from tests.storage.old_layout import old_profiles, old_state
 
@@ -247,3 +248,39 @@ async def test_the_backend_hands_out_its_alert_outbox(db_url: str) -> None:
     with pytest.raises(Exception, match=r"(?i)closed"):  # no connection of its own
         await store.counts()
 
+
+
+def test_first_opens_of_a_new_sqlite_state_file_race_without_an_error(tmp_path: Path) -> None:
+    """Eight openers of a new state file at once, twenty times: each sets the file up or
+    finds it set up. (Setting WAL mode while another opener changes the journal mode is
+    "database is locked" at once, without SQLite's busy handler: tried again until the
+    lock timeout, ``state.backends.syncdb.file_pragma``.)"""
+    for round_ in range(20):
+        url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
+        start = threading.Barrier(8)
+        errors: list[BaseException] = []
+
+        def open_one(url: str = url, start: threading.Barrier = start,
+                     errors: list[BaseException] = errors) -> None:
+            async def setup() -> None:
+                backend = make_backend(url)
+                try:
+                    await backend.setup()
+                finally:
+                    await backend.aclose()
+            start.wait()
+            try:
+                asyncio.run(setup())
+            except BaseException as exc:
+                errors.append(exc)
+
+        threads = [threading.Thread(target=open_one) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(timeout=120)
+        assert errors == [], f"round {round_}"
+        with sqlite3.connect(sqlite_path(url)) as conn:
+            assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
+            versions = [v for (v,) in conn.execute("SELECT version FROM bga_migrations")]
+        assert sorted(versions) == list(range(1, STATE.latest("sqlite") + 1))
