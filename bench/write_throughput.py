@@ -16,10 +16,17 @@ Rows:
       they returned futures (``gather`` wraps each coroutine in a task, not a future)
 
 A last table sets ours next to the floors: calls in flight against raw ``executemany``
-(target: within 5x) and one await at a time against one commit per row (within 2x).
+(SQLite) or ``COPY`` (PostgreSQL) committing as many rows a transaction as are in flight
+(target: within 5x), and one await at a time against one commit per row (within 2x). Both
+sides start from data in memory: the floors from the rows' tuples, ours from the metrics as
+dicts, which each call validates, encodes, queues and commits (``(b) ... made beforehand``);
+the floors of all rows in one transaction are shown next to them. These pairs are measured
+``--rounds`` times, ours and its floor one after the other, and compared by their medians:
+the machine's speed drifts between seconds here, and a single run compares two moments.
 
-API figures include building and validating each ``PerformanceMetric`` (the caller's cost)
-and count an event only once its call returned, i.e. once it is committed.
+Other API rows include building and validating each ``PerformanceMetric`` (the caller's
+cost) in the timed loop. Every API figure counts an event only once its call returned, i.e.
+once it is committed.
 
     .venv/bin/python bench/write_throughput.py            # defaults finish in ~3 minutes
     .venv/bin/python bench/write_throughput.py --pg-url postgresql://postgres@127.0.0.1/test
@@ -100,23 +107,41 @@ async def api_sequential(url: str, n: int, label: str = "") -> Row:
                target=None if label else TARGET, gc_s=g.total, note="one group commit per event")
 
 
+def metric_dicts(n: int) -> list[dict[str, Any]]:
+    """The metrics of ``metric(i)`` as the plain dicts a caller may hold."""
+    out = []
+    for i in range(n):
+        agent, name = SERIES[i % len(SERIES)]
+        out.append({"source_agent": agent, "name": name, "value": (i % 1000) + 0.5,
+                    "unit": "ms"})
+    return out
+
+
 async def api_concurrent(url: str, n: int, chunk: int, *, freeze: bool = False,
-                         label: str = "") -> Row:
+                         label: str = "", beforehand: bool = False) -> Row:
     async with SharedState.open(url, producer="bench-gather") as shared:
         await warm(shared)
+        made = metric_dicts(n) if beforehand else []
+        add = shared.add_performance_metric
         gc.collect()
         if freeze:  # move everything allocated so far out of the collector's sight
             gc.freeze()
         try:
             with GcTimer() as g:
                 t0 = time.perf_counter()
-                await gather_chunks(shared, n, chunk)
+                if beforehand:
+                    for start in range(0, n, chunk):
+                        await asyncio.gather(*(add(m) for m in made[start:start + chunk]))
+                else:
+                    await gather_chunks(shared, n, chunk)
                 dt = time.perf_counter() - t0
         finally:
             if freeze:
                 gc.unfreeze()
         pending = await shared.backend.pending_count()
     mode = f"{label}(b) concurrent: gather, {chunk:,} calls in flight"
+    if beforehand:
+        mode = f"{label}(b) {chunk:,} in flight, metrics made beforehand (dicts)"
     if freeze:
         mode = f"(b) same, {chunk:,} in flight, app called gc.freeze()"
     return Row(mode, n, dt, target=None if label else TARGET, gc_s=g.total,
@@ -259,7 +284,7 @@ def _raw_connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def raw_sqlite(path: Path, n: int, n_per_row: int) -> list[Row]:
+def raw_sqlite(path: Path, n: int, n_per_row: int, chunk: int) -> list[Row]:
     rows = _raw_rows(n)
     conn = _raw_connect(path)
     out = []
@@ -279,6 +304,9 @@ def raw_sqlite(path: Path, n: int, n_per_row: int) -> list[Row]:
         label = ("(f) raw SQLite executemany, plain table" if name == "plain"
                  else "(f') raw executemany, inbox-shaped table")
         out.append(Row(label, n, dt, note="one transaction, WAL, synchronous=NORMAL"))
+    conn.close()
+    out.append(raw_sqlite_chunked(path.with_name(path.stem + "-chunked.db"), rows, chunk))
+    conn = _raw_connect(path)
     conn.execute("CREATE TABLE per_row (stream_id INTEGER, seq INTEGER, kind TEXT, payload BLOB)")
     t0 = time.perf_counter()
     for row in rows[:n_per_row]:
@@ -296,10 +324,31 @@ def raw_sqlite(path: Path, n: int, n_per_row: int) -> list[Row]:
     return out
 
 
+INBOX_DDL = ("CREATE TABLE inbox (stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT "
+             "NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (stream_id, seq)) WITHOUT ROWID")
+
+
+def raw_sqlite_chunked(path: Path, rows: list[tuple[int, int, str, bytes]], chunk: int) -> Row:
+    """The floor of ``chunk`` calls in flight: ``executemany`` of ``chunk`` rows a
+    transaction into an inbox-shaped table (each commit is what a gather of that many waits
+    for)."""
+    conn = _raw_connect(path)
+    conn.execute(INBOX_DDL)
+    t0 = time.perf_counter()
+    for start in range(0, len(rows), chunk):
+        conn.execute("BEGIN")
+        conn.executemany("INSERT INTO inbox VALUES (?, ?, ?, ?)", rows[start:start + chunk])
+        conn.execute("COMMIT")
+    dt = time.perf_counter() - t0
+    conn.close()
+    return Row(f"(f) raw executemany, inbox-shaped, {chunk:,} rows a transaction", len(rows), dt,
+               note="WAL, synchronous=NORMAL")
+
+
 # -- (g): PostgreSQL ----------------------------------------------------------------------------
 
 
-def raw_postgres(url: str, n: int, n_per_row: int) -> list[Row]:
+def raw_postgres(url: str, n: int, n_per_row: int, chunk: int) -> list[Row]:
     """The floors on PostgreSQL: rows into an inbox-shaped table in one transaction
     (``executemany``, then ``COPY``), and one autocommit ``INSERT`` per row."""
     import psycopg
@@ -307,7 +356,7 @@ def raw_postgres(url: str, n: int, n_per_row: int) -> list[Row]:
     rows = _raw_rows(n)
     out = []
     with psycopg.connect(url, autocommit=True) as conn:
-        for name in ("many", "copy", "per_row"):
+        for name in ("many", "copy", "per_row", "chunked"):
             conn.execute(f"CREATE TABLE raw_{name} (stream_id BIGINT NOT NULL, seq BIGINT NOT "
                          "NULL, kind TEXT NOT NULL, payload BYTEA NOT NULL, "
                          "PRIMARY KEY (stream_id, seq))")
@@ -324,6 +373,14 @@ def raw_postgres(url: str, n: int, n_per_row: int) -> list[Row]:
         out.append(Row("(g) raw PostgreSQL COPY, one transaction", n, time.perf_counter() - t0,
                        note="what our append uses for a batch"))
         t0 = time.perf_counter()
+        for start in range(0, n, chunk):
+            with conn.transaction(), conn.cursor() as cur, \
+                    cur.copy("COPY raw_chunked FROM STDIN") as copy:
+                for row in rows[start:start + chunk]:
+                    copy.write_row(row)
+        out.append(Row(f"(g) raw PostgreSQL COPY, {chunk:,} rows a transaction", n,
+                       time.perf_counter() - t0, note="a commit per gather's worth"))
+        t0 = time.perf_counter()
         for row in rows[:n_per_row]:
             conn.execute("INSERT INTO raw_per_row VALUES (%s, %s, %s, %s)", row)
         out.append(Row("(g) raw PostgreSQL, one commit per row", n_per_row,
@@ -331,43 +388,71 @@ def raw_postgres(url: str, n: int, n_per_row: int) -> list[Row]:
     return out
 
 
-def postgres_rows(pg_url: str, args: Any) -> list[Row]:
+def postgres_compared(pg_url: str, args: Any) -> list[Row]:
+    """One round of the PostgreSQL pairs: (a) and (b) with metrics made beforehand, and the
+    raw floors, each on a fresh schema."""
+    chunk = min(args.chunks)
     out = []
     with postgres_schema(pg_url) as url:
         out.append(asyncio.run(api_sequential(url, args.pg_seq, label="PG ")))
     with postgres_schema(pg_url) as url:
-        out.append(asyncio.run(api_concurrent(url, args.pg_concurrent, min(args.chunks),
-                                              label="PG ")))
+        out.append(asyncio.run(api_concurrent(url, args.pg_concurrent, chunk, label="PG ",
+                                              beforehand=True)))
     with postgres_schema(pg_url) as url:
-        out.extend(raw_postgres(url, args.pg_raw, args.pg_raw_per_row))
+        out.extend(raw_postgres(url, args.pg_raw, args.pg_raw_per_row, chunk))
     return out
 
 
-def versus(rows: list[Row]) -> list[list[Any]]:
+def medians(rounds: list[list[Row]]) -> list[Row]:
+    """Per mode, the round with the median rate (its note says the range over the rounds)."""
+    by: dict[str, list[Row]] = {}
+    for round_rows in rounds:
+        for row in round_rows:
+            by.setdefault(row.mode, []).append(row)
+    out = []
+    for group in by.values():
+        group.sort(key=lambda r: rate(r.events, r.seconds))
+        mid = group[(len(group) - 1) // 2]
+        if len(group) > 1:
+            lo, hi = (rate(r.events, r.seconds) for r in (group[0], group[-1]))
+            mid.note = f"median of {len(group)} rounds ({lo:,.0f}-{hi:,.0f}/s); {mid.note}"
+        out.append(mid)
+    return out
+
+
+def versus(rows: list[Row], chunk: int) -> list[list[Any]]:
     """Ours next to its floor, same run: (ours, floor, how many times slower, target)."""
     by = {r.mode: rate(r.events, r.seconds) for r in rows}
 
-    def pick(prefix: str) -> float | None:  # the best row of that kind (floors: the highest)
+    def pick(prefix: str) -> float | None:
         return max((v for k, v in by.items() if k.startswith(prefix)), default=None)
 
+    made = f"(b) {chunk:,} in flight, metrics made beforehand"
     out = []
     for label, ours, floor, limit in (
-        ("SQLite, calls in flight vs raw executemany", "(b) concurrent",
-         "(f", 5),
+        (f"SQLite, {chunk:,} calls in flight vs raw executemany, {chunk:,} rows a transaction",
+         made, f"(f) raw executemany, inbox-shaped, {chunk:,}", 5),
+        ("  the same vs raw executemany of all rows in one transaction", made,
+         "(f') raw executemany, inbox-shaped table", None),
+        ("  calls building each PerformanceMetric in the loop, vs the same floor",
+         "(b) concurrent", f"(f) raw executemany, inbox-shaped, {chunk:,}", None),
         ("SQLite, one await at a time vs one commit per row", "(a) sequential",
          "(f'') raw SQLite", 2),
-        ("PostgreSQL, calls in flight vs raw COPY", "PG (b)", "(g) raw PostgreSQL COPY", 5),
+        (f"PostgreSQL, {chunk:,} calls in flight vs raw COPY, {chunk:,} rows a transaction",
+         "PG " + made, f"(g) raw PostgreSQL COPY, {chunk:,}", 5),
+        ("  the same vs raw COPY of all rows in one transaction", "PG " + made,
+         "(g) raw PostgreSQL COPY, one transaction", None),
         ("PostgreSQL, one await at a time vs one commit per row", "PG (a)",
          "(g) raw PostgreSQL, one commit", 2),
         ("a gather of coroutines vs SQLite raw executemany (no write)", "(ref) gather of",
-         "(f", 5),
+         f"(f) raw executemany, inbox-shaped, {chunk:,}", None),
     ):
         a, b = pick(ours), pick(floor)
         if a is None or b is None:
             continue
         times = b / a
-        out.append([label, a, b, f"{times:.1f}x", f"<= {limit}x",
-                    "yes" if times <= limit else "MISS"])
+        out.append([label, a, b, f"{times:.1f}x", f"<= {limit}x" if limit else "—",
+                    ("yes" if times <= limit else "MISS") if limit else ""])
     return out
 
 
@@ -400,18 +485,31 @@ def main(argv: list[str] | None = None) -> None:
                    help="rows for PostgreSQL one-commit-per-row")
     p.add_argument("--no-postgres", dest="postgres", action="store_false",
                    help="SQLite only")
+    p.add_argument("--rounds", type=int, default=3,
+                   help="rounds of the compared pairs (ours, then its floor); medians compared")
     args = p.parse_args(argv)
     load_before = machine()
     random.seed(args.seed)
 
+    chunk = min(args.chunks)
+    rounds: list[list[Row]] = []
     rows: list[Row] = []
     with temp_dir(args.dir) as tmp:
         def url(name: str) -> str:
             return sqlite_url(tmp / f"{name}.db")
 
-        rows.append(asyncio.run(api_sequential(url("seq"), args.seq)))
-        for chunk in args.chunks:
-            rows.append(asyncio.run(api_concurrent(url(f"gather{chunk}"), args.concurrent, chunk)))
+        postgres = args.postgres and "postgresql" in backends(args.pg_url)
+        for r in range(args.rounds):  # the compared pairs, ours next to its floor each round
+            one = [asyncio.run(api_sequential(url(f"seq{r}"), args.seq)),
+                   asyncio.run(api_concurrent(url(f"made{r}"), args.concurrent, chunk,
+                                              beforehand=True))]
+            one.extend(raw_sqlite(tmp / f"raw{r}.db", args.raw, args.raw_per_row, chunk))
+            if postgres:
+                one.extend(postgres_compared(args.pg_url, args))
+            rounds.append(one)
+        rows.extend(medians(rounds))
+        for c in args.chunks:
+            rows.append(asyncio.run(api_concurrent(url(f"gather{c}"), args.concurrent, c)))
         if args.freeze_row:
             rows.append(asyncio.run(api_concurrent(url("gather-frozen"), args.concurrent,
                                                    max(args.chunks), freeze=True)))
@@ -423,11 +521,11 @@ def main(argv: list[str] | None = None) -> None:
         if args.naive > 0:
             rows.append(naive_langgraph(tmp / "naive.db", args.naive, tiny=False))
             rows.append(naive_langgraph(tmp / "naive_tiny.db", args.naive, tiny=True))
-        if args.raw > 0:
-            rows.extend(raw_sqlite(tmp / "raw.db", args.raw, args.raw_per_row))
-        rows.append(asyncio.run(asyncio_floor(args.concurrent, min(args.chunks))))
-        if args.postgres and "postgresql" in backends(args.pg_url):
-            rows.extend(postgres_rows(args.pg_url, args))
+        rows.append(asyncio.run(asyncio_floor(args.concurrent, chunk)))
+        if postgres:
+            with postgres_schema(args.pg_url) as pg:
+                rows.append(asyncio.run(api_concurrent(pg, args.pg_concurrent, chunk,
+                                                       label="PG ")))
 
     print_table(
         f"Write throughput, one run (at start: {load_before}; at end: {machine()})",
@@ -435,8 +533,10 @@ def main(argv: list[str] | None = None) -> None:
         [r.cells() for r in rows],
         plain=args.plain,
         notes=[
-            "API rows include building/validating each PerformanceMetric; a call counts once "
-            "it returned (its rows are committed).",
+            "API rows include building/validating each PerformanceMetric (rows 'made "
+            "beforehand': dicts made before the clock starts, validated by each call); a call "
+            "counts once it returned (its rows are committed).",
+            f"Compared pairs: medians of {args.rounds} rounds, ours and its floor in turn.",
             "GC time: share of the run spent in CPython's cyclic garbage collector.",
             f"target: >= {TARGET:,} events/s through the API from one process.",
             "PG rows: PostgreSQL at "
@@ -446,7 +546,7 @@ def main(argv: list[str] | None = None) -> None:
     print_table(
         f"Ours next to the floor, same run ({machine()})",
         ["what", "ours events/s", "floor rows/s", "floor / ours", "target", "meets"],
-        versus(rows), plain=args.plain,
+        versus(rows, chunk), plain=args.plain,
         notes=["The coroutines row: what a gather of coroutine calls in flight (a task "
                "each) costs on this interpreter and load, before validation or a write; "
                "the API's writes return futures, which gather takes as they are."],

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import time
 from collections.abc import AsyncIterator, Generator, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -198,12 +199,15 @@ class SharedState:
         backend can and nothing is queued or being written (``_commit_now``); the future is
         done once they are committed (or failed)."""
         loop = asyncio.get_running_loop()
-        future: asyncio.Future[None] = _Write(self, loop)
-        if self._commit_now(items, loop):
-            future.set_result(None)
-            return future
-        self._queue.append((items, future))
-        self._nudge()
+        queue = self._queue
+        if not queue and self._commit_now(items, loop):
+            done: asyncio.Future[None] = _Write(self, loop)
+            done.set_result(None)
+            return done
+        future: asyncio.Future[None] = asyncio.Future(loop=loop)  # awaiting it yields a turn
+        queue.append((items, future))
+        if self._wake is not None:
+            self._nudge()
         return future
 
     def _commit_now(self, items: list[_Item], loop: asyncio.AbstractEventLoop) -> bool:
@@ -283,12 +287,10 @@ class SharedState:
             error = CommitUnknown(f"the outcome of an earlier write to {self.backend.where} is "
                                   "still unknown (database unreachable); nothing written")
         else:
-            rows = []
-            seq = self._seq
-            for items, _ in batch:
-                for kind, payload in items:
-                    seq += 1
-                    rows.append((seq, kind, payload))
+            first = self._seq + 1
+            rows = [(seq, kind, payload) for seq, (kind, payload) in
+                    enumerate(itertools.chain.from_iterable(items for items, _ in batch), first)]
+            seq = first + len(rows) - 1
             try:
                 await self.backend.append(self._stream, rows)
                 self._seq = seq

@@ -61,17 +61,11 @@ def insight_id(insight_type: str, source_agent: str, basis: object) -> str:
     return f"ins_{digest.hexdigest()}"
 
 
-def _fields(field: str, data: Mapping[Any, Any]) -> dict[str, Any]:
-    if any(not isinstance(k, str) for k in data):
-        raise InvalidInput(field, "field names must be strings")
-    return dict(data)
-
-
 def metric(m: PerformanceMetric | Mapping[str, Any], now: float | None = None) -> Event:
-    if not isinstance(m, PerformanceMetric):
-        if not isinstance(m, Mapping):
+    if type(m) is not PerformanceMetric and not isinstance(m, PerformanceMetric):
+        if type(m) is not dict and not isinstance(m, Mapping):
             raise InvalidInput("metric", f"expected PerformanceMetric, got {type(m).__name__}")
-        m = PerformanceMetric.checked(**_fields("metric", m))
+        m = PerformanceMetric.from_mapping("metric", m)
     ts = m.timestamp if m.timestamp is not None else (now or time.time())
     payload: dict[str, Any] = {"s": m.series, "v": m.value, "t": ts}
     if m.unit:
@@ -155,7 +149,7 @@ def optimization(record: OptimizationRecord | Mapping[str, Any],
     if not isinstance(record, OptimizationRecord):
         if not isinstance(record, Mapping):
             raise InvalidInput("record", f"expected OptimizationRecord, got {type(record)}")
-        record = OptimizationRecord.checked(**_fields("record", record))
+        record = OptimizationRecord.from_mapping("record", record)
     payload = record.model_dump()
     payload["t"] = payload.pop("timestamp") or now or time.time()
     return KIND_OPTIMIZATION, payload

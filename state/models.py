@@ -10,6 +10,7 @@ import math
 import re
 import time
 import uuid
+from collections.abc import Mapping
 from typing import Any, Literal, Self
 
 import orjson
@@ -173,15 +174,31 @@ class _Record(BaseModel):
 
     @classmethod
     def checked(cls, **data: Any) -> Self:
+        """The record, or InvalidInput naming the first field that is wrong."""
         try:
             return cls(**data)
         except ValidationError as exc:
-            err = exc.errors()[0]
-            cause = (err.get("ctx") or {}).get("error")
-            if isinstance(cause, InvalidInput):  # a whole-record check names its own field
-                raise InvalidInput(cause.field, str(cause).partition(": ")[2]) from None
-            field = ".".join(str(p) for p in err["loc"]) or cls.__name__
-            raise InvalidInput(field, err["msg"]) from None
+            raise cls._invalid(exc) from None
+
+    @classmethod
+    def from_mapping(cls, what: str, data: Mapping[Any, Any]) -> Self:
+        """``checked`` for a mapping of the fields (a caller's dict), without unpacking it;
+        a field name that is not a string is named as the error of ``what``."""
+        try:
+            return cls.model_validate(data if type(data) is dict else dict(data))
+        except ValidationError as exc:
+            if any(not isinstance(k, str) for k in data):
+                raise InvalidInput(what, "field names must be strings") from None
+            raise cls._invalid(exc) from None
+
+    @classmethod
+    def _invalid(cls, exc: ValidationError) -> InvalidInput:
+        err = exc.errors()[0]
+        cause = (err.get("ctx") or {}).get("error")
+        if isinstance(cause, InvalidInput):  # a whole-record check names its own field
+            return InvalidInput(cause.field, str(cause).partition(": ")[2])
+        field = ".".join(str(p) for p in err["loc"]) or cls.__name__
+        return InvalidInput(field, err["msg"])
 
 
 class PerformanceMetric(_Record):

@@ -399,8 +399,8 @@ class PostgresBackend(Backend):
             async with self._conn() as conn:
                 await conn.execute(_APPEND_SQL, (stream, [r[0] for r in rows],
                                                  [r[1] for r in rows], [r[2] for r in rows],
-                                                 rows[-1][0], stream), prepare=False)
-            return  # not prepared: its text goes with each append (a proxy can see it commit)
+                                                 rows[-1][0], stream), prepare=True)
+            return  # prepared on each connection's first: one parse and plan, not one an append
         async with self._conn() as conn, conn.transaction(), conn.cursor() as cur:
             async with cur.copy("COPY bga_inbox (stream_id, seq, kind, payload) "
                                 "FROM STDIN") as copy:

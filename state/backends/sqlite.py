@@ -631,13 +631,15 @@ _CHECKPOINT = "checkpoint"  # the job that asks the thread for a passive WAL che
 
 
 def _commit(conn: sqlite3.Connection, stream: int, rows: Sequence[InboxWrite]) -> None:
+    # the stream id is our own integer, spelled into the statement (one cached statement per
+    # stream) so that the rows bind as they are, no tuple made per row
+    insert = f"INSERT INTO bga_inbox VALUES ({int(stream)}, ?, ?, ?)"
     if len(rows) == 1:  # autocommit: the statement is its own transaction (rolled back on error)
-        conn.execute("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)", (stream, *rows[0]))
+        conn.execute(insert, rows[0])
         return
     conn.execute("BEGIN IMMEDIATE")
     try:
-        conn.executemany("INSERT INTO bga_inbox VALUES (?, ?, ?, ?)",
-                         [(stream, seq, kind, payload) for seq, kind, payload in rows])
+        conn.executemany(insert, rows)
         conn.execute("COMMIT")
     except BaseException:
         if conn.in_transaction:  # disk full: SQLite has already rolled it back

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from urllib.parse import urlsplit, urlunsplit
 
 import pytest
@@ -22,6 +23,9 @@ from state import SharedState
 WRITES = 30
 CUT_AT = (5, 17)
 COMMITS = (b"COMMIT", b"INSERT INTO bga_inbox")  # what commits an append (see the docstring)
+# the one-statement append is prepared: after its Parse (text and name) the connection sends
+# only a Bind naming the statement, which commits it as well
+PREPARED_APPEND = re.compile(rb"P[\s\S]{4}([^\x00]+)\x00[^\x00]*INSERT INTO bga_inbox")
 
 
 class CommitCutter:
@@ -51,10 +55,16 @@ class CommitCutter:
     async def _client(self, c_reader: asyncio.StreamReader, c_writer: asyncio.StreamWriter):
         s_reader, s_writer = await asyncio.open_connection(*self.target)
         cut = asyncio.Event()
+        binds: list[re.Pattern[bytes]] = []  # of this connection's prepared append
+
+        def commits(chunk: bytes) -> bool:
+            binds.extend(re.compile(rb"B[\s\S]{4}\x00" + re.escape(name) + rb"\x00")
+                         for name in PREPARED_APPEND.findall(chunk))
+            return any(m in chunk for m in COMMITS) or any(b.search(chunk) for b in binds)
 
         async def upstream() -> None:
             while not cut.is_set() and (chunk := await c_reader.read(65536)):
-                if self.mode is not None and any(m in chunk for m in COMMITS):
+                if commits(chunk) and self.mode is not None:
                     mode, self.mode = self.mode, None
                     self.cuts += 1
                     if mode == "after_commit":

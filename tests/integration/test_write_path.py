@@ -175,15 +175,17 @@ def small_wal(monkeypatch: pytest.MonkeyPatch) -> None:
 async def test_the_wal_stays_bounded_however_long_one_await_at_a_time_goes_on(
     sqlite_url: str,
 ) -> None:
-    """Inline commits never checkpoint; the thread's passive checkpoints race a writer that
-    never pauses and cannot start the WAL again, so once it is long one append goes to the
-    thread, which checkpoints with nothing racing it: the WAL is reused from its start."""
+    """Inline commits never checkpoint; the thread checkpoints after every 100 of them. A
+    checkpoint either copies all of the WAL (then the next write starts it again) or, raced
+    by writes, finds it over the limit: then the next append goes to the thread, which
+    checkpoints with nothing racing it (``test_a_reader_holding_the_wal...`` makes that
+    happen every time). Either way the WAL stays bounded."""
     async with SharedState.open(sqlite_url, producer="w") as shared:
         await shared.add_performance_metric(metric(0))
         appender = shared.backend._appender
         assert appender is not None
         await write_one_at_a_time(shared, 30, start=1)
-        assert appender.restarts >= 3  # the WAL was started again, again and again
+        assert appender.checkpoints >= 30
         assert appender.inline_commits >= 3000 - appender.restarts  # the rest: inline
         # a commit writes at least one frame (a page and a 24-byte header): 3,000 of them in
         # a WAL never started again take 3,000 frames; a restart comes at most two rounds
