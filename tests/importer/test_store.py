@@ -4,7 +4,6 @@ can race on."""
 from __future__ import annotations
 
 import sqlite3
-import threading
 from pathlib import Path
 
 import pytest
@@ -12,6 +11,7 @@ import pytest
 from nodes.profile_import.store import ProfileStore, profiles_location
 from state.backends.migrations import PROFILES, SchemaNotReady
 from state.backends.syncdb import PostgresSyncDb, open_profiles
+from tests.threads import at_once
 
 
 def test_locations_per_backend() -> None:
@@ -33,27 +33,7 @@ def test_concurrent_first_opens_set_up_the_schema_once(process_db_url: str) -> N
     """Eight connections open a fresh database at the same moment: none fails, the
     migrations are recorded once, and the tables work."""
     location = profiles_location(process_db_url)
-    start = threading.Barrier(8)
-    errors: list[BaseException] = []
-    stores: list[ProfileStore] = []
-    lock = threading.Lock()
-
-    def open_one() -> None:
-        start.wait()
-        try:
-            store = ProfileStore.open(location)
-        except BaseException as exc:
-            with lock:
-                errors.append(exc)
-            return
-        with lock:
-            stores.append(store)
-
-    threads = [threading.Thread(target=open_one) for _ in range(8)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join(timeout=120)
+    stores, errors = at_once(lambda: ProfileStore.open(location))
     try:
         assert errors == [] and len(stores) == 8
         versions = [r["version"] for r in stores[0].db.all(

@@ -8,7 +8,6 @@ import asyncio
 import sqlite3
 import subprocess
 import sys
-import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,6 +23,7 @@ from state.backends.syncdb import lock_key
 from state.backends.url import is_postgres, sqlite_path
 from state.traces import open_store
 from tests.storage.old_layout import old_profiles, old_state
+from tests.threads import at_once
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -257,28 +257,15 @@ def test_first_opens_of_a_new_sqlite_state_file_race_without_an_error(tmp_path: 
     lock timeout, ``state.backends.syncdb.file_pragma``.)"""
     for round_ in range(20):
         url = f"sqlite:///{tmp_path / f'race{round_}.db'}"
-        start = threading.Barrier(8)
-        errors: list[BaseException] = []
 
-        def open_one(url: str = url, start: threading.Barrier = start,
-                     errors: list[BaseException] = errors) -> None:
-            async def setup() -> None:
-                backend = make_backend(url)
-                try:
-                    await backend.setup()
-                finally:
-                    await backend.aclose()
-            start.wait()
+        async def setup(url: str = url) -> None:
+            backend = make_backend(url)
             try:
-                asyncio.run(setup())
-            except BaseException as exc:
-                errors.append(exc)
+                await backend.setup()
+            finally:
+                await backend.aclose()
 
-        threads = [threading.Thread(target=open_one) for _ in range(8)]
-        for t in threads:
-            t.start()
-        for t in threads:
-            t.join(timeout=120)
+        _, errors = at_once(lambda setup=setup: asyncio.run(setup()))
         assert errors == [], f"round {round_}"
         with sqlite3.connect(sqlite_path(url)) as conn:
             assert conn.execute("PRAGMA journal_mode").fetchone() == ("wal",)
