@@ -21,8 +21,9 @@ A last table sets ours next to the floors: calls in flight against raw ``execute
 sides start from data in memory: the floors from the rows' tuples, ours from the metrics as
 dicts, which each call validates, encodes, queues and commits (``(b) ... made beforehand``);
 the floors of all rows in one transaction are shown next to them. These pairs are measured
-``--rounds`` times, ours and its floor one after the other, and compared by their medians:
-the machine's speed drifts between seconds here, and a single run compares two moments.
+``--rounds`` times, each of ours right before its floor, and compared by the median of the
+rounds' ratios: the machine's speed drifts within seconds here, and one run of each compares
+two moments.
 
 Other API rows include building and validating each ``PerformanceMetric`` (the caller's
 cost) in the timed loop. Every API figure counts an event only once its call returned, i.e.
@@ -40,7 +41,9 @@ import gc
 import operator
 import random
 import sqlite3
+import statistics
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Annotated, Any, TypedDict
 
@@ -284,15 +287,18 @@ def _raw_connect(path: Path) -> sqlite3.Connection:
     return conn
 
 
-def raw_sqlite(path: Path, n: int, n_per_row: int, chunk: int) -> list[Row]:
+INBOX_DDL = ("CREATE TABLE {name} (stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT "
+             "NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (stream_id, seq)) WITHOUT ROWID")
+
+
+def raw_sqlite_one_transaction(path: Path, n: int) -> list[Row]:
+    """The rows in one transaction: into a plain table and into an inbox-shaped one."""
     rows = _raw_rows(n)
     conn = _raw_connect(path)
     out = []
     tables = (
         ("plain", "CREATE TABLE plain (stream_id INTEGER, seq INTEGER, kind TEXT, payload BLOB)"),
-        ("inbox", "CREATE TABLE inbox (stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, "
-                  "kind TEXT NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (stream_id, seq)) "
-                  "WITHOUT ROWID"),
+        ("inbox", INBOX_DDL.format(name="inbox")),
     )
     for name, ddl in tables:
         conn.execute(ddl)
@@ -305,35 +311,16 @@ def raw_sqlite(path: Path, n: int, n_per_row: int, chunk: int) -> list[Row]:
                  else "(f') raw executemany, inbox-shaped table")
         out.append(Row(label, n, dt, note="one transaction, WAL, synchronous=NORMAL"))
     conn.close()
-    out.append(raw_sqlite_chunked(path.with_name(path.stem + "-chunked.db"), rows, chunk))
-    conn = _raw_connect(path)
-    conn.execute("CREATE TABLE per_row (stream_id INTEGER, seq INTEGER, kind TEXT, payload BLOB)")
-    t0 = time.perf_counter()
-    for row in rows[:n_per_row]:
-        conn.execute("INSERT INTO per_row VALUES (?, ?, ?, ?)", row)  # autocommit: 1 tx per row
-    dt = time.perf_counter() - t0
-    out.append(Row("(f'') raw SQLite, one commit per row", n_per_row, dt,
-                   note="WAL, synchronous=NORMAL"))
-    conn.execute("PRAGMA synchronous=FULL")  # what surviving a power loss would cost
-    t0 = time.perf_counter()
-    for row in rows[:n_per_row // 10]:
-        conn.execute("INSERT INTO per_row VALUES (?, ?, ?, ?)", row)
-    out.append(Row("(ref) raw SQLite, one commit per row, synchronous=FULL", n_per_row // 10,
-                   time.perf_counter() - t0, note="an fsync per commit: survives power loss"))
-    conn.close()
     return out
 
 
-INBOX_DDL = ("CREATE TABLE inbox (stream_id INTEGER NOT NULL, seq INTEGER NOT NULL, kind TEXT "
-             "NOT NULL, payload BLOB NOT NULL, PRIMARY KEY (stream_id, seq)) WITHOUT ROWID")
-
-
-def raw_sqlite_chunked(path: Path, rows: list[tuple[int, int, str, bytes]], chunk: int) -> Row:
+def raw_sqlite_chunked(path: Path, n: int, chunk: int) -> Row:
     """The floor of ``chunk`` calls in flight: ``executemany`` of ``chunk`` rows a
     transaction into an inbox-shaped table (each commit is what a gather of that many waits
     for)."""
+    rows = _raw_rows(n)
     conn = _raw_connect(path)
-    conn.execute(INBOX_DDL)
+    conn.execute(INBOX_DDL.format(name="inbox"))
     t0 = time.perf_counter()
     for start in range(0, len(rows), chunk):
         conn.execute("BEGIN")
@@ -345,61 +332,98 @@ def raw_sqlite_chunked(path: Path, rows: list[tuple[int, int, str, bytes]], chun
                note="WAL, synchronous=NORMAL")
 
 
+def raw_sqlite_per_row(path: Path, n: int) -> list[Row]:
+    """One autocommit ``INSERT`` per row, with ``synchronous=NORMAL`` and (a tenth) FULL."""
+    rows = _raw_rows(n)
+    conn = _raw_connect(path)
+    conn.execute("CREATE TABLE per_row (stream_id INTEGER, seq INTEGER, kind TEXT, payload BLOB)")
+    t0 = time.perf_counter()
+    for row in rows:
+        conn.execute("INSERT INTO per_row VALUES (?, ?, ?, ?)", row)  # autocommit: 1 tx per row
+    out = [Row("(f'') raw SQLite, one commit per row", n, time.perf_counter() - t0,
+               note="WAL, synchronous=NORMAL")]
+    conn.execute("PRAGMA synchronous=FULL")  # what surviving a power loss would cost
+    t0 = time.perf_counter()
+    for row in rows[:n // 10]:
+        conn.execute("INSERT INTO per_row VALUES (?, ?, ?, ?)", row)
+    out.append(Row("(ref) raw SQLite, one commit per row, synchronous=FULL", n // 10,
+                   time.perf_counter() - t0, note="an fsync per commit: survives power loss"))
+    conn.close()
+    return out
+
+
 # -- (g): PostgreSQL ----------------------------------------------------------------------------
 
+PG_TABLE = ("CREATE TABLE {name} (stream_id BIGINT NOT NULL, seq BIGINT NOT NULL, kind TEXT NOT "
+            "NULL, payload BYTEA NOT NULL, PRIMARY KEY (stream_id, seq))")
 
-def raw_postgres(url: str, n: int, n_per_row: int, chunk: int) -> list[Row]:
-    """The floors on PostgreSQL: rows into an inbox-shaped table in one transaction
-    (``executemany``, then ``COPY``), and one autocommit ``INSERT`` per row."""
+
+def raw_postgres(url: str, what: str, n: int, chunk: int = 0) -> list[Row]:
+    """The floors on PostgreSQL, into inbox-shaped tables: ``what`` is ``per_row`` (one
+    autocommit ``INSERT`` a row), ``chunked`` (``COPY`` of ``chunk`` rows a transaction) or
+    ``one`` (all rows in one transaction, by ``executemany`` and by ``COPY``)."""
     import psycopg
 
     rows = _raw_rows(n)
     out = []
     with psycopg.connect(url, autocommit=True) as conn:
-        for name in ("many", "copy", "per_row", "chunked"):
-            conn.execute(f"CREATE TABLE raw_{name} (stream_id BIGINT NOT NULL, seq BIGINT NOT "
-                         "NULL, kind TEXT NOT NULL, payload BYTEA NOT NULL, "
-                         "PRIMARY KEY (stream_id, seq))")
-        t0 = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur:
-            cur.executemany("INSERT INTO raw_many VALUES (%s, %s, %s, %s)", rows)
-        out.append(Row("(g) raw PostgreSQL executemany, one transaction", n,
-                       time.perf_counter() - t0, note="inbox-shaped table"))
-        t0 = time.perf_counter()
-        with conn.transaction(), conn.cursor() as cur, \
-                cur.copy("COPY raw_copy FROM STDIN") as copy:
+        if what == "per_row":
+            conn.execute(PG_TABLE.format(name="raw_per_row"))
+            t0 = time.perf_counter()
             for row in rows:
-                copy.write_row(row)
-        out.append(Row("(g) raw PostgreSQL COPY, one transaction", n, time.perf_counter() - t0,
-                       note="what our append uses for a batch"))
-        t0 = time.perf_counter()
-        for start in range(0, n, chunk):
+                conn.execute("INSERT INTO raw_per_row VALUES (%s, %s, %s, %s)", row)
+            out.append(Row("(g) raw PostgreSQL, one commit per row", n,
+                           time.perf_counter() - t0, note="autocommit INSERT, server defaults"))
+        elif what == "chunked":
+            conn.execute(PG_TABLE.format(name="raw_chunked"))
+            t0 = time.perf_counter()
+            for start in range(0, n, chunk):
+                with conn.transaction(), conn.cursor() as cur, \
+                        cur.copy("COPY raw_chunked FROM STDIN") as copy:
+                    for row in rows[start:start + chunk]:
+                        copy.write_row(row)
+            out.append(Row(f"(g) raw PostgreSQL COPY, {chunk:,} rows a transaction", n,
+                           time.perf_counter() - t0, note="a commit per gather's worth"))
+        else:
+            for name in ("raw_many", "raw_copy"):
+                conn.execute(PG_TABLE.format(name=name))
+            t0 = time.perf_counter()
+            with conn.transaction(), conn.cursor() as cur:
+                cur.executemany("INSERT INTO raw_many VALUES (%s, %s, %s, %s)", rows)
+            out.append(Row("(g) raw PostgreSQL executemany, one transaction", n,
+                           time.perf_counter() - t0, note="inbox-shaped table"))
+            t0 = time.perf_counter()
             with conn.transaction(), conn.cursor() as cur, \
-                    cur.copy("COPY raw_chunked FROM STDIN") as copy:
-                for row in rows[start:start + chunk]:
+                    cur.copy("COPY raw_copy FROM STDIN") as copy:
+                for row in rows:
                     copy.write_row(row)
-        out.append(Row(f"(g) raw PostgreSQL COPY, {chunk:,} rows a transaction", n,
-                       time.perf_counter() - t0, note="a commit per gather's worth"))
-        t0 = time.perf_counter()
-        for row in rows[:n_per_row]:
-            conn.execute("INSERT INTO raw_per_row VALUES (%s, %s, %s, %s)", row)
-        out.append(Row("(g) raw PostgreSQL, one commit per row", n_per_row,
-                       time.perf_counter() - t0, note="autocommit INSERT, server defaults"))
+            out.append(Row("(g) raw PostgreSQL COPY, one transaction", n,
+                           time.perf_counter() - t0, note="what our append uses for a batch"))
     return out
 
 
-def postgres_compared(pg_url: str, args: Any) -> list[Row]:
-    """One round of the PostgreSQL pairs: (a) and (b) with metrics made beforehand, and the
-    raw floors, each on a fresh schema."""
+def one_round(tmp: Path, r: int, args: Any, postgres: bool) -> list[Row]:
+    """The compared pairs, each of ours right before its floor (the machine's speed drifts
+    within seconds); SQLite files under ``tmp``, PostgreSQL on fresh schemas."""
     chunk = min(args.chunks)
-    out = []
-    with postgres_schema(pg_url) as url:
-        out.append(asyncio.run(api_sequential(url, args.pg_seq, label="PG ")))
-    with postgres_schema(pg_url) as url:
-        out.append(asyncio.run(api_concurrent(url, args.pg_concurrent, chunk, label="PG ",
-                                              beforehand=True)))
-    with postgres_schema(pg_url) as url:
-        out.extend(raw_postgres(url, args.pg_raw, args.pg_raw_per_row, chunk))
+    out = [asyncio.run(api_sequential(sqlite_url(tmp / f"seq{r}.db"), args.seq))]
+    out.extend(raw_sqlite_per_row(tmp / f"per_row{r}.db", args.raw_per_row))
+    out.append(asyncio.run(api_concurrent(sqlite_url(tmp / f"made{r}.db"), args.concurrent,
+                                          chunk, beforehand=True)))
+    out.append(raw_sqlite_chunked(tmp / f"chunked{r}.db", args.raw, chunk))
+    out.extend(raw_sqlite_one_transaction(tmp / f"one{r}.db", args.raw))
+    if postgres:
+        steps: list[Callable[[str], list[Row]]] = [
+            lambda url: [asyncio.run(api_sequential(url, args.pg_seq, label="PG "))],
+            lambda url: raw_postgres(url, "per_row", args.pg_raw_per_row),
+            lambda url: [asyncio.run(api_concurrent(url, args.pg_concurrent, chunk,
+                                                    label="PG ", beforehand=True))],
+            lambda url: raw_postgres(url, "chunked", args.pg_raw, chunk),
+            lambda url: raw_postgres(url, "one", args.pg_raw),
+        ]
+        for step in steps:
+            with postgres_schema(args.pg_url) as url:
+                out.extend(step(url))
     return out
 
 
@@ -420,13 +444,14 @@ def medians(rounds: list[list[Row]]) -> list[Row]:
     return out
 
 
-def versus(rows: list[Row], chunk: int) -> list[list[Any]]:
-    """Ours next to its floor, same run: (ours, floor, how many times slower, target)."""
-    by = {r.mode: rate(r.events, r.seconds) for r in rows}
+def _pick(rows: list[Row], prefix: str) -> float | None:
+    return max((rate(r.events, r.seconds) for r in rows if r.mode.startswith(prefix)),
+               default=None)
 
-    def pick(prefix: str) -> float | None:
-        return max((v for k, v in by.items() if k.startswith(prefix)), default=None)
 
+def versus(rows: list[Row], rounds: list[list[Row]], chunk: int) -> list[list[Any]]:
+    """Ours next to its floor: the median over the rounds of floor / ours within a round (a
+    pair measured seconds apart), with their range; pairs not in the rounds from ``rows``."""
     made = f"(b) {chunk:,} in flight, metrics made beforehand"
     out = []
     for label, ours, floor, limit in (
@@ -447,11 +472,20 @@ def versus(rows: list[Row], chunk: int) -> list[list[Any]]:
         ("a gather of coroutines vs SQLite raw executemany (no write)", "(ref) gather of",
          f"(f) raw executemany, inbox-shaped, {chunk:,}", None),
     ):
-        a, b = pick(ours), pick(floor)
-        if a is None or b is None:
+        ratios = [b / a for a, b in ((_pick(one, ours), _pick(one, floor)) for one in rounds)
+                  if a is not None and b is not None]
+        a, b = _pick(rows, ours), _pick(rows, floor)
+        if not ratios and (a is None or b is None):
             continue
-        times = b / a
-        out.append([label, a, b, f"{times:.1f}x", f"<= {limit}x" if limit else "—",
+        if ratios:
+            times = statistics.median(ratios)
+            spread = (f"{times:.1f}x ({min(ratios):.1f}-{max(ratios):.1f}x over "
+                      f"{len(ratios)} rounds)")
+        else:
+            assert a is not None and b is not None
+            times = b / a
+            spread = f"{times:.1f}x"
+        out.append([label, a, b, spread, f"<= {limit}x" if limit else "—",
                     ("yes" if times <= limit else "MISS") if limit else ""])
     return out
 
@@ -485,8 +519,9 @@ def main(argv: list[str] | None = None) -> None:
                    help="rows for PostgreSQL one-commit-per-row")
     p.add_argument("--no-postgres", dest="postgres", action="store_false",
                    help="SQLite only")
-    p.add_argument("--rounds", type=int, default=3,
-                   help="rounds of the compared pairs (ours, then its floor); medians compared")
+    p.add_argument("--rounds", type=int, default=5,
+                   help="rounds of the compared pairs (ours, then its floor); the median of "
+                        "the rounds' ratios is compared")
     args = p.parse_args(argv)
     load_before = machine()
     random.seed(args.seed)
@@ -499,14 +534,8 @@ def main(argv: list[str] | None = None) -> None:
             return sqlite_url(tmp / f"{name}.db")
 
         postgres = args.postgres and "postgresql" in backends(args.pg_url)
-        for r in range(args.rounds):  # the compared pairs, ours next to its floor each round
-            one = [asyncio.run(api_sequential(url(f"seq{r}"), args.seq)),
-                   asyncio.run(api_concurrent(url(f"made{r}"), args.concurrent, chunk,
-                                              beforehand=True))]
-            one.extend(raw_sqlite(tmp / f"raw{r}.db", args.raw, args.raw_per_row, chunk))
-            if postgres:
-                one.extend(postgres_compared(args.pg_url, args))
-            rounds.append(one)
+        for r in range(args.rounds):  # the compared pairs, ours next to its floor
+            rounds.append(one_round(tmp, r, args, postgres))
         rows.extend(medians(rounds))
         for c in args.chunks:
             rows.append(asyncio.run(api_concurrent(url(f"gather{c}"), args.concurrent, c)))
@@ -536,7 +565,8 @@ def main(argv: list[str] | None = None) -> None:
             "API rows include building/validating each PerformanceMetric (rows 'made "
             "beforehand': dicts made before the clock starts, validated by each call); a call "
             "counts once it returned (its rows are committed).",
-            f"Compared pairs: medians of {args.rounds} rounds, ours and its floor in turn.",
+            f"Compared pairs: {args.rounds} rounds, each of ours right before its floor; rows "
+            "show the median round, the last table the median of the rounds' ratios.",
             "GC time: share of the run spent in CPython's cyclic garbage collector.",
             f"target: >= {TARGET:,} events/s through the API from one process.",
             "PG rows: PostgreSQL at "
@@ -546,7 +576,7 @@ def main(argv: list[str] | None = None) -> None:
     print_table(
         f"Ours next to the floor, same run ({machine()})",
         ["what", "ours events/s", "floor rows/s", "floor / ours", "target", "meets"],
-        versus(rows, chunk), plain=args.plain,
+        versus(rows, rounds, chunk), plain=args.plain,
         notes=["The coroutines row: what a gather of coroutine calls in flight (a task "
                "each) costs on this interpreter and load, before validation or a write; "
                "the API's writes return futures, which gather takes as they are."],
