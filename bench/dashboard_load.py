@@ -236,6 +236,24 @@ FLOORS = {
     "floor: one st.write and a 3-row st.dataframe":
         ('import pandas as pd\nimport streamlit as st\nst.write("hello world")\n'
          'st.dataframe(pd.DataFrame({"a": [1, 2, 3], "b": ["x", "y", "z"]}))\n', (TABLE,)),
+    # dashboard/app.py's frame: the page config, a navigation of ten pages with icons and the
+    # sidebar's controls, around a hello world (what the frame costs apart from the pages)
+    "floor: our frame (navigation, icons, sidebar controls) around a hello world": (
+        'import streamlit as st\n'
+        'st.set_page_config(page_title="Background Agents", layout="wide")\n'
+        'icons = [":material/dashboard:", ":material/smart_toy:", ":material/speed:"]\n'
+        'def hello():\n    st.title("Overview")\n    st.write("hello world")\n'
+        'def other():\n    st.write("other")\n'
+        'pages = [st.Page(hello, title="Overview", icon=icons[0], default=True)] + [\n'
+        '    st.Page(other, title=f"Page {i}", icon=icons[i % 3], url_path=f"p{i}")\n'
+        '    for i in range(1, 10)]\n'
+        'nav = st.navigation({"Now": pages[:7], "Manage": pages[7:]})\n'
+        'with st.sidebar:\n'
+        '    st.segmented_control("Refresh every", (0, 2, 5, 10, 30, 60), default=5,\n'
+        '                         required=True)\n'
+        '    st.button("Refresh now", icon=":material/refresh:")\n'
+        '    st.caption("State: `sqlite:///data/state.db`")\n'
+        'nav.run()\n', ("text=hello world",)),
 }
 # ``bga dashboard``'s Streamlit flags (graph/cli.py) that change what a page loads or sends
 STREAMLIT_FLAGS = ("--server.address", "127.0.0.1", "--browser.gatherUsageStats", "false",
