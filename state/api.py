@@ -205,13 +205,12 @@ class SharedState:
         backend can and nothing is queued or being written (``_commit_now``); the future is
         done once they are committed (or failed)."""
         loop = asyncio.get_running_loop()
-        queue = self._queue
-        if not queue and self._commit_now(items, loop):
+        if self._commit_now(items, loop):
             done: asyncio.Future[None] = _Write(self, loop)
             done.set_result(None)
             return done
         future: asyncio.Future[None] = asyncio.Future(loop=loop)  # awaiting it yields a turn
-        queue.append((items, future))
+        self._queue.append((items, future))
         if self._wake is not None:
             self._nudge()
         return future

@@ -355,26 +355,27 @@ class PostgresBackend(Backend):
     def share_trees(self, trees: dict[str, Any]) -> None:
         self.checkpointer.entries.latest = trees
 
-    def traces(self) -> PostgresTraceStore:
-        """The trace store on this backend's connection pool (used after ``setup()``)."""
+    @property
+    def pool(self) -> AsyncConnectionPool:
+        """The connection pool, once ``setup()`` made it."""
         if self._pool is None:
             raise RuntimeError("PostgreSQL backend used before setup()")
-        return PostgresTraceStore(self.url, pool=self._pool)
+        return self._pool
+
+    def traces(self) -> PostgresTraceStore:
+        """The trace store on this backend's connection pool (used after ``setup()``)."""
+        return PostgresTraceStore(self.url, pool=self.pool)
 
     def outbox(self) -> OutboxStore:
         """The alert outbox on this backend's connection pool (used after ``setup()``)."""
-        if self._pool is None:
-            raise RuntimeError("PostgreSQL backend used before setup()")
-        return SqlOutboxStore(PostgresAsyncDb(self._pool))
+        return SqlOutboxStore(PostgresAsyncDb(self.pool))
 
     async def _configure(self, conn: AsyncConnection) -> None:
         for statement in pool_session_sql(self.failover_s):
             await conn.execute(statement)
 
     def _conn(self):
-        if self._pool is None:
-            raise RuntimeError("PostgreSQL backend used before setup()")
-        return self._pool.connection()
+        return self.pool.connection()
 
     async def _fetch(self, sql: str, params=()) -> list[dict]:
         async with self._conn() as conn:
@@ -400,11 +401,9 @@ class PostgresBackend(Backend):
         broken or leaves it ready, and the next append takes one again."""
         if not rows:
             return
-        if self._pool is None:
-            raise RuntimeError("PostgreSQL backend used before setup()")
         conn: AsyncConnection[Any] | None = self._append_conn
         if conn is None:
-            conn = self._append_conn = await self._pool.getconn()
+            conn = self._append_conn = await self.pool.getconn()
         try:
             if len(rows) <= APPEND_ONE_STATEMENT:  # one round trip: the statement commits
                 await conn.execute(_APPEND_SQL, (stream, [r[0] for r in rows],
