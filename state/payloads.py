@@ -187,15 +187,22 @@ _ENTRY: dict[str, Any] = {
 }
 
 
+# the largest integer a float, a JSON reader and the dashboard's browser hold exactly; counters
+# in the stats channel add up, so a restored one far below msgpack's 64-bit limit stays there
+MAX_STAT = 2**53
+
+
 def check_entry(channel: str, key: object, entry: object) -> None:
     """Raise InvalidInput naming ``channel.key`` if an entry does not match its schema."""
     where = f"channels.{channel}.{key}"
     if not isinstance(key, str):
         raise InvalidInput(where, "key must be a string")
     if channel == "stats":
-        if isinstance(entry, bool) or not isinstance(entry, int | float) \
-                or not math.isfinite(entry):
-            raise InvalidInput(where, "must be a finite number")
+        # an int is checked by its size (math.isfinite would raise on one above a float's range)
+        if isinstance(entry, bool) or not isinstance(entry, int | float) or not (
+                abs(entry) <= MAX_STAT if isinstance(entry, int) else math.isfinite(entry)):
+            raise InvalidInput(where, f"must be a finite number (an integer up to {MAX_STAT:,} "
+                                      "in size)")
         return
     if not isinstance(entry, dict):
         raise InvalidInput(where, f"must be an object, got {type(entry).__name__}")

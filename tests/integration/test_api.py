@@ -651,3 +651,18 @@ async def test_restore_rejects_foreign_document(shared: SharedState) -> None:
         await shared.restore_state({"format": "background-agents/state@1",
                                     "channels": {"bogus": {}}})
     assert await shared.backend.is_empty()
+
+
+@pytest.mark.parametrize("value", [10**400, -(10**400), 2**64, 2**53 + 1, float("inf")])
+async def test_restore_names_a_stat_too_big_and_changes_nothing(
+        shared: SharedState, value: float) -> None:
+    """A counter beyond 2**53 (or not finite) is refused by name; an int above a float's range
+    once raised OverflowError from the finiteness check (found by test_fuzz_api)."""
+    doc = {"format": "background-agents/state@1", "channels": {"stats": {"ticks": value}}}
+    with pytest.raises(InvalidInput) as err:
+        await shared.restore_state(doc, force=True)
+    assert err.value.field == "channels.stats.ticks"
+    assert "finite number" in str(err.value)
+    assert await shared.backend.is_empty()
+    await shared.restore_state({**doc, "channels": {"stats": {"ticks": 2**53}}}, force=True)
+    assert (await shared.export_state())["channels"]["stats"] == {"ticks": 2**53}
