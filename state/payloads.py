@@ -187,9 +187,19 @@ _ENTRY: dict[str, Any] = {
 }
 
 
-# the largest integer a float, a JSON reader and the dashboard's browser hold exactly; counters
-# in the stats channel add up, so a restored one far below msgpack's 64-bit limit stays there
+# the largest integer a float, a JSON reader and the dashboard's browser hold exactly: stats
+# counters add up, and one restored at this size stays far from msgpack's 64-bit limit
 MAX_STAT = 2**53
+
+
+def _is_stat(value: object) -> bool:
+    """An int up to ``MAX_STAT`` in size or a finite float (``math.isfinite`` would raise on an
+    int beyond a float's range, so an int is judged by its size)."""
+    if isinstance(value, bool):
+        return False
+    if isinstance(value, int):
+        return abs(value) <= MAX_STAT
+    return isinstance(value, float) and math.isfinite(value)
 
 
 def check_entry(channel: str, key: object, entry: object) -> None:
@@ -198,9 +208,7 @@ def check_entry(channel: str, key: object, entry: object) -> None:
     if not isinstance(key, str):
         raise InvalidInput(where, "key must be a string")
     if channel == "stats":
-        # an int is checked by its size (math.isfinite would raise on one above a float's range)
-        if isinstance(entry, bool) or not isinstance(entry, int | float) or not (
-                abs(entry) <= MAX_STAT if isinstance(entry, int) else math.isfinite(entry)):
+        if not _is_stat(entry):
             raise InvalidInput(where, f"must be a finite number (an integer up to {MAX_STAT:,} "
                                       "in size)")
         return
