@@ -259,3 +259,31 @@ async def test_a_failing_checkpoint_is_one_log_line_and_the_writes_go_on(
         "the WAL grows until one works"]
     assert [m for m in said if "works again" in m] == [
         f"WAL checkpoint of {sqlite_path(sqlite_url)} works again"]
+
+
+async def test_a_queued_write_leaves_only_its_future_for_the_cyclic_gc(sqlite_url: str) -> None:
+    """With 1,000 calls in flight, what each queued call keeps alive until its commit is what
+    the cyclic GC walks and promotes to the old generation (each full collection then walks
+    the whole heap): its future, and nothing more of ours (its items are a tuple of str and
+    bytes, which the collector stops tracking)."""
+    import gc
+
+    async with SharedState.open(sqlite_url, producer="w") as shared:
+        await shared.add_performance_metric(metric(0))
+        gc.collect()
+        before = {id(o) for o in gc.get_objects()}
+        futures = [shared.add_performance_metric(metric(i)) for i in range(1, 1001)]
+        gc.collect()
+        gc.collect()  # a tuple of tuples is untracked once its inner ones are
+        kept = [o for o in gc.get_objects() if id(o) not in before
+                and not isinstance(o, asyncio.Future) and o is not futures]
+        assert len(shared._queue) >= 1000 - NOW_PER_TURN  # the rest committed in the call
+        assert len(kept) < 50, sorted({type(o).__name__ for o in kept})
+        await asyncio.gather(*futures)
+    assert len(await inbox_kinds_of(sqlite_url)) == 1001
+
+
+async def inbox_kinds_of(url: str) -> list[tuple[int, str]]:
+    async with SharedState.open(url, producer="r") as shared:
+        rows = await shared.backend.read_inbox(10_000)
+    return [(r.seq, r.kind) for r in rows]
